@@ -1,0 +1,1 @@
+"""ECR cost bot: ranks ECR repositories by real stored cost and adopts lifecycle policies from Slack."""

@@ -1,0 +1,233 @@
+"""The only module that talks to AWS. Reads ECR across accounts and regions and returns core models.
+
+Sessions come from a factory (the seam tests and other credential sources plug into);
+`AWS_ENDPOINT_URL` is honoured by boto3 itself.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .core.cost import ACCEPTED_MEDIA_TYPES, missing_children, parse_manifest
+from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
+
+PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
+MANIFESTS_PER_CALL = 100  # BatchGetImage's limit
+DEFAULT_WORKERS = 16
+
+
+class ManifestCache(Protocol):
+    def get_manifests(self, digests: Iterable[str]) -> dict[str, Manifest]: ...
+
+    def put_manifests(self, manifests: Iterable[Manifest]) -> None: ...
+
+
+SessionFactory = Callable[[str | None], boto3.Session]
+
+
+def default_session_factory(base: boto3.Session | None = None) -> SessionFactory:
+    """role ARN -> session: None is the ambient credential chain, a role ARN is assumed through STS."""
+    base = base or boto3.Session()
+
+    def factory(role_arn: str | None) -> boto3.Session:
+        if role_arn is None:
+            return base
+        sts = base.client("sts", config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName="ecr-cost-bot")["Credentials"]
+        return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
+                             aws_secret_access_key=credentials["SecretAccessKey"],
+                             aws_session_token=credentials["SessionToken"],
+                             region_name=base.region_name)
+
+    return factory
+
+
+def describe_error(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(timezone.utc) if moment else None
+
+
+@dataclass
+class _Region:
+    account_id: str
+    region: str
+    client: object
+
+
+class EcrCollector:
+    """Reads every repository of every configured account and region, with bounded concurrency.
+
+    Failures are returned as ScanProblem items alongside the inventories, never raised:
+    a broken account or region must not hide the rest of the estate.
+    """
+
+    def __init__(self, session_factory: SessionFactory, regions: Iterable[str], role_arns: Iterable[str],
+                 manifest_cache: ManifestCache, *, max_workers: int = DEFAULT_WORKERS):
+        self._session_factory = session_factory
+        self._regions = tuple(regions)
+        self._role_arns = tuple(role_arns)
+        self._cache = manifest_cache
+        self._workers = max_workers
+        self._config = Config(retries={"mode": "adaptive", "max_attempts": 8},
+                              max_pool_connections=max_workers + 4, connect_timeout=10, read_timeout=60)
+        self._lock = threading.Lock()
+        self.api_calls = 0  # HTTP requests sent, retries included
+        self.manifests_fetched = 0
+
+    # -- accounts and regions -------------------------------------------------------------
+
+    def _client(self, session: boto3.Session, service: str, region: str | None = None):
+        client = session.client(service, region_name=region, config=self._config)
+        client.meta.events.register("before-send", self._count_call)
+        return client
+
+    def _count_call(self, **_):
+        with self._lock:
+            self.api_calls += 1
+
+    def _targets(self) -> tuple[list[_Region], list[ScanProblem]]:
+        """One ECR client per (account, region); accounts we cannot enter become problems."""
+        targets, problems = [], []
+        for role_arn in (None, *self._role_arns):
+            account_hint = role_arn.split(":")[4] if role_arn else "current"
+            try:
+                session = self._session_factory(role_arn)
+                account_id = self._client(session, "sts").get_caller_identity()["Account"]
+            except (ClientError, BotoCoreError) as exc:
+                what = f"cannot assume {role_arn}" if role_arn else "cannot read the current AWS identity"
+                problems.append(ScanProblem(account_hint, "*", f"{what}: {describe_error(exc)}"))
+                continue
+            regions = self._regions or ((session.region_name,) if session.region_name else ())
+            if not regions:
+                problems.append(ScanProblem(account_id, "*", "no region configured: set ECR_COST_REGIONS or AWS_REGION"))
+            for region in regions:
+                targets.append(_Region(account_id, region, self._client(session, "ecr", region)))
+        return targets, problems
+
+    def _list_repositories(self, target: _Region) -> list[tuple[RepositoryRef, datetime | None]]:
+        pages = target.client.get_paginator("describe_repositories").paginate(
+            PaginationConfig={"PageSize": PAGE_SIZE})
+        return [(RepositoryRef(target.account_id, target.region, repo["repositoryName"], repo["repositoryArn"]),
+                 _utc(repo.get("createdAt")))
+                for page in pages for repo in page["repositories"]]
+
+    # -- one repository -------------------------------------------------------------------
+
+    def read_repository(self, client, ref: RepositoryRef, created_at: datetime | None) -> RepositoryInventory:
+        pages = client.get_paginator("describe_images").paginate(
+            repositoryName=ref.name, registryId=ref.account_id, filter={"imageStatus": "ANY"},
+            PaginationConfig={"PageSize": PAGE_SIZE})
+        images = [_image(detail) for page in pages for detail in page["imageDetails"]]
+        try:
+            policy = client.get_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
+            policy_text = policy["lifecyclePolicyText"]
+        except client.exceptions.LifecyclePolicyNotFoundException:
+            policy_text = None
+        tags = {t["Key"]: t["Value"] for t in client.list_tags_for_resource(resourceArn=ref.arn).get("tags", [])}
+        manifests, problems = self._manifests(client, ref, [i.digest for i in images])
+        return RepositoryInventory(ref, created_at, tags, policy_text, images, manifests, problems)
+
+    def _manifests(self, client, ref: RepositoryRef, digests: list[str]) -> tuple[dict[str, Manifest], list[str]]:
+        """Every manifest reachable from ``digests``: from the cache, else fetched once and cached."""
+        manifests: dict[str, Manifest] = {}
+        problems: list[str] = []
+        wanted = set(digests)
+        while wanted:
+            manifests.update(self._cache.get_manifests(wanted))
+            fetched, failures = self._fetch(client, ref, sorted(wanted - manifests.keys()))
+            self._cache.put_manifests(fetched.values())
+            manifests.update(fetched)
+            problems.extend(failures)
+            problems.extend(m.problem for m in fetched.values() if m.problem)
+            wanted = missing_children(manifests) - wanted  # a child that failed once is not asked again
+        return manifests, problems
+
+    def _fetch(self, client, ref: RepositoryRef, digests: list[str]) -> tuple[dict[str, Manifest], list[str]]:
+        fetched: dict[str, Manifest] = {}
+        failures: list[str] = []
+        for start in range(0, len(digests), MANIFESTS_PER_CALL):
+            chunk = digests[start:start + MANIFESTS_PER_CALL]
+            response = client.batch_get_image(
+                repositoryName=ref.name, registryId=ref.account_id,
+                imageIds=[{"imageDigest": d} for d in chunk], acceptedMediaTypes=ACCEPTED_MEDIA_TYPES)
+            for image in response.get("images", []):
+                digest = image["imageId"]["imageDigest"]
+                if digest not in fetched:
+                    fetched[digest] = parse_manifest(digest, image.get("imageManifestMediaType"),
+                                                     image.get("imageManifest", ""))
+            for failure in response.get("failures", []):
+                failures.append(f"manifest {failure.get('imageId', {}).get('imageDigest', '?')} could not be read: "
+                                f"{failure.get('failureCode')}: {failure.get('failureReason')}")
+        with self._lock:
+            self.manifests_fetched += len(fetched)
+        return fetched, failures
+
+    # -- the estate -----------------------------------------------------------------------
+
+    def scan(self) -> Iterator[RepositoryInventory | ScanProblem]:
+        """Yields each repository's inventory as soon as it is read, and each problem met."""
+        targets, problems = self._targets()
+        yield from problems
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-scan") as pool:
+            pending: dict[Future, tuple] = {pool.submit(self._list_repositories, t): ("region", t) for t in targets}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, target, *rest = pending.pop(future)
+                    error = future.exception()
+                    if kind == "region":
+                        if error is not None:
+                            yield ScanProblem(target.account_id, target.region,
+                                              f"cannot list repositories: {_message(error)}")
+                            continue
+                        for ref, created_at in future.result():
+                            job = pool.submit(self.read_repository, target.client, ref, created_at)
+                            pending[job] = ("repository", target, ref)
+                    elif error is None:
+                        yield future.result()
+                    elif isinstance(error, ClientError) and \
+                            error.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
+                        continue  # deleted while we were scanning: it no longer costs anything
+                    else:
+                        ref = rest[0]
+                        yield ScanProblem(target.account_id, target.region,
+                                          f"cannot read repository {ref.name}: {_message(error)}", ref.name)
+
+    def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
+        """Re-reads one repository (for a detail view that must be fresh). Raises on AWS errors."""
+        role = next((arn for arn in self._role_arns if arn.split(":")[4] == ref.account_id), None)
+        client = self._client(self._session_factory(role), "ecr", ref.region)
+        return self.read_repository(client, ref, created_at)
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, (ClientError, BotoCoreError)):
+        return describe_error(error)
+    return f"{error.__class__.__name__}: {error}"
+
+
+def _image(detail: dict) -> Image:
+    return Image(
+        digest=detail["imageDigest"],
+        tags=tuple(detail.get("imageTags", ())),
+        listed_bytes=int(detail.get("imageSizeInBytes") or 0),
+        pushed_at=_utc(detail.get("imagePushedAt")),
+        last_pulled_at=_utc(detail.get("lastRecordedPullTime")),
+        media_type=detail.get("imageManifestMediaType"),
+        status=detail.get("imageStatus", "ACTIVE"),
+        archived_at=_utc(detail.get("lastArchivedAt")),
+    )

@@ -1,0 +1,162 @@
+"""Settings from the environment, validated once at start.
+
+A bad value raises ConfigError whose message is one line naming the variable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class ConfigError(Exception):
+    pass
+
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    report_channel: str | None = None
+    schedule: str = "0 9 * * mon"
+    timezone: str = "UTC"
+    regions: tuple[str, ...] = ()  # empty: the AWS SDK's configured region
+    role_arns: tuple[str, ...] = ()
+    price_per_gb_month: float = 0.10
+    unused_days: int = 90
+    owner_tag: str = "owner"
+    admins: tuple[str, ...] = ()
+    base_policy_path: str | None = None
+    base_policy: dict = field(default_factory=dict)
+    db_path: str = "ecr-cost.db"
+    port: int = 3000
+
+
+def shipped_base_policy_text() -> str:
+    return resources.files("bot").joinpath("policies/base.json").read_text(encoding="utf-8")
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _number(name: str, value: str, cast, minimum, maximum=None):
+    try:
+        number = cast(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if number != number or number < minimum or (maximum is not None and number > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name}: must be {bounds}, got {value!r}")
+    return number
+
+
+def _cron(name: str, expression: str, timezone: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger  # validated with the library that will run it
+
+    if len(expression.split()) != 5:
+        raise ConfigError(f"{name}: expected 5 cron fields (minute hour day month weekday), got {expression!r}")
+    try:
+        CronTrigger.from_crontab(expression, timezone=timezone)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} in {expression!r}") from None
+
+
+def _base_policy(path: str | None) -> dict:
+    name = "ECR_COST_BASE_POLICY"
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else shipped_base_policy_text()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
+    try:
+        policy = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {path!r} is not JSON ({exc})") from None
+    if not isinstance(policy, dict) or not isinstance(policy.get("rules"), list) or not policy["rules"]:
+        raise ConfigError(f"{name}: {path!r} is not a lifecycle policy (expected an object with a non-empty 'rules' list)")
+    return policy
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    timezone = get("ECR_COST_TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"ECR_COST_TIMEZONE: unknown IANA time zone {timezone!r}") from None
+
+    schedule = get("ECR_COST_SCHEDULE") or "0 9 * * mon"
+    _cron("ECR_COST_SCHEDULE", schedule, timezone)
+
+    regions = _csv(get("ECR_COST_REGIONS"))
+    for region in regions:
+        if not _REGION.match(region):
+            raise ConfigError(f"ECR_COST_REGIONS: {region!r} is not an AWS region name (like us-east-1)")
+
+    role_arns = _csv(get("ECR_COST_ROLE_ARNS"))
+    for arn in role_arns:
+        if not _ROLE_ARN.match(arn):
+            raise ConfigError(f"ECR_COST_ROLE_ARNS: {arn!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+
+    admins = _csv(get("ECR_COST_ADMINS"))
+    for admin in admins:
+        if not _SLACK_USER.match(admin):
+            raise ConfigError(f"ECR_COST_ADMINS: {admin!r} is not a Slack user ID (like U012AB3CD)")
+
+    slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
+    if not re.match(r"^https?://[^\s/]+", slack_api_url):
+        raise ConfigError(f"SLACK_API_URL: expected an http(s) URL, got {slack_api_url!r}")
+    if not slack_api_url.endswith("/"):
+        slack_api_url += "/"
+
+    for name, prefix in (("SLACK_BOT_TOKEN", "xoxb-"), ("SLACK_APP_TOKEN", "xapp-")):
+        value = get(name)
+        if value and not value.startswith(prefix):
+            raise ConfigError(f"{name}: expected a token starting with {prefix!r}")
+
+    channel = get("ECR_COST_REPORT_CHANNEL")
+    if channel and not re.match(r"^[CGD][A-Z0-9]{2,}$", channel):
+        raise ConfigError(f"ECR_COST_REPORT_CHANNEL: expected a channel ID (like C012AB3CD), got {channel!r}")
+
+    owner_tag = get("ECR_COST_OWNER_TAG") or "owner"
+    if len(owner_tag) > 128:
+        raise ConfigError("ECR_COST_OWNER_TAG: AWS tag keys are at most 128 characters")
+
+    base_policy_path = get("ECR_COST_BASE_POLICY")
+    return Settings(
+        slack_bot_token=get("SLACK_BOT_TOKEN"),
+        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+        slack_app_token=get("SLACK_APP_TOKEN"),
+        slack_api_url=slack_api_url,
+        report_channel=channel,
+        schedule=schedule,
+        timezone=timezone,
+        regions=regions,
+        role_arns=role_arns,
+        price_per_gb_month=_number("ECR_COST_PRICE_PER_GB_MONTH", get("ECR_COST_PRICE_PER_GB_MONTH") or "0.10",
+                                   float, 0.0, 1000.0),
+        unused_days=_number("ECR_COST_UNUSED_DAYS", get("ECR_COST_UNUSED_DAYS") or "90", int, 1, 36500),
+        owner_tag=owner_tag,
+        admins=admins,
+        base_policy_path=base_policy_path,
+        base_policy=_base_policy(base_policy_path),
+        db_path=get("ECR_COST_DB") or "ecr-cost.db",
+        port=_number("PORT", get("PORT") or "3000", int, 1, 65535),
+    )

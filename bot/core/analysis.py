@@ -1,0 +1,93 @@
+"""Analysis over priced repositories: ranking, totals, median, lookup by name."""
+from __future__ import annotations
+
+import difflib
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .models import RepositoryCost
+
+
+def rank(rows: Sequence[RepositoryCost]) -> list[RepositoryCost]:
+    """Stored bytes descending, then repository name ascending (then region, account for ties)."""
+    return sorted(rows, key=lambda r: (-r.stored_bytes, r.repository, r.region, r.account_id))
+
+
+@dataclass(frozen=True)
+class Summary:
+    repository_count: int
+    stored_bytes: int
+    listed_bytes: int
+    monthly_cost_usd: float
+    median_monthly_cost_usd: float
+    above_median: tuple[str, ...]  # repository names, in rank order
+    without_policy: int
+    unused: int
+
+
+def summarize(ranked: Sequence[RepositoryCost]) -> Summary:
+    costs = [r.monthly_cost_usd for r in ranked]
+    median = statistics.median(costs) if costs else 0.0
+    return Summary(
+        repository_count=len(ranked),
+        stored_bytes=sum(r.stored_bytes for r in ranked),
+        listed_bytes=sum(r.listed_bytes for r in ranked),
+        monthly_cost_usd=round(sum(costs), 6),
+        median_monthly_cost_usd=round(median, 6),
+        above_median=tuple(r.repository for r in ranked if r.monthly_cost_usd > median),
+        without_policy=sum(1 for r in ranked if not r.has_lifecycle_policy),
+        unused=sum(1 for r in ranked if r.unused),
+    )
+
+
+def top(ranked: Sequence[RepositoryCost], n: int = 10) -> list[RepositoryCost]:
+    return list(ranked[:n])
+
+
+def display_names(rows: Sequence[RepositoryCost]) -> dict[str, str]:
+    """ARN -> the shortest name that is unique in the estate: `name`, `region/name`, or the ARN."""
+    by_name = Counter(r.repository for r in rows)
+    by_region_name = Counter((r.region, r.repository) for r in rows)
+    names = {}
+    for r in rows:
+        if by_name[r.repository] == 1:
+            names[r.arn] = r.repository
+        elif by_region_name[(r.region, r.repository)] == 1:
+            names[r.arn] = f"{r.region}/{r.repository}"
+        else:
+            names[r.arn] = r.arn
+    return names
+
+
+class AmbiguousOrUnknownName(Exception):
+    """NAME matched no repository, or several; ``candidates`` are what to suggest."""
+
+    def __init__(self, message: str, candidates: Sequence[str]):
+        super().__init__(message)
+        self.candidates = list(candidates)
+
+
+def find_repository(rows: Sequence[RepositoryCost], query: str) -> RepositoryCost:
+    """Resolves `name`, `region/name` or an ARN; raises AmbiguousOrUnknownName with "did you mean" candidates."""
+    query = query.strip()
+    if query.startswith("arn:"):
+        matches = [r for r in rows if r.arn == query]
+    else:
+        matches = [r for r in rows if r.repository == query]
+        if not matches and "/" in query:
+            region, _, name = query.partition("/")
+            matches = [r for r in rows if r.region == region and r.repository == name]
+    if len(matches) == 1:
+        return matches[0]
+    labels = display_names(rows)
+    if matches:
+        raise AmbiguousOrUnknownName(f"{query!r} names {len(matches)} repositories; say which one",
+                           sorted(labels[r.arn] for r in matches))
+    pool = sorted({labels[r.arn] for r in rows} | {r.repository for r in rows})
+    close = difflib.get_close_matches(query, pool, n=5, cutoff=0.5)
+    if not close:
+        lowered = query.lower()
+        close = [name for name in pool if lowered and lowered in name.lower()][:5]
+    raise AmbiguousOrUnknownName(f"no repository named {query!r}", close)

@@ -1,0 +1,107 @@
+"""Plain data the whole bot passes around. No I/O here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Image:
+    """One entry of DescribeImages (an image manifest or a manifest list / index)."""
+
+    digest: str
+    tags: tuple[str, ...]
+    listed_bytes: int  # imageSizeInBytes; 0 when AWS gives none
+    pushed_at: datetime | None
+    last_pulled_at: datetime | None = None
+    media_type: str | None = None
+    status: str = "ACTIVE"  # ACTIVE | ARCHIVED | ACTIVATING
+    archived_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the cost model needs from a manifest: its blobs, or its children when it is an index.
+
+    ``problem`` is set when the manifest could not be read (not JSON, schema 1, ...);
+    such an image is then priced by its imageSizeInBytes instead.
+    """
+
+    digest: str
+    media_type: str | None
+    blobs: tuple[tuple[str, int], ...] = ()  # (digest, size) of config + layers
+    children: tuple[str, ...] = ()  # child manifest digests of an index / manifest list
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class RepositoryRef:
+    account_id: str
+    region: str
+    name: str
+    arn: str
+
+
+@dataclass
+class RepositoryInventory:
+    """Everything the collector read about one repository."""
+
+    ref: RepositoryRef
+    created_at: datetime | None
+    tags: dict[str, str]
+    lifecycle_policy: str | None
+    images: list[Image]
+    manifests: dict[str, Manifest]  # every manifest reachable from ``images``
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RepositoryCost:
+    """One row of the ranking: the contract's `repositories[]` entry."""
+
+    repository: str
+    account_id: str
+    region: str
+    arn: str
+    image_count: int
+    tagged_image_count: int
+    stored_bytes: int
+    listed_bytes: int
+    monthly_cost_usd: float
+    last_pushed_at: datetime | None
+    last_pulled_at: datetime | None
+    unused: bool
+    has_lifecycle_policy: bool
+    lifecycle_policy: str | None
+    owners: tuple[str, ...]
+    tags: dict[str, str]
+
+    @property
+    def untagged_image_count(self) -> int:
+        return self.image_count - self.tagged_image_count
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """An account, region or repository the scan could not read completely."""
+
+    account_id: str
+    region: str
+    message: str
+    repository: str | None = None
+
+
+@dataclass
+class ScanResult:
+    generated_at: datetime
+    price_per_gb_month: float
+    repositories: list[RepositoryCost]  # ranked
+    errors: list[ScanProblem]  # parts of the estate missing or inexact -> partial
+    warnings: list[ScanProblem]  # complete data, but something an owner should fix
+    api_calls: int = 0
+    manifests_fetched: int = 0
+    scan_id: int | None = None
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.errors)

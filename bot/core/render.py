@@ -1,0 +1,168 @@
+"""Scan results as the contract's JSON, the playbook's CSV, and terminal text."""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import datetime
+
+from .analysis import Summary, display_names, summarize
+from .cost import GIB
+from .models import RepositoryCost, ScanProblem, ScanResult
+
+MIB = 2**20
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def repository_json(row: RepositoryCost) -> dict:
+    return {
+        "repository": row.repository, "account_id": row.account_id, "region": row.region,
+        "arn": row.arn, "image_count": row.image_count,
+        "stored_bytes": row.stored_bytes, "listed_bytes": row.listed_bytes,
+        "monthly_cost_usd": round(row.monthly_cost_usd, 4),
+        "last_pushed_at": iso(row.last_pushed_at), "last_pulled_at": iso(row.last_pulled_at),
+        "unused": row.unused, "has_lifecycle_policy": row.has_lifecycle_policy,
+        "owners": list(row.owners), "tags": dict(row.tags),
+    }
+
+
+def problem_json(problem: ScanProblem) -> dict:
+    out = {"account_id": problem.account_id, "region": problem.region, "message": problem.message}
+    if problem.repository:
+        out["repository"] = problem.repository
+    return out
+
+
+def scan_json(result: ScanResult) -> dict:
+    summary = summarize(result.repositories)
+    return {
+        "generated_at": iso(result.generated_at),
+        "price_per_gb_month": result.price_per_gb_month,
+        "partial": result.partial,
+        "errors": [problem_json(p) for p in result.errors],
+        "warnings": [problem_json(p) for p in result.warnings],
+        "summary": {
+            "repository_count": summary.repository_count,
+            "stored_bytes": summary.stored_bytes,
+            "monthly_cost_usd": round(summary.monthly_cost_usd, 4),
+            "median_monthly_cost_usd": round(summary.median_monthly_cost_usd, 4),
+            "above_median": list(summary.above_median),
+        },
+        "repositories": [repository_json(r) for r in result.repositories],
+    }
+
+
+def scan_csv(ranked: Sequence[RepositoryCost]) -> str:
+    """The playbook's spreadsheet columns: name, size in whole MB (2^20 bytes), USD with 2 decimals."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["Repositories", "Size", "Expected Cost"])
+    labels = display_names(ranked)
+    for row in ranked:
+        writer.writerow([labels[row.arn], round(row.stored_bytes / MIB), f"{row.monthly_cost_usd:.2f}"])
+    return out.getvalue()
+
+
+def gib(byte_count: int) -> str:
+    return f"{byte_count / GIB:,.2f}"
+
+
+def usd(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def scan_table(result: ScanResult, limit: int | None = None) -> str:
+    ranked = result.repositories
+    labels = display_names(ranked)
+    shown = ranked if limit is None else ranked[:limit]
+    rows = [[str(i), labels[r.arn], r.region, str(r.image_count), gib(r.stored_bytes), gib(r.listed_bytes),
+             usd(r.monthly_cost_usd), "yes" if r.has_lifecycle_policy else "NONE",
+             "unused" if r.unused else "", " ".join(r.owners) or "-"]
+            for i, r in enumerate(shown, 1)]
+    lines = _table(["#", "repository", "region", "images", "stored GB", "listed GB", "USD/month",
+                    "policy", "", "owners"], rows, right={0, 3, 4, 5, 6})
+    if limit is not None and len(ranked) > limit:
+        lines.append(f"... and {len(ranked) - limit} more")
+    lines.append("")
+    lines.extend(summary_lines(summarize(ranked), result.price_per_gb_month))
+    lines.extend(problem_lines(result))
+    return "\n".join(lines)
+
+
+def summary_lines(summary: Summary, price: float) -> list[str]:
+    saved_by_dedup = summary.listed_bytes - summary.stored_bytes
+    return [
+        f"{summary.repository_count} repositories, {gib(summary.stored_bytes)} GB stored, "
+        f"{usd(summary.monthly_cost_usd)}/month at {usd(price)}/GB-month",
+        f"median {usd(summary.median_monthly_cost_usd)}/month; {len(summary.above_median)} repositories above it; "
+        f"{summary.without_policy} without a lifecycle policy; {summary.unused} unused",
+        f"summing imageSizeInBytes (the playbook's script) would say {gib(summary.listed_bytes)} GB: "
+        f"{gib(abs(saved_by_dedup))} GB {'over' if saved_by_dedup >= 0 else 'under'}stated by shared layers",
+    ]
+
+
+def problem_lines(result: ScanResult) -> list[str]:
+    lines = []
+    if result.partial:
+        lines.append(f"PARTIAL RESULT: {len(result.errors)} part(s) of the estate could not be read completely:")
+        lines.extend(f"  - {_where(p)}: {p.message}" for p in result.errors)
+    if result.warnings:
+        lines.append(f"{len(result.warnings)} warning(s):")
+        lines.extend(f"  - {_where(p)}: {p.message}" for p in result.warnings)
+    return lines
+
+
+def _where(problem: ScanProblem) -> str:
+    where = f"account {problem.account_id} {problem.region}"
+    return f"{where} {problem.repository}" if problem.repository else where
+
+
+def repository_detail_json(row: RepositoryCost, position: int, total: int, previous: RepositoryCost | None) -> dict:
+    detail = repository_json(row)
+    detail.update({
+        "rank": position, "rank_of": total,
+        "tagged_image_count": row.tagged_image_count,
+        "untagged_image_count": row.untagged_image_count,
+        "lifecycle_policy": row.lifecycle_policy,
+        "change_since_previous": None if previous is None else {
+            "stored_bytes": row.stored_bytes - previous.stored_bytes,
+            "monthly_cost_usd": round(row.monthly_cost_usd - previous.monthly_cost_usd, 4),
+        },
+    })
+    return detail
+
+
+def repository_detail_text(row: RepositoryCost, position: int, total: int, previous: RepositoryCost | None,
+                           lifecycle_status: str) -> str:
+    never = "never"
+    lines = [
+        f"{row.repository}  ({row.account_id} {row.region})",
+        f"  rank            #{position} of {total}",
+        f"  monthly cost    {usd(row.monthly_cost_usd)}",
+        f"  stored          {gib(row.stored_bytes)} GB (unique layers)   listed {gib(row.listed_bytes)} GB "
+        f"(sum of imageSizeInBytes)",
+        f"  images          {row.image_count} ({row.tagged_image_count} tagged, {row.untagged_image_count} untagged)",
+        f"  last push       {iso(row.last_pushed_at) or never}",
+        f"  last pull       {iso(row.last_pulled_at) or never}" + ("   UNUSED" if row.unused else ""),
+        f"  owners          {' '.join(row.owners) or 'none (set the owner tag)'}",
+        f"  lifecycle       {lifecycle_status}",
+    ]
+    if previous is not None:
+        delta = row.monthly_cost_usd - previous.monthly_cost_usd
+        lines.append(f"  since previous  {'+' if delta >= 0 else '-'}{usd(abs(delta))}/month "
+                     f"({(row.stored_bytes - previous.stored_bytes) / GIB:+,.2f} GB)")
+    lines.append(f"  arn             {row.arn}")
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""The only module that uses SQLite: scans, per-repository snapshots over time, the manifest cache.
+
+One connection per thread (the scheduler, Bolt's listener threads and the scan workers all use
+the store at once), WAL journaling and short transactions.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from .core.analysis import rank
+from .core.models import Image, Manifest, RepositoryCost, ScanProblem, ScanResult
+
+migrations = Migrations("ecr_cost_bot")
+
+_CHUNK = 500  # stay well under SQLite's bound-variable limit
+
+
+@migrations()
+def m001_inventory(db: Database) -> None:
+    db["scans"].create({
+        "id": int, "generated_at": str, "finished_at": str, "status": str, "price_per_gb_month": float,
+        "partial": int, "errors": str, "warnings": str, "repository_count": int, "stored_bytes": int,
+        "monthly_cost_usd": float, "api_calls": int, "manifests_fetched": int,
+    }, pk="id")
+    db["repository_snapshots"].create({
+        "scan_id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+        "image_count": int, "tagged_image_count": int, "stored_bytes": int, "listed_bytes": int,
+        "monthly_cost_usd": float, "last_pushed_at": str, "last_pulled_at": str, "unused": int,
+        "has_lifecycle_policy": int, "lifecycle_policy": str, "owners": str, "tags": str,
+    }, pk=("scan_id", "arn"), foreign_keys=[("scan_id", "scans", "id")])
+    db["repository_snapshots"].create_index(["arn", "scan_id"])
+    # the image list of a snapshot, kept for the latest scans only (the policy preview reads it)
+    db["snapshot_images"].create({"scan_id": int, "arn": str, "images": str}, pk=("scan_id", "arn"))
+    # manifests are immutable per digest: one row per digest, ever
+    db["manifests"].create({
+        "digest": str, "media_type": str, "blobs": str, "children": str, "problem": str, "fetched_at": str,
+    }, pk="digest")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment else None
+
+
+def _parse(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        db = self.db
+        db.enable_wal()
+        migrations.apply(db)
+
+    @property
+    def db(self) -> Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            db = self._local.db = Database(conn)
+            with self._lock:
+                self._connections.append(conn)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- manifest cache ------------------------------------------------------------------
+
+    def get_manifests(self, digests: Iterable[str]) -> dict[str, Manifest]:
+        digests = list(digests)
+        found: dict[str, Manifest] = {}
+        for start in range(0, len(digests), _CHUNK):
+            chunk = digests[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(f"select * from manifests where digest in ({marks})", chunk):
+                found[row["digest"]] = Manifest(
+                    row["digest"], row["media_type"],
+                    blobs=tuple((d, s) for d, s in json.loads(row["blobs"])),
+                    children=tuple(json.loads(row["children"])), problem=row["problem"])
+        return found
+
+    def put_manifests(self, manifests: Iterable[Manifest]) -> None:
+        now = _iso(datetime.now(timezone.utc))
+        rows = [{"digest": m.digest, "media_type": m.media_type, "blobs": json.dumps(m.blobs),
+                 "children": json.dumps(m.children), "problem": m.problem, "fetched_at": now} for m in manifests]
+        if rows:
+            with self.db.conn:
+                self.db["manifests"].insert_all(rows, ignore=True)
+
+    def manifest_count(self) -> int:
+        return self.db["manifests"].count
+
+    # -- scans and snapshots ------------------------------------------------------------
+
+    def begin_scan(self, generated_at: datetime, price_per_gb_month: float) -> int:
+        with self.db.conn:
+            table = self.db["scans"].insert({"generated_at": _iso(generated_at), "status": "running",
+                                             "price_per_gb_month": price_per_gb_month})
+        return table.last_pk
+
+    def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
+        with self.db.conn:
+            self.db["repository_snapshots"].insert({
+                "scan_id": scan_id, "arn": row.arn, "account_id": row.account_id, "region": row.region,
+                "repository": row.repository, "image_count": row.image_count,
+                "tagged_image_count": row.tagged_image_count, "stored_bytes": row.stored_bytes,
+                "listed_bytes": row.listed_bytes, "monthly_cost_usd": row.monthly_cost_usd,
+                "last_pushed_at": _iso(row.last_pushed_at), "last_pulled_at": _iso(row.last_pulled_at),
+                "unused": int(row.unused), "has_lifecycle_policy": int(row.has_lifecycle_policy),
+                "lifecycle_policy": row.lifecycle_policy, "owners": json.dumps(row.owners),
+                "tags": json.dumps(row.tags),
+            }, replace=True)
+            self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
+                                               "images": json.dumps([_image_json(i) for i in images])},
+                                              replace=True)
+
+    def finish_scan(self, result: ScanResult, keep_images_for: int = 2) -> None:
+        """Marks the scan complete and drops image lists of all but the latest scans (summaries stay)."""
+        totals = self.db.execute(
+            "select count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(monthly_cost_usd), 0) "
+            "from repository_snapshots where scan_id = ?", [result.scan_id]).fetchone()
+        with self.db.conn:
+            self.db["scans"].update(result.scan_id, {
+                "status": "complete", "finished_at": _iso(datetime.now(timezone.utc)),
+                "partial": int(result.partial),
+                "errors": json.dumps([vars(p) for p in result.errors]),
+                "warnings": json.dumps([vars(p) for p in result.warnings]),
+                "repository_count": totals[0], "stored_bytes": totals[1], "monthly_cost_usd": totals[2],
+                "api_calls": result.api_calls, "manifests_fetched": result.manifests_fetched,
+            })
+            self.db.execute(
+                "delete from snapshot_images where scan_id not in "
+                "(select id from scans where status = 'complete' order by id desc limit ?)", [keep_images_for])
+
+    def latest_scan(self, before: datetime | None = None) -> ScanResult | None:
+        """The newest complete scan (generated at or before ``before`` when given), ranked rows included."""
+        where, params = "status = 'complete'", []
+        if before is not None:
+            where += " and generated_at <= ?"
+            params.append(_iso(before))
+        rows = list(self.db["scans"].rows_where(where, params, order_by="id desc", limit=1))
+        if not rows:
+            return None
+        scan = rows[0]
+        repositories = rank([_snapshot(r) for r in self.db["repository_snapshots"].rows_where(
+            "scan_id = ?", [scan["id"]])])
+        return ScanResult(
+            generated_at=_parse(scan["generated_at"]), price_per_gb_month=scan["price_per_gb_month"],
+            repositories=repositories,
+            errors=[ScanProblem(**p) for p in json.loads(scan["errors"] or "[]")],
+            warnings=[ScanProblem(**p) for p in json.loads(scan["warnings"] or "[]")],
+            api_calls=scan["api_calls"] or 0, manifests_fetched=scan["manifests_fetched"] or 0,
+            scan_id=scan["id"])
+
+    def snapshot_images(self, scan_id: int, arn: str) -> list[Image] | None:
+        row = self.db.execute("select images from snapshot_images where scan_id = ? and arn = ?",
+                              [scan_id, arn]).fetchone()
+        return None if row is None else [_image_from_json(i) for i in json.loads(row[0])]
+
+
+def _snapshot(row: dict) -> RepositoryCost:
+    return RepositoryCost(
+        repository=row["repository"], account_id=row["account_id"], region=row["region"], arn=row["arn"],
+        image_count=row["image_count"], tagged_image_count=row["tagged_image_count"],
+        stored_bytes=row["stored_bytes"], listed_bytes=row["listed_bytes"],
+        monthly_cost_usd=row["monthly_cost_usd"],
+        last_pushed_at=_parse(row["last_pushed_at"]), last_pulled_at=_parse(row["last_pulled_at"]),
+        unused=bool(row["unused"]), has_lifecycle_policy=bool(row["has_lifecycle_policy"]),
+        lifecycle_policy=row["lifecycle_policy"], owners=tuple(json.loads(row["owners"])),
+        tags=json.loads(row["tags"]))
+
+
+def _image_json(image: Image) -> dict:
+    return {"digest": image.digest, "tags": list(image.tags), "listed_bytes": image.listed_bytes,
+            "pushed_at": _iso(image.pushed_at), "last_pulled_at": _iso(image.last_pulled_at),
+            "media_type": image.media_type, "status": image.status, "archived_at": _iso(image.archived_at)}
+
+
+def _image_from_json(data: dict) -> Image:
+    return Image(digest=data["digest"], tags=tuple(data["tags"]), listed_bytes=data["listed_bytes"],
+                 pushed_at=_parse(data["pushed_at"]), last_pulled_at=_parse(data["last_pulled_at"]),
+                 media_type=data["media_type"], status=data["status"], archived_at=_parse(data["archived_at"]))
