@@ -107,9 +107,9 @@ class EcrCollector:
             try:
                 session = self._session_factory(role_arn)
                 account_id = self._client(session, "sts").get_caller_identity()["Account"]
-            except (ClientError, BotoCoreError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
                 what = f"cannot assume {role_arn}" if role_arn else "cannot read the current AWS identity"
-                problems.append(ScanProblem(account_hint, "*", f"{what}: {describe_error(exc)}"))
+                problems.append(ScanProblem(account_hint, "*", f"{what}: {_message(exc)}"))
                 continue
             regions = self._regions or ((session.region_name,) if session.region_name else ())
             if not regions:

@@ -1,0 +1,144 @@
+"""An HTTP proxy in front of moto's server that behaves like AWS where moto does not.
+
+- Pages DescribeImages / DescribeRepositories by maxResults and nextToken (100 by default), as
+  ECR does; moto returns everything in one page (ECR_FACTS.md §5).
+- Counts every request by operation, so tests can prove which calls a scan made.
+- Injects failures: AccessDenied for chosen regions, ThrottlingException for the first N requests.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+PAGED = {"DescribeImages": "imageDetails", "DescribeRepositories": "repositories"}
+_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
+
+
+class AwsProxy:
+    def __init__(self, upstream: str):
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.calls: Counter[str] = Counter()
+        self.deny_regions: set[str] = set()
+        self.throttle_next = 0
+        # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
+        self.max_page: dict[str, int] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                proxy._handle(self)
+
+            do_GET = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> "AwsProxy":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.deny_regions.clear()
+            self.throttle_next = 0
+            self.max_page = {}
+
+    # -- request handling --------------------------------------------------------------
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        operation = _operation(request.headers, body)
+        region = (_REGION.search(request.headers.get("Authorization", "")) or [None, None])[1]
+        with self._lock:
+            self.calls[operation] += 1
+            throttle = self.throttle_next > 0 and operation != "GetCallerIdentity"
+            if throttle:
+                self.throttle_next -= 1
+        json_protocol = "X-Amz-Target" in request.headers
+        if throttle:
+            return _reply_error(request, json_protocol, "ThrottlingException", "Rate exceeded")
+        if region in self.deny_regions and operation != "GetCallerIdentity":
+            return _reply_error(request, json_protocol, "AccessDeniedException" if json_protocol else "AccessDenied",
+                                f"User: arn:aws:iam::123456789012:user/bot is not authorized to perform: "
+                                f"ecr:{operation} in region {region}")
+        page = None
+        if operation in PAGED:
+            params = json.loads(body or b"{}")
+            size = params.pop("maxResults", 100)
+            page = (min(size, self.max_page.get(operation, size)), int(params.pop("nextToken", None) or 0))
+            body = json.dumps(params).encode()
+        status, headers, payload = self._forward(request, body)
+        if page is not None and status == 200:
+            payload = _page(payload, PAGED[operation], *page)
+        request.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                request.send_header(name, value)
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+    def _forward(self, request: BaseHTTPRequestHandler, body: bytes):
+        connection = http.client.HTTPConnection(*self.upstream, timeout=60)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
+        headers["Content-Length"] = str(len(body))
+        headers["Host"] = f"{self.upstream[0]}:{self.upstream[1]}"
+        try:
+            connection.request(request.command, request.path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            connection.close()
+
+
+def _operation(headers, body: bytes) -> str:
+    target = headers.get("X-Amz-Target")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    action = parse_qs(body.decode(errors="replace")).get("Action")
+    return action[0] if action else "unknown"
+
+
+def _page(payload: bytes, key: str, size: int, offset: int) -> bytes:
+    doc = json.loads(payload)
+    items = doc.get(key, [])
+    doc[key] = items[offset:offset + size]
+    doc.pop("nextToken", None)
+    if offset + size < len(items):
+        doc["nextToken"] = str(offset + size)
+    return json.dumps(doc).encode()
+
+
+def _reply_error(request: BaseHTTPRequestHandler, json_protocol: bool, code: str, message: str) -> None:
+    if json_protocol:  # ECR
+        payload = json.dumps({"__type": code, "message": message}).encode()
+        content_type = "application/x-amz-json-1.1"
+    else:  # STS speaks the query protocol: XML errors
+        payload = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
+                   f"</Error><RequestId>proxy</RequestId></ErrorResponse>").encode()
+        content_type = "text/xml"
+    request.send_response(400)
+    request.send_header("Content-Type", content_type)
+    request.send_header("x-amzn-ErrorType", code)
+    request.send_header("Content-Length", str(len(payload)))
+    request.end_headers()
+    request.wfile.write(payload)
