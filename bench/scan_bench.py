@@ -14,7 +14,7 @@ repositories with shared base layers (bot.sample), then times each contender as 
 --memory instead scans three larger estates (populated straight into moto's backend) and reports
 the scan process's peak RSS, and how it grows per image and per repository.
 
-Peak RSS is the child's own ru_maxrss, read with os.wait4 when it exits.
+Peak RSS is measured through /usr/bin/time (or a tiny Python wrapper): see peak_rss_wrapper.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -219,29 +220,48 @@ class Run:
     stdout: str
     stderr: str
     peak_rss_mb: float
-    cpu_seconds: float  # the process's own user + system time
+    cpu_seconds: float  # user + system time of the process (and its wrapper)
     server_cpu_seconds: float  # this process's CPU meanwhile: the moto server's, as the bench only waits
 
 
 def run(command: list[str], env: dict[str, str], timeout: float = SCAN_TIMEOUT) -> Run:
-    """Runs ``command`` to completion; wall time, CPU time and peak RSS of the process (os.wait4)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        server_before = own_cpu_seconds()
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        watchdog = threading.Timer(timeout, process.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            watchdog.cancel()
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Run(seconds, process.returncode, out.read().decode(), err.read().decode(),
-                   usage.ru_maxrss / 1024,  # Linux reports KiB
-                   usage.ru_utime + usage.ru_stime, own_cpu_seconds() - server_before)
+    """Runs ``command`` to completion: wall time, CPU time (os.wait4) and peak RSS (see peak_rss_wrapper)."""
+    with tempfile.TemporaryDirectory(prefix="ecr-scan-bench-run-") as tmp:
+        rss_file = Path(tmp) / "peak-rss"
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            server_before = own_cpu_seconds()
+            started = time.perf_counter()
+            process = subprocess.Popen(peak_rss_wrapper(rss_file) + command, env=env, cwd=ROOT,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+            watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+            watchdog.start()
+            try:
+                _, status, usage = os.wait4(process.pid, 0)  # the wrapper's usage includes its child's CPU
+            finally:
+                watchdog.cancel()
+            seconds = time.perf_counter() - started
+            process.returncode = os.waitstatus_to_exitcode(status)
+        peak_kib = int(rss_file.read_text().split()[-1]) if rss_file.exists() else 0
+        return Run(seconds, process.returncode, out_path.read_text(), err_path.read_text(),
+                   peak_kib / 1024, usage.ru_utime + usage.ru_stime, own_cpu_seconds() - server_before)
+
+
+GNU_TIME = "/usr/bin/time"
+RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+               "sys.exit(code)")
+
+
+def peak_rss_wrapper(rss_file: Path) -> list[str]:
+    """A small process that runs the command and writes its peak RSS (KiB) to ``rss_file``.
+
+    Not os.wait4 from here: Linux carries a process's RSS high-water mark across exec, so a child
+    spawned by this (large: moto and the estate live here) process reports at least our RSS.
+    A small intermediary keeps that inherited mark below the measured process's own."""
+    if os.access(GNU_TIME, os.X_OK):
+        return [GNU_TIME, "-f", "%M", "-o", str(rss_file)]
+    return [sys.executable, "-c", RSS_WRAPPER, str(rss_file)]
 
 
 def own_cpu_seconds() -> float:

@@ -41,13 +41,13 @@ def _scan(settings: Settings, store, session_factory=None, log=None) -> ScanResu
     return result
 
 
-def _print_scan(result: ScanResult, fmt: str, limit: int | None = None) -> None:
+def _print_scan(result: ScanResult, fmt: str, base_policy: dict) -> None:
     if fmt == "json":
         print(json.dumps(scan_json(result), indent=2))
     elif fmt == "csv":
         sys.stdout.write(scan_csv(result.repositories))
     else:
-        print(scan_table(result, limit))
+        print(scan_table(result, base_policy))
     if fmt != "table":
         for problem in result.errors:
             print(f"error: {problem.account_id} {problem.region}: {problem.message}", file=sys.stderr)
@@ -61,7 +61,7 @@ def cmd_scan(args, settings: Settings) -> int:
         result = _scan(settings, store)
     finally:
         store.close()
-    _print_scan(result, args.format)
+    _print_scan(result, args.format, settings.base_policy)
     return 1 if result.partial and not result.repositories else 0
 
 

@@ -55,7 +55,7 @@ def run_demo(settings: Settings, out: TextIO) -> int:
 
             result = _scan(settings, store, lambda role_arn: session, log=out)
             out.write("\n")
-            _print_scan(result, "table")
+            _print_scan(result, "table", settings.base_policy)
             top = result.repositories[0]
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
             out.write(repository_detail(store, settings, top.repository, "text") + "\n")

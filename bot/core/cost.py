@@ -98,7 +98,7 @@ def stored_bytes(images: Iterable[Image], manifests: Mapping[str, Manifest]) -> 
 
 
 def monthly_cost(byte_count: int, price_per_gb_month: float) -> float:
-    return round(byte_count / GIB * price_per_gb_month, 6)
+    return byte_count / GIB * price_per_gb_month
 
 
 def parse_owners(value: str | None) -> tuple[tuple[str, ...], list[str]]:

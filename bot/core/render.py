@@ -8,6 +8,7 @@ from datetime import datetime
 
 from .analysis import Summary, display_names, summarize
 from .cost import GIB
+from .lifecycle import policy_status
 from .models import RepositoryCost, ScanProblem, ScanResult
 
 MIB = 2**20
@@ -84,22 +85,27 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
-def scan_table(result: ScanResult, limit: int | None = None) -> str:
+def scan_table(result: ScanResult, base_policy: dict, limit: int | None = None) -> str:
     ranked = result.repositories
     labels = display_names(ranked)
     shown = ranked if limit is None else ranked[:limit]
     rows = [[str(i), labels[r.arn], r.region, str(r.image_count), gib(r.stored_bytes), gib(r.listed_bytes),
-             usd(r.monthly_cost_usd), "yes" if r.has_lifecycle_policy else "NONE",
-             "unused" if r.unused else "", " ".join(r.owners) or "-"]
+             usd(r.monthly_cost_usd), _policy_cell(r, base_policy), "yes" if r.unused else "",
+             " ".join(r.owners) or "-"]
             for i, r in enumerate(shown, 1)]
     lines = _table(["#", "repository", "region", "images", "stored GB", "listed GB", "USD/month",
-                    "policy", "", "owners"], rows, right={0, 3, 4, 5, 6})
+                    "policy", "unused", "owners"], rows, right={0, 3, 4, 5, 6})
     if limit is not None and len(ranked) > limit:
         lines.append(f"... and {len(ranked) - limit} more")
     lines.append("")
     lines.extend(summary_lines(summarize(ranked), result.price_per_gb_month))
     lines.extend(problem_lines(result))
     return "\n".join(lines)
+
+
+def _policy_cell(row: RepositoryCost, base_policy: dict) -> str:
+    status = policy_status(row.lifecycle_policy, base_policy)
+    return "NONE" if status == "none" else status  # shouted: the playbook's first fix
 
 
 def summary_lines(summary: Summary, price: float) -> list[str]:

@@ -1,0 +1,112 @@
+"""Configuration validation, CLI usage errors, the README documenting every command, and `demo`."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import build_parser, main
+from bot.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_documented_ones():
+    settings = load_settings({})
+    assert settings.schedule == "0 9 * * mon" and settings.timezone == "UTC"
+    assert settings.price_per_gb_month == 0.10 and settings.unused_days == 90
+    assert settings.owner_tag == "owner" and settings.db_path == "ecr-cost.db" and settings.port == 3000
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert [r["rulePriority"] for r in settings.base_policy["rules"]] == [1, 2, 3, 4]
+
+
+def test_lists_are_parsed():
+    settings = load_settings({"ECR_COST_REGIONS": "us-east-1, eu-west-1", "ECR_COST_ADMINS": "U012AB3CD,W0BOB1234",
+                              "ECR_COST_ROLE_ARNS": "arn:aws:iam::111122223333:role/ecr-cost-reader",
+                              "SLACK_API_URL": "http://127.0.0.1:9999/api"})
+    assert settings.regions == ("us-east-1", "eu-west-1")
+    assert settings.admins == ("U012AB3CD", "W0BOB1234")
+    assert settings.role_arns == ("arn:aws:iam::111122223333:role/ecr-cost-reader",)
+    assert settings.slack_api_url == "http://127.0.0.1:9999/api/"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ECR_COST_PRICE_PER_GB_MONTH", "ten cents"),
+    ("ECR_COST_PRICE_PER_GB_MONTH", "-1"),
+    ("ECR_COST_PRICE_PER_GB_MONTH", "nan"),
+    ("ECR_COST_UNUSED_DAYS", "0"),
+    ("ECR_COST_UNUSED_DAYS", "3.5"),
+    ("PORT", "70000"),
+    ("ECR_COST_SCHEDULE", "every monday"),
+    ("ECR_COST_SCHEDULE", "0 25 * * mon"),
+    ("ECR_COST_TIMEZONE", "Mars/Olympus"),
+    ("ECR_COST_REGIONS", "us-east-1,Europe"),
+    ("ECR_COST_ROLE_ARNS", "arn:aws:iam::123:role/x"),
+    ("ECR_COST_ADMINS", "alice"),
+    ("ECR_COST_REPORT_CHANNEL", "#general"),
+    ("SLACK_BOT_TOKEN", "xoxp-user-token"),
+    ("SLACK_APP_TOKEN", "xoxb-not-an-app-token"),
+    ("SLACK_API_URL", "slack.com/api"),
+    ("ECR_COST_BASE_POLICY", "/nonexistent/policy.json"),
+])
+def test_a_bad_value_is_one_line_naming_the_variable(name, value):
+    with pytest.raises(ConfigError) as error:
+        load_settings({name: value})
+    message = str(error.value)
+    assert message.startswith(f"{name}:") and "\n" not in message
+
+
+@pytest.mark.parametrize("content, expected", [("{not json", "is not JSON"), ('{"rules": []}', "not a lifecycle policy")])
+def test_a_bad_base_policy_file_is_refused(tmp_path, content, expected):
+    path = tmp_path / "policy.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings({"ECR_COST_BASE_POLICY": str(path)})
+
+
+def test_cli_reports_configuration_errors_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("ECR_COST_UNUSED_DAYS", "soon")
+    assert main(["scan"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "ecr-cost-bot: configuration error: ECR_COST_UNUSED_DAYS: expected a number, got 'soon'"
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["scan", "--format", "xml"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+
+
+def test_an_unusable_database_path_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "missing-dir" / "x.db"))
+    assert main(["repo", "web"]) == 1
+    assert "ECR_COST_DB" in capsys.readouterr().err
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        assert f"ecr-cost-bot {name}" in readme, f"README does not document `ecr-cost-bot {name}`"
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert flag in readme, f"README does not document {name} {flag}"
+
+
+def test_demo_prints_the_ranked_sample_estate():
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "bot", "demo"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Sample registry: 40 repositories" in out
+    assert " 1  legacy/monolith" in out and "40  eu/empty-placeholder" in out
+    assert "40 repositories" in out and "overstated by shared layers" in out
+    assert "as `ecr-cost-bot repo legacy/monolith` shows it" in out
+    assert not list(ROOT.glob("*.db")), "demo must not write a database into the working directory"

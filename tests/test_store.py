@@ -1,0 +1,91 @@
+"""The SQLite store: migrations, snapshots over time, the manifest cache, concurrent use."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from bot.core.models import Image, Manifest, ScanResult
+from bot.store import Store, migrations
+from tests.test_analysis import row
+
+T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
+
+
+def _scan(store: Store, when: datetime, rows, images=()) -> ScanResult:
+    scan_id = store.begin_scan(when, 0.1)
+    for r in rows:
+        store.save_repository(scan_id, r, list(images))
+    result = ScanResult(when, 0.1, rows, [], [], scan_id=scan_id)
+    store.finish_scan(result)
+    return result
+
+
+def test_migrations_apply_once(tmp_path):
+    path = str(tmp_path / "s.db")
+    Store(path).close()
+    store = Store(path)
+    assert [m.name for m in migrations.applied(store.db)] == ["m001_inventory"]
+    assert migrations.pending(store.db) == []
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+
+
+def test_snapshots_are_kept_over_time_and_read_back_ranked(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    image = Image("sha256:a", ("v1", "latest"), 10, T0, T0 + timedelta(days=1), "application/x", "ACTIVE")
+    _scan(store, T0, [row("a", 5), row("b", 9)], [image])
+    _scan(store, T0 + timedelta(days=7), [row("a", 50), row("b", 9)], [image])
+    latest = store.latest_scan()
+    assert [r.repository for r in latest.repositories] == ["a", "b"]
+    assert latest.repositories[0].stored_bytes == 50
+    previous = store.latest_scan(before=latest.generated_at - timedelta(days=6))
+    assert previous.generated_at == T0 and previous.repositories[0].repository == "b"
+    assert store.snapshot_images(latest.scan_id, latest.repositories[0].arn) == [image]
+
+
+def test_an_unfinished_scan_is_not_the_latest(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    _scan(store, T0, [row("a", 5)])
+    store.begin_scan(T0 + timedelta(days=1), 0.1)  # crashed half-way
+    assert store.latest_scan().generated_at == T0
+
+
+def test_image_lists_are_pruned_to_the_latest_scans_but_summaries_stay(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    image = Image("sha256:a", (), 10, T0)
+    scans = [_scan(store, T0 + timedelta(days=7 * n), [row("a", n)], [image]) for n in range(4)]
+    assert store.snapshot_images(scans[0].scan_id, row("a", 0).arn) is None
+    assert store.snapshot_images(scans[3].scan_id, row("a", 0).arn) == [image]
+    assert store.db["repository_snapshots"].count == 4
+
+
+def test_manifest_cache_round_trip_and_immutability(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    manifests = [Manifest(f"sha256:{n}", "m", blobs=(("sha256:l", 5), (f"sha256:c{n}", n))) for n in range(1200)]
+    store.put_manifests(manifests)
+    store.put_manifests([Manifest("sha256:0", "m", problem="changed?")])  # a digest never changes: ignored
+    found = store.get_manifests(f"sha256:{n}" for n in range(0, 1300))
+    assert len(found) == 1200 and found["sha256:7"] == manifests[7]
+    assert found["sha256:0"].problem is None
+
+
+def test_threads_share_the_store(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    scan_id = store.begin_scan(T0, 0.1)
+    errors = []
+
+    def work(n: int) -> None:
+        try:
+            for k in range(25):
+                store.put_manifests([Manifest(f"sha256:{n}-{k}", "m", blobs=(("sha256:x", 1),))])
+                store.save_repository(scan_id, row(f"r{n}-{k}", k), [])
+                store.get_manifests([f"sha256:{n}-{k}"])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.db["repository_snapshots"].count == 200 and store.manifest_count() == 200
