@@ -55,7 +55,8 @@ SCAN_TIMEOUT = 600  # seconds, per process
 CLI_TIMEOUT = 60
 
 SCAN_LINE = re.compile(r"scanned (\d+) repositories in ([\d.]+) s: (\d+) API requests, (\d+) manifests fetched")
-MEMORY_ESTATES = [(100, 50), (100, 500), (1000, 50)]  # (repositories, images per repository)
+# --memory estates, (repositories, images per repository): a baseline, 10x deeper, 10x wider
+BASELINE, DEEPER, WIDER = (100, 50), (100, 500), (1000, 50)
 
 
 # -- the estate ------------------------------------------------------------------------------
@@ -412,31 +413,25 @@ def speed(args, endpoint: str, env: dict[str, str], workdir: Path) -> None:
 
 def memory(args, endpoint: str, env: dict[str, str], workdir: Path) -> None:
     print(f"peak RSS of `ecr-cost-bot scan` (empty store) per estate; moto {moto_version()} server at {endpoint}\n")
-    print(f"{'estate':<22}{'images':>9}{'load s':>8}{'scan s':>8}{'API requests':>14}{'peak RSS MB':>13}")
-    peaks: dict[tuple[int, int], tuple[int, float]] = {}
-    for repos, images in MEMORY_ESTATES:
+    print(f"{'estate':<26}{'images':>9}{'load s':>8}{'scan s':>8}{'API requests':>14}{'peak RSS MB':>13}")
+    peaks: dict[tuple[int, int], float] = {}
+    for repos, images in (BASELINE, DEEPER, WIDER):
         estate = build_estate(repos, images)
-        manifests = sum(len(r.all_images()) for r in estate)
         load_seconds = load(estate, endpoint, "direct")
         del estate
         scan = ecr_cost_bot_scan(env, str(workdir / f"memory-{repos}x{images}.db"), repos)
-        peaks[repos, images] = (manifests, scan.run.peak_rss_mb)
-        print(f"{f'{repos:,} repos x {images} images':<22}{manifests:>9,}{load_seconds:>8.1f}"
+        peaks[repos, images] = scan.run.peak_rss_mb
+        print(f"{f'{repos:,} repos x {images} images':<26}{repos * images:>9,}{load_seconds:>8.1f}"
               f"{scan.run.seconds:>8.1f}{scan.api_requests:>14,}{scan.run.peak_rss_mb:>13.0f}", flush=True)
 
-    (small_images, small), (many_images, many), (wide_images, wide) = (peaks[e] for e in MEMORY_ESTATES)
-    (r0, _), (r1, _), (r2, _) = MEMORY_ESTATES
-    print(f"\nper image:      {(many - small) * 1024 / (many_images - small_images):.2f} KB "
-          f"({r0} repositories, {small_images:,} -> {many_images:,} images)")
-    print(f"per repository: {(wide - many) * 1024 / (r2 - r1):.1f} KB "
-          f"({many_images:,} -> {wide_images:,} images, {r1} -> {r2:,} repositories)")
-    ecr_backends_reset()
-
-
-def ecr_backends_reset() -> None:
-    from moto.ecr.models import ecr_backends
-
-    ecr_backends[ACCOUNT][REGION].reset()
+    (repos, images), base = BASELINE, peaks[BASELINE]
+    deeper_images = DEEPER[0] * DEEPER[1] - repos * images
+    print(f"\nper image:      {(peaks[DEEPER] - base) * 1024 / deeper_images:+.2f} KB "
+          f"({repos} repositories, {images} -> {DEEPER[1]} images each: +{deeper_images:,} images)")
+    print(f"per repository: {(peaks[WIDER] - base) * 1024 / (WIDER[0] - repos):+.1f} KB "
+          f"({images} images each, {repos} -> {WIDER[0]:,} repositories; each brings its {images} images)")
+    print(f"same 50,000 images: {peaks[DEEPER]:.0f} MB as {DEEPER[0]} x {DEEPER[1]}, "
+          f"{peaks[WIDER]:.0f} MB as {WIDER[0]:,} x {WIDER[1]}")
 
 
 def moto_version() -> str:
@@ -456,7 +451,8 @@ def main() -> None:
     parser.add_argument("--populate", choices=["api", "direct"], default="api",
                         help="push the estate through the ECR API (default) or write it into moto's backend")
     parser.add_argument("--memory", action="store_true",
-                        help=f"peak RSS of the scan on {', '.join(f'{r}x{i}' for r, i in MEMORY_ESTATES)} estates")
+                        help=f"peak RSS of the scan on {', '.join(f'{r}x{i}' for r, i in (BASELINE, DEEPER, WIDER))} "
+                             "estates instead")
     args = parser.parse_args()
 
     with moto_server() as endpoint, tempfile.TemporaryDirectory(prefix="ecr-scan-bench-") as workdir:
