@@ -6,6 +6,7 @@ Sessions come from a factory (the seam tests and other credential sources plug i
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .core.cost import ACCEPTED_MEDIA_TYPES, missing_children, parse_manifest
+from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
 
 PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
@@ -85,6 +86,7 @@ class EcrCollector:
         self._config = Config(retries={"mode": "adaptive", "max_attempts": 8},
                               max_pool_connections=max_workers + 4, connect_timeout=10, read_timeout=60)
         self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], object] = {}
         self.api_calls = 0  # HTTP requests sent, retries included
         self.manifests_fetched = 0
 
@@ -143,18 +145,17 @@ class EcrCollector:
 
     def _manifests(self, client, ref: RepositoryRef, digests: list[str]) -> tuple[dict[str, Manifest], list[str]]:
         """Every manifest reachable from ``digests``: from the cache, else fetched once and cached."""
-        manifests: dict[str, Manifest] = {}
         problems: list[str] = []
-        wanted = set(digests)
-        while wanted:
-            manifests.update(self._cache.get_manifests(wanted))
-            fetched, failures = self._fetch(client, ref, sorted(wanted - manifests.keys()))
+
+        def load(wanted: set[str]) -> dict[str, Manifest]:
+            found = self._cache.get_manifests(wanted)
+            fetched, failures = self._fetch(client, ref, sorted(wanted - found.keys()))
             self._cache.put_manifests(fetched.values())
-            manifests.update(fetched)
             problems.extend(failures)
             problems.extend(m.problem for m in fetched.values() if m.problem)
-            wanted = missing_children(manifests) - wanted  # a child that failed once is not asked again
-        return manifests, problems
+            return found | fetched
+
+        return reachable_manifests(digests, load), problems
 
     def _fetch(self, client, ref: RepositoryRef, digests: list[str]) -> tuple[dict[str, Manifest], list[str]]:
         fetched: dict[str, Manifest] = {}
@@ -207,11 +208,61 @@ class EcrCollector:
                         yield ScanProblem(target.account_id, target.region,
                                           f"cannot read repository {ref.name}: {_message(error)}", ref.name)
 
+    # -- one repository on demand (detail views, policy operations) --------------------------
+
+    def client_for(self, ref: RepositoryRef):
+        """The ECR client of ``ref``'s account and region (assuming the account's role), reused."""
+        key = (ref.account_id, ref.region)
+        with self._lock:
+            client = self._clients.get(key)
+        if client is None:
+            role = next((arn for arn in self._role_arns if arn.split(":")[4] == ref.account_id), None)
+            client = self._client(self._session_factory(role), "ecr", ref.region)
+            with self._lock:
+                client = self._clients.setdefault(key, client)
+        return client
+
     def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
-        """Re-reads one repository (for a detail view that must be fresh). Raises on AWS errors."""
-        role = next((arn for arn in self._role_arns if arn.split(":")[4] == ref.account_id), None)
-        client = self._client(self._session_factory(role), "ecr", ref.region)
-        return self.read_repository(client, ref, created_at)
+        """Re-reads one repository. Raises ClientError / BotoCoreError."""
+        return self.read_repository(self.client_for(ref), ref, created_at)
+
+    def get_lifecycle_policy(self, ref: RepositoryRef) -> str | None:
+        client = self.client_for(ref)
+        try:
+            return client.get_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)[
+                "lifecyclePolicyText"]
+        except client.exceptions.LifecyclePolicyNotFoundException:
+            return None
+
+    def put_lifecycle_policy(self, ref: RepositoryRef, text: str) -> None:
+        self.client_for(ref).put_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id,
+                                                  lifecyclePolicyText=text)
+
+    def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
+        client = self.client_for(ref)
+        try:
+            client.delete_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
+        except client.exceptions.LifecyclePolicyNotFoundException:
+            pass  # already none: that is what was asked for
+
+    def aws_preview(self, ref: RepositoryRef, text: str, timeout: float = 120.0,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
+        """AWS's own preview of ``text``: expiring image digest -> rule priority. Raises on any failure
+        (the preview API is asynchronous, needs its own permissions, and moto lacks it)."""
+        client = self.client_for(ref)
+        client.start_lifecycle_policy_preview(repositoryName=ref.name, registryId=ref.account_id,
+                                              lifecyclePolicyText=text)
+        deadline = time.monotonic() + timeout
+        while True:
+            pages = list(client.get_paginator("get_lifecycle_policy_preview").paginate(
+                repositoryName=ref.name, registryId=ref.account_id))
+            status = pages[0].get("status")
+            if status == "COMPLETE":
+                return {r["imageDigest"]: r.get("appliedRulePriority") for page in pages
+                        for r in page.get("previewResults", []) if r.get("action", {}).get("type") == "EXPIRE"}
+            if status in ("FAILED", "EXPIRED") or time.monotonic() > deadline:
+                raise TimeoutError(f"AWS lifecycle preview ended {status or 'without a status'}")
+            sleep(2)
 
 
 def _message(error: BaseException) -> str:

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 
+from .adoption import PolicyOperationError
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName, find_repository
 from .core.lifecycle import policy_status
-from .core.models import ScanResult
+from .core.models import RepositoryCost, ScanResult
 from .core.render import (repository_detail_json, repository_detail_text, scan_csv, scan_json, scan_table)
 
 PREVIOUS_PERIOD = timedelta(days=6)  # "last week" is the newest scan at least this much older
@@ -65,26 +69,31 @@ def cmd_scan(args, settings: Settings) -> int:
     return 1 if result.partial and not result.repositories else 0
 
 
-def repository_detail(store, settings: Settings, name: str, fmt: str, refresh: bool = False) -> str:
-    """The detail of one repository from the latest scan (scanning first when there is none)."""
+def resolve(store, settings: Settings, name: str, refresh: bool = False) -> tuple[ScanResult, RepositoryCost]:
+    """The latest scan (scanning first when there is none) and the repository NAME names in it."""
     latest = None if refresh else store.latest_scan()
     if latest is None:
         latest = _scan(settings, store)
     try:
-        row = find_repository(latest.repositories, name)
+        return latest, find_repository(latest.repositories, name)
     except AmbiguousOrUnknownName as exc:
         hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
         raise UserError(f"{exc}{hint}") from None
+
+
+def repository_detail(store, settings: Settings, name: str, fmt: str, refresh: bool = False) -> str:
+    """The detail of one repository from the latest scan."""
+    latest, row = resolve(store, settings, name, refresh)
     position = latest.repositories.index(row) + 1
     earlier = store.latest_scan(before=latest.generated_at - PREVIOUS_PERIOD)
     previous = next((r for r in earlier.repositories if r.arn == row.arn), None) if earlier else None
+    status = policy_status(row.lifecycle_policy, settings.base_policy)
     if fmt == "json":
         detail = repository_detail_json(row, position, len(latest.repositories), previous)
-        detail["lifecycle_status"] = policy_status(row.lifecycle_policy, settings.base_policy)
+        detail["lifecycle_status"] = status
         detail["scanned_at"] = latest.generated_at.isoformat()
         return json.dumps(detail, indent=2)
-    return repository_detail_text(row, position, len(latest.repositories), previous,
-                                  policy_status(row.lifecycle_policy, settings.base_policy))
+    return repository_detail_text(row, position, len(latest.repositories), previous, status)
 
 
 def cmd_repo(args, settings: Settings) -> int:
@@ -104,6 +113,107 @@ def cmd_demo(args, settings: Settings) -> int:
     return run_demo(settings, out=sys.stdout)
 
 
+def _read_policy_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read policy file {path!r}: {exc}") from None
+
+
+def cmd_policy_validate(args, settings: Settings) -> int:
+    from .core.lifecycle import validate_policy
+
+    policy, problems = validate_policy(_read_policy_file(args.file))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"valid: ECR would accept this policy ({len(policy['rules'])} rules)")
+    return 0
+
+
+@contextmanager
+def _operations(settings: Settings):
+    from .adoption import PolicyOperations
+    from .store import Store
+
+    store = Store(settings.db_path)
+    try:
+        yield store, PolicyOperations(_collector(settings, store), store, settings)
+    finally:
+        store.close()
+
+
+def cmd_policy_preview(args, settings: Settings) -> int:
+    from .adoption import PolicyOperationError, ref_of
+    from .core.render import preview_json, preview_text
+
+    text = _read_policy_file(args.policy)
+    with _operations(settings) as (store, operations):
+        latest, row = resolve(store, settings, args.repo)
+        try:
+            found = operations.preview(row, text, scan_id=latest.scan_id, fresh=args.refresh)
+        except PolicyOperationError as exc:
+            if args.format == "json" and exc.problems:
+                print(json.dumps(preview_json(ref_of(row), None, 0.0, exc.problems), indent=2))
+                return 1
+            raise
+        if args.format == "json":
+            print(json.dumps(preview_json(found.ref, found.result, found.monthly_savings_usd), indent=2))
+        else:
+            print(preview_text(found.ref, found.result, found.image_count, found.monthly_savings_usd, found.source))
+        if args.aws_preview:
+            print(operations.aws_cross_check(found), file=sys.stderr)
+    return 0
+
+
+def _require_yes(args, what: str) -> None:
+    if not args.yes:
+        raise UserError(f"{what} changes the repository's lifecycle policy in AWS: add --yes to confirm "
+                        f"(see `ecr-cost-bot policy preview {args.repo}` first)")
+
+
+def cmd_policy_apply(args, settings: Settings) -> int:
+    _require_yes(args, "policy apply")
+    text = _read_policy_file(args.policy)
+    with _operations(settings) as (store, operations):
+        _, row = resolve(store, settings, args.repo)
+        decision = operations.apply(row, text, getpass.getuser(), "cli")
+    print(f"adopted on {decision.repository} ({decision.account_id} {decision.region}); the previous policy "
+          f"({'none' if decision.policy_before is None else 'backed up'}) can be restored with "
+          f"`ecr-cost-bot policy rollback {args.repo} --yes`; projected savings "
+          f"${decision.projected_monthly_savings_usd:,.2f}/month (decision #{decision.id})")
+    return 0
+
+
+def cmd_policy_rollback(args, settings: Settings) -> int:
+    _require_yes(args, "policy rollback")
+    with _operations(settings) as (store, operations):
+        _, row = resolve(store, settings, args.repo)
+        decision = operations.rollback(row, getpass.getuser(), "cli")
+    restored = "deleted the policy (there was none before)" if decision.policy_after is None \
+        else "restored the previous policy exactly"
+    print(f"rolled back {decision.repository} ({decision.account_id} {decision.region}): {restored} "
+          f"(decision #{decision.id})")
+    return 0
+
+
+def cmd_decisions(args, settings: Settings) -> int:
+    from .core.render import decision_json, decisions_table
+    from .store import Store
+
+    store = Store(settings.db_path)
+    try:
+        decisions = store.decisions()
+    finally:
+        store.close()
+    print(json.dumps([decision_json(d) for d in decisions], indent=2) if args.format == "json"
+          else decisions_table(decisions))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecr-cost-bot",
@@ -121,6 +231,36 @@ def build_parser() -> argparse.ArgumentParser:
     repo.add_argument("--refresh", action="store_true", help="scan first instead of using the latest snapshot")
     repo.set_defaults(handler=cmd_repo)
 
+    policy = commands.add_parser("policy", help="lifecycle policies: validate, preview, apply, roll back")
+    actions = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = actions.add_parser("validate", help="exit 0 when ECR would accept the policy, else list the problems")
+    validate.add_argument("file", metavar="FILE", help="policy JSON file, or - for standard input")
+    validate.set_defaults(handler=cmd_policy_validate)
+
+    preview = actions.add_parser("preview", help="which images a policy would expire, and the bytes and USD freed")
+    preview.add_argument("repo", metavar="REPO", help="repository name, region/name, or ARN")
+    preview.add_argument("--policy", metavar="FILE", help="policy JSON file (default: the base policy)")
+    preview.add_argument("--format", choices=["table", "json"], default="table")
+    preview.add_argument("--refresh", action="store_true", help="read the repository now, not from the latest scan")
+    preview.add_argument("--aws-preview", action="store_true",
+                         help="also ask AWS's own (slow, asynchronous) preview and compare")
+    preview.set_defaults(handler=cmd_policy_preview)
+
+    apply = actions.add_parser("apply", help="back up the current policy, put the new one, record the decision")
+    apply.add_argument("repo", metavar="REPO")
+    apply.add_argument("--policy", metavar="FILE", help="policy JSON file (default: the base policy)")
+    apply.add_argument("--yes", action="store_true", help="confirm the change")
+    apply.set_defaults(handler=cmd_policy_apply)
+
+    rollback = actions.add_parser("rollback", help="restore the policy the last adoption replaced")
+    rollback.add_argument("repo", metavar="REPO")
+    rollback.add_argument("--yes", action="store_true", help="confirm the change")
+    rollback.set_defaults(handler=cmd_policy_rollback)
+
+    decisions = commands.add_parser("decisions", help="the decision log: adoptions, rollbacks, declines, snoozes")
+    decisions.add_argument("--format", choices=["table", "json"], default="table")
+    decisions.set_defaults(handler=cmd_decisions)
+
     demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
     demo.set_defaults(handler=cmd_demo)
     return parser
@@ -136,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except UserError as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
+        return 1
+    except PolicyOperationError as exc:
+        print(f"ecr-cost-bot: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
         print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)

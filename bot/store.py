@@ -9,13 +9,14 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .core.analysis import rank
-from .core.models import Image, Manifest, RepositoryCost, ScanProblem, ScanResult
+from .core.models import Image, Manifest, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 
 migrations = Migrations("ecr_cost_bot")
 
@@ -42,6 +43,22 @@ def m001_inventory(db: Database) -> None:
     db["manifests"].create({
         "digest": str, "media_type": str, "blobs": str, "children": str, "problem": str, "fetched_at": str,
     }, pk="digest")
+
+
+@migrations()
+def m002_policy_changes(db: Database) -> None:
+    # the policy text as it was before the bot overwrote it; policy_text NULL = there was none
+    db["policy_backups"].create({
+        "id": int, "arn": str, "account_id": str, "region": str, "repository": str, "had_policy": int,
+        "policy_text": str, "taken_at": str, "reason": str,
+    }, pk="id")
+    db["policy_backups"].create_index(["arn", "id"])
+    db["decisions"].create({
+        "id": int, "arn": str, "account_id": str, "region": str, "repository": str, "action": str, "user_id": str,
+        "source": str, "at": str, "policy_before": str, "policy_after": str,
+        "projected_monthly_savings_usd": float, "backup_id": int,
+    }, pk="id", foreign_keys=[("backup_id", "policy_backups", "id")])
+    db["decisions"].create_index(["arn", "id"])
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -173,6 +190,52 @@ class Store:
         row = self.db.execute("select images from snapshot_images where scan_id = ? and arn = ?",
                               [scan_id, arn]).fetchone()
         return None if row is None else [_image_from_json(i) for i in json.loads(row[0])]
+
+    # -- policy backups and the decision log ---------------------------------------------
+
+    def save_backup(self, ref: RepositoryRef, policy_text: str | None, reason: str) -> int:
+        """Stores the current policy (or that there was none) before anything overwrites it."""
+        with self.db.conn:
+            table = self.db["policy_backups"].insert({
+                "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
+                "had_policy": int(policy_text is not None), "policy_text": policy_text,
+                "taken_at": _iso(datetime.now(timezone.utc)), "reason": reason})
+        return table.last_pk
+
+    def backup(self, backup_id: int) -> tuple[bool, str | None]:
+        """(whether there was a policy, its exact text)."""
+        row = self.db["policy_backups"].get(backup_id)
+        return bool(row["had_policy"]), row["policy_text"]
+
+    def backup_count(self, arn: str) -> int:
+        return self.db["policy_backups"].count_where("arn = ?", [arn])
+
+    def record_decision(self, decision: PolicyDecision) -> PolicyDecision:
+        values = {k: v for k, v in vars(decision).items() if k != "id"}
+        values["at"] = _iso(decision.at)
+        with self.db.conn:
+            table = self.db["decisions"].insert(values)
+        return replace(decision, id=table.last_pk)
+
+    def decisions(self, arn: str | None = None, actions: tuple[str, ...] = ()) -> list[PolicyDecision]:
+        """The decision log, oldest first; optionally one repository's, or some actions only."""
+        where, params = [], []
+        if arn:
+            where.append("arn = ?")
+            params.append(arn)
+        if actions:
+            where.append(f"action in ({','.join('?' * len(actions))})")
+            params.extend(actions)
+        rows = self.db["decisions"].rows_where(" and ".join(where) or None, params, order_by="id")
+        return [_decision(r) for r in rows]
+
+
+def _decision(row: dict) -> PolicyDecision:
+    return PolicyDecision(
+        id=row["id"], repository=row["repository"], account_id=row["account_id"], region=row["region"],
+        arn=row["arn"], action=row["action"], user_id=row["user_id"], source=row["source"], at=_parse(row["at"]),
+        policy_before=row["policy_before"], policy_after=row["policy_after"],
+        projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"])
 
 
 def _snapshot(row: dict) -> RepositoryCost:

@@ -26,6 +26,7 @@ class AwsProxy:
         self.calls: Counter[str] = Counter()
         self.deny_regions: set[str] = set()
         self.throttle_next = 0
+        self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -61,6 +62,7 @@ class AwsProxy:
             self.deny_regions.clear()
             self.throttle_next = 0
             self.max_page = {}
+            self.fail = {}
 
     # -- request handling --------------------------------------------------------------
 
@@ -80,6 +82,8 @@ class AwsProxy:
             return _reply_error(request, json_protocol, "AccessDeniedException" if json_protocol else "AccessDenied",
                                 f"User: arn:aws:iam::123456789012:user/bot is not authorized to perform: "
                                 f"ecr:{operation} in region {region}")
+        if operation in self.fail:
+            return _reply_error(request, json_protocol, *self.fail[operation])
         page = None
         if operation in PAGED:
             params = json.loads(body or b"{}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from .models import Image, Manifest, RepositoryCost, RepositoryInventory
@@ -61,6 +61,19 @@ def _size(value: object) -> int:
 def missing_children(manifests: Mapping[str, Manifest]) -> set[str]:
     """Digests that indexes in ``manifests`` point at but that are not loaded yet."""
     return {child for m in manifests.values() for child in m.children if child not in manifests}
+
+
+def reachable_manifests(digests: Iterable[str],
+                        load: Callable[[set[str]], Mapping[str, Manifest]]) -> dict[str, Manifest]:
+    """The manifests of ``digests`` and, through indexes, of their children; each digest asked for once."""
+    manifests: dict[str, Manifest] = {}
+    asked: set[str] = set()
+    wanted = set(digests)
+    while wanted:
+        asked |= wanted
+        manifests.update(load(wanted))
+        wanted = missing_children(manifests) - asked
+    return manifests
 
 
 def unique_blobs(images: Iterable[Image], manifests: Mapping[str, Manifest]) -> tuple[dict[str, int], list[Image]]:

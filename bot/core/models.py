@@ -105,3 +105,22 @@ class ScanResult:
     @property
     def partial(self) -> bool:
         return bool(self.errors)
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """One entry of the decision log: an adoption, a rollback, a decline or a snooze."""
+
+    id: int | None
+    repository: str
+    account_id: str
+    region: str
+    arn: str
+    action: str  # adopted | rolled_back | declined | snoozed
+    user_id: str
+    source: str  # slack | cli
+    at: datetime
+    policy_before: str | None
+    policy_after: str | None
+    projected_monthly_savings_usd: float | None
+    backup_id: int | None = None

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from .analysis import Summary, display_names, summarize
 from .cost import GIB
-from .lifecycle import policy_status
-from .models import RepositoryCost, ScanProblem, ScanResult
+from .lifecycle import Preview, policy_status
+from .models import PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 
 MIB = 2**20
 
@@ -172,3 +172,61 @@ def repository_detail_text(row: RepositoryCost, position: int, total: int, previ
                      f"({(row.stored_bytes - previous.stored_bytes) / GIB:+,.2f} GB)")
     lines.append(f"  arn             {row.arn}")
     return "\n".join(lines)
+
+
+# -- lifecycle policy previews and the decision log -------------------------------------------
+
+def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, problems: Sequence[str] = ()) -> dict:
+    """The contract's `policy preview --format json`; ``result`` is None for an invalid policy."""
+    doc = {"repository": ref.name, "account_id": ref.account_id, "region": ref.region,
+           "valid": result is not None, "errors": list(problems)}
+    if result is None:
+        return doc
+    expiring = [d for d in result.decisions if d.action == "expire"]
+    doc.update({
+        "expiring": [{"image_digest": d.image.digest, "image_tags": list(d.image.tags),
+                      "image_pushed_at": iso(d.image.pushed_at), "rule_priority": d.rule_priority,
+                      "action": d.action} for d in result.decisions],
+        "expiring_image_count": len(expiring),
+        "remaining_image_count": result.remaining_image_count,
+        "bytes_freed": result.bytes_freed,
+        "monthly_savings_usd": round(savings, 4),
+    })
+    return doc
+
+
+def preview_text(ref: RepositoryRef, result: Preview, image_count: int, savings: float, source: str,
+                 limit: int = 50) -> str:
+    expiring = sum(1 for d in result.decisions if d.action == "expire")
+    lines = [f"{ref.name} ({ref.account_id} {ref.region}), images from the {source}:",
+             f"  {expiring} of {image_count} images would expire, freeing {gib(result.bytes_freed)} GB: "
+             f"{usd(savings)}/month; {result.remaining_image_count} remain"]
+    transitions = len(result.decisions) - expiring
+    if transitions:
+        lines.append(f"  {transitions} images would move to the archive storage class")
+    if result.decisions:
+        rows = [[d.image.digest[7:19], ", ".join(d.image.tags) or "<untagged>",
+                 iso(d.image.pushed_at) or "?", str(d.rule_priority), d.action] for d in result.decisions[:limit]]
+        lines += ["", *_table(["digest", "tags", "pushed", "rule", "action"], rows, right={3})]
+        if len(result.decisions) > limit:
+            lines.append(f"... and {len(result.decisions) - limit} more (--format json lists them all)")
+    return "\n".join(lines)
+
+
+def decision_json(decision: PolicyDecision) -> dict:
+    return {"id": decision.id, "repository": decision.repository, "account_id": decision.account_id,
+            "region": decision.region, "action": decision.action, "user_id": decision.user_id,
+            "source": decision.source, "at": iso(decision.at), "policy_before": decision.policy_before,
+            "policy_after": decision.policy_after,
+            "projected_monthly_savings_usd": None if decision.projected_monthly_savings_usd is None
+            else round(decision.projected_monthly_savings_usd, 4)}
+
+
+def decisions_table(decisions: Sequence[PolicyDecision]) -> str:
+    if not decisions:
+        return "no decisions yet"
+    rows = [[str(d.id), iso(d.at) or "", d.action, d.repository, d.region, d.account_id, d.user_id, d.source,
+             "" if d.projected_monthly_savings_usd is None else usd(d.projected_monthly_savings_usd)]
+            for d in decisions]
+    return "\n".join(_table(["id", "at", "action", "repository", "region", "account", "user", "source",
+                             "USD/month"], rows, right={0, 8}))
