@@ -59,6 +59,35 @@ def run_demo(settings: Settings, out: TextIO) -> int:
             top = result.repositories[0]
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
             out.write(repository_detail(store, settings, top.repository, "text") + "\n")
+            _base_policy_savings(result, store, settings, session, out)
         finally:
             store.close()
     return 0
+
+
+def _base_policy_savings(result, store, settings: Settings, session, out: TextIO) -> None:
+    """What adopting the base policy would save, repository by repository (from the scan's image data)."""
+    from .adoption import PolicyOperations
+    from .aws import EcrCollector
+    from .core.analysis import display_names
+    from .core.render import gib, preview_text, text_table, usd
+
+    collector = EcrCollector(lambda role_arn: session, DEMO_REGIONS, (), store)
+    operations = PolicyOperations(collector, store, settings)
+    without = [row for row in result.repositories if not row.has_lifecycle_policy]
+    previews = sorted(((row, operations.preview(row, scan_id=result.scan_id)) for row in without),
+                      key=lambda pair: -pair[1].result.bytes_freed)
+    labels = display_names(result.repositories)
+    rows = [[labels[row.arn], str(sum(1 for d in p.result.decisions if d.action == "expire")), str(p.image_count),
+             gib(p.result.bytes_freed), usd(p.monthly_savings_usd)] for row, p in previews[:10]]
+    total_bytes = sum(p.result.bytes_freed for _, p in previews)
+    total_usd = sum(p.monthly_savings_usd for _, p in previews)
+    out.write(f"\nAdopting the base policy (untagged keep 1, latest keep 1, v* keep 9, any keep 20) on the "
+              f"{len(without)} repositories without a policy would free {gib(total_bytes)} GB, "
+              f"{usd(total_usd)}/month of {usd(sum(r.monthly_cost_usd for r in without))}/month:\n\n")
+    out.write("\n".join(text_table(["repository", "expire", "of", "GB freed", "USD/month"], rows, right={1, 2, 3, 4})))
+    if previews:
+        row, best = previews[0]
+        out.write(f"\n\nWhat it would expire in the first one (`ecr-cost-bot policy preview {row.repository}`):\n\n")
+        out.write(preview_text(best.ref, best.result, best.image_count, best.monthly_savings_usd, best.source,
+                               limit=12) + "\n")

@@ -203,10 +203,12 @@ def _repository(spec) -> SampleRepository:
     base_layers = BASES[base]
     images: list[SampleImage] = []
     deps = blob(f"{region}/{name}/deps-0", rng.randint(low, high) * MB // 2)
+    # days between consecutive builds, newest last: ages grow steadily towards the oldest build
+    gaps = [rng.uniform(0.5, 3.0) for _ in range(builds)]
     for build in range(builds):
         if build % 10 == 0:  # dependencies change every ten builds; the layer is shared until then
             deps = blob(f"{region}/{name}/deps-{build}", rng.randint(low, high) * MB // 2)
-        age = last_push_days + (builds - 1 - build) * rng.uniform(0.5, 3.0)
+        age = last_push_days + sum(gaps[build + 1:])
         pulled = None if age > 120 or rng.random() < 0.3 else max(age * rng.uniform(0.0, 0.5), last_push_days)
         tags = _tags_for(style, build, builds, rng)
         if style == "multiarch":

@@ -1,6 +1,7 @@
 """Configuration validation, CLI usage errors, the README documenting every command, and `demo`."""
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -88,15 +89,26 @@ def test_an_unusable_database_path_is_a_clear_error(monkeypatch, capsys, tmp_pat
     assert "ECR_COST_DB" in capsys.readouterr().err
 
 
+def _commands(parser, prefix="ecr-cost-bot"):
+    """(command line, parser) for every command and sub-command."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is None:
+        yield prefix, parser
+        return
+    for name, child in sub.choices.items():
+        yield from _commands(child, f"{prefix} {name}")
+
+
 def test_every_command_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    commands = build_parser()._subparsers._group_actions[0].choices
-    for name, parser in commands.items():
-        assert f"ecr-cost-bot {name}" in readme, f"README does not document `ecr-cost-bot {name}`"
+    commands = list(_commands(build_parser()))
+    assert len(commands) >= 8
+    for line, parser in commands:
+        assert f"`{line}" in readme, f"README does not document `{line}`"
         for action in parser._actions:
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
-                    assert flag in readme, f"README does not document {name} {flag}"
+                    assert flag in readme, f"README does not document {line} {flag}"
 
 
 def test_demo_prints_the_ranked_sample_estate():

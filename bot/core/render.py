@@ -75,7 +75,7 @@ def usd(amount: float) -> str:
     return f"${amount:,.2f}"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
@@ -93,7 +93,7 @@ def scan_table(result: ScanResult, base_policy: dict, limit: int | None = None) 
              usd(r.monthly_cost_usd), _policy_cell(r, base_policy), "yes" if r.unused else "",
              " ".join(r.owners) or "-"]
             for i, r in enumerate(shown, 1)]
-    lines = _table(["#", "repository", "region", "images", "stored GB", "listed GB", "USD/month",
+    lines = text_table(["#", "repository", "region", "images", "stored GB", "listed GB", "USD/month",
                     "policy", "unused", "owners"], rows, right={0, 3, 4, 5, 6})
     if limit is not None and len(ranked) > limit:
         lines.append(f"... and {len(ranked) - limit} more")
@@ -207,7 +207,7 @@ def preview_text(ref: RepositoryRef, result: Preview, image_count: int, savings:
     if result.decisions:
         rows = [[d.image.digest[7:19], ", ".join(d.image.tags) or "<untagged>",
                  iso(d.image.pushed_at) or "?", str(d.rule_priority), d.action] for d in result.decisions[:limit]]
-        lines += ["", *_table(["digest", "tags", "pushed", "rule", "action"], rows, right={3})]
+        lines += ["", *text_table(["digest", "tags", "pushed", "rule", "action"], rows, right={3})]
         if len(result.decisions) > limit:
             lines.append(f"... and {len(result.decisions) - limit} more (--format json lists them all)")
     return "\n".join(lines)
@@ -228,5 +228,5 @@ def decisions_table(decisions: Sequence[PolicyDecision]) -> str:
     rows = [[str(d.id), iso(d.at) or "", d.action, d.repository, d.region, d.account_id, d.user_id, d.source,
              "" if d.projected_monthly_savings_usd is None else usd(d.projected_monthly_savings_usd)]
             for d in decisions]
-    return "\n".join(_table(["id", "at", "action", "repository", "region", "account", "user", "source",
+    return "\n".join(text_table(["id", "at", "action", "repository", "region", "account", "user", "source",
                              "USD/month"], rows, right={0, 8}))
