@@ -4,7 +4,6 @@ A bad value raises ConfigError whose message is one line naming the variable.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -12,6 +11,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .core.lifecycle import validate_policy
 
 
 class ConfigError(Exception):
@@ -80,12 +81,11 @@ def _base_policy(path: str | None) -> dict:
         text = Path(path).read_text(encoding="utf-8") if path else shipped_base_policy_text()
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror}") from None
-    try:
-        policy = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {path!r} is not JSON ({exc})") from None
-    if not isinstance(policy, dict) or not isinstance(policy.get("rules"), list) or not policy["rules"]:
-        raise ConfigError(f"{name}: {path!r} is not a lifecycle policy (expected an object with a non-empty 'rules' list)")
+    policy, problems = validate_policy(text)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems: see `ecr-cost-bot policy validate {path}`)" \
+            if len(problems) > 1 else ""
+        raise ConfigError(f"{name}: ECR would reject {path!r}: {problems[0]}{more}")
     return policy
 
 

@@ -59,7 +59,12 @@ def test_a_bad_value_is_one_line_naming_the_variable(name, value):
     assert message.startswith(f"{name}:") and "\n" not in message
 
 
-@pytest.mark.parametrize("content, expected", [("{not json", "is not JSON"), ('{"rules": []}', "not a lifecycle policy")])
+@pytest.mark.parametrize("content, expected", [
+    ("{not json" + " " * 100, "not valid JSON"),
+    ('{"rules": []}' + " " * 100, "non-empty 'rules' list"),
+    ('{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", '
+     '"countNumber": 0}, "action": {"type": "expire"}}]}', "rule 1: selection.countNumber must be an integer >= 1"),
+])
 def test_a_bad_base_policy_file_is_refused(tmp_path, content, expected):
     path = tmp_path / "policy.json"
     path.write_text(content)
