@@ -39,12 +39,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
 import boto3
 
 from bot.config import shipped_base_policy_text
 from bot.sample import MB, OCI_MANIFEST, SampleImage, SampleRepository, blob, correct_moto, image, index, push
 
-ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 PAGE_SIZE = 1000  # what the bot asks ECR for; describe pages are counted with it
@@ -317,7 +319,7 @@ def playbook(env: dict[str, str]) -> PlaybookRun:
     """The playbook, as its shell loop would run it: list the repositories, then one CLI process each."""
     def cli(*args: str) -> str:
         done = subprocess.run([aws, "ecr", *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                              timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+                              timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
         if done.returncode != 0:
             sys.exit(f"aws ecr {args[0]} failed: {done.stderr.strip()}")
         return done.stdout.strip()

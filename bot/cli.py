@@ -107,6 +107,12 @@ def cmd_repo(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args, settings: Settings) -> int:
+    from .slack.server import serve
+
+    return serve(settings)
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from .demo import run_demo
 
@@ -220,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rank AWS ECR repositories by what they really store and cost. "
                     "Configuration comes from environment variables (see README).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the Slack app (Socket Mode when SLACK_APP_TOKEN is set, else "
+                                               "HTTP on PORT) and the weekly scheduler")
+    serve.set_defaults(handler=cmd_serve)
 
     scan = commands.add_parser("scan", help="collect every repository now, store a snapshot, print the ranking")
     scan.add_argument("--format", choices=["table", "csv", "json"], default="table")

@@ -43,6 +43,7 @@ class Settings:
     base_policy: dict = field(default_factory=dict)
     db_path: str = "ecr-cost.db"
     port: int = 3000
+    snapshot_max_age_hours: float = 24.0  # older: /ecr-cost NAME re-reads that repository
 
 
 def shipped_base_policy_text() -> str:
@@ -159,4 +160,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         base_policy=_base_policy(base_policy_path),
         db_path=get("ECR_COST_DB") or "ecr-cost.db",
         port=_number("PORT", get("PORT") or "3000", int, 1, 65535),
+        snapshot_max_age_hours=_number("ECR_COST_SNAPSHOT_MAX_AGE_HOURS",
+                                       get("ECR_COST_SNAPSHOT_MAX_AGE_HOURS") or "24", float, 0.0, 24 * 365),
     )

@@ -61,6 +61,12 @@ def m002_policy_changes(db: Database) -> None:
     db["decisions"].create_index(["arn", "id"])
 
 
+@migrations()
+def m003_slack_clicks(db: Database) -> None:
+    # one row per Slack interaction handled: a redelivered click is recognised and ignored
+    db["slack_clicks"].create({"click_id": str, "claimed_at": str}, pk="click_id")
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -228,6 +234,13 @@ class Store:
             params.extend(actions)
         rows = self.db["decisions"].rows_where(" and ".join(where) or None, params, order_by="id")
         return [_decision(r) for r in rows]
+
+    def claim_click(self, click_id: str) -> bool:
+        """True the first time ``click_id`` is seen, by any thread or process."""
+        with self.db.conn:
+            cursor = self.db.execute("insert or ignore into slack_clicks (click_id, claimed_at) values (?, ?)",
+                                     [click_id, _iso(datetime.now(timezone.utc))])
+        return cursor.rowcount == 1
 
 
 def _decision(row: dict) -> PolicyDecision:

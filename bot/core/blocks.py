@@ -1,0 +1,262 @@
+"""Block Kit messages and views, within Slack's limits for any estate. Pure: data in, JSON out.
+
+Every piece of user-supplied text (repository names, tags, slash-command text) goes through
+``escape`` so it cannot ping a channel or inject links and formatting.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .analysis import Summary
+from .models import PolicyDecision, RepositoryCost
+from .render import gib, usd
+
+MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
+MAX_SECTION, MAX_FIELD, MAX_HEADER, MAX_CONTEXT = 3000, 2000, 150, 2000
+MAX_BUTTON_TEXT, MAX_BUTTON_VALUE, MAX_ACTION_ID = 75, 2000, 255
+MAX_CONFIRM_TITLE, MAX_CONFIRM_TEXT, MAX_CONFIRM_BUTTON = 100, 300, 30
+
+# action ids: the listeners register these exact names
+ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK = "adopt_base_policy", "preview_policy", "snooze", "decline", "rollback"
+ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK)
+
+
+def escape(text: str) -> str:
+    """mrkdwn-safe: no mentions, links or entity tricks from user text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters, never ending inside an escape entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def mention(user_id: str) -> str:
+    return f"<@{user_id}>" if user_id[:1] in "UW" and user_id.isalnum() else escape(user_id)
+
+
+def owners_text(owners: Sequence[str]) -> str:
+    return ", ".join(mention(o) if "@" not in o else escape(o) for o in owners) or "nobody (no owner tag)"
+
+
+def date_text(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{moment:%Y-%m-%d %H:%M} UTC>"
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}}
+
+
+def header(text: str) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER), "emoji": True}}
+
+
+def context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, MAX_CONTEXT)}]}
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None, confirm: dict | None = None) -> dict:
+    element = {"type": "button", "text": {"type": "plain_text", "text": clip(text, MAX_BUTTON_TEXT)},
+               "action_id": action_id[:MAX_ACTION_ID], "value": value[:MAX_BUTTON_VALUE]}
+    if style:
+        element["style"] = style
+    if confirm:
+        element["confirm"] = confirm
+    return element
+
+
+def confirm_dialog(title: str, text: str, confirm: str, deny: str = "Cancel") -> dict:
+    return {"title": {"type": "plain_text", "text": clip(title, MAX_CONFIRM_TITLE)},
+            "text": {"type": "plain_text", "text": clip(text, MAX_CONFIRM_TEXT)},
+            "confirm": {"type": "plain_text", "text": clip(confirm, MAX_CONFIRM_BUTTON)},
+            "deny": {"type": "plain_text", "text": clip(deny, MAX_CONFIRM_BUTTON)}}
+
+
+@dataclass(frozen=True)
+class RepositoryView:
+    """Everything the detail of one repository shows."""
+
+    row: RepositoryCost
+    label: str  # the shortest unique name: name, region/name or ARN
+    rank: int
+    rank_of: int
+    lifecycle_status: str  # none | base | custom (N rules)
+    expiring_count: int | None  # what the base policy would expire; None when unknown
+    bytes_freed: int | None
+    savings_usd: float | None
+    change_usd: float | None  # since the previous period
+    last_decision: PolicyDecision | None
+    scanned_at: datetime
+
+
+def _detail_text(view: RepositoryView) -> str:
+    row = view.row
+    change = "" if view.change_usd is None else f" ({'+' if view.change_usd >= 0 else '-'}{usd(abs(view.change_usd))} since last week)"
+    lines = [
+        f"*{usd(row.monthly_cost_usd)}/month*{change} · rank *#{view.rank}* of {view.rank_of}",
+        f"*Stored* {gib(row.stored_bytes)} GB (unique layers) · listed {gib(row.listed_bytes)} GB",
+        f"*Images* {row.image_count} ({row.tagged_image_count} tagged, {row.untagged_image_count} untagged)",
+        f"*Last push* {date_text(row.last_pushed_at)} · *last pull* {date_text(row.last_pulled_at)}"
+        + (" · :zzz: *unused*" if row.unused else ""),
+        f"*Owners* {owners_text(row.owners)}",
+        f"*Lifecycle policy* {escape(view.lifecycle_status)}",
+    ]
+    if view.expiring_count is not None and view.lifecycle_status != "base":
+        lines.append(f"*Base policy* would expire {view.expiring_count} images, freeing "
+                     f"{gib(view.bytes_freed or 0)} GB: *{usd(view.savings_usd or 0)}/month*")
+    return "\n".join(lines)
+
+
+def decision_line(decision: PolicyDecision) -> str:
+    verbs = {"adopted": "Base policy adopted", "rolled_back": "Rolled back", "declined": "Declined",
+             "snoozed": "Snoozed for 30 days"}
+    return f"{verbs.get(decision.action, decision.action)} by {mention(decision.user_id)} {date_text(decision.at)}"
+
+
+def repository_actions(view: RepositoryView) -> dict:
+    """The buttons; their value names the repository, never who may press them."""
+    arn = view.row.arn
+    adopted = view.last_decision is not None and view.last_decision.action == "adopted"
+    if adopted:
+        elements = [button("Roll back", ROLLBACK, arn, "danger", confirm_dialog(
+            "Roll back the policy?", f"Restores exactly the lifecycle policy {view.label} had before the "
+            f"adoption (or none).", "Roll back")), button("Preview", PREVIEW, arn)]
+    else:
+        savings = "" if view.savings_usd is None else (
+            f"It expires {view.expiring_count} images and saves {usd(view.savings_usd)}/month. ")
+        elements = [
+            button("Adopt base policy", ADOPT, arn, "primary", confirm_dialog(
+                "Adopt the base policy?",
+                f"{savings}The current policy ({view.lifecycle_status}) of {view.label} is backed up first and "
+                f"can be rolled back in one click.", "Adopt")),
+            button("Preview", PREVIEW, arn),
+            button("Not now", SNOOZE, arn),
+            button("Decline", DECLINE, arn),
+        ]
+    return {"type": "actions", "block_id": f"repo:{arn}"[:255], "elements": elements}
+
+
+def repository_detail(view: RepositoryView) -> dict:
+    """`/ecr-cost NAME`: the detail and the buttons."""
+    row = view.row
+    blocks = [
+        header(f"{row.repository}"),
+        context(f"{escape(row.account_id)} · {escape(row.region)} · scanned {date_text(view.scanned_at)}"),
+        section(_detail_text(view)),
+    ]
+    if view.last_decision is not None:
+        blocks.append(context(decision_line(view.last_decision)))
+    blocks.append(repository_actions(view))
+    text = f"{view.label}: {usd(row.monthly_cost_usd)}/month, rank #{view.rank} of {view.rank_of}"
+    return {"text": clip(text, MAX_SECTION), "blocks": blocks}
+
+
+def ranking(rows: Sequence[RepositoryCost], labels: dict[str, str], summary: Summary, scanned_at: datetime,
+            partial: bool, limit: int = 10) -> dict:
+    """`/ecr-cost`: the top repositories by cost, with totals and a help line."""
+    lines = [f"{i}. *{escape(labels[r.arn])}* ({escape(r.region)}) {gib(r.stored_bytes)} GB · "
+             f"*{usd(r.monthly_cost_usd)}/mo*{'' if r.has_lifecycle_policy else ' · no policy'}"
+             f"{' · unused' if r.unused else ''}" for i, r in enumerate(rows[:limit], 1)]
+    blocks = [
+        header(f"ECR cost: top {min(limit, len(rows))} of {summary.repository_count} repositories"),
+        section(f"*Total* {gib(summary.stored_bytes)} GB stored · *{usd(summary.monthly_cost_usd)}/month* · "
+                f"median {usd(summary.median_monthly_cost_usd)} · {len(summary.above_median)} above median · "
+                f"{summary.without_policy} without a lifecycle policy · {summary.unused} unused"),
+    ]
+    chunk: list[str] = []
+    for line in lines:  # sections of at most 3,000 characters
+        if chunk and len("\n".join(chunk + [line])) > MAX_SECTION:
+            blocks.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(clip(line, MAX_SECTION))
+    if chunk:
+        blocks.append(section("\n".join(chunk)))
+    note = " · :warning: partial: some accounts or regions could not be read" if partial else ""
+    blocks.append(context(f"scanned {date_text(scanned_at)}{note} · `/ecr-cost NAME` for a repository's detail "
+                          f"and actions · `/ecr-cost help`"))
+    text = (f"ECR cost: {summary.repository_count} repositories, {usd(summary.monthly_cost_usd)}/month; "
+            f"costliest: {', '.join(labels[r.arn] for r in rows[:3])}")
+    return {"text": clip(text, MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
+
+
+HELP = ("*`/ecr-cost`* the costliest repositories and the estate's totals\n"
+        "*`/ecr-cost NAME`* one repository (name, `region/name` or ARN): cost, rank, what the base policy "
+        "would expire and save, and buttons to adopt it (owners and admins), preview it, snooze or decline\n"
+        "*`/ecr-cost help`* this help\n"
+        "The base policy keeps 1 untagged image, 1 `latest*`, 9 `v*` and 20 images overall. Adopting it backs "
+        "up the current policy first; *Roll back* restores it exactly.")
+
+
+def help_message() -> dict:
+    return {"text": "How to use /ecr-cost", "blocks": [section(HELP)]}
+
+
+def plain_message(text: str) -> dict:
+    """A short reply; ``text`` is already safe mrkdwn (escape user input before calling)."""
+    return {"text": clip(text, MAX_SECTION), "blocks": [section(text)]}
+
+
+def not_found(query: str, candidates: Sequence[str]) -> dict:
+    hint = f" Did you mean: {', '.join(f'`{escape(c)}`' for c in candidates)}?" if candidates else ""
+    return plain_message(f"No repository named `{escape(clip(query, 200))}`.{hint}")
+
+
+def preview_message(view: RepositoryView, expiring: Sequence[tuple[str, Sequence[str], datetime | None, int]],
+                    limit: int = 40) -> dict:
+    """The images the base policy would expire: (digest, tags, pushed at, rule priority)."""
+    lines = [f"`{digest[7:19]}` {escape(', '.join(tags)) or '_untagged_'} · pushed {date_text(pushed)} · rule {rule}"
+             for digest, tags, pushed, rule in expiring[:limit]]
+    if len(expiring) > limit:
+        lines.append(f"… and {len(expiring) - limit} more (`ecr-cost-bot policy preview {escape(view.label)}`)")
+    summary = (f"The base policy would expire *{len(expiring)}* of {view.row.image_count} images in "
+               f"*{escape(view.label)}*, freeing {gib(view.bytes_freed or 0)} GB: "
+               f"*{usd(view.savings_usd or 0)}/month*.")
+    blocks = [section(summary)]
+    chunk: list[str] = []
+    for line in lines:
+        if chunk and len("\n".join(chunk + [line])) > MAX_SECTION:
+            blocks.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(section("\n".join(chunk)))
+    return {"text": clip(f"Preview for {view.label}: {len(expiring)} images would expire", MAX_SECTION),
+            "blocks": blocks[:MAX_BLOCKS]}
+
+
+def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: bool) -> dict:
+    """App Home: the viewer's repositories with cost, status and buttons, and the estate's totals."""
+    blocks = [header("ECR cost"),
+              section(f"*Estate* {summary.repository_count} repositories · {gib(summary.stored_bytes)} GB · "
+                      f"*{usd(summary.monthly_cost_usd)}/month* · {summary.without_policy} without a lifecycle "
+                      f"policy · {summary.unused} unused")]
+    if not own:
+        blocks.append(section("You own no repository yet. Ask for your Slack user ID or email in the "
+                              "repositories' owner tag, or try `/ecr-cost NAME`."
+                              + (" As an admin you can act on any repository with `/ecr-cost NAME`."
+                                 if viewer_is_admin else "")))
+    per_repo = 4
+    room = (MAX_HOME_BLOCKS - len(blocks) - 1) // per_repo
+    for view in own[:room]:
+        row = view.row
+        blocks += [{"type": "divider"},
+                   section(f"*{escape(view.label)}* ({escape(row.region)}) · *{usd(row.monthly_cost_usd)}/month* · "
+                           f"rank #{view.rank} · policy: {escape(view.lifecycle_status)}"
+                           + ("" if view.savings_usd is None or view.lifecycle_status == "base"
+                              else f" · base policy saves {usd(view.savings_usd)}/month")),
+                   context(decision_line(view.last_decision) if view.last_decision else
+                           f"{row.image_count} images · last push {date_text(row.last_pushed_at)}"),
+                   repository_actions(view)]
+    if len(own) > room:
+        blocks.append(context(f"… and {len(own) - room} more of your repositories: `/ecr-cost NAME`"))
+    return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}

@@ -1,0 +1,33 @@
+"""`/ecr-cost`: acknowledged at once; the answer follows through response_url."""
+from __future__ import annotations
+
+from slack_bolt import App
+
+from ..core import blocks
+from .service import SlackService
+
+COMMAND = "/ecr-cost"
+MAX_QUERY = 1_000  # ARNs are far shorter; anything longer is not a repository
+
+
+def register(app: App, service: SlackService) -> None:
+    @app.command(COMMAND)
+    def ecr_cost(ack, command, respond):
+        ack()  # within Slack's 3 seconds, before any work
+        query = " ".join((command.get("text") or "").split())
+        respond(response_type="ephemeral", **answer(service, query))
+
+
+def answer(service: SlackService, query: str) -> dict:
+    if query.lower() in ("help", "?", "-h", "--help"):
+        return blocks.help_message()
+    if len(query) > MAX_QUERY:
+        return blocks.plain_message(f"That is {len(query):,} characters; a repository name, `region/name` or ARN "
+                                    f"is much shorter. Try `/ecr-cost help`.")
+    scan = service.latest(allow_stale=not query)  # the ranking is worth a fresh scan; a detail re-reads itself
+    if scan is None or not scan.repositories:
+        note = " Some accounts or regions could not be read." if scan and scan.partial else ""
+        return blocks.plain_message(f"No repositories found yet.{note}")
+    if not query:
+        return service.ranking_message(scan)
+    return service.detail_message(scan, query)

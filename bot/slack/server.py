@@ -1,0 +1,90 @@
+"""`ecr-cost-bot serve`: the Slack app (Socket Mode or HTTP behind waitress) and the weekly scheduler."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from datetime import timedelta
+
+from ..config import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
+EVENTS_PATH = "/slack/events"
+
+
+def wsgi_app(bolt_app):
+    """POST /slack/events to Bolt (which verifies Slack's signature), GET /healthz, 404 otherwise."""
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+    slack = SlackRequestHandler(bolt_app, path=EVENTS_PATH)
+
+    def application(environ, start_response):
+        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") == "GET":
+            body = json.dumps({"ok": True}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return slack(environ, start_response)
+
+    return application
+
+
+def serve(settings: Settings) -> int:
+    from ..adoption import PolicyOperations
+    from ..aws import EcrCollector, default_session_factory
+    from ..scan import refresh_repository, run_scan
+    from ..scheduler import build_scheduler
+    from ..store import Store
+    from .app import build_app
+    from .service import SlackService
+
+    if not settings.slack_bot_token:
+        raise ConfigError("SLACK_BOT_TOKEN: required for serve")
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        raise ConfigError("SLACK_SIGNING_SECRET: required for serve in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    store = Store(settings.db_path)
+    collector = EcrCollector(default_session_factory(), settings.regions, settings.role_arns, store)
+    operations = PolicyOperations(collector, store, settings)
+    service = SlackService(store, operations, settings,
+                           refresh_scan=lambda: run_scan(collector, store, settings),
+                           refresh_repository=lambda row: refresh_repository(collector, settings, row),
+                           max_age=timedelta(hours=settings.snapshot_max_age_hours))
+    app = build_app(settings, service)
+    scheduler = build_scheduler(settings, lambda: run_scan(collector, store, settings))
+    scheduler.start()
+    stop = _on_sigterm(raise_exit=not settings.slack_app_token)
+    try:
+        if settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            handler = SocketModeHandler(app, settings.slack_app_token)
+            logger.info("serving in Socket Mode")
+            handler.connect()
+            stop.wait()
+            handler.close()
+        else:
+            from waitress.server import create_server
+
+            server = create_server(wsgi_app(app), host="0.0.0.0", port=settings.port, threads=8)
+            logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
+            server.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
+    finally:
+        scheduler.shutdown(wait=False)
+        store.close()
+        logger.info("stopped")
+    return 0
+
+
+def _on_sigterm(raise_exit: bool):
+    """SIGTERM (docker stop) ends `serve` cleanly: waitress stops on SystemExit, Socket Mode on the event."""
+    stop = threading.Event()
+
+    def handle(signum, frame):
+        stop.set()
+        if raise_exit:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handle)
+    return stop
