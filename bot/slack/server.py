@@ -55,26 +55,32 @@ def serve(settings: Settings) -> int:
     scheduler = build_scheduler(settings, lambda: run_scan(collector, store, settings))
     scheduler.start()
     stop = _on_sigterm(raise_exit=not settings.slack_app_token)
+    runner = build_runner(settings, app)
     try:
         if settings.slack_app_token:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            handler = SocketModeHandler(app, settings.slack_app_token)
             logger.info("serving in Socket Mode")
-            handler.connect()
+            runner.connect()
             stop.wait()
-            handler.close()
+            runner.close()
         else:
-            from waitress.server import create_server
-
-            server = create_server(wsgi_app(app), host="0.0.0.0", port=settings.port, threads=8)
             logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
-            server.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
+            runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
     finally:
         scheduler.shutdown(wait=False)
         store.close()
         logger.info("stopped")
     return 0
+
+
+def build_runner(settings: Settings, app):
+    """Socket Mode when SLACK_APP_TOKEN is set, else waitress (a production WSGI server) on PORT."""
+    if settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        return SocketModeHandler(app, settings.slack_app_token)
+    from waitress.server import create_server
+
+    return create_server(wsgi_app(app), host="0.0.0.0", port=settings.port, threads=8)
 
 
 def _on_sigterm(raise_exit: bool):

@@ -1,0 +1,175 @@
+"""Block Kit limits and escaping for any estate; the manifest against the app; Socket Mode wiring."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.request import BoltRequest
+
+from bot.adoption import PolicyOperations
+from bot.aws import EcrCollector
+from bot.config import load_settings
+from bot.core import blocks
+from bot.core.analysis import display_names, rank, summarize
+from bot.core.models import PolicyDecision
+from bot.slack import actions, commands, home
+from bot.slack.app import build_app
+from bot.slack.server import build_runner
+from bot.slack.service import SlackService
+from bot.store import Store
+from tests.slack_standin import SlackStandIn, signed_headers
+from tests.test_analysis import row
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+LIMITS = {"section": 3000, "header": 150, "button": 75, "value": 2000, "action_id": 255, "block_id": 255}
+
+
+def check_limits(message: dict, max_blocks: int = blocks.MAX_BLOCKS) -> None:
+    assert len(message["blocks"]) <= max_blocks
+    assert message.get("type") == "home" or message["text"]  # a fallback for notifications
+    block_ids = [b["block_id"] for b in message["blocks"] if "block_id" in b]
+    assert len(block_ids) == len(set(block_ids))
+    for block in message["blocks"]:
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= LIMITS["section"]
+        if block["type"] == "header":
+            assert len(block["text"]["text"]) <= LIMITS["header"]
+        if block["type"] == "context":
+            assert all(len(e["text"]) <= 2000 for e in block["elements"])
+        if "block_id" in block:
+            assert len(block["block_id"]) <= LIMITS["block_id"]
+        for element in block.get("elements", []):
+            if element.get("type") == "button":
+                assert len(element["text"]["text"]) <= LIMITS["button"]
+                assert len(element["value"]) <= LIMITS["value"]
+                assert len(element["action_id"]) <= LIMITS["action_id"]
+                if "confirm" in element:
+                    confirm = element["confirm"]
+                    assert len(confirm["title"]["text"]) <= 100 and len(confirm["text"]["text"]) <= 300
+
+
+def huge_estate(count: int = 10_000):
+    name = "team-" + "x" * 190  # 200 characters, ECR's longest names are 256
+    tags = {f"tag-{n}": "<!channel> *v*" for n in range(60)}
+    return rank([row(f"{name}-{n:05d}", n * 1_000_000, owners=("U012AB3CD",), tags=tags) for n in range(count)])
+
+
+def view_of(r, scan_rows, decision=None) -> blocks.RepositoryView:
+    return blocks.RepositoryView(row=r, label=display_names(scan_rows)[r.arn], rank=1, rank_of=len(scan_rows),
+                                 lifecycle_status="none", expiring_count=123, bytes_freed=10**12, savings_usd=99.5,
+                                 change_usd=-3.2, last_decision=decision, scanned_at=NOW)
+
+
+def test_ranking_detail_preview_and_home_hold_slacks_limits_for_10000_repositories():
+    rows = huge_estate()
+    check_limits(blocks.ranking(rows, display_names(rows), summarize(rows), NOW, partial=True, limit=10))
+    check_limits(blocks.ranking(rows, display_names(rows), summarize(rows), NOW, partial=False, limit=10_000))
+    adopted = PolicyDecision(1, rows[0].repository, "1", "r", rows[0].arn, "adopted", "U012AB3CD", "slack", NOW,
+                             None, "{}", 1.0)
+    for decision in (None, adopted):
+        check_limits(blocks.repository_detail(view_of(rows[0], rows, decision)))
+    expiring = [(f"sha256:{n:064x}", tuple(f"<tag-{k}>" for k in range(60)), NOW, 4) for n in range(5_000)]
+    check_limits(blocks.preview_message(view_of(rows[0], rows), expiring))
+    views = [view_of(r, rows) for r in rows[:500]]
+    check_limits(blocks.home_view(views, summarize(rows), viewer_is_admin=False), blocks.MAX_HOME_BLOCKS)
+
+
+@pytest.mark.parametrize("hostile", ["<!channel>", "<@U0ADMIN01>", "<https://evil.example|click>", "a & b", "*bold*"])
+def test_user_text_is_escaped_everywhere(hostile):
+    assert "<" not in blocks.escape(hostile) and ">" not in blocks.escape(hostile)
+    message = blocks.not_found(hostile, [hostile])
+    text = json.dumps(message)
+    assert "<!channel>" not in text and "<@U0ADMIN01>" not in text and "<https://" not in text
+
+
+def test_clip_never_cuts_an_entity_in_half():
+    clipped = blocks.clip("a" * 10 + "&amp;" * 10, 13)
+    assert clipped.endswith("…") and "&am…" not in clipped and len(clipped) <= 13
+
+
+# -- the manifest against what the app registers ---------------------------------------------------
+
+SCOPES_OF_METHODS = {"users_lookupByEmail": {"users:read", "users:read.email"}, "chat_postMessage": {"chat:write"},
+                     "views_publish": set(), "chat_postEphemeral": {"chat:write"},
+                     "conversations_open": {"im:write"}, "files_upload_v2": {"files:write"}}
+
+
+@pytest.fixture
+def app_and_standin(tmp_path, monkeypatch):
+    standin = SlackStandIn()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-unit")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "unit-secret")
+    monkeypatch.setenv("SLACK_API_URL", standin.api_url)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    settings = load_settings()
+    store = Store(str(tmp_path / "s.db"))
+    collector = EcrCollector(lambda role: None, ("us-east-1",), (), store)  # never called: the store is empty
+    service = SlackService(store, PolicyOperations(collector, store, settings), settings,
+                           refresh_scan=lambda: None, refresh_repository=lambda r: r)
+    yield build_app(settings, service), standin, settings
+    store.close()
+    standin.stop()
+
+
+def dispatch(app, settings, body: str, content_type: str) -> int:
+    headers = {k.lower(): [v] for k, v in signed_headers(settings.slack_signing_secret, body,
+                                                           content_type=content_type).items()}
+    return app.dispatch(BoltRequest(body=body, headers=headers)).status
+
+
+def test_manifest_matches_the_listeners_and_the_scopes_the_code_uses(app_and_standin):
+    app, standin, settings = app_and_standin
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    features, config = manifest["features"], manifest["settings"]
+
+    assert [c["command"] for c in features["slash_commands"]] == [commands.COMMAND]
+    assert all(c["usage_hint"] and c["description"] for c in features["slash_commands"])
+    assert config["event_subscriptions"]["bot_events"] == list(home.EVENTS)
+    assert features["app_home"]["home_tab_enabled"] is True
+    assert config["interactivity"]["is_enabled"] is True
+    assert config["socket_mode_enabled"] is True
+    assert manifest["display_information"]["name"] and features["bot_user"]["display_name"]
+
+    # every surface the manifest declares reaches a listener (an unhandled request would be a 404)
+    from urllib.parse import urlencode
+    for command in features["slash_commands"]:
+        body = urlencode({"command": command["command"], "text": "help", "user_id": "U1", "team_id": "T1",
+                          "response_url": standin.response_url(), "trigger_id": "t"})
+        assert dispatch(app, settings, body, "application/x-www-form-urlencoded") == 200
+    for event in config["event_subscriptions"]["bot_events"]:
+        body = json.dumps({"type": "event_callback", "team_id": "T1", "event_id": "Ev1",
+                           "event": {"type": event, "user": "U1", "tab": "home"}})
+        assert dispatch(app, settings, body, "application/json") == 200
+    for action_id in blocks.ACTION_IDS:
+        assert actions.ACTIONS.match(action_id)
+        payload = {"type": "block_actions", "user": {"id": "U1"}, "team": {"id": "T1"},
+                   "response_url": standin.response_url(), "container": {"type": "message"},
+                   "actions": [{"action_id": action_id, "value": "arn:none", "action_ts": "1.0"}]}
+        assert dispatch(app, settings, urlencode({"payload": json.dumps(payload)}),
+                        "application/x-www-form-urlencoded") == 200
+
+    used = set()
+    for path in (ROOT / "bot").rglob("*.py"):
+        for method in re.findall(r"client\.(\w+)\(", path.read_text()):
+            if method in SCOPES_OF_METHODS:
+                used |= SCOPES_OF_METHODS[method]
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == used | {"commands"}
+
+
+def test_socket_mode_is_chosen_by_the_app_token_with_the_same_listeners(app_and_standin, monkeypatch):
+    app, _, settings = app_and_standin
+    from dataclasses import replace
+    socket_settings = replace(settings, slack_app_token="xapp-1-unit")
+    runner = build_runner(socket_settings, app)
+    assert isinstance(runner, SocketModeHandler) and runner.app is app
+    http_runner = build_runner(replace(settings, port=0), app)
+    try:
+        assert type(http_runner).__module__.startswith("waitress")
+    finally:
+        http_runner.close()
