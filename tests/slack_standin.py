@@ -21,6 +21,7 @@ class SlackStandIn:
     def __init__(self, emails: dict[str, str] | None = None):
         self.calls: list[tuple[str, dict]] = []  # (API method, arguments)
         self.responses: list[tuple[str, dict]] = []  # (response_url id, JSON posted)
+        self.first_arrival: dict[str, float] = {}  # response_url id -> time.perf_counter() of its first post
         self.emails = dict(emails or {})  # email -> user ID for users.lookupByEmail
         self._changed = threading.Condition()
         standin = self
@@ -56,6 +57,7 @@ class SlackStandIn:
         with self._changed:
             self.calls.clear()
             self.responses.clear()
+            self.first_arrival.clear()
 
     def response_url(self) -> str:
         return f"{self.base}/response/{uuid.uuid4().hex}"
@@ -69,7 +71,9 @@ class SlackStandIn:
             args = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
         with self._changed:
             if path.startswith("/response/"):
-                self.responses.append((path.rsplit("/", 1)[1], args))
+                response_id = path.rsplit("/", 1)[1]
+                self.first_arrival.setdefault(response_id, time.perf_counter())
+                self.responses.append((response_id, args))
                 self._changed.notify_all()
                 return 200, {"ok": True}
             method = path.removeprefix("/api/")
