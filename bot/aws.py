@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -180,9 +181,15 @@ class EcrCollector:
     # -- the estate -----------------------------------------------------------------------
 
     def scan(self) -> Iterator[RepositoryInventory | ScanProblem]:
-        """Yields each repository's inventory as soon as it is read, and each problem met."""
+        """Yields each repository's inventory as soon as it is read, and each problem met.
+
+        At most twice as many repositories as workers are in flight: a slow consumer (pricing,
+        storing) holds the readers back instead of letting finished inventories pile up, so memory
+        follows the repositories being read, not the estate.
+        """
         targets, problems = self._targets()
         yield from problems
+        queued: deque[tuple[_Region, RepositoryRef, datetime | None]] = deque()
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-scan") as pool:
             pending: dict[Future, tuple] = {pool.submit(self._list_repositories, t): ("region", t) for t in targets}
             while pending:
@@ -194,19 +201,21 @@ class EcrCollector:
                         if error is not None:
                             yield ScanProblem(target.account_id, target.region,
                                               f"cannot list repositories: {_message(error)}")
-                            continue
-                        for ref, created_at in future.result():
-                            job = pool.submit(self.read_repository, target.client, ref, created_at)
-                            pending[job] = ("repository", target, ref)
+                        else:
+                            queued.extend((target, ref, created_at) for ref, created_at in future.result())
                     elif error is None:
                         yield future.result()
                     elif isinstance(error, ClientError) and \
                             error.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
-                        continue  # deleted while we were scanning: it no longer costs anything
+                        pass  # deleted while we were scanning: it no longer costs anything
                     else:
                         ref = rest[0]
                         yield ScanProblem(target.account_id, target.region,
                                           f"cannot read repository {ref.name}: {_message(error)}", ref.name)
+                while queued and len(pending) < 2 * self._workers:
+                    target, ref, created_at = queued.popleft()
+                    pending[pool.submit(self.read_repository, target.client, ref, created_at)] = \
+                        ("repository", target, ref)
 
     # -- one repository on demand (detail views, policy operations) --------------------------
 
