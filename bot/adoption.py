@@ -50,6 +50,10 @@ class PolicyOperations:
         self._clock = clock
 
     @property
+    def collector(self) -> EcrCollector:
+        return self._collector
+
+    @property
     def base_policy_text(self) -> str:
         return json.dumps(self._settings.base_policy, indent=2)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .adoption import PolicyOperationError
@@ -32,12 +32,12 @@ def _collector(settings: Settings, store, session_factory=None):
     return EcrCollector(session_factory or default_session_factory(), settings.regions, settings.role_arns, store)
 
 
-def _scan(settings: Settings, store, session_factory=None, log=None) -> ScanResult:
+def _scan(settings: Settings, store, session_factory=None, log=None, now: datetime | None = None) -> ScanResult:
     from .scan import run_scan
 
     started = time.perf_counter()
     collector = _collector(settings, store, session_factory)
-    result = run_scan(collector, store, settings)
+    result = run_scan(collector, store, settings, now)
     print(f"scanned {len(result.repositories)} repositories in {time.perf_counter() - started:.1f} s: "
           f"{result.api_calls} API requests, {result.manifests_fetched} manifests fetched "
           f"(the others came from the cache)" + (" - PARTIAL, see errors" if result.partial else ""),
@@ -113,10 +113,46 @@ def cmd_serve(args, settings: Settings) -> int:
     return serve(settings)
 
 
+def cmd_report(args, settings: Settings) -> int:
+    """A fresh scan, then the report: printed, or posted (once per period) to the report channel."""
+    from .core.report import report_json, report_text
+    from .report import build_weekly_report, period_start
+
+    if args.post:
+        return _post_report(settings)
+    with _operations(settings) as (store, operations):
+        scan = _scan(settings, store)
+        report = build_weekly_report(store, operations, settings, scan,
+                                     period_start(settings, datetime.now(timezone.utc)))
+    print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
+    return 0
+
+
+def _post_report(settings: Settings) -> int:
+    from .report import ReportJob
+    from .scan import run_scan
+    from .slack.app import web_client
+    from .slack.service import SlackService
+
+    if not settings.slack_bot_token:
+        raise ConfigError("SLACK_BOT_TOKEN: required for report --post")
+    if not settings.report_channel:
+        raise ConfigError("ECR_COST_REPORT_CHANNEL: required for report --post")
+    with _operations(settings) as (store, operations):
+        collector = operations.collector
+        service = SlackService(store, operations, settings, refresh_scan=lambda: run_scan(collector, store, settings),
+                               refresh_repository=lambda row: row)
+        job = ReportJob(store, operations, settings, web_client(settings),
+                        lambda: _scan(settings, store), service.detail_for, service.owner_user_ids)
+        outcome = job.run()
+    print(outcome)
+    return 0 if "posted" in outcome else 1
+
+
 def cmd_demo(args, settings: Settings) -> int:
     from .demo import run_demo
 
-    return run_demo(settings, out=sys.stdout)
+    return run_demo(settings, out=sys.stdout, folder=Path(args.out))
 
 
 def _read_policy_file(path: str | None) -> str | None:
@@ -271,7 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--format", choices=["table", "json"], default="table")
     decisions.set_defaults(handler=cmd_decisions)
 
+    report = commands.add_parser("report", help="the weekly report from a fresh scan: printed, or posted")
+    report.add_argument("--post", action="store_true",
+                        help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
+    report.add_argument("--format", choices=["text", "json"], default="text")
+    report.set_defaults(handler=cmd_report)
+
     demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
+    demo.add_argument("--out", metavar="DIR", default="ecr-cost-demo",
+                      help="where the report's Block Kit JSON and chart PNG are written (default: ecr-cost-demo)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

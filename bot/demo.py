@@ -1,12 +1,15 @@
 """`ecr-cost-bot demo`: the product on an embedded sample registry (moto, in-process)."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 from .config import Settings
 
@@ -29,14 +32,16 @@ def _sample_aws_environment():
         os.environ.update(saved)
 
 
-def run_demo(settings: Settings, out: TextIO) -> int:
+def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
     try:
         import boto3
         from moto import mock_aws
     except ImportError:
         out.write("demo needs the sample registry: pip install 'ecr-cost-bot[demo]'\n")
         return 1
-    from .cli import _print_scan, repository_detail
+    from .adoption import PolicyOperations
+    from .aws import EcrCollector
+    from .cli import _print_scan, _scan, repository_detail
     from .sample import load_estate, sample_estate
     from .store import Store
 
@@ -50,30 +55,30 @@ def run_demo(settings: Settings, out: TextIO) -> int:
                   f"(account {DEMO_ACCOUNT}).\n\n")
         settings = replace(settings, regions=DEMO_REGIONS, role_arns=(), db_path=os.path.join(workdir, "demo.db"))
         store = Store(settings.db_path)
+        operations = PolicyOperations(EcrCollector(lambda role_arn: session, DEMO_REGIONS, (), store), store, settings)
         try:
-            from .cli import _scan
-
-            result = _scan(settings, store, lambda role_arn: session, log=out)
+            out.write("== Last week's scan (the demo dates it 7 days ago) ==\n")
+            result = _scan(settings, store, lambda role_arn: session, log=out, now=now - timedelta(days=7))
             out.write("\n")
             _print_scan(result, "table", settings.base_policy)
             top = result.repositories[0]
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
             out.write(repository_detail(store, settings, top.repository, "text") + "\n")
-            _base_policy_savings(result, store, settings, session, out)
+            adopted = _base_policy_savings(result, operations, out)
+            _adopt_and_expire(adopted, operations, session, out)
+            out.write("\n== This week's scan ==\n")
+            this_week = _scan(settings, store, lambda role_arn: session, log=out)
+            _report(this_week, store, operations, settings, now, folder, out)
         finally:
             store.close()
     return 0
 
 
-def _base_policy_savings(result, store, settings: Settings, session, out: TextIO) -> None:
-    """What adopting the base policy would save, repository by repository (from the scan's image data)."""
-    from .adoption import PolicyOperations
-    from .aws import EcrCollector
+def _base_policy_savings(result, operations, out: TextIO) -> list:
+    """What adopting the base policy would save, repository by repository; returns the top 3 rows."""
     from .core.analysis import display_names
     from .core.render import gib, preview_text, text_table, usd
 
-    collector = EcrCollector(lambda role_arn: session, DEMO_REGIONS, (), store)
-    operations = PolicyOperations(collector, store, settings)
     without = [row for row in result.repositories if not row.has_lifecycle_policy]
     previews = sorted(((row, operations.preview(row, scan_id=result.scan_id)) for row in without),
                       key=lambda pair: -pair[1].result.bytes_freed)
@@ -85,9 +90,47 @@ def _base_policy_savings(result, store, settings: Settings, session, out: TextIO
     out.write(f"\nAdopting the base policy (untagged keep 1, latest keep 1, v* keep 9, any keep 20) on the "
               f"{len(without)} repositories without a policy would free {gib(total_bytes)} GB, "
               f"{usd(total_usd)}/month of {usd(sum(r.monthly_cost_usd for r in without))}/month:\n\n")
-    out.write("\n".join(text_table(["repository", "expire", "of", "GB freed", "USD/month"], rows, right={1, 2, 3, 4})))
+    out.write("\n".join(text_table(["repository", "expire", "of", "GB freed", "USD/month"], rows,
+                                    right={1, 2, 3, 4})))
     if previews:
         row, best = previews[0]
         out.write(f"\n\nWhat it would expire in the first one (`ecr-cost-bot policy preview {row.repository}`):\n\n")
         out.write(preview_text(best.ref, best.result, best.image_count, best.monthly_savings_usd, best.source,
                                limit=12) + "\n")
+    return [row for row, _ in previews[:3]]
+
+
+def _adopt_and_expire(rows, operations, session, out: TextIO) -> None:
+    """The owners adopt the base policy; then what ECR's lifecycle run would do, done by hand (moto has none)."""
+    out.write("\n== During the week ==\n")
+    for row in rows:
+        owner = row.owners[0] if row.owners else "U0DEMO001"
+        decision = operations.apply(row, None, owner, "cli")
+        expiring = [d.image.digest for d in operations.preview(row, fresh=True).result.decisions
+                    if d.action == "expire"]
+        client = session.client("ecr", region_name=row.region)
+        for start in range(0, len(expiring), 100):
+            client.batch_delete_image(repositoryName=row.repository,
+                                      imageIds=[{"imageDigest": d} for d in expiring[start:start + 100]])
+        out.write(f"{owner} adopted the base policy on {row.repository} (decision #{decision.id}, previous policy "
+                  f"backed up); ECR's lifecycle run expired {len(expiring)} images (moto has no lifecycle "
+                  f"runs: the demo deletes what the preview named)\n")
+
+
+def _report(scan, store, operations, settings: Settings, now: datetime, folder: Path, out: TextIO) -> None:
+    """The weekly report: text on screen, Block Kit JSON and chart PNG in ``folder``, a Block Kit Builder link."""
+    from .chart import chart_png
+    from .core.report import report_message, report_text
+    from .report import build_weekly_report, period_start
+
+    report = build_weekly_report(store, operations, settings, scan, period_start(settings, now))
+    message = report_message(report)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(message, indent=2), encoding="utf-8")
+    (folder / "report-chart.png").write_bytes(chart_png(report))
+    out.write("\n== The weekly report, as posted to the report channel ==\n\n")
+    out.write(report_text(report) + "\n\n")
+    out.write(f"Block Kit JSON: {folder / 'report.json'}; chart (posted in the report's thread): "
+              f"{folder / 'report-chart.png'}\n")
+    link = "https://app.slack.com/block-kit-builder/#" + quote(json.dumps({"blocks": message["blocks"]}))
+    out.write(f"See it as Slack shows it (Block Kit Builder): {link}\n")

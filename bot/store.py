@@ -67,6 +67,16 @@ def m003_slack_clicks(db: Database) -> None:
     db["slack_clicks"].create({"click_id": str, "claimed_at": str}, pk="click_id")
 
 
+@migrations()
+def m004_report_runs(db: Database) -> None:
+    # one row per report period, claimed before posting: exactly one report per period
+    db["report_runs"].create({"period": str, "claimed_by": str, "claimed_at": str, "status": str,
+                              "message_ts": str, "finished_at": str, "error": str}, pk="period")
+    # one direct message per repository per owner per period
+    db["nudges"].create({"period": str, "arn": str, "user_id": str, "sent_at": str},
+                        pk=("period", "arn", "user_id"))
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -241,6 +251,45 @@ class Store:
             cursor = self.db.execute("insert or ignore into slack_clicks (click_id, claimed_at) values (?, ?)",
                                      [click_id, _iso(datetime.now(timezone.utc))])
         return cursor.rowcount == 1
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def claim_period(self, period: str, claimed_by: str) -> bool:
+        """True for exactly one caller per period, across threads and processes."""
+        with self.db.conn:
+            cursor = self.db.execute(
+                "insert or ignore into report_runs (period, claimed_by, claimed_at, status) values (?, ?, ?, 'claimed')",
+                [period, claimed_by, _iso(datetime.now(timezone.utc))])
+        return cursor.rowcount == 1
+
+    def finish_period(self, period: str, status: str, message_ts: str | None = None, error: str | None = None) -> None:
+        with self.db.conn:
+            self.db["report_runs"].update(period, {"status": status, "message_ts": message_ts, "error": error,
+                                                   "finished_at": _iso(datetime.now(timezone.utc))})
+
+    def period_run(self, period: str) -> dict | None:
+        rows = list(self.db["report_runs"].rows_where("period = ?", [period]))
+        return rows[0] if rows else None
+
+    def claim_nudge(self, period: str, arn: str, user_id: str) -> bool:
+        with self.db.conn:
+            cursor = self.db.execute("insert or ignore into nudges (period, arn, user_id, sent_at) values (?, ?, ?, ?)",
+                                     [period, arn, user_id, _iso(datetime.now(timezone.utc))])
+        return cursor.rowcount == 1
+
+    def cost_before(self, arn: str, moment: datetime) -> float | None:
+        """The repository's monthly cost in the newest complete scan at or before ``moment``."""
+        row = self.db.execute(
+            "select s.monthly_cost_usd from repository_snapshots s join scans c on c.id = s.scan_id "
+            "where s.arn = ? and c.status = 'complete' and c.generated_at <= ? order by c.id desc limit 1",
+            [arn, _iso(moment)]).fetchone()
+        return None if row is None else row[0]
+
+    def cost_trend(self, limit: int = 26) -> list[tuple[datetime, float]]:
+        """(scan time, total monthly cost) of the latest complete scans, oldest first."""
+        rows = self.db.execute("select generated_at, monthly_cost_usd from scans where status = 'complete' "
+                               "order by id desc limit ?", [limit]).fetchall()
+        return [(_parse(at), cost or 0.0) for at, cost in reversed(rows)]
 
 
 def _decision(row: dict) -> PolicyDecision:

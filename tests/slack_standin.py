@@ -23,6 +23,8 @@ class SlackStandIn:
         self.responses: list[tuple[str, dict]] = []  # (response_url id, JSON posted)
         self.first_arrival: dict[str, float] = {}  # response_url id -> time.perf_counter() of its first post
         self.emails = dict(emails or {})  # email -> user ID for users.lookupByEmail
+        self.uploads: dict[str, bytes] = {}  # file id -> bytes uploaded to its upload URL
+        self.fail_methods: dict[str, str] = {}  # API method -> the error it answers with
         self._changed = threading.Condition()
         standin = self
 
@@ -57,6 +59,8 @@ class SlackStandIn:
         with self._changed:
             self.calls.clear()
             self.responses.clear()
+            self.uploads.clear()
+            self.fail_methods.clear()
             self.first_arrival.clear()
 
     def response_url(self) -> str:
@@ -65,6 +69,11 @@ class SlackStandIn:
     # -- what the app sent ------------------------------------------------------------
 
     def _handle(self, path: str, content_type: str, raw: bytes) -> tuple[int, dict]:
+        if path.startswith("/upload/"):  # the file's bytes, as files.getUploadURLExternal's URL receives them
+            with self._changed:
+                self.uploads[path.rsplit("/", 1)[1]] = raw
+                self._changed.notify_all()
+            return 200, {"ok": True}
         if "json" in content_type:
             args = json.loads(raw or b"{}")
         else:
@@ -82,6 +91,14 @@ class SlackStandIn:
         return 200, self._answer(method, args)
 
     def _answer(self, method: str, args: dict) -> dict:
+        if method in self.fail_methods:
+            return {"ok": False, "error": self.fail_methods[method]}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+            return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = json.loads(args["files"]) if isinstance(args.get("files"), str) else args.get("files", [])
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]}
         if method == "auth.test":
             return {"ok": True, "url": "https://example.slack.com/", "team": "Example", "user": "ecr-cost",
                     "team_id": "T0EXAMPLE", "user_id": BOT_USER, "bot_id": "B0ECRCOST"}

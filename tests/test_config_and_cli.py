@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -116,14 +117,20 @@ def test_every_command_is_documented_in_the_readme():
                     assert flag in readme, f"README does not document {line} {flag}"
 
 
-def test_demo_prints_the_ranked_sample_estate():
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "bot", "demo"], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env=env)
+def test_demo_shows_the_whole_flow(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "bot", "demo", "--out", str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Sample registry: 40 repositories" in out
     assert " 1  legacy/monolith" in out and "40  eu/empty-placeholder" in out
     assert "40 repositories" in out and "overstated by shared layers" in out
     assert "as `ecr-cost-bot repo legacy/monolith` shows it" in out
+    assert "Adopting the base policy" in out and "adopted the base policy on legacy/monolith" in out
+    assert "ECR cost report: week of" in out and "saved by policies adopted through the bot" in out
+    assert "https://app.slack.com/block-kit-builder/#" in out
+    message = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert message["text"] and message["blocks"][0]["type"] == "header"
+    assert (tmp_path / "out" / "report-chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(ROOT.glob("*.db")), "demo must not write a database into the working directory"

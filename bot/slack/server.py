@@ -32,6 +32,7 @@ def wsgi_app(bolt_app):
 def serve(settings: Settings) -> int:
     from ..adoption import PolicyOperations
     from ..aws import EcrCollector, default_session_factory
+    from ..report import ReportJob
     from ..scan import refresh_repository, run_scan
     from ..scheduler import build_scheduler
     from ..store import Store
@@ -52,7 +53,15 @@ def serve(settings: Settings) -> int:
                            refresh_repository=lambda row: refresh_repository(collector, settings, row),
                            max_age=timedelta(hours=settings.snapshot_max_age_hours))
     app = build_app(settings, service)
-    scheduler = build_scheduler(settings, lambda: run_scan(collector, store, settings))
+    if settings.report_channel:
+        job = ReportJob(store, operations, settings, app.client, lambda: run_scan(collector, store, settings),
+                        service.detail_for, service.owner_user_ids)
+        scheduler = build_scheduler(settings, job.run)
+        # a run missed while the bot was down: posted once now, if this period has no report yet
+        threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), daemon=True).start()
+    else:
+        logger.warning("ECR_COST_REPORT_CHANNEL is not set: the weekly job only rescans, no report is posted")
+        scheduler = build_scheduler(settings, lambda: run_scan(collector, store, settings))
     scheduler.start()
     stop = _on_sigterm(raise_exit=not settings.slack_app_token)
     runner = build_runner(settings, app)

@@ -125,6 +125,14 @@ class SlackService:
             return True
         return any(self._user_id_for_email(email, client) == user_id for email in row.owners if "@" in email)
 
+    def owner_user_ids(self, row: RepositoryCost, client) -> list[str]:
+        """The owners as Slack user IDs (emails looked up; unknown emails left out)."""
+        ids = [o if "@" not in o else self._user_id_for_email(o, client) for o in row.owners]
+        return list(dict.fromkeys(i for i in ids if i))
+
+    def detail_for(self, scan: ScanResult, row: RepositoryCost) -> dict:
+        return blocks.repository_detail(self.view(scan, row))
+
     def may_change(self, user_id: str, row: RepositoryCost, client) -> bool:
         return user_id in self._settings.admins or self.owns(user_id, row, client)
 

@@ -1,0 +1,41 @@
+"""The report's chart: the top repositories as bars, total monthly cost over the stored periods as a line."""
+from __future__ import annotations
+
+import io
+
+from .core.report import WeeklyReport
+
+
+def chart_png(report: WeeklyReport) -> bytes:
+    out = io.BytesIO()
+    chart_figure(report).savefig(out, format="png")
+    return out.getvalue()
+
+
+def chart_figure(report: WeeklyReport):
+    # Figure with the Agg canvas directly: no pyplot global state, safe in the scheduler's thread
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    bars, trend = figure.subplots(1, 2, width_ratios=[3, 2])
+    labels = [line.label if len(line.label) <= 32 else line.label[:31] + "…" for line in report.top]
+    costs = [line.row.monthly_cost_usd for line in report.top]
+    bars.barh(range(len(costs)), costs, color="#ff9900")
+    bars.set_yticks(range(len(labels)), labels=labels, fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlabel("USD / month")
+    bars.margins(x=0.12)  # room for the value labels
+    bars.set_title(f"Top {len(costs)} repositories by stored cost")
+    for y, cost in enumerate(costs):
+        bars.annotate(f"${cost:,.2f}", (cost, y), xytext=(3, 0), textcoords="offset points", va="center",
+                      fontsize=7)
+    when = [moment for moment, _ in report.trend]
+    totals = [total for _, total in report.trend]
+    trend.plot(when, totals, marker="o", color="#232f3e")
+    trend.set_title("Total monthly cost per scan")
+    trend.set_ylabel("USD / month")
+    trend.set_ylim(bottom=0)
+    trend.tick_params(axis="x", labelrotation=30, labelsize=8)
+    return figure

@@ -1,0 +1,205 @@
+"""The weekly report: content, limits, chart, posting once per period, nudges."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from matplotlib import image as mpimg
+
+from bot.adoption import PolicyOperations
+from bot.aws import EcrCollector
+from bot.chart import chart_figure, chart_png
+from bot.config import load_settings
+from bot.core.analysis import rank
+from bot.core.models import PolicyDecision, ScanProblem, ScanResult
+from bot.core.report import build_report, report_json, report_message, report_text
+from bot.report import ReportJob, period_start
+from bot.slack.app import web_client
+from bot.slack.service import SlackService
+from bot.store import Store
+from tests.slack_standin import SlackStandIn
+from tests.test_analysis import row
+from tests.test_slack_units import check_limits, huge_estate
+
+T0 = datetime(2026, 11, 16, 9, tzinfo=timezone.utc)
+BASE = load_settings({}).base_policy
+GB = 2**30
+
+
+def crafted():
+    last_week = rank([row("a", 10 * GB), row("b", 4 * GB), row("c", 1 * GB, unused=True)])
+    this_week = rank([row("a", 12 * GB), row("b", 1 * GB, has_lifecycle_policy=True,
+                                             lifecycle_policy=json.dumps(BASE)),
+                      row("c", 1 * GB, unused=True), row("d", 3 * GB, owners=("U0DOWNER1",))])
+    adopted = PolicyDecision(7, "b", "123456789012", "us-east-1", row("b", 0).arn, "adopted", "U0BOWNER1", "slack",
+                             T0 + timedelta(days=3), None, json.dumps(BASE), 0.3)
+    return (ScanResult(T0, 0.1, last_week, [], []), ScanResult(T0 + timedelta(days=7), 0.1, this_week, [], []),
+            adopted)
+
+
+def test_report_content_order_totals_change_and_realised_savings():
+    previous, current, adopted = crafted()
+    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: 0.5, row("d", 0).arn: 0.1},
+                          BASE, [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
+    assert [line.label for line in report.top] == ["a", "d", "b", "c"]
+    assert report.summary.monthly_cost_usd == pytest.approx(1.7)
+    assert report.change_usd == pytest.approx(1.7 - 1.5)
+    a, d, b, c = report.top
+    assert a.change_usd == pytest.approx(0.2) and d.change_usd is None and b.change_usd == pytest.approx(-0.3)
+    assert b.policy == "base" and a.policy == "none"
+    assert report.unused == ["c"] and report.without_policy_count == 3
+    assert report.base_policy_savings_usd == pytest.approx(0.6)
+    [saving] = report.realised
+    assert (saving.label, saving.cost_at_adoption_usd, saving.cost_now_usd) == ("b", 0.4, pytest.approx(0.1))
+    assert report.realised_total_usd == pytest.approx(0.3)
+
+    text = report_text(report)
+    assert text.index(" a ") < text.index(" d ") < text.index(" b ")
+    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: $0.30/month" in text
+    doc = report_json(report)
+    assert doc["summary"]["change_usd"] == pytest.approx(0.2) and doc["realised_savings_usd"] == pytest.approx(0.3)
+    message = report_message(report)
+    check_limits(message)
+    assert "$1.70/month" in message["text"] and "+$0.20 vs last week" in message["text"]
+
+
+def test_a_rolled_back_adoption_is_no_saving_and_a_partial_scan_is_flagged():
+    previous, current, adopted = crafted()
+    rolled = replace(adopted, id=8, action="rolled_back", at=adopted.at + timedelta(days=1))
+    current = replace(current, errors=[ScanProblem("123456789012", "eu-west-1", "AccessDenied: no")])
+    report = build_report(current, previous, [adopted, rolled], {7: 0.4}, {}, BASE, [], T0)
+    assert report.realised == [] and report.partial
+    message = json.dumps(report_message(report))
+    assert "Partial result" in message and "eu-west-1" in message
+
+
+def test_report_message_holds_the_limits_for_10000_repositories():
+    rows = huge_estate()
+    scan = ScanResult(T0, 0.1, rows, [ScanProblem("1", f"r{n}", "<!channel> " * 50) for n in range(40)], [])
+    decisions = [PolicyDecision(n, r.repository, r.account_id, r.region, r.arn, "adopted", "U012AB3CD", "slack", T0,
+                                None, "{}", 1.0) for n, r in enumerate(rows[:500])]
+    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: 1.0 for r in rows}, BASE,
+                          [(T0, 1.0)] * 26, T0)
+    message = report_message(report)
+    check_limits(message)
+    assert "<!channel>" not in json.dumps(message)
+
+
+def test_the_chart_is_a_png_showing_the_data():
+    previous, current, adopted = crafted()
+    report = build_report(current, previous, [adopted], {7: 0.4}, {}, BASE,
+                          [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0)
+    png = chart_png(report)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = mpimg.imread(io.BytesIO(png))
+    assert pixels.shape[0] >= 400 and pixels.shape[1] >= 1000
+    bars, trend = chart_figure(report).axes
+    assert [round(p.get_width(), 6) for p in bars.patches] == [round(line.row.monthly_cost_usd, 6)
+                                                               for line in report.top]
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["a", "d", "b", "c"]
+    assert list(trend.lines[0].get_ydata()) == [1.5, 1.7]
+
+
+@pytest.mark.parametrize("schedule, now, expected", [
+    ("0 9 * * mon", datetime(2026, 11, 27, 15, tzinfo=timezone.utc), datetime(2026, 11, 23, 9, tzinfo=timezone.utc)),
+    ("0 9 * * mon", datetime(2026, 11, 23, 9, tzinfo=timezone.utc), datetime(2026, 11, 23, 9, tzinfo=timezone.utc)),
+    ("* * * * *", datetime(2026, 11, 27, 15, 4, 31, tzinfo=timezone.utc),
+     datetime(2026, 11, 27, 15, 4, tzinfo=timezone.utc)),
+    ("0 0 1 1 *", datetime(2026, 11, 27, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc)),
+])
+def test_the_period_is_the_schedules_last_fire_time(schedule, now, expected):
+    settings = load_settings({"ECR_COST_SCHEDULE": schedule})
+    assert period_start(settings, now) == expected
+
+
+def test_the_period_follows_the_time_zone():
+    settings = load_settings({"ECR_COST_TIMEZONE": "America/New_York"})
+    start = period_start(settings, datetime(2026, 11, 27, 15, tzinfo=timezone.utc))
+    assert start.isoformat() == "2026-11-23T09:00:00-05:00"
+
+
+# -- the job, against the Slack stand-in ----------------------------------------------------------
+
+@pytest.fixture
+def job_parts(tmp_path):
+    standin = SlackStandIn(emails={"owner@example.com": "U0EMAILOW"})
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-t", "SLACK_API_URL": standin.api_url,
+                              "ECR_COST_REPORT_CHANNEL": "C0REPORTS"})
+    store = Store(str(tmp_path / "s.db"))
+    collector = EcrCollector(lambda role: None, ("us-east-1",), (), store)
+    operations = PolicyOperations(collector, store, settings)
+    service = SlackService(store, operations, settings, refresh_scan=lambda: None, refresh_repository=lambda r: r)
+
+    def stored_scan() -> ScanResult:
+        rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1", "owner@example.com")), row("mid", 5 * GB),
+                     row("small", GB, owners=("U0SMALL01",))])
+        scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
+        for r in rows:
+            store.save_repository(scan_id, r, [])
+        result = ScanResult(datetime.now(timezone.utc), 0.1, rows, [], [], scan_id=scan_id)
+        store.finish_scan(result)
+        return result
+
+    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc)):
+        return ReportJob(store, operations, settings, web_client(settings), stored_scan, service.detail_for,
+                         service.owner_user_ids, clock=clock, sleep=lambda s: None)
+
+    yield make_job, standin, store, operations
+    store.close()
+    standin.stop()
+
+
+def posts(standin, channel):
+    return [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == channel]
+
+
+def test_one_report_per_period_with_its_chart_in_the_thread_and_nudges_capped(job_parts):
+    make_job, standin, store, _ = job_parts
+    outcome = make_job().run()
+    assert "posted" in outcome
+    [report] = posts(standin, "C0REPORTS")
+    assert "ECR cost report" in report["text"]
+    complete = next(a for m, a in standin.calls if m == "files.completeUploadExternal")
+    assert complete["channel_id"] == "C0REPORTS" and complete["thread_ts"]
+    assert list(standin.uploads.values())[0][:8] == b"\x89PNG\r\n\x1a\n"
+    # the owners of the costliest repositories without a policy, emails resolved, once each
+    assert sorted(a["channel"] for m, a in standin.calls if m == "chat.postMessage" and a["channel"] != "C0REPORTS") \
+        == ["U0BIGOWN1", "U0EMAILOW", "U0SMALL01"]
+    dm = next(a for m, a in standin.calls if m == "chat.postMessage" and a["channel"] == "U0BIGOWN1")
+    assert "adopt_base_policy" in json.dumps(dm["blocks"])
+
+    assert "already claimed" in make_job().run()  # same period, another run (a restart, a replica)
+    assert "already handled" in make_job().catch_up()
+    assert len(posts(standin, "C0REPORTS")) == 1
+    next_week = make_job(clock=lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc))
+    assert "posted" in next_week.catch_up()  # a period nobody reported yet: posted at start-up
+    assert len(posts(standin, "C0REPORTS")) == 2
+
+
+def test_snoozed_and_declined_repositories_get_no_nudge(job_parts):
+    make_job, standin, store, operations = job_parts
+    operations.record_choice(row("big", 0), "declined", "U0BIGOWN1", "slack")
+    operations.record_choice(row("small", 0), "snoozed", "U0SMALL01", "slack")
+    make_job().run()
+    assert [a["channel"] for m, a in standin.calls if m == "chat.postMessage"] == ["C0REPORTS"]
+
+
+def test_a_failed_upload_never_blocks_the_report(job_parts):
+    make_job, standin, store, _ = job_parts
+    standin.fail_methods["files.getUploadURLExternal"] = "internal_error"
+    assert "posted" in make_job().run()
+    assert len(posts(standin, "C0REPORTS")) == 1
+    assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "posted"
+
+
+def test_a_post_that_fails_is_retried_and_then_recorded_not_duplicated(job_parts):
+    make_job, standin, store, _ = job_parts
+    standin.fail_methods["chat.postMessage"] = "fatal_error"
+    assert "failed" in make_job().run()
+    assert len([m for m, _ in standin.calls if m == "chat.postMessage"]) == 4  # with backoff
+    assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "failed"
+    standin.fail_methods.clear()
+    assert "already claimed" in make_job().run()

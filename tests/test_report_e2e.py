@@ -1,0 +1,60 @@
+"""Two `serve` processes on a per-minute schedule, then a restart: exactly one report per period."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bot.store import Store
+from tests.conftest import _free_port
+from tests.slack_standin import SlackStandIn
+from tests.test_policy_moto import repository
+from tests.test_scan_moto import load, run_cli
+from tests.test_slack_e2e import ROOT
+
+
+def start_serve(env: dict, log_path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(_free_port())},
+                            cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+
+
+def posted_runs(db: str) -> list[dict]:
+    store = Store(db)
+    try:
+        return list(store.db["report_runs"].rows_where("status = 'posted'", order_by="period"))
+    finally:
+        store.close()
+
+
+def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, capsys, settings, tmp_path):
+    standin = SlackStandIn()
+    try:
+        load([repository()])
+        assert run_cli(capsys, "scan")[0] == 0
+        env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s3cret",
+               "SLACK_API_URL": standin.api_url, "ECR_COST_SCHEDULE": "* * * * *",
+               "ECR_COST_REPORT_CHANNEL": "C0REPORTS"}
+        env.pop("SLACK_APP_TOKEN", None)
+        first, second = start_serve(env, tmp_path / "a.log"), start_serve(env, tmp_path / "b.log")
+        deadline = time.monotonic() + 150
+        while len(posted_runs(settings.db_path)) < 2:  # the start-up period, then at least one scheduled one
+            assert time.monotonic() < deadline, (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+            time.sleep(1)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        restarted = start_serve(env, tmp_path / "c.log")
+        time.sleep(8)  # its start-up finds this period already handled
+        for process in (second, restarted):
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+        runs = posted_runs(settings.db_path)
+        reports = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
+        assert len(reports) == len(runs) >= 2
+        assert len({r["period"] for r in runs}) == len(runs)
+        assert len({r["message_ts"] for r in runs}) == len(runs)
+        claimed_by = {r["claimed_by"] for r in runs}
+        assert claimed_by  # the claims name the process that won them
+    finally:
+        standin.stop()
