@@ -130,7 +130,7 @@ def cmd_report(args, settings: Settings) -> int:
 
 def _post_report(settings: Settings) -> int:
     from .report import ReportJob
-    from .scan import run_scan
+    from .scan import refresh_repository, run_scan
     from .slack.app import web_client
     from .slack.service import SlackService
 
@@ -141,7 +141,7 @@ def _post_report(settings: Settings) -> int:
     with _operations(settings) as (store, operations):
         collector = operations.collector
         service = SlackService(store, operations, settings, refresh_scan=lambda: run_scan(collector, store, settings),
-                               refresh_repository=lambda row: row)
+                               refresh_repository=lambda row: refresh_repository(collector, settings, row))
         job = ReportJob(store, operations, settings, web_client(settings),
                         lambda: _scan(settings, store), service.detail_for, service.owner_user_ids)
         outcome = job.run()

@@ -1,6 +1,7 @@
 """Two `serve` processes on a per-minute schedule, then a restart: exactly one report per period."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,5 +57,28 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
         assert len({r["message_ts"] for r in runs}) == len(runs)
         claimed_by = {r["claimed_by"] for r in runs}
         assert claimed_by  # the claims name the process that won them
+    finally:
+        standin.stop()
+
+
+def test_report_cli_prints_and_posts_once(aws, capsys, monkeypatch):
+    standin = SlackStandIn()
+    try:
+        load([repository()])
+        code, out, _ = run_cli(capsys, "report", "--format", "json")
+        doc = json.loads(out)
+        assert code == 0 and doc["summary"]["repository_count"] == 1 and doc["top"][0]["repository"] == "shop"
+        code, out, _ = run_cli(capsys, "report")
+        assert code == 0 and "ECR cost report: week of" in out and " shop " in out
+        code, _, err = run_cli(capsys, "report", "--post")
+        assert code == 2 and "SLACK_BOT_TOKEN" in err
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-cli")
+        monkeypatch.setenv("SLACK_API_URL", standin.api_url)
+        monkeypatch.setenv("ECR_COST_REPORT_CHANNEL", "C0REPORTS")
+        code, out, _ = run_cli(capsys, "report", "--post")
+        assert code == 0 and "posted" in out
+        code, out, _ = run_cli(capsys, "report", "--post")
+        assert code == 1 and "already claimed" in out
+        assert len([a for m, a in standin.calls if m == "chat.postMessage" and a["channel"] == "C0REPORTS"]) == 1
     finally:
         standin.stop()

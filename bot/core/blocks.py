@@ -57,6 +57,20 @@ def section(text: str) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}}
 
 
+def sections(lines: Sequence[str]) -> list[dict]:
+    """Lines packed into as few sections as fit 3,000 characters each."""
+    packed: list[dict] = []
+    chunk: list[str] = []
+    for line in (clip(line, MAX_SECTION) for line in lines):
+        if chunk and len("\n".join(chunk + [line])) > MAX_SECTION:
+            packed.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        packed.append(section("\n".join(chunk)))
+    return packed
+
+
 def header(text: str) -> dict:
     return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER), "emoji": True}}
 
@@ -173,14 +187,7 @@ def ranking(rows: Sequence[RepositoryCost], labels: dict[str, str], summary: Sum
                 f"median {usd(summary.median_monthly_cost_usd)} · {len(summary.above_median)} above median · "
                 f"{summary.without_policy} without a lifecycle policy · {summary.unused} unused"),
     ]
-    chunk: list[str] = []
-    for line in lines:  # sections of at most 3,000 characters
-        if chunk and len("\n".join(chunk + [line])) > MAX_SECTION:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(clip(line, MAX_SECTION))
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
+    blocks += sections(lines)
     note = " · :warning: partial: some accounts or regions could not be read" if partial else ""
     blocks.append(context(f"scanned {date_text(scanned_at)}{note} · `/ecr-cost NAME` for a repository's detail "
                           f"and actions · `/ecr-cost help`"))
@@ -221,15 +228,7 @@ def preview_message(view: RepositoryView, expiring: Sequence[tuple[str, Sequence
     summary = (f"The base policy would expire *{len(expiring)}* of {view.row.image_count} images in "
                f"*{escape(view.label)}*, freeing {gib(view.bytes_freed or 0)} GB: "
                f"*{usd(view.savings_usd or 0)}/month*.")
-    blocks = [section(summary)]
-    chunk: list[str] = []
-    for line in lines:
-        if chunk and len("\n".join(chunk + [line])) > MAX_SECTION:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
+    blocks = [section(summary), *sections(lines)]
     return {"text": clip(f"Preview for {view.label}: {len(expiring)} images would expire", MAX_SECTION),
             "blocks": blocks[:MAX_BLOCKS]}
 
