@@ -66,14 +66,14 @@ class PolicyOperations:
         return text, policy
 
     def _images(self, row: RepositoryCost, scan_id: int | None, fresh: bool
-                ) -> tuple[list[Image], dict[str, Manifest], str, str | None]:
-        """(images, manifests, where they came from, the current policy text)."""
+                ) -> tuple[list[Image], dict[str, Manifest], str]:
+        """(images, manifests, where they came from)."""
         images = None if fresh or scan_id is None else self._store.snapshot_images(scan_id, row.arn)
         if images is not None:
             manifests = reachable_manifests((i.digest for i in images), self._store.get_manifests)
-            return images, manifests, "latest scan", row.lifecycle_policy
+            return images, manifests, "latest scan"
         inventory = self._read(ref_of(row))
-        return inventory.images, inventory.manifests, "fresh read", inventory.lifecycle_policy
+        return inventory.images, inventory.manifests, "fresh read"
 
     def _read(self, ref: RepositoryRef):
         try:
@@ -85,7 +85,7 @@ class PolicyOperations:
     def preview(self, row: RepositoryCost, policy_text: str | None = None, *, scan_id: int | None = None,
                 fresh: bool = False) -> PolicyPreview:
         text, policy = self.checked(policy_text)
-        images, manifests, source, _ = self._images(row, scan_id, fresh)
+        images, manifests, source = self._images(row, scan_id, fresh)
         return self._preview(ref_of(row), text, policy, images, manifests, source)
 
     def _preview(self, ref, text, policy, images, manifests, source) -> PolicyPreview:

@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
@@ -42,12 +44,14 @@ def default_session_factory(base: boto3.Session | None = None) -> SessionFactory
     def factory(role_arn: str | None) -> boto3.Session:
         if role_arn is None:
             return base
-        sts = base.client("sts", config=Config(retries={"mode": "adaptive", "max_attempts": 5}))
-        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName="ecr-cost-bot")["Credentials"]
-        return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
-                             aws_secret_access_key=credentials["SecretAccessKey"],
-                             aws_session_token=credentials["SessionToken"],
-                             region_name=base.region_name)
+        # botocore refreshes these before they expire: a long-running `serve` keeps its clients
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=base._session.create_client, source_credentials=base.get_credentials(),
+            role_arn=role_arn, extra_args={"RoleSessionName": "ecr-cost-bot"})
+        session = botocore.session.Session()
+        session._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
+                                                              method="assume-role")
+        return boto3.Session(botocore_session=session, region_name=base.region_name)
 
     return factory
 
@@ -88,13 +92,15 @@ class EcrCollector:
                               max_pool_connections=max_workers + 4, connect_timeout=10, read_timeout=60)
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str], object] = {}
+        self._session_lock = threading.Lock()
         self.api_calls = 0  # HTTP requests sent, retries included
         self.manifests_fetched = 0
 
     # -- accounts and regions -------------------------------------------------------------
 
     def _client(self, session: boto3.Session, service: str, region: str | None = None):
-        client = session.client(service, region_name=region, config=self._config)
+        with self._session_lock:  # boto3 sessions are not thread-safe; the clients they make are
+            client = session.client(service, region_name=region, config=self._config)
         client.meta.events.register("before-send", self._count_call)
         return client
 

@@ -26,8 +26,8 @@ from .store import Store
 logger = logging.getLogger(__name__)
 NUDGE_TOP = 10  # owners of the costliest repositories without a policy get a direct message
 SNOOZE = timedelta(days=30)
-FATAL_POST_ERRORS = {"channel_not_found", "not_in_channel", "invalid_auth", "account_inactive", "token_revoked",
-                     "missing_scope", "is_archived", "invalid_blocks", "msg_too_long"}
+# errors with which Slack says it did not post: safe to try again (anything else could duplicate the report)
+RETRYABLE_POST_ERRORS = {"ratelimited", "service_unavailable", "request_timeout"}
 
 
 def period_start(settings: Settings, now: datetime) -> datetime:
@@ -90,9 +90,14 @@ class ReportJob:
             scan = self._scan_now()
             report = build_weekly_report(self._store, self._operations, self._settings, scan,
                                          datetime.fromisoformat(period))
+        except Exception as exc:  # noqa: BLE001 - nothing was posted: the claim is given back
+            logger.exception("building the weekly report for %s failed", period)
+            self._store.release_period(period)
+            return f"the report for the period of {period} failed before posting (a later run may retry): {exc}"
+        try:
             ts = self._post(report)
-        except Exception as exc:  # noqa: BLE001 - recorded, never retried into a duplicate
-            logger.exception("weekly report for %s failed", period)
+        except Exception as exc:  # noqa: BLE001 - it may have reached Slack: recorded, never posted again
+            logger.exception("posting the weekly report for %s failed", period)
             self._store.finish_period(period, "failed", error=str(exc)[:2000])
             return f"the report for the period of {period} failed: {exc}"
         self._store.finish_period(period, "posted", message_ts=ts)
@@ -108,7 +113,7 @@ class ReportJob:
                 return self._client.chat_postMessage(channel=self._settings.report_channel, **message)["ts"]
             except SlackApiError as exc:
                 error = exc.response.get("error") if exc.response is not None else None
-                if error in FATAL_POST_ERRORS or attempt == 3:
+                if error not in RETRYABLE_POST_ERRORS or attempt == 3:
                     raise
                 logger.warning("posting the report failed (%s); retrying", error)
                 self._sleep(2 ** attempt)

@@ -15,6 +15,7 @@ def run_scan(collector: EcrCollector, store: Store, settings: Settings, now: dat
     """Scans, saving each repository as it arrives so memory grows with repositories, not images."""
     now = now or datetime.now(timezone.utc)
     scan_id = store.begin_scan(now, settings.price_per_gb_month)
+    calls_before, fetched_before = collector.api_calls, collector.manifests_fetched  # the collector may be reused
     rows, errors, warnings = [], [], []
     for item in collector.scan():
         if isinstance(item, ScanProblem):
@@ -32,7 +33,8 @@ def run_scan(collector: EcrCollector, store: Store, settings: Settings, now: dat
     key = lambda p: (p.account_id, p.region, p.repository or "", p.message)  # noqa: E731
     result = ScanResult(generated_at=now, price_per_gb_month=settings.price_per_gb_month, repositories=rank(rows),
                         errors=sorted(errors, key=key), warnings=sorted(warnings, key=key),
-                        api_calls=collector.api_calls, manifests_fetched=collector.manifests_fetched,
+                        api_calls=collector.api_calls - calls_before,
+                        manifests_fetched=collector.manifests_fetched - fetched_before,
                         scan_id=scan_id)
     store.finish_scan(result)
     return result

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -89,7 +89,7 @@ class Store:
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         db = self.db
         db.enable_wal()
@@ -104,12 +104,16 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             db = self._local.db = Database(conn)
             with self._lock:
-                self._connections.append(conn)
+                # scan workers come and go: close the connections of threads that have ended
+                for thread, old in [c for c in self._connections if not c[0].is_alive()]:
+                    old.close()
+                self._connections = [c for c in self._connections if c[0].is_alive()]
+                self._connections.append((threading.current_thread(), conn))
         return db
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._connections:
+            for _, conn in self._connections:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
@@ -178,9 +182,10 @@ class Store:
                 "repository_count": totals[0], "stored_bytes": totals[1], "monthly_cost_usd": totals[2],
                 "api_calls": result.api_calls, "manifests_fetched": result.manifests_fetched,
             })
-            self.db.execute(
-                "delete from snapshot_images where scan_id not in "
-                "(select id from scans where status = 'complete' order by id desc limit ?)", [keep_images_for])
+            self.db.execute(  # complete scans only: a scan still running keeps its image lists
+                "delete from snapshot_images where scan_id in (select id from scans where status = 'complete' "
+                "and id not in (select id from scans where status = 'complete' order by id desc limit ?))",
+                [keep_images_for])
 
     def latest_scan(self, before: datetime | None = None) -> ScanResult | None:
         """The newest complete scan (generated at or before ``before`` when given), ranked rows included."""
@@ -254,13 +259,26 @@ class Store:
 
     # -- reports ---------------------------------------------------------------------------
 
-    def claim_period(self, period: str, claimed_by: str) -> bool:
-        """True for exactly one caller per period, across threads and processes."""
+    def claim_period(self, period: str, claimed_by: str, lease: timedelta = timedelta(hours=2)) -> bool:
+        """True for exactly one caller per period, across threads and processes. A claim whose holder
+        died before posting (still 'claimed' after ``lease``) may be taken over."""
+        now = datetime.now(timezone.utc)
         with self.db.conn:
             cursor = self.db.execute(
                 "insert or ignore into report_runs (period, claimed_by, claimed_at, status) values (?, ?, ?, 'claimed')",
-                [period, claimed_by, _iso(datetime.now(timezone.utc))])
+                [period, claimed_by, _iso(now)])
+            if cursor.rowcount == 1:
+                return True
+            cursor = self.db.execute(
+                "update report_runs set claimed_by = ?, claimed_at = ? "
+                "where period = ? and status = 'claimed' and claimed_at < ?",
+                [claimed_by, _iso(now), period, _iso(now - lease)])
         return cursor.rowcount == 1
+
+    def release_period(self, period: str) -> None:
+        """Gives a claim back when nothing was posted, so that a later run can report the period."""
+        with self.db.conn:
+            self.db.execute("delete from report_runs where period = ? and status = 'claimed'", [period])
 
     def finish_period(self, period: str, status: str, message_ts: str | None = None, error: str | None = None) -> None:
         with self.db.conn:

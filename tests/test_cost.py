@@ -52,6 +52,8 @@ def test_parse_index_lists_children():
     (json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:c", "size": "12"}, "layers": []}), "bad size"),
     (json.dumps({"schemaVersion": 2}), "no readable layer list"),
     ("", "not valid JSON"),
+    (json.dumps({"schemaVersion": 2, "mediaType": ["not", "a", "string"]}), "no readable layer list"),
+    ("[" * 100_000, "not valid JSON"),
 ])
 def test_unreadable_manifests_are_named_not_raised(text, expected):
     manifest = parse_manifest("sha256:d", None, text)

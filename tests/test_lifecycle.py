@@ -214,6 +214,14 @@ def test_bad_policy_text_gets_a_clear_message(raw, expected):
     assert any(expected in p for p in problems), problems
 
 
+def test_huge_numbers_and_deep_nesting_do_not_crash():
+    images = [img("A", "v1", 10)]
+    policy = {"rules": [rule(1, "any", "sinceImagePushed", 10**9)]}
+    assert validate_policy(text(policy))[1] == [] and evaluate(images, policy, NOW) == {}
+    _, problems = validate_policy("[" * 100_000)
+    assert "not valid JSON" in problems[-1]
+
+
 def test_every_problem_is_reported_at_once():
     policy = {"rules": [rule(1, "any"), rule(1, "tagged"), {"rulePriority": 3}]}
     _, problems = validate_policy(text(policy))

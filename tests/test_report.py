@@ -143,8 +143,8 @@ def job_parts(tmp_path):
         store.finish_scan(result)
         return result
 
-    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc)):
-        return ReportJob(store, operations, settings, web_client(settings), stored_scan, service.detail_for,
+    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), scan_now=stored_scan):
+        return ReportJob(store, operations, settings, web_client(settings), scan_now, service.detail_for,
                          service.owner_user_ids, clock=clock, sleep=lambda s: None)
 
     yield make_job, standin, store, operations
@@ -195,11 +195,30 @@ def test_a_failed_upload_never_blocks_the_report(job_parts):
     assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "posted"
 
 
-def test_a_post_that_fails_is_retried_and_then_recorded_not_duplicated(job_parts):
+@pytest.mark.parametrize("error, attempts", [("service_unavailable", 4), ("channel_not_found", 1),
+                                             ("internal_error", 1)])
+def test_a_post_that_fails_is_retried_only_when_safe_then_recorded_not_duplicated(job_parts, error, attempts):
     make_job, standin, store, _ = job_parts
-    standin.fail_methods["chat.postMessage"] = "fatal_error"
+    standin.fail_methods["chat.postMessage"] = error
     assert "failed" in make_job().run()
-    assert len([m for m, _ in standin.calls if m == "chat.postMessage"]) == 4  # with backoff
+    assert len([m for m, _ in standin.calls if m == "chat.postMessage"]) == attempts  # with backoff
     assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "failed"
     standin.fail_methods.clear()
     assert "already claimed" in make_job().run()
+
+
+def test_a_run_that_fails_before_posting_gives_the_period_back(job_parts):
+    make_job, standin, store, operations = job_parts
+    def failing_scan():
+        raise RuntimeError("AWS is down")
+
+    assert "failed before posting" in make_job(scan_now=failing_scan).run()
+    assert store.period_run("2026-11-23T09:00:00+00:00") is None
+    assert "posted" in make_job().catch_up()
+
+
+def test_a_claim_whose_holder_died_is_taken_over_after_the_lease(job_parts):
+    make_job, standin, store, _ = job_parts
+    assert store.claim_period("2026-11-23T09:00:00+00:00", "crashed:1")
+    assert not store.claim_period("2026-11-23T09:00:00+00:00", "other:2")
+    assert store.claim_period("2026-11-23T09:00:00+00:00", "other:2", lease=timedelta(seconds=0))

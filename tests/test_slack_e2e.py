@@ -196,6 +196,14 @@ def test_the_owners_click_adopts_backs_up_records_and_rolls_back_exactly(served,
     assert [d.action for d in decisions(settings.db_path)] == ["adopted", "rolled_back"]
 
 
+def test_a_decline_after_an_adoption_does_not_block_the_rollback(served, slack, settings):
+    responses_to(slack, click(served, slack, "adopt_base_policy", OWNER)[1])
+    responses_to(slack, click(served, slack, "decline", OWNER)[1])  # from an older message
+    [replaced] = responses_to(slack, click(served, slack, "rollback", OWNER)[1])
+    assert current_policy() == CUSTOM and "Rolled back" in all_text(replaced)
+    assert [d.action for d in decisions(settings.db_path)] == ["adopted", "declined", "rolled_back"]
+
+
 def test_an_owner_named_by_email_and_an_admin_may_act(served, slack, settings):
     _, response_id = click(served, slack, "snooze", ALICE)
     responses_to(slack, response_id)

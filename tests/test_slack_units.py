@@ -63,7 +63,8 @@ def huge_estate(count: int = 10_000):
 def view_of(r, scan_rows, decision=None) -> blocks.RepositoryView:
     return blocks.RepositoryView(row=r, label=display_names(scan_rows)[r.arn], rank=1, rank_of=len(scan_rows),
                                  lifecycle_status="none", expiring_count=123, bytes_freed=10**12, savings_usd=99.5,
-                                 change_usd=-3.2, last_decision=decision, scanned_at=NOW)
+                                 change_usd=-3.2, last_decision=decision,
+                                 adopted=decision is not None and decision.action == "adopted", scanned_at=NOW)
 
 
 def test_ranking_detail_preview_and_home_hold_slacks_limits_for_10000_repositories():
@@ -86,6 +87,11 @@ def test_user_text_is_escaped_everywhere(hostile):
     message = blocks.not_found(hostile, [hostile])
     text = json.dumps(message)
     assert "<!channel>" not in text and "<@U0ADMIN01>" not in text and "<https://" not in text
+
+
+def test_only_slack_user_ids_become_mentions():
+    assert blocks.mention("U012AB3CD") == "<@U012AB3CD>"
+    assert blocks.mention("Ubuntu") == "Ubuntu" and blocks.mention("root") == "root"
 
 
 def test_clip_never_cuts_an_entity_in_half():

@@ -68,6 +68,18 @@ def test_manifest_cache_round_trip_and_immutability(tmp_path):
     assert found["sha256:0"].problem is None
 
 
+def test_connections_of_finished_threads_are_closed(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    for _ in range(5):  # five scans' worth of short-lived worker threads
+        threads = [threading.Thread(target=lambda: store.get_manifests(["sha256:x"])) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    store.get_manifests(["sha256:x"])  # a new connection sweeps the ended threads' ones
+    assert len(store._connections) <= 17
+
+
 def test_threads_share_the_store(tmp_path):
     store = Store(str(tmp_path / "s.db"))
     scan_id = store.begin_scan(T0, 0.1)

@@ -42,10 +42,6 @@ def summarize(ranked: Sequence[RepositoryCost]) -> Summary:
     )
 
 
-def top(ranked: Sequence[RepositoryCost], n: int = 10) -> list[RepositoryCost]:
-    return list(ranked[:n])
-
-
 def display_names(rows: Sequence[RepositoryCost]) -> dict[str, str]:
     """ARN -> the shortest name that is unique in the estate: `name`, `region/name`, or the ARN."""
     by_name = Counter(r.repository for r in rows)

@@ -5,6 +5,8 @@ Every piece of user-supplied text (repository names, tags, slash-command text) g
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +23,7 @@ MAX_CONFIRM_TITLE, MAX_CONFIRM_TEXT, MAX_CONFIRM_BUTTON = 100, 300, 30
 # action ids: the listeners register these exact names
 ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK = "adopt_base_policy", "preview_policy", "snooze", "decline", "rollback"
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK)
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
 def escape(text: str) -> str:
@@ -40,7 +43,8 @@ def clip(text: str, limit: int) -> str:
 
 
 def mention(user_id: str) -> str:
-    return f"<@{user_id}>" if user_id[:1] in "UW" and user_id.isalnum() else escape(user_id)
+    """A Slack mention for a Slack user ID; anything else (a CLI user name, an email) as plain text."""
+    return f"<@{user_id}>" if SLACK_USER_ID.match(user_id) else escape(user_id)
 
 
 def owners_text(owners: Sequence[str]) -> str:
@@ -110,6 +114,7 @@ class RepositoryView:
     savings_usd: float | None
     change_usd: float | None  # since the previous period
     last_decision: PolicyDecision | None
+    adopted: bool  # the base policy (or another) was adopted through the bot and not rolled back
     scanned_at: datetime
 
 
@@ -140,8 +145,7 @@ def decision_line(decision: PolicyDecision) -> str:
 def repository_actions(view: RepositoryView) -> dict:
     """The buttons; their value names the repository, never who may press them."""
     arn = view.row.arn
-    adopted = view.last_decision is not None and view.last_decision.action == "adopted"
-    if adopted:
+    if view.adopted:
         elements = [button("Roll back", ROLLBACK, arn, "danger", confirm_dialog(
             "Roll back the policy?", f"Restores exactly the lifecycle policy {view.label} had before the "
             f"adoption (or none).", "Roll back")), button("Preview", PREVIEW, arn)]
@@ -157,7 +161,8 @@ def repository_actions(view: RepositoryView) -> dict:
             button("Not now", SNOOZE, arn),
             button("Decline", DECLINE, arn),
         ]
-    return {"type": "actions", "block_id": f"repo:{arn}"[:255], "elements": elements}
+    # unique per repository even for ARNs longer than a block_id may be
+    return {"type": "actions", "block_id": "repo:" + hashlib.sha1(arn.encode()).hexdigest(), "elements": elements}
 
 
 def repository_detail(view: RepositoryView) -> dict:

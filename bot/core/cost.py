@@ -32,11 +32,12 @@ def parse_manifest(digest: str, media_type: str | None, text: str) -> Manifest:
     """Reads the blobs (or children) out of a manifest's text. Never raises."""
     try:
         doc = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return Manifest(digest, media_type, problem=f"manifest {digest} is not valid JSON")
     if not isinstance(doc, dict):
         return Manifest(digest, media_type, problem=f"manifest {digest} is not a JSON object")
-    media_type = doc.get("mediaType") or media_type
+    declared = doc.get("mediaType")
+    media_type = declared if isinstance(declared, str) and declared else media_type
     if doc.get("schemaVersion") == 1 or media_type in SCHEMA1_MEDIA_TYPES:
         return Manifest(digest, media_type,
                         problem=f"manifest {digest} is Docker schema 1, which records no layer sizes")

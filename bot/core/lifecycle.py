@@ -126,7 +126,7 @@ def validate_policy(text: str) -> tuple[dict | None, list[str]]:
                         f"{MAX_POLICY_CHARS:,}")
     try:
         policy = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return None, problems + [f"policy is not valid JSON: {exc}"]
     if not isinstance(policy, dict):
         return None, problems + ["policy must be a JSON object with a 'rules' list"]
@@ -221,7 +221,10 @@ def _marked(selected: list[Image], selection: Mapping, now: datetime) -> list[Im
     count_type, number = selection["countType"], selection["countNumber"]
     if count_type == "imageCountMoreThan":
         return sorted(selected, key=_newest_first)[number:]
-    limit = now - timedelta(days=number)
+    try:
+        limit = now - timedelta(days=number)
+    except OverflowError:  # more days than a datetime can go back: nothing is that old
+        return []
     return [i for i in selected if (t := _reference_time(i, count_type)) is not None and t < limit]
 
 
@@ -292,7 +295,7 @@ def policy_status(policy_text: str | None, base_policy: dict) -> str:
         return "none"
     try:
         policy = json.loads(policy_text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "custom (unreadable JSON)"
     if _comparable_rules(policy) == _comparable_rules(base_policy):
         return "base"

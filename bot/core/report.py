@@ -112,7 +112,7 @@ def report_message(report: WeeklyReport) -> dict:
         blocks.header(f"ECR cost report: week of {report.period_start:%d %b %Y}"),
         blocks.section(f"*{usd(s.monthly_cost_usd)}/month*{change} for {s.repository_count} repositories, "
                        f"{gib(s.stored_bytes)} GB stored"),
-        blocks.section("*Top 10 by cost*\n" + "\n".join(top_lines) if top_lines else "No repositories."),
+        *blocks.sections(["*Top 10 by cost*", *top_lines] if top_lines else ["No repositories."]),
         blocks.section(f"*Median* {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories "
                        f"above it"),
         blocks.section(f"*Without a lifecycle policy* {report.without_policy_count} repositories; the base policy "

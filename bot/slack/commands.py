@@ -1,12 +1,15 @@
 """`/ecr-cost`: acknowledged at once; the answer follows through response_url."""
 from __future__ import annotations
 
+import logging
+
 from slack_bolt import App
 
 from ..core import blocks
 from .service import SlackService
 
 COMMAND = "/ecr-cost"
+logger = logging.getLogger(__name__)
 MAX_QUERY = 1_000  # ARNs are far shorter; anything longer is not a repository
 
 
@@ -15,7 +18,12 @@ def register(app: App, service: SlackService) -> None:
     def ecr_cost(ack, command, respond):
         ack()  # within Slack's 3 seconds, before any work
         query = " ".join((command.get("text") or "").split())
-        respond(response_type="ephemeral", **answer(service, query))
+        try:
+            message = answer(service, query)
+        except Exception:  # noqa: BLE001 - the user still gets an answer
+            logger.exception("/ecr-cost %r failed", query[:200])
+            message = blocks.plain_message(":x: Something went wrong answering that; the error is in the bot's log.")
+        respond(response_type="ephemeral", **message)
 
 
 def answer(service: SlackService, query: str) -> dict:

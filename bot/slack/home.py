@@ -9,7 +9,7 @@ EVENTS = ("app_home_opened",)
 
 
 def register(app: App, service: SlackService) -> None:
-    @app.event("app_home_opened")
+    @app.event(EVENTS[0])
     def on_home_opened(event, client):
         if event.get("tab", "home") != "home":
             return

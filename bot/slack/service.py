@@ -49,13 +49,21 @@ class SlackService:
         self._email_ids: dict[str, str | None] = {}
         self._repo_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._refresh_lock = threading.Lock()
 
     # -- data -----------------------------------------------------------------------------
 
     def latest(self, allow_stale: bool = True) -> ScanResult | None:
+        """The latest scan; rescans when there is none, or when it is stale and ``allow_stale`` is off.
+        One rescan at a time: while one runs, others answer from the stale scan (or wait when there is none)."""
         latest = self._store.latest_scan()
-        if latest is None or (not allow_stale and self.is_stale(latest)):
-            latest = self._refresh_scan()
+        if latest is not None and (allow_stale or not self.is_stale(latest)):
+            return latest
+        if self._refresh_lock.acquire(blocking=latest is None):
+            try:
+                return self._refresh_scan()
+            finally:
+                self._refresh_lock.release()
         return latest
 
     def is_stale(self, scan: ScanResult | None) -> bool:
@@ -72,12 +80,20 @@ class SlackService:
         previous_scan = self._store.latest_scan(before=scan.generated_at - timedelta(days=6))
         previous = next((r for r in previous_scan.repositories if r.arn == row.arn), None) if previous_scan else None
         history = self._store.decisions(row.arn)
+        adoption = self._adoption(row.arn)
+        position = next((i for i, r in enumerate(scan.repositories, 1) if r.arn == row.arn), len(scan.repositories))
         return blocks.RepositoryView(
-            row=row, label=labels[row.arn], rank=scan.repositories.index(row) + 1, rank_of=len(scan.repositories),
+            row=row, label=labels.get(row.arn, row.repository), rank=position, rank_of=len(scan.repositories),
             lifecycle_status=policy_status(row.lifecycle_policy, self._settings.base_policy),
             expiring_count=expiring, bytes_freed=freed, savings_usd=savings,
             change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
-            last_decision=history[-1] if history else None, scanned_at=scan.generated_at)
+            last_decision=history[-1] if history else None,
+            adopted=adoption is not None and adoption.action == "adopted", scanned_at=scan.generated_at)
+
+    def _adoption(self, arn: str) -> PolicyDecision | None:
+        """The latest adoption or rollback: what Adopt and Roll back act on (snoozes and declines aside)."""
+        history = self._store.decisions(arn, actions=("adopted", "rolled_back"))
+        return history[-1] if history else None
 
     # -- /ecr-cost ------------------------------------------------------------------------
 
@@ -140,7 +156,10 @@ class SlackService:
         if email not in self._email_ids:
             try:
                 self._email_ids[email] = client.users_lookupByEmail(email=email)["user"]["id"]
-            except SlackApiError:
+            except SlackApiError as exc:
+                if exc.response.get("error") != "users_not_found":
+                    logger.warning("users.lookupByEmail failed for %s: %s", email, exc.response.get("error"))
+                    return None  # rate limited, missing scope...: ask again next time
                 self._email_ids[email] = None  # not in this workspace: cached too
         return self._email_ids[email]
 
@@ -167,29 +186,34 @@ class SlackService:
         if not self._store.claim_click(click_id):
             return Outcome()  # the same click delivered again: already handled
         with self._lock(arn):
-            last = (self._store.decisions(arn) or [None])[-1]
             try:
-                note = self._change(action_id, row, user_id, last)
+                note = self._change(action_id, row, user_id)
             except PolicyOperationError as exc:
                 problems = "".join(f"\n• {blocks.escape(p)}" for p in exc.problems)
                 return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}{problems}")
         scan = self._store.latest_scan() or scan
         row = next((r for r in scan.repositories if r.arn == arn), row)
+        adoption = self._adoption(arn)
+        if adoption is not None and adoption.at > scan.generated_at:  # the scan predates the change
+            row = replace(row, lifecycle_policy=adoption.policy_after,
+                          has_lifecycle_policy=adoption.policy_after is not None)
         return Outcome(replace=blocks.repository_detail(self.view(scan, row)), ephemeral=note)
 
-    def _change(self, action_id: str, row: RepositoryCost, user_id: str, last: PolicyDecision | None) -> str | None:
+    def _change(self, action_id: str, row: RepositoryCost, user_id: str) -> str | None:
         """The change itself; a repeat of what was just done is a no-op with a note."""
+        adoption = self._adoption(row.arn)
         if action_id == blocks.ADOPT:
-            if last and last.action == "adopted":
-                return f"Already adopted by {blocks.mention(last.user_id)}; nothing was changed."
+            if adoption and adoption.action == "adopted":
+                return f"Already adopted by {blocks.mention(adoption.user_id)}; nothing was changed."
             self._operations.apply(row, None, user_id, "slack")
         elif action_id == blocks.ROLLBACK:
-            if not last or last.action != "adopted":
+            if not adoption or adoption.action != "adopted":
                 return "Nothing to roll back; nothing was changed."
             self._operations.rollback(row, user_id, "slack")
         elif action_id in (blocks.SNOOZE, blocks.DECLINE):
             action = "snoozed" if action_id == blocks.SNOOZE else "declined"
-            if last and last.action == action and self._clock() - last.at < timedelta(days=SNOOZE_DAYS):
+            same = self._store.decisions(row.arn, actions=(action,))
+            if same and self._clock() - same[-1].at < timedelta(days=SNOOZE_DAYS):
                 return None
             self._operations.record_choice(row, action, user_id, "slack")
         else:
