@@ -15,7 +15,7 @@ from .aws import EcrCollector, describe_error
 from .config import Settings
 from .core.cost import monthly_cost, reachable_manifests
 from .core.lifecycle import Preview, preview, validate_policy
-from .core.models import Image, Manifest, PolicyDecision, RepositoryCost, RepositoryRef
+from .core.models import Image, Manifest, PolicyDecision, RepositoryCost, RepositoryInventory, RepositoryRef
 from .store import Store
 
 
@@ -65,9 +65,11 @@ class PolicyOperations:
             raise PolicyOperationError("ECR would reject this lifecycle policy", problems)
         return text, policy
 
-    def _images(self, row: RepositoryCost, scan_id: int | None, fresh: bool
-                ) -> tuple[list[Image], dict[str, Manifest], str]:
-        """(images, manifests, where they came from)."""
+    def _images(self, row: RepositoryCost, scan_id: int | None, fresh: bool,
+                inventory: RepositoryInventory | None = None) -> tuple[list[Image], dict[str, Manifest], str]:
+        """(images, manifests, where they came from): a read already made, the scan's, or a fresh read."""
+        if inventory is not None:
+            return inventory.images, inventory.manifests, "fresh read"
         images = None if fresh or scan_id is None else self._store.snapshot_images(scan_id, row.arn)
         if images is not None:
             manifests = reachable_manifests((i.digest for i in images), self._store.get_manifests)
@@ -83,9 +85,9 @@ class PolicyOperations:
                                        f"{describe_error(exc)}") from None
 
     def preview(self, row: RepositoryCost, policy_text: str | None = None, *, scan_id: int | None = None,
-                fresh: bool = False) -> PolicyPreview:
+                fresh: bool = False, inventory: RepositoryInventory | None = None) -> PolicyPreview:
         text, policy = self.checked(policy_text)
-        images, manifests, source = self._images(row, scan_id, fresh)
+        images, manifests, source = self._images(row, scan_id, fresh, inventory)
         return self._preview(ref_of(row), text, policy, images, manifests, source)
 
     def _preview(self, ref, text, policy, images, manifests, source) -> PolicyPreview:

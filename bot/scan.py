@@ -7,7 +7,7 @@ from .aws import EcrCollector
 from .config import Settings
 from .core.analysis import rank
 from .core.cost import price_repository
-from .core.models import RepositoryCost, RepositoryRef, ScanProblem, ScanResult
+from .core.models import RepositoryCost, RepositoryInventory, RepositoryRef, ScanProblem, ScanResult
 from .store import Store
 
 
@@ -41,10 +41,10 @@ def run_scan(collector: EcrCollector, store: Store, settings: Settings, now: dat
 
 
 def refresh_repository(collector: EcrCollector, settings: Settings, row: RepositoryCost,
-                       now: datetime | None = None) -> RepositoryCost:
-    """One repository re-read and re-priced now (not stored: the next scan stores it)."""
+                       now: datetime | None = None) -> tuple[RepositoryCost, RepositoryInventory]:
+    """One repository re-read and re-priced now (not stored: the next scan stores it), with what was read."""
     inventory = collector.refresh(RepositoryRef(row.account_id, row.region, row.repository, row.arn))
     fresh, _ = price_repository(inventory, price_per_gb_month=settings.price_per_gb_month,
                                 unused_days=settings.unused_days, owner_tag=settings.owner_tag,
                                 now=now or datetime.now(timezone.utc))
-    return fresh
+    return fresh, inventory

@@ -131,7 +131,7 @@ def job_parts(tmp_path):
     store = Store(str(tmp_path / "s.db"))
     collector = EcrCollector(lambda role: None, ("us-east-1",), (), store)
     operations = PolicyOperations(collector, store, settings)
-    service = SlackService(store, operations, settings, refresh_scan=lambda: None, refresh_repository=lambda r: r)
+    service = SlackService(store, operations, settings, refresh_scan=lambda: None, refresh_repository=lambda r: (r, None))
 
     def stored_scan() -> ScanResult:
         rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1", "owner@example.com")), row("mid", 5 * GB),

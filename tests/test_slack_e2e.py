@@ -139,6 +139,19 @@ def test_a_signed_slash_command_is_acknowledged_at_once_and_the_detail_follows(s
     assert all(e["value"] == ARN for e in message["blocks"][-1]["elements"])
 
 
+@pytest.fixture
+def stale_snapshots(monkeypatch):
+    monkeypatch.setenv("ECR_COST_SNAPSHOT_MAX_AGE_HOURS", "0")  # every scan is too old: details re-read AWS
+
+
+def test_a_stale_snapshot_is_answered_from_one_fresh_read(stale_snapshots, served, slack, aws):
+    aws.calls.clear()
+    _, _, response_id = slash(served, slack, "shop")
+    [message] = responses_to(slack, response_id)
+    assert "would expire 19 images" in all_text(message) and "rank *#1* of 1" in all_text(message)
+    assert aws.calls["DescribeImages"] == 1 and aws.calls["GetLifecyclePolicy"] == 1  # one read, not two
+
+
 def test_ranking_and_help_and_unknown(served, slack):
     _, _, ranking = slash(served, slack, "")
     _, _, helped = slash(served, slack, "help")

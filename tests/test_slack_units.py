@@ -117,7 +117,7 @@ def app_and_standin(tmp_path, monkeypatch):
     store = Store(str(tmp_path / "s.db"))
     collector = EcrCollector(lambda role: None, ("us-east-1",), (), store)  # never called: the store is empty
     service = SlackService(store, PolicyOperations(collector, store, settings), settings,
-                           refresh_scan=lambda: None, refresh_repository=lambda r: r)
+                           refresh_scan=lambda: None, refresh_repository=lambda r: (r, None))
     yield build_app(settings, service), standin, settings
     store.close()
     standin.stop()

@@ -32,7 +32,7 @@ def answer(service: SlackService, query: str) -> dict:
     if len(query) > MAX_QUERY:
         return blocks.plain_message(f"That is {len(query):,} characters; a repository name, `region/name` or ARN "
                                     f"is much shorter. Try `/ecr-cost help`.")
-    scan = service.latest(allow_stale=not query)  # the ranking is worth a fresh scan; a detail re-reads itself
+    scan = service.latest(allow_stale=bool(query))  # the ranking is worth a fresh scan; a detail re-reads itself
     if scan is None or not scan.repositories:
         note = " Some accounts or regions could not be read." if scan and scan.partial else ""
         return blocks.plain_message(f"No repositories found yet.{note}")

@@ -17,7 +17,7 @@ from ..config import Settings
 from ..core import blocks
 from ..core.analysis import AmbiguousOrUnknownName, display_names, find_repository, rank, summarize
 from ..core.lifecycle import policy_status
-from ..core.models import PolicyDecision, RepositoryCost, ScanResult
+from ..core.models import PolicyDecision, RepositoryCost, RepositoryInventory, ScanResult
 from ..store import Store
 
 SNOOZE_DAYS = 30
@@ -36,7 +36,7 @@ class Outcome:
 class SlackService:
     def __init__(self, store: Store, operations: PolicyOperations, settings: Settings,
                  refresh_scan: Callable[[], ScanResult],
-                 refresh_repository: Callable[[RepositoryCost], RepositoryCost],
+                 refresh_repository: Callable[[RepositoryCost], tuple[RepositoryCost, RepositoryInventory]],
                  max_age: timedelta = timedelta(hours=24),
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self._store = store
@@ -50,6 +50,7 @@ class SlackService:
         self._repo_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._context: tuple[tuple, dict[str, str], dict[str, float]] | None = None
 
     # -- data -----------------------------------------------------------------------------
 
@@ -69,16 +70,28 @@ class SlackService:
     def is_stale(self, scan: ScanResult | None) -> bool:
         return scan is None or self._clock() - scan.generated_at > self._max_age
 
-    def view(self, scan: ScanResult, row: RepositoryCost, fresh: bool = False) -> blocks.RepositoryView:
-        labels = display_names(scan.repositories)
+    def _scan_context(self, scan: ScanResult) -> tuple[dict[str, str], dict[str, float]]:
+        """Display names and last period's costs of ``scan``: computed once per scan, not once per view
+        (App Home and the report's nudges build many views of one scan)."""
+        key = (scan.scan_id, scan.generated_at, len(scan.repositories))
+        context = self._context  # one read: listener threads may replace it meanwhile
+        if context is None or context[0] != key:
+            previous = self._store.latest_scan(before=scan.generated_at - timedelta(days=6))
+            costs = {r.arn: r.monthly_cost_usd for r in previous.repositories} if previous else {}
+            context = self._context = (key, display_names(scan.repositories), costs)
+        return context[1], context[2]
+
+    def view(self, scan: ScanResult, row: RepositoryCost,
+             inventory: RepositoryInventory | None = None) -> blocks.RepositoryView:
+        """``inventory``: a fresh read of the repository already made, to preview from."""
+        labels, previous_costs = self._scan_context(scan)
         try:
-            found = self._operations.preview(row, scan_id=scan.scan_id, fresh=fresh)
+            found = self._operations.preview(row, scan_id=scan.scan_id, inventory=inventory)
             expiring = sum(1 for d in found.result.decisions if d.action == "expire")
             freed, savings = found.result.bytes_freed, found.monthly_savings_usd
         except PolicyOperationError:
             expiring = freed = savings = None
-        previous_scan = self._store.latest_scan(before=scan.generated_at - timedelta(days=6))
-        previous = next((r for r in previous_scan.repositories if r.arn == row.arn), None) if previous_scan else None
+        previous = previous_costs.get(row.arn)
         history = self._store.decisions(row.arn)
         adoption = self._adoption(row.arn)
         position = next((i for i, r in enumerate(scan.repositories, 1) if r.arn == row.arn), len(scan.repositories))
@@ -86,7 +99,7 @@ class SlackService:
             row=row, label=labels.get(row.arn, row.repository), rank=position, rank_of=len(scan.repositories),
             lifecycle_status=policy_status(row.lifecycle_policy, self._settings.base_policy),
             expiring_count=expiring, bytes_freed=freed, savings_usd=savings,
-            change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
+            change_usd=None if previous is None else row.monthly_cost_usd - previous,
             last_decision=history[-1] if history else None,
             adopted=adoption is not None and adoption.action == "adopted", scanned_at=scan.generated_at)
 
@@ -107,20 +120,17 @@ class SlackService:
             row = find_repository(scan.repositories, query)
         except AmbiguousOrUnknownName as exc:
             return blocks.not_found(query, exc.candidates)
-        fresh = self.is_stale(scan)
-        if fresh:
+        inventory = None
+        if self.is_stale(scan):
             try:
-                row, scan = self._with_fresh_row(scan, row)
+                row, inventory = self._refresh_repository(row)
             except Exception:  # noqa: BLE001 - AWS unreachable: the snapshot is still worth showing
                 logger.warning("fresh read of %s failed; answering from the scan of %s", row.arn,
                                scan.generated_at, exc_info=True)
-                fresh = False
-        return blocks.repository_detail(self.view(scan, row, fresh=fresh))
-
-    def _with_fresh_row(self, scan: ScanResult, row: RepositoryCost) -> tuple[RepositoryCost, ScanResult]:
-        fresh_row = self._refresh_repository(row)
-        others = [r for r in scan.repositories if r.arn != row.arn]
-        return fresh_row, replace(scan, repositories=rank([*others, fresh_row]), generated_at=self._clock())
+            else:
+                others = [r for r in scan.repositories if r.arn != row.arn]
+                scan = replace(scan, repositories=rank([*others, row]), generated_at=self._clock())
+        return blocks.repository_detail(self.view(scan, row, inventory))
 
     def home_view(self, user_id: str, client) -> dict:
         scan = self.latest()
