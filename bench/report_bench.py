@@ -25,21 +25,19 @@ from scan_bench import aws_environment, build_estate, ecr_cost_bot_scan, load, m
 
 def build_and_render(db_path: str, env: dict) -> tuple[float, float, float, int]:
     """(build s, render s, chart s, Block Kit blocks) on the store the scan left."""
-    from bot.adoption import PolicyOperations
-    from bot.aws import EcrCollector
-    from bot.chart import chart_png
     from bot.config import load_settings
-    from bot.core.report import report_message, report_text
-    from bot.report import build_weekly_report, period_start
-    from bot.store import Store
+    from bot.jobs import period_start
+    from bot.render.chart import chart_png
+    from bot.render.report import report_message, report_text
+    from bot.wiring import build
 
     settings = load_settings({**env, "ECR_COST_DB": db_path})
-    store = Store(db_path)
+    components = build(settings, session_factory=lambda role: None)  # no AWS: the report reads the store
+    store = components.store
     try:
-        operations = PolicyOperations(EcrCollector(lambda role: None, (), (), store), store, settings)
         scan = store.latest_scan()
         started = time.perf_counter()
-        report = build_weekly_report(store, operations, settings, scan, period_start(settings, datetime.now(timezone.utc)))
+        report = components.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
         built = time.perf_counter()
         message = report_message(report)
         report_text(report)

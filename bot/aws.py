@@ -18,7 +18,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
@@ -37,9 +37,11 @@ class ManifestCache(Protocol):
 SessionFactory = Callable[[str | None], boto3.Session]
 
 
-def default_session_factory(base: boto3.Session | None = None) -> SessionFactory:
-    """role ARN -> session: None is the ambient credential chain, a role ARN is assumed through STS."""
-    base = base or boto3.Session()
+def default_session_factory(base: boto3.Session | None = None, region_name: str | None = None) -> SessionFactory:
+    """role ARN -> session: None is the ambient credential chain, a role ARN is assumed through STS.
+    ``region_name``: AWS_REGION or AWS_DEFAULT_REGION (boto3 alone reads only the latter); None leaves it to
+    the profile."""
+    base = base or boto3.Session(region_name=region_name)
 
     def factory(role_arn: str | None) -> boto3.Session:
         if role_arn is None:
@@ -54,6 +56,27 @@ def default_session_factory(base: boto3.Session | None = None) -> SessionFactory
         return boto3.Session(botocore_session=session, region_name=base.region_name)
 
     return factory
+
+
+class EstateUnreadable(Exception):
+    """Not one account could be read: the message is one line naming the cause and the fix."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+
+
+def unreadable_cause(exc: BaseException) -> str:
+    """One line a newcomer can act on, for the commonest reasons no account can be read."""
+    if isinstance(exc, NoCredentialsError):
+        return ("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or run with an instance, task or pod role")
+    if isinstance(exc, NoRegionError):
+        return "no region: set ECR_COST_REGIONS or AWS_REGION"
+    if error_code(exc) in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
+                           "UnrecognizedClientException"):
+        return f"the AWS credentials were refused ({describe_error(exc)}): refresh them or set AWS_PROFILE"
+    return f"cannot read the current AWS identity: {_message(exc)}"
 
 
 def describe_error(exc: Exception) -> str:
@@ -109,23 +132,34 @@ class EcrCollector:
             self.api_calls += 1
 
     def _targets(self) -> tuple[list[_Region], list[ScanProblem]]:
-        """One ECR client per (account, region); accounts we cannot enter become problems."""
-        targets, problems = [], []
+        """One ECR client per (account, region); accounts we cannot enter become problems.
+        Raises EstateUnreadable when not one account can be read."""
+        targets, problems, causes = [], [], []
         for role_arn in (None, *self._role_arns):
             account_hint = role_arn.split(":")[4] if role_arn else "current"
             try:
                 session = self._session_factory(role_arn)
-                account_id = self._client(session, "sts").get_caller_identity()["Account"]
+                regions = self._regions or ((session.region_name,) if session.region_name else ())
+                if not regions:
+                    raise NoRegionError()
+                # a regional STS endpoint: the first region scanned, never the global endpoint by default
+                account_id = self._client(session, "sts", regions[0]).get_caller_identity()["Account"]
             except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
+                causes.append(exc)
                 what = f"cannot assume {role_arn}" if role_arn else "cannot read the current AWS identity"
                 problems.append(ScanProblem(account_hint, "*", f"{what}: {_message(exc)}"))
                 continue
-            regions = self._regions or ((session.region_name,) if session.region_name else ())
-            if not regions:
-                problems.append(ScanProblem(account_id, "*", "no region configured: set ECR_COST_REGIONS or AWS_REGION"))
             for region in regions:
                 targets.append(_Region(account_id, region, self._client(session, "ecr", region)))
+        if not targets:
+            raise EstateUnreadable(unreadable_cause(causes[0]) + (
+                f" (and {len(causes) - 1} assumed roles failed too)" if len(causes) > 1 else ""))
         return targets, problems
+
+    def check_access(self) -> list[ScanProblem]:
+        """Enters every account (STS only): raises EstateUnreadable when none can be read; returns the others'
+        problems."""
+        return self._targets()[1]
 
     def _list_repositories(self, target: _Region) -> list[tuple[RepositoryRef, datetime | None]]:
         pages = target.client.get_paginator("describe_repositories").paginate(
@@ -240,6 +274,11 @@ class EcrCollector:
     def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
         """Re-reads one repository. Raises ClientError / BotoCoreError."""
         return self.read_repository(self.client_for(ref), ref, created_at)
+
+    def read_tags(self, ref: RepositoryRef) -> dict[str, str]:
+        """The repository's tags as AWS has them now (who may act is decided from these)."""
+        response = self.client_for(ref).list_tags_for_resource(resourceArn=ref.arn)
+        return {t["Key"]: t["Value"] for t in response.get("tags", [])}
 
     def get_lifecycle_policy(self, ref: RepositoryRef) -> str | None:
         client = self.client_for(ref)

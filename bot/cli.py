@@ -1,4 +1,4 @@
-"""`ecr-cost-bot`: each command is a few lines over the services."""
+"""`ecr-cost-bot`: argument parsing and printing only; every answer comes from the application layer."""
 from __future__ import annotations
 
 import argparse
@@ -8,36 +8,26 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
-from .adoption import PolicyOperationError
+from .adoption import HandEdited, PolicyOperationError
+from .application import Application, EstateUnreadable
 from .config import ConfigError, Settings, load_settings
-from .core.analysis import AmbiguousOrUnknownName, find_repository
-from .core.lifecycle import policy_status
+from .core.analysis import AmbiguousOrUnknownName
 from .core.models import RepositoryCost, ScanResult
-from .core.render import (repository_detail_json, repository_detail_text, scan_csv, scan_json, scan_table)
-
-PREVIOUS_PERIOD = timedelta(days=6)  # "last week" is the newest scan at least this much older
+from .render.text import (decision_json, decisions_table, preview_json, preview_text, repository_detail_json,
+                          repository_detail_text, scan_csv, scan_json, scan_table)
 
 
 class UserError(Exception):
     """A mistake the user can fix; printed as one line, exit code 1."""
 
 
-def _collector(settings: Settings, store, session_factory=None):
-    from .aws import EcrCollector, default_session_factory
-
-    return EcrCollector(session_factory or default_session_factory(), settings.regions, settings.role_arns, store)
-
-
-def _scan(settings: Settings, store, session_factory=None, log=None, now: datetime | None = None) -> ScanResult:
-    from .scan import run_scan
-
+def scan_and_log(application: Application, log=None, now: datetime | None = None) -> ScanResult:
+    """A scan now, with a line on stderr (or ``log``) saying what it cost."""
     started = time.perf_counter()
-    collector = _collector(settings, store, session_factory)
-    result = run_scan(collector, store, settings, now)
+    result = application.scan(now)
     print(f"scanned {len(result.repositories)} repositories in {time.perf_counter() - started:.1f} s: "
           f"{result.api_calls} API requests, {result.manifests_fetched} manifests fetched "
           f"(the others came from the cache)" + (" - PARTIAL, see errors" if result.partial else ""),
@@ -45,65 +35,57 @@ def _scan(settings: Settings, store, session_factory=None, log=None, now: dateti
     return result
 
 
-def _print_scan(result: ScanResult, fmt: str, base_policy: dict) -> None:
+def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> None:
+    out = out or sys.stdout
     if fmt == "json":
-        print(json.dumps(scan_json(result), indent=2))
+        print(json.dumps(scan_json(result), indent=2), file=out)
     elif fmt == "csv":
-        sys.stdout.write(scan_csv(result.repositories))
+        out.write(scan_csv(result.repositories))
     else:
-        print(scan_table(result, base_policy))
+        print(scan_table(result, base_policy), file=out)
     if fmt != "table":
         for problem in result.errors:
             print(f"error: {problem.account_id} {problem.region}: {problem.message}", file=sys.stderr)
 
 
-def cmd_scan(args, settings: Settings) -> int:
-    from .store import Store
-
-    store = Store(settings.db_path)
+def resolve(application: Application, name: str, refresh: bool = False) -> tuple[ScanResult, RepositoryCost]:
+    """The latest scan (scanning first when there is none, or with ``refresh``) and the repository NAME names."""
+    scan = scan_and_log(application) if refresh else application.latest()
     try:
-        result = _scan(settings, store)
-    finally:
-        store.close()
-    _print_scan(result, args.format, settings.base_policy)
-    return 1 if result.partial and not result.repositories else 0
-
-
-def resolve(store, settings: Settings, name: str, refresh: bool = False) -> tuple[ScanResult, RepositoryCost]:
-    """The latest scan (scanning first when there is none) and the repository NAME names in it."""
-    latest = None if refresh else store.latest_scan()
-    if latest is None:
-        latest = _scan(settings, store)
-    try:
-        return latest, find_repository(latest.repositories, name)
+        return application.find(name, scan)
     except AmbiguousOrUnknownName as exc:
         hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
         raise UserError(f"{exc}{hint}") from None
 
 
-def repository_detail(store, settings: Settings, name: str, fmt: str, refresh: bool = False) -> str:
-    """The detail of one repository from the latest scan."""
-    latest, row = resolve(store, settings, name, refresh)
-    position = latest.repositories.index(row) + 1
-    earlier = store.latest_scan(before=latest.generated_at - PREVIOUS_PERIOD)
-    previous = next((r for r in earlier.repositories if r.arn == row.arn), None) if earlier else None
-    status = policy_status(row.lifecycle_policy, settings.base_policy)
+def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> str:
+    """What `repo NAME` prints: the detail of one repository from the latest scan."""
+    scan, row = resolve(application, name, refresh)
+    view = application.view(scan, row)
     if fmt == "json":
-        detail = repository_detail_json(row, position, len(latest.repositories), previous)
-        detail["lifecycle_status"] = status
-        detail["scanned_at"] = latest.generated_at.isoformat()
+        detail = repository_detail_json(row, view.rank, view.rank_of, view.previous)
+        detail["lifecycle_status"] = view.lifecycle_status
+        detail["scanned_at"] = scan.generated_at.isoformat()
         return json.dumps(detail, indent=2)
-    return repository_detail_text(row, position, len(latest.repositories), previous, status)
+    return repository_detail_text(row, view.rank, view.rank_of, view.previous, view.lifecycle_status)
+
+
+def _components(settings: Settings):
+    from .wiring import components
+
+    return components(settings)
+
+
+def cmd_scan(args, settings: Settings) -> int:
+    with _components(settings) as built:
+        result = scan_and_log(built.application)
+    print_scan(result, args.format, settings.base_policy)
+    return 0
 
 
 def cmd_repo(args, settings: Settings) -> int:
-    from .store import Store
-
-    store = Store(settings.db_path)
-    try:
-        print(repository_detail(store, settings, args.name, args.format, args.refresh))
-    finally:
-        store.close()
+    with _components(settings) as built:
+        print(repository_detail(built.application, args.name, args.format, args.refresh))
     return 0
 
 
@@ -115,38 +97,31 @@ def cmd_serve(args, settings: Settings) -> int:
 
 def cmd_report(args, settings: Settings) -> int:
     """A fresh scan, then the report: printed, or posted (once per period) to the report channel."""
-    from .core.report import report_json, report_text
-    from .report import build_weekly_report, period_start
+    from .jobs import period_start
+    from .render.report import report_json, report_text
 
     if args.post:
         return _post_report(settings)
-    with _operations(settings) as (store, operations):
-        scan = _scan(settings, store)
-        report = build_weekly_report(store, operations, settings, scan,
-                                     period_start(settings, datetime.now(timezone.utc)))
+    with _components(settings) as built:
+        scan = scan_and_log(built.application)
+        report = built.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
     print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
     return 0
 
 
 def _post_report(settings: Settings) -> int:
-    from .report import ReportJob
-    from .scan import refresh_repository, run_scan
-    from .slack.app import web_client
-    from .slack.service import SlackService
+    from .wiring import build_report_job, build_slack
 
     if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN: required for report --post")
     if not settings.report_channel:
         raise ConfigError("ECR_COST_REPORT_CHANNEL: required for report --post")
-    with _operations(settings) as (store, operations):
-        collector = operations.collector
-        service = SlackService(store, operations, settings, refresh_scan=lambda: run_scan(collector, store, settings),
-                               refresh_repository=lambda row: refresh_repository(collector, settings, row))
-        job = ReportJob(store, operations, settings, web_client(settings),
-                        lambda: _scan(settings, store), service.detail_for, service.owner_user_ids)
-        outcome = job.run()
+    with _components(settings) as built:
+        built.collector.check_access()  # no account readable: one line and exit 1, not a report of zeros
+        _, directory, client = build_slack(built)
+        outcome = build_report_job(built, client, directory, scan_now=lambda: scan_and_log(built.application)).run()
     print(outcome)
-    return 0 if "posted" in outcome else 1
+    return 0 if "posted (ts" in outcome or "already posted" in outcome else 1
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -176,27 +151,14 @@ def cmd_policy_validate(args, settings: Settings) -> int:
     return 0
 
 
-@contextmanager
-def _operations(settings: Settings):
-    from .adoption import PolicyOperations
-    from .store import Store
-
-    store = Store(settings.db_path)
-    try:
-        yield store, PolicyOperations(_collector(settings, store), store, settings)
-    finally:
-        store.close()
-
-
 def cmd_policy_preview(args, settings: Settings) -> int:
-    from .adoption import PolicyOperationError, ref_of
-    from .core.render import preview_json, preview_text
+    from .application import ref_of
 
     text = _read_policy_file(args.policy)
-    with _operations(settings) as (store, operations):
-        latest, row = resolve(store, settings, args.repo)
+    with _components(settings) as built:
+        scan, row = resolve(built.application, args.repo)
         try:
-            found = operations.preview(row, text, scan_id=latest.scan_id, fresh=args.refresh)
+            found = built.application.preview(row, text, scan=scan, fresh=args.refresh)
         except PolicyOperationError as exc:
             if args.format == "json" and exc.problems:
                 print(json.dumps(preview_json(ref_of(row), None, 0.0, exc.problems), indent=2))
@@ -207,7 +169,7 @@ def cmd_policy_preview(args, settings: Settings) -> int:
         else:
             print(preview_text(found.ref, found.result, found.image_count, found.monthly_savings_usd, found.source))
         if args.aws_preview:
-            print(operations.aws_cross_check(found), file=sys.stderr)
+            print(built.changes.aws_cross_check(found), file=sys.stderr)
     return 0
 
 
@@ -218,11 +180,17 @@ def _require_yes(args, what: str) -> None:
 
 
 def cmd_policy_apply(args, settings: Settings) -> int:
+    from .wiring import cli_actor
+
     _require_yes(args, "policy apply")
     text = _read_policy_file(args.policy)
-    with _operations(settings) as (store, operations):
-        _, row = resolve(store, settings, args.repo)
-        decision = operations.apply(row, text, getpass.getuser(), "cli")
+    with _components(settings) as built:
+        _, row = resolve(built.application, args.repo)
+        change = built.application.adopt(row, cli_actor(getpass.getuser()), text)
+    decision = change.decision
+    if decision is None:
+        print(change.note)
+        return 0
     print(f"adopted on {decision.repository} ({decision.account_id} {decision.region}); the previous policy "
           f"({'none' if decision.policy_before is None else 'backed up'}) can be restored with "
           f"`ecr-cost-bot policy rollback {args.repo} --yes`; projected savings "
@@ -231,26 +199,35 @@ def cmd_policy_apply(args, settings: Settings) -> int:
 
 
 def cmd_policy_rollback(args, settings: Settings) -> int:
+    from .wiring import cli_actor
+
     _require_yes(args, "policy rollback")
-    with _operations(settings) as (store, operations):
-        _, row = resolve(store, settings, args.repo)
-        decision = operations.rollback(row, getpass.getuser(), "cli")
+    with _components(settings) as built:
+        _, row = resolve(built.application, args.repo)
+        try:
+            change = built.application.rollback(row, cli_actor(getpass.getuser()), force=args.force)
+        except HandEdited as exc:
+            print(f"ecr-cost-bot: {exc}", file=sys.stderr)
+            print("--- in AWS now ---", file=sys.stderr)
+            print(exc.live if exc.live is not None else "(no policy)", file=sys.stderr)
+            print("--- what the bot last set ---", file=sys.stderr)
+            print(exc.expected if exc.expected is not None else "(no policy)", file=sys.stderr)
+            print(f"add --force to back up the policy in AWS and roll back anyway", file=sys.stderr)
+            return 1
+    decision = change.decision
+    if decision is None:
+        print(f"ecr-cost-bot: {change.note}", file=sys.stderr)
+        return 1
     restored = "deleted the policy (there was none before)" if decision.policy_after is None \
         else "restored the previous policy exactly"
     print(f"rolled back {decision.repository} ({decision.account_id} {decision.region}): {restored} "
-          f"(decision #{decision.id})")
+          f"(decision #{decision.id}, undoing #{decision.undoes})")
     return 0
 
 
 def cmd_decisions(args, settings: Settings) -> int:
-    from .core.render import decision_json, decisions_table
-    from .store import Store
-
-    store = Store(settings.db_path)
-    try:
-        decisions = store.decisions()
-    finally:
-        store.close()
+    with _components(settings) as built:
+        decisions = built.application.decisions()
     print(json.dumps([decision_json(d) for d in decisions], indent=2) if args.format == "json"
           else decisions_table(decisions))
     return 0
@@ -298,9 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--yes", action="store_true", help="confirm the change")
     apply.set_defaults(handler=cmd_policy_apply)
 
-    rollback = actions.add_parser("rollback", help="restore the policy the last adoption replaced")
+    rollback = actions.add_parser("rollback", help="undo the latest adoption not yet undone: restore the policy it "
+                                                   "replaced (repeat to walk back to the original)")
     rollback.add_argument("repo", metavar="REPO")
     rollback.add_argument("--yes", action="store_true", help="confirm the change")
+    rollback.add_argument("--force", action="store_true",
+                          help="roll back even over a policy edited by hand since the bot set it (backed up first)")
     rollback.set_defaults(handler=cmd_policy_rollback)
 
     decisions = commands.add_parser("decisions", help="the decision log: adoptions, rollbacks, declines, snoozes")
@@ -328,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
         return 2
+    except EstateUnreadable as exc:
+        print(f"ecr-cost-bot: {exc}", file=sys.stderr)
+        return 1
     except UserError as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .core.lifecycle import validate_policy
+from .core.models import SLACK_USER_ID
 
 
 class ConfigError(Exception):
@@ -21,7 +22,7 @@ class ConfigError(Exception):
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
-_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Settings:
     report_channel: str | None = None
     schedule: str = "0 9 * * mon"
     timezone: str = "UTC"
-    regions: tuple[str, ...] = ()  # empty: the AWS SDK's configured region
+    regions: tuple[str, ...] = ()  # empty: aws_region, else the AWS profile's region
+    aws_region: str | None = None  # AWS_REGION (what ECS, Lambda and EKS set), else AWS_DEFAULT_REGION
     role_arns: tuple[str, ...] = ()
     price_per_gb_month: float = 0.10
     unused_days: int = 90
@@ -118,7 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     admins = _csv(get("ECR_COST_ADMINS"))
     for admin in admins:
-        if not _SLACK_USER.match(admin):
+        if not SLACK_USER_ID.match(admin):
             raise ConfigError(f"ECR_COST_ADMINS: {admin!r} is not a Slack user ID (like U012AB3CD)")
 
     slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
@@ -150,6 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         schedule=schedule,
         timezone=timezone,
         regions=regions,
+        aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
         role_arns=role_arns,
         price_per_gb_month=_number("ECR_COST_PRICE_PER_GB_MONTH", get("ECR_COST_PRICE_PER_GB_MONTH") or "0.10",
                                    float, 0.0, 1000.0),

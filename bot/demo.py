@@ -39,11 +39,9 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
     except ImportError:
         out.write("demo needs the sample registry: pip install 'ecr-cost-bot[demo]'\n")
         return 1
-    from .adoption import PolicyOperations
-    from .aws import EcrCollector
-    from .cli import _print_scan, _scan, repository_detail
+    from .render.text import repository_detail_text, scan_table
     from .sample import load_estate, sample_estate
-    from .store import Store
+    from .wiring import build, cli_actor
 
     with _sample_aws_environment(), mock_aws(), tempfile.TemporaryDirectory(prefix="ecr-cost-demo-") as workdir:
         now = datetime.now(timezone.utc)
@@ -54,33 +52,40 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
                   f"{sum(len(r.all_images()) for r in estate)} images in {', '.join(DEMO_REGIONS)} "
                   f"(account {DEMO_ACCOUNT}).\n\n")
         settings = replace(settings, regions=DEMO_REGIONS, role_arns=(), db_path=os.path.join(workdir, "demo.db"))
-        store = Store(settings.db_path)
-        operations = PolicyOperations(EcrCollector(lambda role_arn: session, DEMO_REGIONS, (), store), store, settings)
+        built = build(settings, session_factory=lambda role_arn: session)
+        application = built.application
         try:
             out.write("== Last week's scan (the demo dates it 7 days ago) ==\n")
-            result = _scan(settings, store, lambda role_arn: session, log=out, now=now - timedelta(days=7))
-            out.write("\n")
-            _print_scan(result, "table", settings.base_policy)
+            result = _scan(application, out, now - timedelta(days=7))
+            out.write("\n" + scan_table(result, settings.base_policy) + "\n")
             top = result.repositories[0]
+            view = application.view(result, top)
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
-            out.write(repository_detail(store, settings, top.repository, "text") + "\n")
-            adopted = _base_policy_savings(result, operations, out)
-            _adopt_and_expire(adopted, operations, session, out)
+            out.write(repository_detail_text(top, view.rank, view.rank_of, view.previous, view.lifecycle_status) + "\n")
+            adopted = _base_policy_savings(result, application, out)
+            _adopt_and_expire(adopted, application, cli_actor, session, out)
             out.write("\n== This week's scan ==\n")
-            this_week = _scan(settings, store, lambda role_arn: session, log=out)
-            _report(this_week, store, operations, settings, now, folder, out)
+            this_week = _scan(application, out)
+            _report(this_week, application, settings, now, folder, out)
         finally:
-            store.close()
+            built.close()
     return 0
 
 
-def _base_policy_savings(result, operations, out: TextIO) -> list:
+def _scan(application, out: TextIO, now: datetime | None = None):
+    result = application.scan(now)
+    out.write(f"scanned {len(result.repositories)} repositories: {result.api_calls} API requests, "
+              f"{result.manifests_fetched} manifests fetched\n")
+    return result
+
+
+def _base_policy_savings(result, application, out: TextIO) -> list:
     """What adopting the base policy would save, repository by repository; returns the top 3 rows."""
     from .core.analysis import display_names
-    from .core.render import gib, preview_text, text_table, usd
+    from .render.text import gib, preview_text, text_table, usd
 
     without = [row for row in result.repositories if not row.has_lifecycle_policy]
-    previews = sorted(((row, operations.preview(row, scan_id=result.scan_id)) for row in without),
+    previews = sorted(((row, application.preview(row, scan=result)) for row in without),
                       key=lambda pair: -pair[1].result.bytes_freed)
     labels = display_names(result.repositories)
     rows = [[labels[row.arn], str(sum(1 for d in p.result.decisions if d.action == "expire")), str(p.image_count),
@@ -100,13 +105,13 @@ def _base_policy_savings(result, operations, out: TextIO) -> list:
     return [row for row, _ in previews[:3]]
 
 
-def _adopt_and_expire(rows, operations, session, out: TextIO) -> None:
+def _adopt_and_expire(rows, application, actor_for, session, out: TextIO) -> None:
     """The owners adopt the base policy; then what ECR's lifecycle run would do, done by hand (moto has none)."""
     out.write("\n== During the week ==\n")
     for row in rows:
         owner = row.owners[0] if row.owners else "U0DEMO001"
-        decision = operations.apply(row, None, owner, "cli")
-        expiring = [d.image.digest for d in operations.preview(row, fresh=True).result.decisions
+        decision = application.adopt(row, actor_for(owner)).decision
+        expiring = [d.image.digest for d in application.preview(row, fresh=True).result.decisions
                     if d.action == "expire"]
         client = session.client("ecr", region_name=row.region)
         for start in range(0, len(expiring), 100):
@@ -117,13 +122,13 @@ def _adopt_and_expire(rows, operations, session, out: TextIO) -> None:
                   f"runs: the demo deletes what the preview named)\n")
 
 
-def _report(scan, store, operations, settings: Settings, now: datetime, folder: Path, out: TextIO) -> None:
+def _report(scan, application, settings: Settings, now: datetime, folder: Path, out: TextIO) -> None:
     """The weekly report: text on screen, Block Kit JSON and chart PNG in ``folder``, a Block Kit Builder link."""
-    from .chart import chart_png
-    from .core.report import report_message, report_text
-    from .report import build_weekly_report, period_start
+    from .jobs import period_start
+    from .render.chart import chart_png
+    from .render.report import report_message, report_text
 
-    report = build_weekly_report(store, operations, settings, scan, period_start(settings, now))
+    report = application.weekly_report(scan, period_start(settings, now))
     message = report_message(report)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(message, indent=2), encoding="utf-8")

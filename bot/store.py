@@ -6,8 +6,11 @@ the store at once), WAL journaling and short transactions.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -21,6 +24,26 @@ from .core.models import Image, Manifest, PolicyDecision, RepositoryCost, Reposi
 migrations = Migrations("ecr_cost_bot")
 
 _CHUNK = 500  # stay well under SQLite's bound-variable limit
+SCAN_LEASE = timedelta(minutes=15)  # a running scan whose heartbeat is older than this was abandoned
+# host:pid:nonce of this process; the nonce tells a restarted container's PID 1 from its predecessor
+PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(holder: str | None) -> bool:
+    """True when ``holder`` is a process of this host that no longer runs (or an earlier one with our PID)."""
+    host, _, rest = (holder or "").partition(":")
+    pid, _, nonce = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's process: only its heartbeat tells
+    if int(pid) == os.getpid():
+        return holder != PROCESS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @migrations()
@@ -75,6 +98,18 @@ def m004_report_runs(db: Database) -> None:
     # one direct message per repository per owner per period
     db["nudges"].create({"period": str, "arn": str, "user_id": str, "sent_at": str},
                         pk=("period", "arn", "user_id"))
+
+
+@migrations()
+def m005_trust(db: Database) -> None:
+    # who a change was authorised against, and which adoption a rollback undid (the undo stack)
+    db["decisions"].add_column("owners_checked", str)
+    db["decisions"].add_column("undoes", int)
+    # one change per repository at a time, across processes sharing the store
+    db["repository_claims"].create({"arn": str, "holder": str, "claimed_at": str}, pk="arn")
+    # a scan's holder and heartbeat: a scan whose holder died is recognised and abandoned
+    db["scans"].add_column("holder", str)
+    db["scans"].add_column("heartbeat_at", str)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -147,9 +182,12 @@ class Store:
     # -- scans and snapshots ------------------------------------------------------------
 
     def begin_scan(self, generated_at: datetime, price_per_gb_month: float) -> int:
+        self.abandon_dead_scans()
+        now = _iso(datetime.now(timezone.utc))
         with self.db.conn:
             table = self.db["scans"].insert({"generated_at": _iso(generated_at), "status": "running",
-                                             "price_per_gb_month": price_per_gb_month})
+                                             "price_per_gb_month": price_per_gb_month, "holder": PROCESS,
+                                             "heartbeat_at": now})
         return table.last_pk
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
@@ -167,6 +205,8 @@ class Store:
             self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
                                               replace=True)
+            self.db.execute("update scans set heartbeat_at = ? where id = ?",  # the scan is alive
+                            [_iso(datetime.now(timezone.utc)), scan_id])
 
     def finish_scan(self, result: ScanResult, keep_images_for: int = 2) -> None:
         """Marks the scan complete and drops image lists of all but the latest scans (summaries stay)."""
@@ -182,10 +222,47 @@ class Store:
                 "repository_count": totals[0], "stored_bytes": totals[1], "monthly_cost_usd": totals[2],
                 "api_calls": result.api_calls, "manifests_fetched": result.manifests_fetched,
             })
-            self.db.execute(  # complete scans only: a scan still running keeps its image lists
-                "delete from snapshot_images where scan_id in (select id from scans where status = 'complete' "
-                "and id not in (select id from scans where status = 'complete' order by id desc limit ?))",
+        self.prune_images(keep_images_for)
+
+    def prune_images(self, keep_images_for: int = 2) -> None:
+        """Image lists stay for the latest complete scans and the scans still running, nothing else."""
+        with self.db.conn:
+            self.db.execute(
+                "delete from snapshot_images where scan_id not in (select id from scans where status = 'running') "
+                "and scan_id not in (select id from scans where status = 'complete' order by id desc limit ?)",
                 [keep_images_for])
+
+    def abandon_dead_scans(self, lease: timedelta = SCAN_LEASE) -> list[int]:
+        """Scans that will never finish (their process died, or stopped beating for ``lease``) are marked
+        abandoned and their rows dropped: at start-up and before every scan."""
+        stale = _iso(datetime.now(timezone.utc) - lease)
+        dead = [row["id"] for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
+                if _holder_is_dead(row["holder"]) or (row["heartbeat_at"] or "") < stale]
+        self.abandon_scans(dead)
+        return dead
+
+    def abandon_scans(self, scan_ids: Sequence[int]) -> None:
+        """Marks scans that will never finish abandoned and drops their rows."""
+        if not scan_ids:
+            return
+        marks = ",".join("?" * len(scan_ids))
+        with self.db.conn:
+            self.db.execute(f"update scans set status = 'abandoned', finished_at = ? where id in ({marks})",
+                            [_iso(datetime.now(timezone.utc)), *scan_ids])
+            self.db.execute(f"delete from repository_snapshots where scan_id in ({marks})", list(scan_ids))
+            self.db.execute(f"delete from snapshot_images where scan_id in ({marks})", list(scan_ids))
+        self.prune_images()
+
+    def running_scan(self, lease: timedelta = SCAN_LEASE) -> int | None:
+        """A scan in progress in any process (its heartbeat fresh), or None."""
+        row = self.db.execute("select id from scans where status = 'running' and heartbeat_at >= ? "
+                              "order by id desc limit 1",
+                              [_iso(datetime.now(timezone.utc) - lease)]).fetchone()
+        return None if row is None else row[0]
+
+    def scan_status(self, scan_id: int) -> str | None:
+        row = self.db.execute("select status from scans where id = ?", [scan_id]).fetchone()
+        return None if row is None else row[0]
 
     def latest_scan(self, before: datetime | None = None) -> ScanResult | None:
         """The newest complete scan (generated at or before ``before`` when given), ranked rows included."""
@@ -234,6 +311,7 @@ class Store:
     def record_decision(self, decision: PolicyDecision) -> PolicyDecision:
         values = {k: v for k, v in vars(decision).items() if k != "id"}
         values["at"] = _iso(decision.at)
+        values["owners_checked"] = json.dumps(decision.owners_checked)
         with self.db.conn:
             table = self.db["decisions"].insert(values)
         return replace(decision, id=table.last_pk)
@@ -250,6 +328,23 @@ class Store:
         rows = self.db["decisions"].rows_where(" and ".join(where) or None, params, order_by="id")
         return [_decision(r) for r in rows]
 
+    def claim_repository(self, arn: str, holder: str, lease: timedelta = timedelta(minutes=5)) -> bool:
+        """True when ``holder`` may change ``arn`` now: nobody else (thread or process) holds it, or the
+        holder died more than ``lease`` ago. Release with ``release_repository``."""
+        now = datetime.now(timezone.utc)
+        with self.db.conn:
+            cursor = self.db.execute("insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
+                                     [arn, holder, _iso(now)])
+            if cursor.rowcount == 1:
+                return True
+            cursor = self.db.execute("update repository_claims set holder = ?, claimed_at = ? "
+                                     "where arn = ? and claimed_at < ?", [holder, _iso(now), arn, _iso(now - lease)])
+        return cursor.rowcount == 1
+
+    def release_repository(self, arn: str, holder: str) -> None:
+        with self.db.conn:
+            self.db.execute("delete from repository_claims where arn = ? and holder = ?", [arn, holder])
+
     def claim_click(self, click_id: str) -> bool:
         """True the first time ``click_id`` is seen, by any thread or process."""
         with self.db.conn:
@@ -259,20 +354,33 @@ class Store:
 
     # -- reports ---------------------------------------------------------------------------
 
-    def claim_period(self, period: str, claimed_by: str, lease: timedelta = timedelta(hours=2)) -> bool:
-        """True for exactly one caller per period, across threads and processes. A claim whose holder
-        died before posting (still 'claimed' after ``lease``) may be taken over."""
+    def claim_period(self, period: str, claimed_by: str, lease: timedelta = timedelta(minutes=10)) -> str | None:
+        """Who reports ``period``, across threads and processes. Returns None when someone else has it or it
+        was posted; else how it was claimed: 'new'; 'taken over' (the holder stopped beating for ``lease``:
+        it died, maybe after posting); 'maybe posted' (a post whose answer was lost: check before posting)."""
         now = datetime.now(timezone.utc)
         with self.db.conn:
             cursor = self.db.execute(
                 "insert or ignore into report_runs (period, claimed_by, claimed_at, status) values (?, ?, ?, 'claimed')",
                 [period, claimed_by, _iso(now)])
             if cursor.rowcount == 1:
-                return True
+                return "new"
             cursor = self.db.execute(
                 "update report_runs set claimed_by = ?, claimed_at = ? "
                 "where period = ? and status = 'claimed' and claimed_at < ?",
                 [claimed_by, _iso(now), period, _iso(now - lease)])
+            if cursor.rowcount == 1:
+                return "taken over"
+            cursor = self.db.execute(
+                "update report_runs set claimed_by = ?, claimed_at = ?, status = 'claimed' "
+                "where period = ? and status = 'maybe_posted'", [claimed_by, _iso(now), period])
+        return "maybe posted" if cursor.rowcount == 1 else None
+
+    def heartbeat_period(self, period: str, claimed_by: str) -> bool:
+        """Keeps a claim alive while its run is; False when it was lost."""
+        with self.db.conn:
+            cursor = self.db.execute("update report_runs set claimed_at = ? where period = ? and claimed_by = ? "
+                                     "and status = 'claimed'", [_iso(datetime.now(timezone.utc)), period, claimed_by])
         return cursor.rowcount == 1
 
     def release_period(self, period: str) -> None:
@@ -281,6 +389,7 @@ class Store:
             self.db.execute("delete from report_runs where period = ? and status = 'claimed'", [period])
 
     def finish_period(self, period: str, status: str, message_ts: str | None = None, error: str | None = None) -> None:
+        """``status``: 'posted', or 'maybe_posted' (the request left and its answer was lost)."""
         with self.db.conn:
             self.db["report_runs"].update(period, {"status": status, "message_ts": message_ts, "error": error,
                                                    "finished_at": _iso(datetime.now(timezone.utc))})
@@ -315,7 +424,8 @@ def _decision(row: dict) -> PolicyDecision:
         id=row["id"], repository=row["repository"], account_id=row["account_id"], region=row["region"],
         arn=row["arn"], action=row["action"], user_id=row["user_id"], source=row["source"], at=_parse(row["at"]),
         policy_before=row["policy_before"], policy_after=row["policy_after"],
-        projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"])
+        projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
+        owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"])
 
 
 def _snapshot(row: dict) -> RepositoryCost:

@@ -17,15 +17,30 @@ ACCOUNT = "123456789012"  # moto's default account
 NOW = datetime.now(timezone.utc)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch, tmp_path_factory):
+    """No test reads the developer's environment or working directory: every SLACK_*, ECR_COST_* and AWS_*
+    variable is cleared, and each test runs in its own empty directory (so no stray ecr-cost.db is found)."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "ECR_COST_", "AWS_")) or name == "KUBECONFIG":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)  # no profile, no region from ~/.aws
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role lookups (slow, machine-specific)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def moto_server():
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
@@ -44,8 +59,6 @@ def aws(moto_server, _proxy, monkeypatch, tmp_path):
     """A clean moto, the environment a user would set, and the proxy (call counts, faults)."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")).read()
     _proxy.reset()
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", _proxy.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -53,8 +66,6 @@ def aws(moto_server, _proxy, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "ecr-cost.db"))
-    monkeypatch.delenv("ECR_COST_REGIONS", raising=False)
-    monkeypatch.delenv("ECR_COST_ROLE_ARNS", raising=False)
     return _proxy
 
 

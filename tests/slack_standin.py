@@ -2,6 +2,10 @@
 
 The app reaches it through SLACK_API_URL (http://127.0.0.1:PORT/api/); response_urls handed to
 the app point at http://127.0.0.1:PORT/response/ID.
+
+With `SlackStandIn(socket_mode=True)` it also plays Slack's side of Socket Mode: `apps.connections.open`
+(called with the app-level token) answers the URL of a local websocket server (`SocketModeStandIn`,
+at `.socket`), which greets each connection with `hello`, delivers envelopes and records the app's acks.
 """
 from __future__ import annotations
 
@@ -15,16 +19,19 @@ from urllib.parse import parse_qs
 from slack_sdk.signature import SignatureVerifier
 
 BOT_USER = "UBOTUSER1"
+APP_ID = "A0ECRCOST"
 
 
 class SlackStandIn:
-    def __init__(self, emails: dict[str, str] | None = None):
+    def __init__(self, emails: dict[str, str] | None = None, socket_mode: bool = False):
         self.calls: list[tuple[str, dict]] = []  # (API method, arguments)
+        self.authorizations: list[tuple[str, str | None]] = []  # (API method, its Authorization header)
         self.responses: list[tuple[str, dict]] = []  # (response_url id, JSON posted)
         self.first_arrival: dict[str, float] = {}  # response_url id -> time.perf_counter() of its first post
         self.emails = dict(emails or {})  # email -> user ID for users.lookupByEmail
         self.uploads: dict[str, bytes] = {}  # file id -> bytes uploaded to its upload URL
         self.fail_methods: dict[str, str] = {}  # API method -> the error it answers with
+        self.history: dict[str, list[dict]] = {}  # channel -> messages posted (newest first), for conversations.history
         self._changed = threading.Condition()
         standin = self
 
@@ -37,7 +44,8 @@ class SlackStandIn:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                status, answer = standin._handle(self.path, self.headers.get("Content-Type", ""), raw)
+                status, answer = standin._handle(self.path, self.headers.get("Content-Type", ""), raw,
+                                                 self.headers.get("Authorization"))
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -50,17 +58,22 @@ class SlackStandIn:
         self.base = f"http://127.0.0.1:{self.server.server_port}"
         self.api_url = f"{self.base}/api/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.socket: SocketModeStandIn | None = SocketModeStandIn() if socket_mode else None
 
     def stop(self) -> None:
+        if self.socket is not None:
+            self.socket.stop()
         self.server.shutdown()
         self.server.server_close()
 
     def reset(self) -> None:
         with self._changed:
             self.calls.clear()
+            self.authorizations.clear()
             self.responses.clear()
             self.uploads.clear()
             self.fail_methods.clear()
+            self.history.clear()
             self.first_arrival.clear()
 
     def response_url(self) -> str:
@@ -68,7 +81,7 @@ class SlackStandIn:
 
     # -- what the app sent ------------------------------------------------------------
 
-    def _handle(self, path: str, content_type: str, raw: bytes) -> tuple[int, dict]:
+    def _handle(self, path: str, content_type: str, raw: bytes, authorization: str | None = None) -> tuple[int, dict]:
         if path.startswith("/upload/"):  # the file's bytes, as files.getUploadURLExternal's URL receives them
             with self._changed:
                 self.uploads[path.rsplit("/", 1)[1]] = raw
@@ -87,12 +100,18 @@ class SlackStandIn:
                 return 200, {"ok": True}
             method = path.removeprefix("/api/")
             self.calls.append((method, args))
+            self.authorizations.append((method, authorization))
             self._changed.notify_all()
-        return 200, self._answer(method, args)
+        return 200, self._answer(method, args, authorization)
 
-    def _answer(self, method: str, args: dict) -> dict:
+    def _answer(self, method: str, args: dict, authorization: str | None = None) -> dict:
         if method in self.fail_methods:
             return {"ok": False, "error": self.fail_methods[method]}
+        if method == "apps.connections.open" and self.socket is not None:
+            # Slack answers this only for an app-level token (scope connections:write)
+            if not (authorization or "").startswith("Bearer xapp-"):
+                return {"ok": False, "error": "not_allowed_token_type"}
+            return {"ok": True, "url": self.socket.issue_url()}
         if method == "files.getUploadURLExternal":
             file_id = f"F{uuid.uuid4().hex[:10].upper()}"
             return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
@@ -105,7 +124,18 @@ class SlackStandIn:
         if method == "users.lookupByEmail":
             user_id = self.emails.get(args.get("email", ""))
             return {"ok": True, "user": {"id": user_id}} if user_id else {"ok": False, "error": "users_not_found"}
-        if method in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
+        if method == "chat.postMessage":
+            ts = f"{time.time():.6f}"
+            metadata = json.loads(args["metadata"]) if isinstance(args.get("metadata"), str) else args.get("metadata")
+            self.history.setdefault(args.get("channel"), []).insert(0, {"type": "message", "ts": ts,
+                                                                         "text": args.get("text"),
+                                                                         "metadata": metadata})
+            return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text")}}
+        if method == "conversations.history":  # newest first, with metadata (include_all_metadata)
+            messages = [m for m in self.history.get(args.get("channel"), [])
+                        if float(m["ts"]) >= float(args.get("oldest") or 0)]
+            return {"ok": True, "messages": messages, "has_more": False}
+        if method in ("chat.postEphemeral", "chat.update"):
             return {"ok": True, "channel": args.get("channel"), "ts": f"{time.time():.6f}",
                     "message": {"text": args.get("text")}}
         if method == "conversations.open":
@@ -137,3 +167,173 @@ def signed_headers(secret: str, body: str, timestamp: int | None = None, content
     signature = SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body)
     return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": signature,
             "Content-Type": content_type}
+
+
+class SocketModeStandIn:
+    """Slack's side of Socket Mode on a local websocket server (ws://127.0.0.1:PORT/link/?ticket=N).
+
+    Each connection is greeted with `hello`; everything the app sends is recorded (`received`, with the
+    index of the connection it came on; acks, the messages carrying an envelope_id, also in `acks`).
+    Envelopes go to the newest open connection. Waits poll a condition against a deadline.
+    """
+
+    def __init__(self, app_id: str = APP_ID):
+        from websockets.sync.server import serve
+
+        self.app_id = app_id
+        self.tickets: list[str] = []  # issued by apps.connections.open, in order
+        self.paths: list[str] = []  # the request path of each connection, in order
+        self.connections: list = []  # websockets ServerConnection objects, in order of arrival
+        self.open: set[int] = set()  # indexes of connections still open
+        self.received: list[tuple[int, dict]] = []  # (connection index, JSON message the app sent)
+        self.acks: list[dict] = []  # every message the app sent with an envelope_id
+        self.sent: list[tuple[int, dict]] = []  # (connection index, message the stand-in sent)
+        self.closed_by_standin: set[int] = set()  # connections the stand-in closed (the rest: the app did)
+        self._changed = threading.Condition()
+        self.server = serve(self._serve_connection, "127.0.0.1", 0, close_timeout=2, compression=None)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def issue_url(self) -> str:
+        with self._changed:
+            ticket = str(len(self.tickets) + 1)
+            self.tickets.append(ticket)
+        return f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}"
+
+    @property
+    def connection_count(self) -> int:
+        with self._changed:
+            return len(self.connections)
+
+    def current(self) -> int:
+        """The index of the newest open connection."""
+        with self._changed:
+            if not self.open:
+                raise RuntimeError("no open Socket Mode connection")
+            return max(self.open)
+
+    # -- the websocket side -----------------------------------------------------------
+
+    def _serve_connection(self, connection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        with self._changed:
+            index = len(self.connections)
+            self.connections.append(connection)
+            self.paths.append(connection.request.path)
+            self.open.add(index)
+            self._changed.notify_all()
+        try:
+            self._send(index, {"type": "hello", "num_connections": 1,
+                               "connection_info": {"app_id": self.app_id}, "debug_info": {}})
+            for raw in connection:
+                message = json.loads(raw)
+                with self._changed:
+                    self.received.append((index, message))
+                    if "envelope_id" in message:
+                        self.acks.append(message)
+                    self._changed.notify_all()
+        except ConnectionClosed:
+            pass  # the builtin client drops the TCP connection without a close frame
+        finally:
+            with self._changed:
+                self.open.discard(index)
+                self._changed.notify_all()
+
+    def _send(self, index: int, message: dict) -> None:
+        with self._changed:
+            connection = self.connections[index]
+            self.sent.append((index, message))
+        connection.send(json.dumps(message))
+
+    def wait_for(self, predicate, timeout: float = 15.0):
+        """Waits until predicate() returns something truthy, and returns it (the lock held while it runs)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = predicate()
+                if found:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"Socket Mode stand-in: {len(self.connections)} connections "
+                                       f"(open {sorted(self.open)}), acks {[a.get('envelope_id') for a in self.acks]}")
+                self._changed.wait(remaining)
+
+    def wait_for_connections(self, count: int, timeout: float = 15.0) -> int:
+        """Waits until `count` connections have been made and the newest is open; returns its index."""
+        return self.wait_for(lambda: len(self.connections) >= count and count - 1 in self.open and count, timeout) - 1
+
+    # -- envelopes ----------------------------------------------------------------------
+
+    def send_envelope(self, type_: str, payload: dict, envelope_id: str | None = None,
+                      accepts_response_payload: bool | None = None, connection: int | None = None) -> str:
+        """Sends {envelope_id, type, payload, accepts_response_payload} to a connection (the newest open one)."""
+        envelope_id = envelope_id or str(uuid.uuid4())
+        if accepts_response_payload is None:
+            accepts_response_payload = type_ != "events_api"
+        envelope = {"envelope_id": envelope_id, "type": type_, "payload": payload,
+                    "accepts_response_payload": accepts_response_payload}
+        if type_ == "events_api":
+            envelope |= {"retry_attempt": 0, "retry_reason": ""}
+        self._send(self.current() if connection is None else connection, envelope)
+        return envelope_id
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict:
+        """The app's ack for envelope_id (Slack wants it within 3 seconds)."""
+        return self.wait_for(lambda: next((a for a in self.acks if a["envelope_id"] == envelope_id), None), timeout)
+
+    def deliver(self, type_: str, payload: dict, timeout: float = 5.0, **options) -> tuple[str, dict]:
+        """Sends an envelope and waits for its ack; returns (envelope_id, ack)."""
+        envelope_id = self.send_envelope(type_, payload, **options)
+        return envelope_id, self.wait_for_ack(envelope_id, timeout)
+
+    def slash_command(self, command: str, text: str, user_id: str, response_url: str, **fields) -> dict:
+        """A slash command's payload, as Socket Mode delivers it: the form fields as a JSON object."""
+        return {"token": "legacy", "team_id": "T0EXAMPLE", "team_domain": "example", "channel_id": "C0CHAN001",
+                "channel_name": "finops", "user_id": user_id, "user_name": "someone", "command": command,
+                "text": text, "api_app_id": self.app_id, "is_enterprise_install": "false",
+                "response_url": response_url, "trigger_id": "13345224609.738474920.8088930838d88f008e0", **fields}
+
+    def block_action(self, action_id: str, value: str, user_id: str, response_url: str,
+                     action_ts: str | None = None, container: dict | None = None) -> dict:
+        """An interactive block_actions payload: the same object HTTP mode posts as `payload=`."""
+        return {"type": "block_actions", "user": {"id": user_id, "username": "x", "team_id": "T0EXAMPLE"},
+                "api_app_id": self.app_id, "team": {"id": "T0EXAMPLE", "domain": "example"},
+                "container": container or {"type": "message", "is_ephemeral": True, "channel_id": "C0CHAN001"},
+                "trigger_id": "1.2.3", "response_url": response_url,
+                "actions": [{"type": "button", "action_id": action_id, "block_id": f"repo:{value}"[:255],
+                             "value": value, "action_ts": action_ts or f"{time.time():.6f}"}]}
+
+    def event_callback(self, event: dict, event_id: str | None = None) -> dict:
+        """An events_api payload: the event_callback body."""
+        return {"token": "legacy", "team_id": "T0EXAMPLE", "api_app_id": self.app_id, "type": "event_callback",
+                "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}", "event_time": int(time.time()),
+                "event": event, "authorizations": [{"team_id": "T0EXAMPLE", "user_id": BOT_USER, "is_bot": True}]}
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    def refresh(self, reason: str = "refresh_requested", timeout: float = 15.0, grace: float = 2.0) -> int:
+        """Slack's periodic refresh: `disconnect` on the newest connection; the app must open a new one (a new
+        apps.connections.open). Once it has, the old connection is given `grace` seconds for the app to close
+        it, then closed from Slack's side (recorded in `closed_by_standin`). Returns the new connection's index."""
+        old = self.current()
+        with self._changed:
+            count = len(self.connections)
+        self._send(old, {"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}})
+        new = self.wait_for_connections(count + 1, timeout)
+        try:
+            self.wait_for(lambda: old not in self.open, grace)
+        except TimeoutError:
+            self.close(old)
+        return new
+
+    def close(self, index: int) -> None:
+        """Closes one connection from Slack's side (a close frame; no-op when already closed)."""
+        with self._changed:
+            connection = self.connections[index]
+        self.closed_by_standin.add(index)
+        connection.close()

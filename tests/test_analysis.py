@@ -14,7 +14,7 @@ from bot.config import shipped_base_policy_text
 from bot.core.analysis import AmbiguousOrUnknownName, display_names, find_repository, rank, summarize
 from bot.core.lifecycle import policy_status
 from bot.core.models import RepositoryCost, ScanProblem, ScanResult
-from bot.core.render import scan_csv, scan_json, scan_table
+from bot.render.text import scan_csv, scan_json, scan_table
 
 
 def row(name, stored, region="us-east-1", account="123456789012", **extra) -> RepositoryCost:

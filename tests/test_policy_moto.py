@@ -100,7 +100,7 @@ def test_custom_policy_apply_base_then_rollback_restores_the_identical_text(aws,
     assert rolled.action == "rolled_back" and rolled.policy_after == CUSTOM
 
     code, _, err = run_cli(capsys, "policy", "rollback", "shop", "--yes")
-    assert code == 1 and "already rolled back" in err
+    assert code == 1 and "nothing to roll back" in err
     assert current_policy() == CUSTOM
 
 
@@ -115,7 +115,9 @@ def test_no_policy_apply_then_rollback_leaves_no_policy(aws, capsys, settings):
     log = json.loads(out)
     assert [d["action"] for d in log] == ["adopted", "rolled_back"]
     assert set(log[0]) == {"id", "repository", "account_id", "region", "action", "user_id", "source", "at",
-                           "policy_before", "policy_after", "projected_monthly_savings_usd"}
+                           "policy_before", "policy_after", "projected_monthly_savings_usd", "owners_checked",
+                           "undoes"}
+    assert log[1]["undoes"] == log[0]["id"] and log[0]["owners_checked"] == ["U0SHOP123"]
     assert log[1]["policy_after"] is None and log[0]["policy_before"] is None
     code, out, _ = run_cli(capsys, "decisions")
     assert "adopted" in out and "rolled_back" in out and "shop" in out
@@ -162,7 +164,7 @@ def test_apply_needs_yes_and_a_known_repository(aws, capsys, settings):
     code, _, err = run_cli(capsys, "policy", "apply", "shpo", "--yes")
     assert code == 1 and "did you mean: shop" in err
     code, _, err = run_cli(capsys, "policy", "rollback", "shop", "--yes")
-    assert code == 1 and "never adopted" in err
+    assert code == 1 and "nothing to roll back" in err
     code, _, err = run_cli(capsys, "policy", "validate", "/no/such/file.json")
     assert code == 1 and "cannot read policy file" in err
     assert store(settings).decisions() == []

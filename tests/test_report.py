@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -9,17 +11,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from matplotlib import image as mpimg
 
-from bot.adoption import PolicyOperations
-from bot.aws import EcrCollector
-from bot.chart import chart_figure, chart_png
 from bot.config import load_settings
 from bot.core.analysis import rank
 from bot.core.models import PolicyDecision, ScanProblem, ScanResult
-from bot.core.report import build_report, report_json, report_message, report_text
-from bot.report import ReportJob, period_start
-from bot.slack.app import web_client
-from bot.slack.service import SlackService
-from bot.store import Store
+from bot.core.report import build_report
+from bot.jobs import period_start
+from bot.render.chart import chart_figure, chart_png
+from bot.render.report import report_json, report_message, report_text
+from bot.wiring import build, build_report_job, build_slack
 from tests.slack_standin import SlackStandIn
 from tests.test_analysis import row
 from tests.test_slack_units import check_limits, huge_estate
@@ -128,10 +127,10 @@ def job_parts(tmp_path):
     standin = SlackStandIn(emails={"owner@example.com": "U0EMAILOW"})
     settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-t", "SLACK_API_URL": standin.api_url,
                               "ECR_COST_REPORT_CHANNEL": "C0REPORTS"})
-    store = Store(str(tmp_path / "s.db"))
-    collector = EcrCollector(lambda role: None, ("us-east-1",), (), store)
-    operations = PolicyOperations(collector, store, settings)
-    service = SlackService(store, operations, settings, refresh_scan=lambda: None, refresh_repository=lambda r: (r, None))
+    settings = replace(settings, db_path=str(tmp_path / "s.db"))
+    built = build(settings, session_factory=lambda role: None)  # AWS is never called: scans come from the store
+    store = built.store
+    _, directory, client = build_slack(built)
 
     def stored_scan() -> ScanResult:
         rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1", "owner@example.com")), row("mid", 5 * GB),
@@ -143,12 +142,12 @@ def job_parts(tmp_path):
         store.finish_scan(result)
         return result
 
-    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), scan_now=stored_scan):
-        return ReportJob(store, operations, settings, web_client(settings), scan_now, service.detail_for,
-                         service.owner_user_ids, clock=clock, sleep=lambda s: None)
+    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), scan_now=stored_scan, **options):
+        return build_report_job(built, client, directory, scan_now=scan_now, clock=clock, sleep=lambda s: None,
+                                **options)
 
-    yield make_job, standin, store, operations
-    store.close()
+    yield make_job, standin, store, built
+    built.close()
     standin.stop()
 
 
@@ -179,10 +178,16 @@ def test_one_report_per_period_with_its_chart_in_the_thread_and_nudges_capped(jo
     assert len(posts(standin, "C0REPORTS")) == 2
 
 
+def choice(name: str, action: str, user_id: str) -> PolicyDecision:
+    r = row(name, 0)
+    return PolicyDecision(None, r.repository, r.account_id, r.region, r.arn, action, user_id, "slack",
+                          datetime.now(timezone.utc), None, None, None)
+
+
 def test_snoozed_and_declined_repositories_get_no_nudge(job_parts):
-    make_job, standin, store, operations = job_parts
-    operations.record_choice(row("big", 0), "declined", "U0BIGOWN1", "slack")
-    operations.record_choice(row("small", 0), "snoozed", "U0SMALL01", "slack")
+    make_job, standin, store, _ = job_parts
+    store.record_decision(choice("big", "declined", "U0BIGOWN1"))
+    store.record_decision(choice("small", "snoozed", "U0SMALL01"))
     make_job().run()
     assert [a["channel"] for m, a in standin.calls if m == "chat.postMessage"] == ["C0REPORTS"]
 
@@ -195,16 +200,21 @@ def test_a_failed_upload_never_blocks_the_report(job_parts):
     assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "posted"
 
 
-@pytest.mark.parametrize("error, attempts", [("service_unavailable", 4), ("channel_not_found", 1),
-                                             ("internal_error", 1)])
-def test_a_post_that_fails_is_retried_only_when_safe_then_recorded_not_duplicated(job_parts, error, attempts):
+@pytest.mark.parametrize("error, attempts, hint", [("service_unavailable", 4, "Slack's error reference"),
+                                                   ("not_in_channel", 1, "/invite"),
+                                                   ("channel_not_found", 1, "ECR_COST_REPORT_CHANNEL"),
+                                                   ("invalid_auth", 1, "check the token")])
+def test_slack_saying_no_gives_the_period_back_with_a_hint_so_a_later_run_posts(job_parts, error, attempts, hint):
     make_job, standin, store, _ = job_parts
     standin.fail_methods["chat.postMessage"] = error
-    assert "failed" in make_job().run()
-    assert len([m for m, _ in standin.calls if m == "chat.postMessage"]) == attempts  # with backoff
-    assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "failed"
-    standin.fail_methods.clear()
-    assert "already claimed" in make_job().run()
+    outcome = make_job().run()
+    assert "was not posted" in outcome and error in outcome and hint in outcome
+    assert len([m for m, _ in standin.calls if m == "chat.postMessage"]) == attempts  # with backoff when it passes
+    assert store.period_run("2026-11-23T09:00:00+00:00") is None  # not "failed for good"
+    standin.fail_methods.clear()  # e.g. after /invite @ecr-cost
+    assert "posted (ts" in make_job().run()
+    assert len(posts(standin, "C0REPORTS")) == attempts + 1  # the refused attempts, then the one that posted
+    assert store.period_run("2026-11-23T09:00:00+00:00")["status"] == "posted"
 
 
 def test_a_run_that_fails_before_posting_gives_the_period_back(job_parts):
@@ -219,6 +229,75 @@ def test_a_run_that_fails_before_posting_gives_the_period_back(job_parts):
 
 def test_a_claim_whose_holder_died_is_taken_over_after_the_lease(job_parts):
     make_job, standin, store, _ = job_parts
-    assert store.claim_period("2026-11-23T09:00:00+00:00", "crashed:1")
-    assert not store.claim_period("2026-11-23T09:00:00+00:00", "other:2")
-    assert store.claim_period("2026-11-23T09:00:00+00:00", "other:2", lease=timedelta(seconds=0))
+    assert store.claim_period(PERIOD, "crashed:1") == "new"
+    assert store.claim_period(PERIOD, "other:2") is None
+    assert store.claim_period(PERIOD, "other:2", lease=timedelta(seconds=0)) == "taken over"
+
+
+class AnswerLost:
+    """A Web API client whose chat.postMessage reaches Slack (or not) and then loses the answer."""
+
+    def __init__(self, client, reach_slack: bool):
+        self._client, self._reach = client, reach_slack
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def chat_postMessage(self, **kwargs):
+        if self._reach:
+            self._client.chat_postMessage(**kwargs)
+        raise TimeoutError("The read operation timed out")
+
+
+PERIOD = "2026-11-23T09:00:00+00:00"
+
+
+@pytest.mark.parametrize("reached, history_readable, posts_in_the_end", [
+    (True, True, 1),    # it did post: found by its metadata, never posted twice
+    (False, True, 1),   # it did not: the next run posts it
+    (True, False, 1),   # cannot tell: not posted again, and the outcome says which scope would tell
+])
+def test_a_post_whose_answer_was_lost_is_checked_against_the_channel_before_posting_again(
+        job_parts, reached, history_readable, posts_in_the_end):
+    make_job, standin, store, built = job_parts
+    _, directory, client = build_slack(built)
+    lost = build_report_job(built, AnswerLost(client, reached), directory, scan_now=make_job()._scan_now,
+                            clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), sleep=lambda s: None)
+    assert "may not have been posted" in lost.run()
+    assert store.period_run(PERIOD)["status"] == "maybe_posted"
+    if not history_readable:
+        standin.fail_methods["conversations.history"] = "missing_scope"
+    outcome = make_job().catch_up()  # a restart, or the next run
+    successful = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
+    assert len(successful) == posts_in_the_end
+    if reached and history_readable:
+        assert "already posted" in outcome and store.period_run(PERIOD)["status"] == "posted"
+    elif not reached:
+        assert "posted (ts" in outcome and store.period_run(PERIOD)["status"] == "posted"
+    else:
+        assert "channels:history" in outcome and store.period_run(PERIOD)["status"] == "maybe_posted"
+
+
+def test_the_claim_is_kept_alive_while_a_long_run_is_so_no_replica_takes_over(job_parts):
+    make_job, standin, store, _ = job_parts
+    scanning, finish = threading.Event(), threading.Event()
+
+    def long_scan():
+        scanning.set()
+        assert finish.wait(timeout=30)
+        return make_job()._scan_now()
+
+    job = make_job(scan_now=long_scan, heartbeat_seconds=0.05)
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(job.run()))
+    runner.start()
+    assert scanning.wait(timeout=10)
+    claimed = datetime.fromisoformat(store.period_run(PERIOD)["claimed_at"])
+    deadline = time.monotonic() + 10  # wait (bounded) until the run has outlived a 1-second lease
+    while datetime.now(timezone.utc) - claimed < timedelta(seconds=1.5) and time.monotonic() < deadline:
+        finish.wait(0.05)
+    assert store.claim_period(PERIOD, "replica:2:x", lease=timedelta(seconds=1)) is None  # the heartbeat held it
+    finish.set()
+    runner.join(timeout=30)
+    assert "posted (ts" in outcome[0]
+    assert len(posts(standin, "C0REPORTS")) == 1

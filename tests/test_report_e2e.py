@@ -9,7 +9,7 @@ import sys
 import time
 
 from bot.store import Store
-from tests.conftest import _free_port
+from tests.conftest import free_port
 from tests.slack_standin import SlackStandIn
 from tests.test_policy_moto import repository
 from tests.test_scan_moto import load, run_cli
@@ -17,7 +17,7 @@ from tests.test_slack_e2e import ROOT
 
 
 def start_serve(env: dict, log_path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(_free_port())},
+    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
                             cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 
 
@@ -46,7 +46,10 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=15) == 0
         restarted = start_serve(env, tmp_path / "c.log")
-        time.sleep(8)  # its start-up finds this period already handled
+        deadline = time.monotonic() + 60
+        while "start-up: " not in (tmp_path / "c.log").read_text():  # its start-up has looked at this period
+            assert time.monotonic() < deadline and restarted.poll() is None, (tmp_path / "c.log").read_text()
+            time.sleep(0.2)
         for process in (second, restarted):
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,17 +12,13 @@ import yaml
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.request import BoltRequest
 
-from bot.adoption import PolicyOperations
-from bot.aws import EcrCollector
 from bot.config import load_settings
-from bot.core import blocks
 from bot.core.analysis import display_names, rank, summarize
-from bot.core.models import PolicyDecision
+from bot.core.models import PolicyDecision, RepositoryView
+from bot.render import blocks
 from bot.slack import actions, commands, home
-from bot.slack.app import build_app
 from bot.slack.server import build_runner
-from bot.slack.service import SlackService
-from bot.store import Store
+from bot.wiring import build, build_slack
 from tests.slack_standin import SlackStandIn, signed_headers
 from tests.test_analysis import row
 
@@ -60,8 +57,8 @@ def huge_estate(count: int = 10_000):
     return rank([row(f"{name}-{n:05d}", n * 1_000_000, owners=("U012AB3CD",), tags=tags) for n in range(count)])
 
 
-def view_of(r, scan_rows, decision=None) -> blocks.RepositoryView:
-    return blocks.RepositoryView(row=r, label=display_names(scan_rows)[r.arn], rank=1, rank_of=len(scan_rows),
+def view_of(r, scan_rows, decision=None) -> RepositoryView:
+    return RepositoryView(row=r, label=display_names(scan_rows)[r.arn], rank=1, rank_of=len(scan_rows),
                                  lifecycle_status="none", expiring_count=123, bytes_freed=10**12, savings_usd=99.5,
                                  change_usd=-3.2, last_decision=decision,
                                  adopted=decision is not None and decision.action == "adopted", scanned_at=NOW)
@@ -103,7 +100,8 @@ def test_clip_never_cuts_an_entity_in_half():
 
 SCOPES_OF_METHODS = {"users_lookupByEmail": {"users:read", "users:read.email"}, "chat_postMessage": {"chat:write"},
                      "views_publish": set(), "chat_postEphemeral": {"chat:write"},
-                     "conversations_open": {"im:write"}, "files_upload_v2": {"files:write"}}
+                     "conversations_open": {"im:write"}, "files_upload_v2": {"files:write"},
+                     "conversations_history": {"channels:history"}}
 
 
 @pytest.fixture
@@ -113,13 +111,12 @@ def app_and_standin(tmp_path, monkeypatch):
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "unit-secret")
     monkeypatch.setenv("SLACK_API_URL", standin.api_url)
     monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "s.db"))
     settings = load_settings()
-    store = Store(str(tmp_path / "s.db"))
-    collector = EcrCollector(lambda role: None, ("us-east-1",), (), store)  # never called: the store is empty
-    service = SlackService(store, PolicyOperations(collector, store, settings), settings,
-                           refresh_scan=lambda: None, refresh_repository=lambda r: (r, None))
-    yield build_app(settings, service), standin, settings
-    store.close()
+    built = build(settings, session_factory=lambda role: None)  # AWS is never called: the store is empty
+    app, _, _ = build_slack(built)
+    yield app, standin, settings
+    built.close()
     standin.stop()
 
 
@@ -179,3 +176,77 @@ def test_socket_mode_is_chosen_by_the_app_token_with_the_same_listeners(app_and_
         assert type(http_runner).__module__.startswith("waitress")
     finally:
         http_runner.close()
+
+
+# -- owner emails -> Slack user IDs ----------------------------------------------------------------
+
+class Lookups:
+    """users.lookupByEmail as Slack answers it, counting the calls; ``directory`` maps emails to IDs."""
+
+    def __init__(self, directory: dict[str, str]):
+        self.directory, self.calls, self.errors = directory, 0, {}
+        self._lock = threading.Lock()
+
+    def users_lookupByEmail(self, email: str):
+        from slack_sdk.errors import SlackApiError
+        from slack_sdk.web import SlackResponse
+
+        with self._lock:
+            self.calls += 1
+        error = self.errors.get(email) or (None if email in self.directory else "users_not_found")
+        if error:
+            raise SlackApiError(error, SlackResponse(client=None, http_verb="POST", api_url="", req_args={},
+                                                     data={"ok": False, "error": error}, headers={},
+                                                     status_code=200))
+        return {"user": {"id": self.directory[email]}}
+
+
+def test_a_new_hire_is_recognised_after_the_not_found_expires_without_a_restart():
+    from bot.slack.directory import NOT_FOUND_TTL, SlackDirectory
+
+    now = [1000.0]
+    slack = Lookups({})
+    directory = SlackDirectory(slack, admins=(), clock=lambda: now[0])
+    assert directory.user_id_for("new@example.com") is None
+    assert directory.user_id_for("new@example.com") is None and slack.calls == 1  # cached
+    slack.directory["new@example.com"] = "U0NEWHIRE"  # joins the workspace
+    now[0] += NOT_FOUND_TTL + 1
+    assert directory.user_id_for("new@example.com") == "U0NEWHIRE" and slack.calls == 2
+    assert directory.actor("U0NEWHIRE").may_change(("new@example.com",))
+    assert not directory.actor("U0SOMEONE").may_change(("new@example.com",))
+
+
+def test_lookup_errors_are_not_cached_and_the_cache_is_bounded():
+    from bot.slack import directory as module
+
+    slack = Lookups({})
+    slack.errors["a@example.com"] = "ratelimited"
+    directory = module.SlackDirectory(slack, admins=())
+    assert directory.user_id_for("a@example.com") is None
+    assert directory.user_id_for("a@example.com") is None and slack.calls == 2  # asked again
+    for n in range(module.MAX_ENTRIES + 50):
+        directory.user_id_for(f"user{n}@example.com")
+    assert len(directory) == module.MAX_ENTRIES
+
+
+def test_concurrent_lookups_are_safe():
+    from bot.slack.directory import SlackDirectory
+
+    slack = Lookups({f"u{n}@example.com": f"U0USER{n:03d}" for n in range(50)})
+    directory = SlackDirectory(slack, admins=())
+    errors = []
+
+    def work():
+        try:
+            for n in range(50):
+                assert directory.user_id_for(f"u{n}@example.com") == f"U0USER{n:03d}"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == [] and directory.owner_ids(("U0ADMIN", "u1@example.com", "gone@example.com")) == \
+        ["U0ADMIN", "U0USER001"]

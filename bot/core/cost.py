@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
-from .models import Image, Manifest, RepositoryCost, RepositoryInventory
+from .models import SLACK_USER_ID, Image, Manifest, RepositoryCost, RepositoryInventory
 
 GIB = 2**30
 
@@ -24,7 +24,6 @@ SCHEMA1_MEDIA_TYPES = frozenset({
 })
 ACCEPTED_MEDIA_TYPES = sorted(INDEX_MEDIA_TYPES | IMAGE_MEDIA_TYPES | SCHEMA1_MEDIA_TYPES)
 
-_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
@@ -124,7 +123,7 @@ def parse_owners(value: str | None) -> tuple[tuple[str, ...], list[str]]:
     for token in re.split(r"[\s+]+", value.strip()):
         if not token:
             continue
-        if _SLACK_USER_ID.match(token) or _EMAIL.match(token):
+        if SLACK_USER_ID.match(token) or _EMAIL.match(token):
             if token not in owners:
                 owners.append(token)
         else:

@@ -301,3 +301,23 @@ def policy_status(policy_text: str | None, base_policy: dict) -> str:
         return "base"
     count = len(policy.get("rules", [])) if isinstance(policy, dict) and isinstance(policy.get("rules"), list) else 0
     return f"custom ({count} rule{'s' if count != 1 else ''})"
+
+
+def same_rules(first: str | None, second: str | None) -> bool:
+    """Whether two policy texts have the same rules, descriptions aside (None: no policy)."""
+    if first is None or second is None:
+        return first is second
+    try:
+        return _comparable_rules(json.loads(first)) == _comparable_rules(json.loads(second))
+    except (ValueError, RecursionError):
+        return first == second
+
+
+def same_document(first: str | None, second: str | None) -> bool:
+    """Whether two policy texts are the same JSON document (AWS may reformat what it stores)."""
+    if first is None or second is None:
+        return first is second
+    try:
+        return json.loads(first) == json.loads(second)
+    except (ValueError, RecursionError):
+        return first == second

@@ -1,8 +1,14 @@
-"""Plain data the whole bot passes around. No I/O here."""
+"""Plain data the whole bot passes around, and the few constants every layer shares. No I/O here."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # what an owner tag entry or an admin must look like
+SNOOZE = timedelta(days=30)  # "Not now" keeps nudges away this long
+PREVIOUS_PERIOD = timedelta(days=6)  # "last week" is the newest complete scan at least this much older
 
 
 @dataclass(frozen=True)
@@ -124,3 +130,24 @@ class PolicyDecision:
     policy_after: str | None
     projected_monthly_savings_usd: float | None
     backup_id: int | None = None
+    owners_checked: tuple[str, ...] = ()  # the owner tag as AWS had it when the change was authorised
+    undoes: int | None = None  # a rollback: the id of the adoption it undid
+
+
+@dataclass(frozen=True)
+class RepositoryView:
+    """Everything the detail of one repository shows."""
+
+    row: RepositoryCost
+    label: str  # the shortest unique name: name, region/name or ARN
+    rank: int
+    rank_of: int
+    lifecycle_status: str  # none | base | custom (N rules)
+    expiring_count: int | None  # what the base policy would expire; None when unknown
+    bytes_freed: int | None
+    savings_usd: float | None
+    change_usd: float | None  # since the previous period
+    last_decision: PolicyDecision | None
+    adopted: bool  # an adoption through the bot is in force: Roll back can undo it
+    scanned_at: datetime
+    previous: RepositoryCost | None = None  # the same repository in last period's scan

@@ -1,16 +1,13 @@
-"""The weekly report: its model (from the latest scan, last period's and the decision log), its
-Block Kit message and its text rendering. Pure."""
+"""The weekly report's model: from the latest scan, last period's and the decision log. Pure."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import blocks
 from .analysis import Summary, display_names, summarize
 from .lifecycle import policy_status
 from .models import PolicyDecision, RepositoryCost, ScanResult
-from .render import gib, iso, text_table, usd
 
 TOP = 10
 
@@ -90,109 +87,3 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend))
 
 
-def _change(amount: float | None) -> str:
-    if amount is None:
-        return "new"
-    return f"{'+' if amount >= 0 else '-'}{usd(abs(amount))}"
-
-
-def _names(items: Sequence[str], limit: int) -> str:
-    shown = ", ".join(blocks.escape(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def report_message(report: WeeklyReport) -> dict:
-    """The channel message: within Slack's limits for any estate, with a plain-text fallback."""
-    s = report.summary
-    change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
-    top_lines = [f"{line.rank}. *{blocks.escape(line.label)}* {gib(line.row.stored_bytes)} GB · "
-                 f"*{usd(line.row.monthly_cost_usd)}/mo* ({_change(line.change_usd)}) · policy: "
-                 f"{blocks.escape(line.policy)} · {blocks.owners_text(line.row.owners)}" for line in report.top]
-    body = [
-        blocks.header(f"ECR cost report: week of {report.period_start:%d %b %Y}"),
-        blocks.section(f"*{usd(s.monthly_cost_usd)}/month*{change} for {s.repository_count} repositories, "
-                       f"{gib(s.stored_bytes)} GB stored"),
-        *blocks.sections(["*Top 10 by cost*", *top_lines] if top_lines else ["No repositories."]),
-        blocks.section(f"*Median* {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories "
-                       f"above it"),
-        blocks.section(f"*Without a lifecycle policy* {report.without_policy_count} repositories; the base policy "
-                       f"would save *{usd(report.base_policy_savings_usd)}/month* across them"),
-        blocks.section(f"*Unused* ({len(report.unused)}): {_names(report.unused, 30)}" if report.unused
-                       else "*Unused* none"),
-    ]
-    if report.realised:
-        lines = [f"• {blocks.escape(r.label)}: {usd(r.cost_at_adoption_usd)} → {usd(r.cost_now_usd)} "
-                 f"(*{usd(r.saved_usd)}/mo*), adopted by {blocks.mention(r.adopted_by)}" for r in report.realised[:20]]
-        if len(report.realised) > 20:
-            lines.append(f"… and {len(report.realised) - 20} more")
-        body.append(blocks.section(f"*Saved by policies adopted through the bot* "
-                                   f"{usd(report.realised_total_usd)}/month\n" + "\n".join(lines)))
-    if report.partial:
-        body.append(blocks.section(":warning: *Partial result*: " + "; ".join(
-            blocks.escape(e) for e in report.errors[:10]) + (" …" if len(report.errors) > 10 else "")))
-    body.append(blocks.context(f"generated {blocks.date_text(report.generated_at)} · `/ecr-cost NAME` for a "
-                               f"repository's detail and actions"))
-    return {"text": report_text_fallback(report), "blocks": body[:blocks.MAX_BLOCKS]}
-
-
-def report_text_fallback(report: WeeklyReport) -> str:
-    s = report.summary
-    change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
-    top = ", ".join(f"{line.label} {usd(line.row.monthly_cost_usd)}" for line in report.top[:3])
-    partial = " PARTIAL: some accounts or regions could not be read." if report.partial else ""
-    return blocks.clip(f"ECR cost report, week of {report.period_start:%d %b %Y}: {usd(s.monthly_cost_usd)}/month"
-                       f"{change}, {s.repository_count} repositories. Costliest: {top}. "
-                       f"{report.without_policy_count} without a lifecycle policy could save "
-                       f"{usd(report.base_policy_savings_usd)}/month.{partial}", blocks.MAX_SECTION)
-
-
-def report_text(report: WeeklyReport) -> str:
-    """A terminal rendering of the same report."""
-    s = report.summary
-    change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
-    rows = [[str(line.rank), line.label, gib(line.row.stored_bytes), usd(line.row.monthly_cost_usd),
-             _change(line.change_usd), line.policy, " ".join(line.row.owners) or "-"] for line in report.top]
-    lines = [f"ECR cost report: week of {report.period_start:%d %b %Y} (generated {iso(report.generated_at)})",
-             f"{usd(s.monthly_cost_usd)}/month{change} for {s.repository_count} repositories, "
-             f"{gib(s.stored_bytes)} GB stored", "",
-             *text_table(["#", "repository", "GB", "USD/month", "change", "policy", "owners"], rows,
-                         right={0, 2, 3, 4}), "",
-             f"median {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories above it",
-             f"without a lifecycle policy: {report.without_policy_count}; the base policy would save "
-             f"{usd(report.base_policy_savings_usd)}/month across them",
-             f"unused ({len(report.unused)}): {', '.join(report.unused[:30]) or 'none'}"
-             + (f" and {len(report.unused) - 30} more" if len(report.unused) > 30 else "")]
-    if report.realised:
-        lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
-        lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
-                  f"({usd(r.saved_usd)}/month), adopted by {r.adopted_by} {iso(r.adopted_at)}" for r in report.realised]
-    if report.partial:
-        lines.append("PARTIAL RESULT: " + "; ".join(report.errors))
-    return "\n".join(lines)
-
-
-def report_json(report: WeeklyReport) -> dict:
-    s = report.summary
-    return {
-        "period_start": iso(report.period_start), "generated_at": iso(report.generated_at),
-        "partial": report.partial, "errors": report.errors,
-        "summary": {"repository_count": s.repository_count, "stored_bytes": s.stored_bytes,
-                    "monthly_cost_usd": round(s.monthly_cost_usd, 4),
-                    "change_usd": None if report.change_usd is None else round(report.change_usd, 4),
-                    "median_monthly_cost_usd": round(s.median_monthly_cost_usd, 4),
-                    "above_median_count": len(s.above_median)},
-        "top": [{"rank": line.rank, "repository": line.row.repository, "region": line.row.region,
-                 "account_id": line.row.account_id, "stored_bytes": line.row.stored_bytes,
-                 "monthly_cost_usd": round(line.row.monthly_cost_usd, 4),
-                 "change_usd": None if line.change_usd is None else round(line.change_usd, 4),
-                 "policy": line.policy, "owners": list(line.row.owners)} for line in report.top],
-        "unused": report.unused,
-        "without_policy_count": report.without_policy_count,
-        "base_policy_savings_usd": round(report.base_policy_savings_usd, 4),
-        "realised_savings": [{"repository": r.label, "adopted_by": r.adopted_by, "adopted_at": iso(r.adopted_at),
-                              "cost_at_adoption_usd": round(r.cost_at_adoption_usd, 4),
-                              "cost_now_usd": round(r.cost_now_usd, 4), "saved_usd": round(r.saved_usd, 4)}
-                             for r in report.realised],
-        "realised_savings_usd": round(report.realised_total_usd, 4),
-        "trend": [{"at": iso(t), "monthly_cost_usd": round(c, 4)} for t, c in report.trend],
-    }

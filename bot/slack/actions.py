@@ -1,27 +1,83 @@
-"""Buttons: Adopt base policy, Preview, Not now, Decline, Roll back."""
+"""Buttons: Adopt base policy, Preview, Not now, Decline, Roll back (and Roll back over a hand edit).
+
+A button's value only names the repository; who may act is decided by the policy changes from the owner tag
+as AWS has it at the click. A click is acted on at most once (Slack retries and double clicks included).
+"""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from slack_bolt import App
 
-from ..core import blocks
-from .service import SlackService
+from ..adoption import HandEdited, NotAnOwner, PolicyOperationError
+from ..application import Application
+from ..render import blocks
+from .directory import SlackDirectory
+from .home import home_view
 
 ACTIONS = re.compile(f"^({'|'.join(map(re.escape, blocks.ACTION_IDS))})$")
 
 
-def register(app: App, service: SlackService) -> None:
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to a click: a message replacing the original, and/or an ephemeral note or message."""
+
+    replace: dict | None = None
+    ephemeral: str | None = None
+    ephemeral_message: dict | None = None
+
+
+def act(application: Application, directory: SlackDirectory, action_id: str, arn: str, user_id: str,
+        click_id: str) -> Outcome:
+    found = application.find_by_arn(arn)
+    if found is None:
+        return Outcome(ephemeral="That repository is no longer in the latest scan; nothing was changed.")
+    scan, row = found
+    if action_id == blocks.PREVIEW:  # anyone may look
+        try:
+            view, expiring = application.expiring(row, scan)
+        except PolicyOperationError as exc:
+            return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+        return Outcome(ephemeral_message=blocks.preview_message(
+            view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring]))
+    if not application.store.claim_click(click_id):
+        return Outcome()  # the same click delivered again: already handled
+    actor = directory.actor(user_id)
+    try:
+        if action_id == blocks.ADOPT:
+            change = application.adopt(row, actor)
+        elif action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT):
+            change = application.rollback(row, actor, force=action_id == blocks.ROLLBACK_OVER_HAND_EDIT)
+        elif action_id == blocks.SNOOZE:
+            change = application.snooze(row, actor)
+        elif action_id == blocks.DECLINE:
+            change = application.decline(row, actor)
+        else:
+            return Outcome(ephemeral=f"Unknown action {blocks.escape(action_id)}; nothing was changed.")
+    except NotAnOwner as exc:
+        return Outcome(ephemeral=blocks.refusal(row.repository, exc.owners))
+    except HandEdited as exc:
+        return Outcome(ephemeral_message=blocks.hand_edit_message(row.arn, row.repository, exc.live, exc.expected))
+    except PolicyOperationError as exc:
+        problems = "".join(f"\n• {blocks.escape(p)}" for p in exc.problems)
+        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}{problems}")
+    view = application.view_after_change(arn)
+    note = None if change.note is None else blocks.escape(change.note)
+    return Outcome(replace=None if view is None else blocks.repository_detail(view), ephemeral=note)
+
+
+def register(app: App, application: Application, directory: SlackDirectory) -> None:
     @app.action(ACTIONS)
     def on_click(ack, body, action, respond, client):
         ack()
         user_id = body["user"]["id"]  # from Slack's signed payload; the button's value only names the repository
         click_id = f"{user_id}:{action['action_id']}:{action.get('action_ts') or body.get('trigger_id')}"
-        outcome = service.act(action["action_id"], action.get("value", ""), user_id, client, click_id)
+        outcome = act(application, directory, action["action_id"], action.get("value", ""), user_id, click_id)
         in_home = body.get("container", {}).get("type") == "view"
         if in_home:
             if outcome.replace is not None:
-                client.views_publish(user_id=user_id, view=service.home_view(user_id, client))
+                client.views_publish(user_id=user_id, view=home_view(application, directory, user_id))
             note = outcome.ephemeral_message or (outcome.ephemeral and blocks.plain_message(outcome.ephemeral))
             if note:
                 client.chat_postMessage(channel=user_id, **note)  # the app's DM: Home has no response_url

@@ -5,9 +5,10 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from ..application import Application
 from ..config import Settings
 from . import actions, commands, home
-from .service import SlackService
+from .directory import SlackDirectory
 
 
 def web_client(settings: Settings) -> WebClient:
@@ -17,12 +18,12 @@ def web_client(settings: Settings) -> WebClient:
                                      ConnectionErrorRetryHandler(max_retry_count=3)])
 
 
-def build_app(settings: Settings, service: SlackService, client: WebClient | None = None) -> App:
+def build_app(settings: Settings, application: Application, directory: SlackDirectory, client: WebClient) -> App:
     """Socket Mode needs no signing secret (the app token authenticates the socket); HTTP mode does."""
     app = App(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "",
-              client=client or web_client(settings), process_before_response=False,
+              client=client, process_before_response=False,
               request_verification_enabled=settings.slack_app_token is None)
-    commands.register(app, service)
-    actions.register(app, service)
-    home.register(app, service)
+    commands.register(app, application)
+    actions.register(app, application, directory)
+    home.register(app, application, directory)
     return app

@@ -5,37 +5,44 @@ import logging
 
 from slack_bolt import App
 
-from ..core import blocks
-from .service import SlackService
+from ..application import Application, EstateUnreadable
+from ..core.analysis import AmbiguousOrUnknownName
+from ..render import blocks
 
 COMMAND = "/ecr-cost"
 logger = logging.getLogger(__name__)
 MAX_QUERY = 1_000  # ARNs are far shorter; anything longer is not a repository
 
 
-def register(app: App, service: SlackService) -> None:
+def register(app: App, application: Application) -> None:
     @app.command(COMMAND)
     def ecr_cost(ack, command, respond):
         ack()  # within Slack's 3 seconds, before any work
         query = " ".join((command.get("text") or "").split())
         try:
-            message = answer(service, query)
+            message = answer(application, query)
+        except EstateUnreadable as exc:
+            message = blocks.plain_message(f":x: No AWS account could be read: {blocks.escape(str(exc))}")
         except Exception:  # noqa: BLE001 - the user still gets an answer
             logger.exception("/ecr-cost %r failed", query[:200])
             message = blocks.plain_message(":x: Something went wrong answering that; the error is in the bot's log.")
         respond(response_type="ephemeral", **message)
 
 
-def answer(service: SlackService, query: str) -> dict:
+def answer(application: Application, query: str) -> dict:
     if query.lower() in ("help", "?", "-h", "--help"):
         return blocks.help_message()
     if len(query) > MAX_QUERY:
         return blocks.plain_message(f"That is {len(query):,} characters; a repository name, `region/name` or ARN "
                                     f"is much shorter. Try `/ecr-cost help`.")
-    scan = service.latest(allow_stale=bool(query))  # the ranking is worth a fresh scan; a detail re-reads itself
-    if scan is None or not scan.repositories:
-        note = " Some accounts or regions could not be read." if scan and scan.partial else ""
-        return blocks.plain_message(f"No repositories found yet.{note}")
+    scan = application.latest(fresh=not query)  # the ranking is worth a fresh scan; a detail re-reads itself
+    if not scan.repositories:
+        note = " Some accounts or regions could not be read." if scan.partial else ""
+        return blocks.plain_message(f"No repositories found.{note}")
     if not query:
-        return service.ranking_message(scan)
-    return service.detail_message(scan, query)
+        return blocks.ranking(scan.repositories, application.labels(scan), application.summary(scan),
+                              scan.generated_at, scan.partial)
+    try:
+        return blocks.repository_detail(application.detail(query).view)
+    except AmbiguousOrUnknownName as exc:
+        return blocks.not_found(query, exc.candidates)

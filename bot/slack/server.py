@@ -5,7 +5,6 @@ import json
 import logging
 import signal
 import threading
-from datetime import timedelta
 
 from ..config import ConfigError, Settings
 
@@ -30,14 +29,8 @@ def wsgi_app(bolt_app):
 
 
 def serve(settings: Settings) -> int:
-    from ..adoption import PolicyOperations
-    from ..aws import EcrCollector, default_session_factory
-    from ..report import ReportJob
-    from ..scan import refresh_repository, run_scan
     from ..scheduler import build_scheduler
-    from ..store import Store
-    from .app import build_app
-    from .service import SlackService
+    from ..wiring import build, build_report_job, build_slack
 
     if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN: required for serve")
@@ -45,23 +38,21 @@ def serve(settings: Settings) -> int:
         raise ConfigError("SLACK_SIGNING_SECRET: required for serve in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    store = Store(settings.db_path)
-    collector = EcrCollector(default_session_factory(), settings.regions, settings.role_arns, store)
-    operations = PolicyOperations(collector, store, settings)
-    service = SlackService(store, operations, settings,
-                           refresh_scan=lambda: run_scan(collector, store, settings),
-                           refresh_repository=lambda row: refresh_repository(collector, settings, row),
-                           max_age=timedelta(hours=settings.snapshot_max_age_hours))
-    app = build_app(settings, service)
+    built = build(settings)
+    abandoned = built.store.abandon_dead_scans()  # scans a killed process left running
+    if abandoned:
+        logger.warning("marked %d scans that never finished as abandoned: %s", len(abandoned), abandoned)
+    for problem in built.collector.check_access():  # raises EstateUnreadable when no account can be read
+        logger.warning("%s %s: %s", problem.account_id, problem.region, problem.message)
+    app, directory, client = build_slack(built)
     if settings.report_channel:
-        job = ReportJob(store, operations, settings, app.client, lambda: run_scan(collector, store, settings),
-                        service.detail_for, service.owner_user_ids)
+        job = build_report_job(built, client, directory)
         scheduler = build_scheduler(settings, job.run)
         # a run missed while the bot was down: posted once now, if this period has no report yet
         threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), daemon=True).start()
     else:
         logger.warning("ECR_COST_REPORT_CHANNEL is not set: the weekly job only rescans, no report is posted")
-        scheduler = build_scheduler(settings, lambda: run_scan(collector, store, settings))
+        scheduler = build_scheduler(settings, built.application.scan)
     scheduler.start()
     stop = _on_sigterm(raise_exit=not settings.slack_app_token)
     runner = build_runner(settings, app)
@@ -76,7 +67,7 @@ def serve(settings: Settings) -> int:
             runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
     finally:
         scheduler.shutdown(wait=False)
-        store.close()
+        built.close()
         logger.info("stopped")
     return 0
 

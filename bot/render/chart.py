@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from .core.report import WeeklyReport
+from ..core.report import WeeklyReport
 
 
 def chart_png(report: WeeklyReport) -> bytes:

@@ -6,14 +6,12 @@ Every piece of user-supplied text (repository names, tags, slash-command text) g
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
-from .analysis import Summary
-from .models import PolicyDecision, RepositoryCost
-from .render import gib, usd
+from ..core.analysis import Summary
+from ..core.models import SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
+from .text import gib, usd
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
 MAX_SECTION, MAX_FIELD, MAX_HEADER, MAX_CONTEXT = 3000, 2000, 150, 2000
@@ -22,8 +20,8 @@ MAX_CONFIRM_TITLE, MAX_CONFIRM_TEXT, MAX_CONFIRM_BUTTON = 100, 300, 30
 
 # action ids: the listeners register these exact names
 ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK = "adopt_base_policy", "preview_policy", "snooze", "decline", "rollback"
-ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK)
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+ROLLBACK_OVER_HAND_EDIT = "rollback_over_hand_edit"  # the second confirmation when the policy was edited by hand
+ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT)
 
 
 def escape(text: str) -> str:
@@ -100,24 +98,6 @@ def confirm_dialog(title: str, text: str, confirm: str, deny: str = "Cancel") ->
             "deny": {"type": "plain_text", "text": clip(deny, MAX_CONFIRM_BUTTON)}}
 
 
-@dataclass(frozen=True)
-class RepositoryView:
-    """Everything the detail of one repository shows."""
-
-    row: RepositoryCost
-    label: str  # the shortest unique name: name, region/name or ARN
-    rank: int
-    rank_of: int
-    lifecycle_status: str  # none | base | custom (N rules)
-    expiring_count: int | None  # what the base policy would expire; None when unknown
-    bytes_freed: int | None
-    savings_usd: float | None
-    change_usd: float | None  # since the previous period
-    last_decision: PolicyDecision | None
-    adopted: bool  # the base policy (or another) was adopted through the bot and not rolled back
-    scanned_at: datetime
-
-
 def _detail_text(view: RepositoryView) -> str:
     row = view.row
     change = "" if view.change_usd is None else f" ({'+' if view.change_usd >= 0 else '-'}{usd(abs(view.change_usd))} since last week)"
@@ -140,6 +120,29 @@ def decision_line(decision: PolicyDecision) -> str:
     verbs = {"adopted": "Base policy adopted", "rolled_back": "Rolled back", "declined": "Declined",
              "snoozed": "Snoozed for 30 days"}
     return f"{verbs.get(decision.action, decision.action)} by {mention(decision.user_id)} {date_text(decision.at)}"
+
+
+def refusal(repository: str, owners: Sequence[str]) -> str:
+    """``owners``: the owner tag as AWS has it now."""
+    return (f"Only the owners ({owners_text(owners)}) or an admin can change *{escape(repository)}*. "
+            f"Nothing was changed.")
+
+
+def hand_edit_message(arn: str, repository: str, live: str | None, expected: str | None) -> dict:
+    """A rollback refused because the policy was edited by hand: both policies, and a second confirmation."""
+    def shown(text: str | None) -> str:
+        return "_none_" if text is None else f"```{clip(escape(text), 1200)}```"
+
+    return {"text": clip(f"{repository}: its lifecycle policy was edited by hand; nothing was rolled back", MAX_SECTION),
+            "blocks": [
+                section(f":warning: The lifecycle policy of *{escape(repository)}* was changed by hand after the bot "
+                        f"last set it. Rolling back would overwrite that edit, so *nothing was changed*."),
+                section(f"*In AWS now*\n{shown(live)}"),
+                section(f"*What the bot last set*\n{shown(expected)}"),
+                {"type": "actions", "block_id": "handedit:" + hashlib.sha1(arn.encode()).hexdigest(), "elements": [
+                    button("Roll back anyway", ROLLBACK_OVER_HAND_EDIT, arn, "danger", confirm_dialog(
+                        "Overwrite the hand edit?", "The policy in AWS now is backed up first, then the policy "
+                        "before the latest adoption is restored.", "Roll back anyway"))]}]}
 
 
 def repository_actions(view: RepositoryView) -> dict:

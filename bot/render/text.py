@@ -6,10 +6,10 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 
-from .analysis import Summary, display_names, summarize
-from .cost import GIB
-from .lifecycle import Preview, policy_status
-from .models import PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
+from ..core.analysis import Summary, display_names, summarize
+from ..core.cost import GIB
+from ..core.lifecycle import Preview, policy_status
+from ..core.models import PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 
 MIB = 2**20
 
@@ -219,7 +219,8 @@ def decision_json(decision: PolicyDecision) -> dict:
             "source": decision.source, "at": iso(decision.at), "policy_before": decision.policy_before,
             "policy_after": decision.policy_after,
             "projected_monthly_savings_usd": None if decision.projected_monthly_savings_usd is None
-            else round(decision.projected_monthly_savings_usd, 4)}
+            else round(decision.projected_monthly_savings_usd, 4),
+            "owners_checked": list(decision.owners_checked), "undoes": decision.undoes}
 
 
 def decisions_table(decisions: Sequence[PolicyDecision]) -> str:

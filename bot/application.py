@@ -1,0 +1,283 @@
+"""The application layer: the questions every surface asks, answered in one place.
+
+The CLI, the Slack listeners, the scheduled jobs and the demo call this; it calls the adapters (ECR, the
+store) and the pure core, and returns core models for the renderers. Nothing here knows Slack or argparse.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+
+from .adoption import Actor, Change, PolicyChanges, PolicyOperationError, PolicyPreview
+from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
+from .config import Settings
+from .core.analysis import Summary, display_names, find_repository, rank, summarize
+from .core.cost import price_repository
+from .core.lifecycle import policy_status
+from .core.models import (PREVIOUS_PERIOD, SNOOZE, PolicyDecision, RepositoryCost, RepositoryInventory,
+                          RepositoryRef, RepositoryView, ScanProblem, ScanResult)
+from .core.report import WeeklyReport, build_report
+from .store import Store
+
+logger = logging.getLogger(__name__)
+NUDGE_TOP = 10  # owners of the costliest repositories without a policy get a direct message
+WAIT_FOR_OTHER_SCAN = 30 * 60.0  # seconds a request waits for a scan another process is running
+
+
+def ref_of(row: RepositoryCost) -> RepositoryRef:
+    return RepositoryRef(row.account_id, row.region, row.repository, row.arn)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A repository's detail and where it came from; ``inventory`` when it was read afresh."""
+
+    scan: ScanResult
+    view: RepositoryView
+    inventory: RepositoryInventory | None = None
+
+
+class Application:
+    def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, settings: Settings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 sleep: Callable[[float], None] = time.sleep):
+        self.store = store
+        self.collector = collector
+        self.changes = changes
+        self.settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._scan_lock = threading.Lock()
+        self._context: tuple[tuple, dict[str, str], dict[str, RepositoryCost]] | None = None
+
+    # -- scans -----------------------------------------------------------------------------
+
+    def scan(self, now: datetime | None = None) -> ScanResult:
+        """Collects the estate now, saving each repository as it arrives (memory follows repositories, not
+        images). Raises EstateUnreadable when not one account could be read."""
+        now = now or self._clock()
+        scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month)
+        calls_before, fetched_before = self.collector.api_calls, self.collector.manifests_fetched
+        rows, errors, warnings = [], [], []
+        try:
+            for item in self.collector.scan():
+                if isinstance(item, ScanProblem):
+                    errors.append(item)
+                    continue
+                row, owner_problems = self._price(item, now)
+                ref = item.ref
+                warnings.extend(ScanProblem(ref.account_id, ref.region, f"{p}; priced by imageSizeInBytes", ref.name)
+                                for p in item.problems)
+                warnings.extend(ScanProblem(ref.account_id, ref.region, p, ref.name) for p in owner_problems)
+                self.store.save_repository(scan_id, row, item.images)
+                rows.append(row)
+            if not rows and errors and all(e.repository is None for e in errors):
+                raise EstateUnreadable(f"no region could be read: {errors[0].account_id} {errors[0].region}: "
+                                       f"{errors[0].message}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1
+                                                                 else ""))
+        except BaseException:
+            self.store.abandon_scans([scan_id])  # never left 'running': its rows go now
+            raise
+        key = lambda p: (p.account_id, p.region, p.repository or "", p.message)  # noqa: E731
+        result = ScanResult(generated_at=now, price_per_gb_month=self.settings.price_per_gb_month,
+                            repositories=rank(rows), errors=sorted(errors, key=key),
+                            warnings=sorted(warnings, key=key), api_calls=self.collector.api_calls - calls_before,
+                            manifests_fetched=self.collector.manifests_fetched - fetched_before, scan_id=scan_id)
+        self.store.finish_scan(result)
+        return result
+
+    def _price(self, inventory: RepositoryInventory, now: datetime):
+        return price_repository(inventory, price_per_gb_month=self.settings.price_per_gb_month,
+                                unused_days=self.settings.unused_days, owner_tag=self.settings.owner_tag, now=now)
+
+    def is_stale(self, scan: ScanResult | None) -> bool:
+        return scan is None or self._clock() - scan.generated_at > timedelta(hours=self.settings.snapshot_max_age_hours)
+
+    def latest(self, fresh: bool = False) -> ScanResult:
+        """The latest scan. A new one when there is none (or, with ``fresh``, when it is stale): one at a time
+        across threads and processes. Requests that find a scan running wait for it rather than start
+        another; with a stale scan at hand they answer from it instead of waiting."""
+        latest = self.store.latest_scan()
+        if latest is not None and not (fresh and self.is_stale(latest)):
+            return latest
+        if not self._scan_lock.acquire(blocking=latest is None):
+            return latest  # a scan is under way in this process; the stale one answers meanwhile
+        try:
+            newer = self.store.latest_scan()
+            if newer is not None and (latest is None or newer.scan_id != latest.scan_id):
+                return newer  # finished while this request waited for the lock: no second scan
+            running = self.store.running_scan()
+            if running is not None:
+                if latest is not None:
+                    return latest
+                return self._wait_for(running)
+            return self.scan()
+        finally:
+            self._scan_lock.release()
+
+    def _wait_for(self, scan_id: int) -> ScanResult:
+        """The scan another process is running, once finished (bounded)."""
+        deadline = time.monotonic() + WAIT_FOR_OTHER_SCAN
+        while self.store.scan_status(scan_id) == "running" and time.monotonic() < deadline:
+            self.store.abandon_dead_scans()
+            self._sleep(1.0)
+        latest = self.store.latest_scan()
+        return latest if latest is not None else self.scan()
+
+    def refresh(self, row: RepositoryCost) -> tuple[RepositoryCost, RepositoryInventory]:
+        """One repository re-read and re-priced now (not stored: the next scan stores it)."""
+        inventory = self.changes.read(ref_of(row))
+        fresh, _ = self._price(inventory, self._clock())
+        return fresh, inventory
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def find(self, query: str, scan: ScanResult | None = None) -> tuple[ScanResult, RepositoryCost]:
+        """The repository NAME (name, region/name or ARN) names; raises AmbiguousOrUnknownName."""
+        scan = scan or self.latest()
+        return scan, find_repository(scan.repositories, query)
+
+    def find_by_arn(self, arn: str) -> tuple[ScanResult, RepositoryCost] | None:
+        scan = self.store.latest_scan()
+        row = next((r for r in scan.repositories if r.arn == arn), None) if scan else None
+        return (scan, row) if row else None
+
+    def summary(self, scan: ScanResult) -> Summary:
+        return summarize(scan.repositories)
+
+    def labels(self, scan: ScanResult) -> dict[str, str]:
+        return self._scan_context(scan)[0]
+
+    def _scan_context(self, scan: ScanResult) -> tuple[dict[str, str], dict[str, RepositoryCost]]:
+        """Display names and last period's rows of ``scan``: computed once per scan, not once per view
+        (App Home and the report's nudges build many views of one scan)."""
+        key = (scan.scan_id, scan.generated_at, len(scan.repositories))
+        context = self._context  # one read: listener threads may replace it meanwhile
+        if context is None or context[0] != key:
+            previous = self.store.latest_scan(before=scan.generated_at - PREVIOUS_PERIOD)
+            rows = {r.arn: r for r in previous.repositories} if previous else {}
+            context = self._context = (key, display_names(scan.repositories), rows)
+        return context[1], context[2]
+
+    # -- a repository's detail -----------------------------------------------------------------
+
+    def detail(self, query: str, refresh_if_stale: bool = True) -> Detail:
+        """The detail of the repository ``query`` names, from the latest scan; when that scan is stale, that
+        one repository is re-read (the rest of the estate is not rescanned for one detail)."""
+        scan, row = self.find(query)
+        inventory = None
+        if refresh_if_stale and self.is_stale(scan):
+            try:
+                row, inventory = self.refresh(row)
+            except PolicyOperationError as exc:  # AWS unreachable: the snapshot is still worth showing
+                logger.warning("fresh read of %s failed (%s); answering from the scan of %s", row.arn, exc,
+                               scan.generated_at)
+            else:
+                others = [r for r in scan.repositories if r.arn != row.arn]
+                scan = replace(scan, repositories=rank([*others, row]), generated_at=self._clock())
+        return Detail(scan, self.view(scan, row, inventory), inventory)
+
+    def view(self, scan: ScanResult, row: RepositoryCost, inventory: RepositoryInventory | None = None) -> RepositoryView:
+        """``inventory``: a fresh read of the repository already made, to preview from."""
+        labels, previous_rows = self._scan_context(scan)
+        if inventory is None:
+            row = self._with_latest_change(row, scan)
+        try:
+            found = self.preview(row, scan=scan, inventory=inventory)
+            expiring, freed, savings = found.expiring_count, found.result.bytes_freed, found.monthly_savings_usd
+        except PolicyOperationError:
+            expiring = freed = savings = None
+        previous = previous_rows.get(row.arn)
+        history = self.store.decisions(row.arn)
+        position = next((i for i, r in enumerate(scan.repositories, 1) if r.arn == row.arn), len(scan.repositories))
+        return RepositoryView(
+            row=row, label=labels.get(row.arn, row.repository), rank=position, rank_of=len(scan.repositories),
+            lifecycle_status=policy_status(row.lifecycle_policy, self.settings.base_policy),
+            expiring_count=expiring, bytes_freed=freed, savings_usd=savings,
+            change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
+            last_decision=history[-1] if history else None,
+            adopted=bool(self.changes.undo_stack(row.arn)), scanned_at=scan.generated_at, previous=previous)
+
+    def _with_latest_change(self, row: RepositoryCost, scan: ScanResult) -> RepositoryCost:
+        """The row with the policy the bot put after ``scan`` was taken (the scan predates the change)."""
+        last = self.changes.last_put(row.arn)
+        if last is None or last.at <= scan.generated_at:
+            return row
+        return replace(row, lifecycle_policy=last.policy_after, has_lifecycle_policy=last.policy_after is not None)
+
+    def view_after_change(self, arn: str) -> RepositoryView | None:
+        """The detail after a change, from the latest scan and the change itself."""
+        found = self.find_by_arn(arn)
+        return None if found is None else self.view(*found)
+
+    def views_owned(self, names_me: Callable[[str], bool]) -> tuple[list[RepositoryView], Summary]:
+        """App Home: the repositories whose owner tag (as last scanned) names the viewer, and the totals."""
+        scan = self.latest()
+        own = [self.view(scan, r) for r in scan.repositories if any(names_me(o) for o in r.owners)]
+        return own, summarize(scan.repositories)
+
+    def preview(self, row: RepositoryCost, policy_text: str | None = None, *, scan: ScanResult | None = None,
+                fresh: bool = False, inventory: RepositoryInventory | None = None) -> PolicyPreview:
+        """What a policy (default: base) would expire: from a read already made, the scan's image list, or AWS."""
+        ref = ref_of(row)
+        if inventory is not None:
+            return self.changes.preview(ref, policy_text, images=inventory.images, manifests=inventory.manifests,
+                                        source="fresh read")
+        images = None if fresh or scan is None or scan.scan_id is None else \
+            self.store.snapshot_images(scan.scan_id, row.arn)
+        return self.changes.preview(ref, policy_text, images=images)
+
+    def expiring(self, row: RepositoryCost, scan: ScanResult) -> tuple[RepositoryView, list]:
+        """The Preview button: the view and the decisions that expire."""
+        found = self.preview(row, scan=scan)
+        return self.view(scan, row), [d for d in found.result.decisions if d.action == "expire"]
+
+    # -- changes (each checked by PolicyChanges: live owners, backups, undo stack, hand edits) ---------
+
+    def adopt(self, row: RepositoryCost, actor: Actor, policy_text: str | None = None) -> Change:
+        return self.changes.adopt(ref_of(row), policy_text, actor)
+
+    def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False) -> Change:
+        return self.changes.rollback(ref_of(row), actor, force)
+
+    def decline(self, row: RepositoryCost, actor: Actor) -> Change:
+        return self.changes.choose(ref_of(row), "declined", actor)
+
+    def snooze(self, row: RepositoryCost, actor: Actor) -> Change:
+        return self.changes.choose(ref_of(row), "snoozed", actor)
+
+    def decisions(self) -> list[PolicyDecision]:
+        return self.store.decisions()
+
+    # -- the weekly report ----------------------------------------------------------------------
+
+    def weekly_report(self, scan: ScanResult, period: datetime) -> WeeklyReport:
+        previous = self.store.latest_scan(before=scan.generated_at - PREVIOUS_PERIOD)
+        decisions = self.store.decisions()
+        cost_at_adoption = {d.id: cost for d in decisions if d.action == "adopted"
+                            and (cost := self.store.cost_before(d.arn, d.at)) is not None}
+        base_savings = {}
+        for row in scan.repositories:
+            if not row.has_lifecycle_policy:
+                try:
+                    base_savings[row.arn] = self.preview(row, scan=scan).monthly_savings_usd
+                except PolicyOperationError as exc:
+                    logger.warning("no base policy preview for %s: %s", row.arn, exc)
+        return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,
+                            self.store.cost_trend(), period)
+
+    def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
+        """The costliest repositories without a policy whose owners have not declined, nor snoozed lately."""
+        now = self._clock()
+        chosen = []
+        for row in [r for r in scan.repositories if not r.has_lifecycle_policy][:NUDGE_TOP]:
+            last = (self.store.decisions(row.arn, actions=("declined", "snoozed", "adopted", "rolled_back"))
+                    or [None])[-1]
+            if last and (last.action == "declined" or (last.action == "snoozed" and now - last.at < SNOOZE)):
+                continue
+            chosen.append(row)
+        return chosen

@@ -1,0 +1,221 @@
+"""Scheduled work over the application layer: the weekly report (claim the period, scan, post with the
+chart, nudge owners).
+
+Exactly one report per period, whatever restarts or extra processes: the period is claimed in the store
+before anything is posted, and the claim is kept alive (a heartbeat) while its run is, so a long scan never
+loses it to another replica. Slack's own "no" (an ``ok: false`` answer) means nothing was posted: the claim is
+given back with a hint, so the next run or ``report --post`` posts it. Only a request whose answer was lost is
+"maybe posted"; the next run then looks for the report's message metadata in the channel's history (with
+``channels:history``) before posting again.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import urllib.error
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+from slack_sdk.errors import SlackApiError
+
+from .application import Application
+from .config import Settings
+from .core.models import ScanResult
+from .core.report import WeeklyReport
+from .render import blocks
+from .render.report import report_message
+from .store import PROCESS, Store
+
+logger = logging.getLogger(__name__)
+REPORT_EVENT = "ecr_cost_report"  # the message metadata that marks a posted report and its period
+CLAIM_LEASE = timedelta(minutes=10)
+HEARTBEAT_SECONDS = 60.0
+# errors with which Slack says it did not post and that pass by themselves: retried within the run
+RETRYABLE_POST_ERRORS = {"ratelimited", "service_unavailable", "request_timeout"}
+FIX_HINTS = {
+    "not_in_channel": "invite the bot to the channel (/invite @ecr-cost), then run `ecr-cost-bot report --post`",
+    "channel_not_found": "check ECR_COST_REPORT_CHANNEL (a channel ID like C012AB3CD the bot can see)",
+    "is_archived": "the report channel is archived: unarchive it or set ECR_COST_REPORT_CHANNEL to another",
+    "invalid_auth": "check the token: SLACK_BOT_TOKEN is not valid for this workspace",
+    "not_authed": "check the token: SLACK_BOT_TOKEN is missing",
+    "token_revoked": "check the token: SLACK_BOT_TOKEN was revoked; reinstall the app",
+    "account_inactive": "check the token: the app's bot user is deactivated; reinstall the app",
+    "missing_scope": "reinstall the app from manifest.yml so it has the scopes it needs",
+}
+
+
+def period_start(settings: Settings, now: datetime) -> datetime:
+    """The schedule's last fire time at or before ``now``: the period a report belongs to."""
+    trigger = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
+    now = now.astimezone(ZoneInfo(settings.timezone))
+    for window in (timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=8),
+                   timedelta(days=32), timedelta(days=370), timedelta(days=5 * 366)):
+        fire = trigger.get_next_fire_time(None, now - window)
+        if fire is not None and fire <= now:
+            while (following := trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))) and following <= now:
+                fire = following
+            return fire
+    return now  # a schedule that never fired in five years: the period starts now
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """The request never left this machine (refused, or the host unknown): nothing can have been posted."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, (ConnectionRefusedError, socket.gaierror))
+
+
+class ReportJob:
+    def __init__(self, application: Application, store: Store, settings: Settings, client,
+                 owner_ids: Callable[[tuple[str, ...]], list[str]],
+                 scan_now: Callable[[], ScanResult] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 sleep: Callable[[float], None] = time.sleep, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self._app, self._store, self._settings = application, store, settings
+        self._client, self._owner_ids = client, owner_ids
+        self._scan_now = scan_now or application.scan
+        self._clock, self._sleep = clock, sleep
+        self._heartbeat_seconds = heartbeat_seconds
+        self._who = PROCESS
+
+    def current_period(self) -> str:
+        return period_start(self._settings, self._clock()).isoformat()
+
+    def catch_up(self) -> str:
+        """At start-up: the current period's report, if nobody has posted it yet."""
+        run = self._store.period_run(self.current_period())
+        if run is not None and run["status"] != "maybe_posted":
+            return "this period's report was already handled"
+        return self.run()
+
+    def run(self) -> str:
+        period = self.current_period()
+        how = self._store.claim_period(period, self._who, lease=CLAIM_LEASE)
+        if how is None:
+            return f"the report for the period of {period} was already claimed"
+        with self._heartbeat(period):
+            return self._run(period, how)
+
+    def _run(self, period: str, how: str) -> str:
+        if how != "new":  # an earlier run may have posted before it died or lost the answer
+            found = self._posted_ts(period)
+            if isinstance(found, str):
+                self._store.finish_period(period, "posted", message_ts=found)
+                return f"the report for the period of {period} was already posted (ts {found}, found in the channel)"
+            if found is None and how == "maybe posted":
+                self._store.finish_period(period, "maybe_posted", error="cannot check the channel's history")
+                return (f"the report for the period of {period} may have been posted already and the channel's "
+                        f"history cannot be read to check: not posted again (grant channels:history to let the "
+                        f"bot check)")
+        try:
+            scan = self._scan_now()
+            report = self._app.weekly_report(scan, datetime.fromisoformat(period))
+        except Exception as exc:  # noqa: BLE001 - nothing was posted: the claim is given back
+            logger.exception("building the weekly report for %s failed", period)
+            self._store.release_period(period)
+            return f"the report for the period of {period} failed before posting (a later run may retry): {exc}"
+        try:
+            ts = self._post(report, period)
+        except SlackApiError as exc:  # Slack answered "no": nothing was posted
+            error = exc.response.get("error") if exc.response is not None else "unknown"
+            hint = FIX_HINTS.get(error, "see Slack's error reference for chat.postMessage")
+            logger.error("Slack refused the weekly report for %s (%s): %s", period, error, hint)
+            self._store.release_period(period)
+            return f"the report for the period of {period} was not posted: Slack said {error}; {hint}"
+        except Exception as exc:  # noqa: BLE001 - the request may have reached Slack
+            logger.exception("posting the weekly report for %s failed", period)
+            if _not_sent(exc):
+                self._store.release_period(period)
+                return f"the report for the period of {period} was not posted (Slack unreachable): {exc}"
+            self._store.finish_period(period, "maybe_posted", error=str(exc)[:2000])
+            return f"the report for the period of {period} may not have been posted (answer lost): {exc}"
+        self._store.finish_period(period, "posted", message_ts=ts)
+        self._upload_chart(report, ts)
+        sent = self._nudge(scan, period)
+        return f"report for the period of {period} posted (ts {ts}); {sent} owner messages sent"
+
+    @contextmanager
+    def _heartbeat(self, period: str) -> Iterator[None]:
+        """Keeps the claim alive while the run is (a scan of a large estate outlasts any fixed lease)."""
+        done = threading.Event()
+
+        def beat():
+            while not done.wait(self._heartbeat_seconds):
+                if not self._store.heartbeat_period(period, self._who):
+                    return
+
+        thread = threading.Thread(target=beat, name="report-claim-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=5)
+
+    def _posted_ts(self, period: str) -> str | None | bool:
+        """The ts of this period's report found in the channel (by its metadata); False when surely absent;
+        None when the history cannot be read (no channels:history)."""
+        oldest = datetime.fromisoformat(period).timestamp() - 3600
+        try:
+            for page in self._client.conversations_history(channel=self._settings.report_channel,
+                                                           oldest=f"{oldest:.6f}", include_all_metadata=True,
+                                                           limit=200):
+                for message in page.get("messages", []):
+                    metadata = message.get("metadata") or {}
+                    if metadata.get("event_type") == REPORT_EVENT and \
+                            (metadata.get("event_payload") or {}).get("period") == period:
+                        return message["ts"]
+        except SlackApiError as exc:
+            logger.warning("cannot read the report channel's history to find an earlier post (%s)",
+                           exc.response.get("error") if exc.response is not None else exc)
+            return None
+        return False
+
+    def _post(self, report: WeeklyReport, period: str) -> str:
+        """chat.postMessage with backoff; slack_sdk's handlers already retry rate limits and dropped connections."""
+        message = report_message(report)
+        metadata = {"event_type": REPORT_EVENT, "event_payload": {"period": period}}
+        for attempt in range(4):
+            try:
+                return self._client.chat_postMessage(channel=self._settings.report_channel, metadata=metadata,
+                                                     **message)["ts"]
+            except SlackApiError as exc:
+                error = exc.response.get("error") if exc.response is not None else None
+                if error not in RETRYABLE_POST_ERRORS or attempt == 3:
+                    raise
+                logger.warning("posting the report failed (%s); retrying", error)
+                self._sleep(2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _upload_chart(self, report: WeeklyReport, ts: str) -> None:
+        """Into the report's thread; a failure is logged and never blocks the report."""
+        try:
+            from .render.chart import chart_png
+
+            self._client.files_upload_v2(channel=self._settings.report_channel, thread_ts=ts,
+                                         content=chart_png(report), filename="ecr-cost-report.png",
+                                         title="ECR cost: top repositories and total trend")
+        except Exception:  # noqa: BLE001 - the report is already posted
+            logger.exception("uploading the report chart failed; the report stands without it")
+
+    def _nudge(self, scan: ScanResult, period: str) -> int:
+        """A DM to the owners of the costliest repositories without a policy: once per repo, owner, period."""
+        sent = 0
+        for row in self._app.nudge_candidates(scan):
+            for user_id in self._owner_ids(row.owners):
+                if not self._store.claim_nudge(period, row.arn, user_id):
+                    continue
+                message = blocks.repository_detail(self._app.view(scan, row))
+                intro = blocks.section(f"Hi {blocks.mention(user_id)}: *{blocks.escape(row.repository)}* is among "
+                                       f"the costliest ECR repositories and has no lifecycle policy.")
+                try:
+                    self._client.chat_postMessage(channel=user_id, text=message["text"],
+                                                  blocks=[intro, *message["blocks"]][:blocks.MAX_BLOCKS])
+                    sent += 1
+                except SlackApiError:
+                    logger.exception("direct message to %s about %s failed", user_id, row.arn)
+        return sent

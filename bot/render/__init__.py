@@ -1,0 +1,1 @@
+"""Renderers: data in, text / Block Kit / PNG out. Pure apart from matplotlib."""

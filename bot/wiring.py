@@ -1,0 +1,67 @@
+"""The one place that builds the object graph from Settings: for serve, report, the CLI, the demo and tests.
+
+Nothing connects at import; clients are made here and passed in.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .adoption import Actor, PolicyChanges
+from .application import Application
+from .aws import EcrCollector, SessionFactory, default_session_factory
+from .config import Settings
+from .store import Store
+
+
+@dataclass
+class Components:
+    settings: Settings
+    store: Store
+    collector: EcrCollector
+    changes: PolicyChanges
+    application: Application
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build(settings: Settings, session_factory: SessionFactory | None = None,
+          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Components:
+    store = Store(settings.db_path)
+    collector = EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
+                             settings.regions, settings.role_arns, store)
+    changes = PolicyChanges(collector, store, settings, clock)
+    return Components(settings, store, collector, changes, Application(store, collector, changes, settings, clock))
+
+
+@contextmanager
+def components(settings: Settings, session_factory: SessionFactory | None = None) -> Iterator[Components]:
+    built = build(settings, session_factory)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def cli_actor(user_name: str) -> Actor:
+    """The command line is the admins' tool: whoever holds the AWS credentials and the database may act."""
+    return Actor(user_name, "cli", is_admin=True)
+
+
+def build_slack(built: Components, client=None):
+    """(Bolt app, directory, Web API client) over the application layer."""
+    from .slack.app import build_app, web_client
+    from .slack.directory import SlackDirectory
+
+    client = client or web_client(built.settings)
+    directory = SlackDirectory(client, built.settings.admins)
+    return build_app(built.settings, built.application, directory, client), directory, client
+
+
+def build_report_job(built: Components, client, directory, **options):
+    from .jobs import ReportJob
+
+    return ReportJob(built.application, built.store, built.settings, client, directory.owner_ids, **options)

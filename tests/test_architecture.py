@@ -1,0 +1,56 @@
+"""The shape of the code, checked: data flows AWS/Slack -> adapters -> core -> application -> renderers ->
+surfaces, and nothing reaches past a layer or into another module's private names."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+BOT = Path(__file__).resolve().parent.parent / "bot"
+
+
+def imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) of every import in ``path``."""
+    package = ".".join(path.relative_to(BOT.parent).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            module = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module
+            found.append((module, [alias.name for alias in node.names]))
+    return found
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((BOT / folder).rglob("*.py")) if folder else sorted(BOT.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
+def test_the_core_is_pure(path):
+    for module, _ in imports(path):
+        assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3", "sqlite_utils")), module
+        assert not module.startswith("bot.") or module.startswith("bot.core"), module
+
+
+@pytest.mark.parametrize("path", modules("render"), ids=lambda p: p.name)
+def test_renderers_know_only_the_core(path):
+    for module, _ in imports(path):
+        assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3", "sqlite_utils")), module
+        assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.render")), module
+
+
+@pytest.mark.parametrize("path", [*modules("slack"), BOT / "cli.py", BOT / "demo.py"], ids=lambda p: p.name)
+def test_surfaces_go_through_the_application_layer(path):
+    for module, _ in imports(path):
+        assert module not in ("bot.aws", "bot.store"), f"{path.name} reaches past the application layer: {module}"
+
+
+@pytest.mark.parametrize("path", modules(""), ids=lambda p: str(p.relative_to(BOT)))
+def test_no_module_imports_another_modules_private_names(path):
+    for module, names in imports(path):
+        private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+        assert not private, f"{path.relative_to(BOT)} imports {private} from {module}"
