@@ -25,9 +25,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, reachable_manifests
-from .core.lifecycle import Preview, preview, same_document, same_rules, validate_policy
+from .core.inuse import InUseSet, PinPlan, Usage, pin_tag, plan_pins, protected, unprotected
+from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
 from .core.models import SNOOZE, Image, Manifest, PolicyDecision, RepositoryInventory, RepositoryRef
-from .store import PROCESS, Store
+from .heartbeat import heartbeat
+from .store import HEARTBEAT_SECONDS, PROCESS, Store
+from .usage import InUseFinder
 
 
 class PolicyOperationError(Exception):
@@ -71,16 +74,32 @@ class Actor:
 
 @dataclass(frozen=True)
 class PolicyPreview:
+    """What a policy as written would do, and what its adopted (protected) form would: in-use images kept."""
+
     ref: RepositoryRef
     policy_text: str
-    result: Preview
+    result: Preview  # the policy as written
     image_count: int
     monthly_savings_usd: float
     source: str  # "latest scan" or "fresh read"
+    images: tuple[Image, ...] = ()
+    in_use: InUseSet | None = None  # None: not checked
+    adopted: Preview | None = None  # the protected form, with every in-use image pinned
+    adopted_savings_usd: float | None = None
 
     @property
     def expiring_count(self) -> int:
         return sum(1 for d in self.result.decisions if d.action == "expire")
+
+    @property
+    def used(self) -> dict[str, list[Usage]]:
+        return {} if self.in_use is None else self.in_use.of(self.ref.account_id, self.ref.region, self.ref.name)
+
+    @property
+    def in_use_expiring(self) -> list[str]:
+        """In-use digests the policy as written would expire (the bot keeps them)."""
+        used = self.used
+        return [d.image.digest for d in self.result.decisions if d.action == "expire" and d.image.digest in used]
 
 
 @dataclass(frozen=True)
@@ -92,11 +111,12 @@ class Change:
 
 
 class PolicyChanges:
-    def __init__(self, collector: EcrCollector, store: Store, settings: Settings,
+    def __init__(self, collector: EcrCollector, store: Store, settings: Settings, in_use: InUseFinder,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self._collector = collector
         self._store = store
         self._settings = settings
+        self._in_use = in_use
         self._clock = clock
 
     @property
@@ -129,22 +149,46 @@ class PolicyChanges:
                                     f"{describe_error(exc)}; nothing was changed")
 
     def preview(self, ref: RepositoryRef, policy_text: str | None = None, *, images: list[Image] | None = None,
-                manifests: dict[str, Manifest] | None = None, source: str = "latest scan") -> PolicyPreview:
-        """What ``policy_text`` (default: the base policy) would expire: from the images given, else a fresh read."""
+                manifests: dict[str, Manifest] | None = None, source: str = "latest scan",
+                with_in_use: bool = True) -> PolicyPreview:
+        """What ``policy_text`` (default: the base policy) would expire as written, and (``with_in_use``) what
+        its adopted form would, every in-use image kept: from the images given, else a fresh read."""
         text, policy = self.checked(policy_text)
         if images is None:
             inventory = self.read(ref)
             images, manifests, source = inventory.images, inventory.manifests, "fresh read"
         elif manifests is None:
             manifests = reachable_manifests((i.digest for i in images), self._store.get_manifests)
-        result = preview(images, policy, self._clock(), manifests)
-        return PolicyPreview(ref, text, result, len(images),
-                             monthly_cost(result.bytes_freed, self._settings.price_per_gb_month), source)
+        now, price = self._clock(), self._settings.price_per_gb_month
+        result = preview(images, policy, now, manifests)
+        found = PolicyPreview(ref, text, result, len(images), monthly_cost(result.bytes_freed, price), source,
+                              tuple(images))
+        if not with_in_use:
+            return found
+        in_use = self._in_use.repository(ref, images, manifests)
+        used = in_use.of(ref.account_id, ref.region, ref.name)
+        guarded = self._protected(policy)
+        plan = plan_pins(images, used, guarded, now, manifests)
+        adopted = preview(_pinned(images, plan), guarded, now, manifests)
+        return PolicyPreview(ref, text, result, len(images), found.monthly_savings_usd, source, tuple(images),
+                             in_use, adopted, monthly_cost(adopted.bytes_freed, price))
 
-    def undo_stack(self, arn: str) -> list[PolicyDecision]:
+    @staticmethod
+    def _protected(policy: dict) -> dict:
+        try:
+            return protected(policy)
+        except ValueError as exc:
+            raise PolicyOperationError(str(exc)) from None
+
+    def _history(self, arn: str, born: datetime | None) -> list[PolicyDecision]:
+        """Adoptions and rollbacks of this repository, not of an earlier one deleted under the same name."""
+        return [d for d in self._store.decisions(arn, actions=("adopted", "rolled_back"))
+                if born is None or d.repository_created_at is None or d.repository_created_at == born]
+
+    def undo_stack(self, arn: str, born: datetime | None = None) -> list[PolicyDecision]:
         """The adoptions not yet rolled back, oldest first: what successive rollbacks undo, newest first."""
         stack: list[PolicyDecision] = []
-        for decision in self._store.decisions(arn, actions=("adopted", "rolled_back")):
+        for decision in self._history(arn, born):
             if decision.action == "adopted":
                 stack.append(decision)
             elif stack:
@@ -152,38 +196,86 @@ class PolicyChanges:
                 stack.remove(undone)
         return stack
 
-    def last_put(self, arn: str) -> PolicyDecision | None:
+    def last_put(self, arn: str, born: datetime | None = None) -> PolicyDecision | None:
         """The bot's latest change of the policy (an adoption or a rollback)."""
-        changes = self._store.decisions(arn, actions=("adopted", "rolled_back"))
+        changes = self._history(arn, born)
         return changes[-1] if changes else None
 
     # -- changing --------------------------------------------------------------------------
 
-    def adopt(self, ref: RepositoryRef, policy_text: str | None, actor: Actor) -> Change:
-        """Backs up the policy in force, puts ``policy_text`` (default: the base policy), records the decision."""
-        text, policy = self.checked(policy_text)
+    def adopt(self, ref: RepositoryRef, policy_text: str | None, actor: Actor, current: bool = False) -> Change:
+        """Backs up the policy in force, puts ``policy_text`` (default: the base policy; with ``current``, the
+        repository's own policy as it is now) in its protected form, records the decision."""
+        text, policy = (None, None) if current else self.checked(policy_text)
         with self._claimed(ref):
-            owners = self._authorise(ref, actor)
+            owners, born = self._authorise(ref, actor)
             inventory = self.read(ref)  # the policy and images as they are now, not as the last scan saw them
-            if inventory.lifecycle_policy is not None and same_rules(inventory.lifecycle_policy, text):
-                return Change(None, f"{ref.name} already has these rules; nothing was changed")
+            if current:
+                if inventory.lifecycle_policy is None:
+                    return Change(None, f"{ref.name} has no lifecycle policy: nothing expires, nothing to protect")
+                text, policy = self.checked(json.dumps(unprotected(json.loads(inventory.lifecycle_policy)), indent=2))
             projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
                                      source="fresh read")
+            guarded_text = json.dumps(self._protected(policy), indent=2)
+            # pins first: the policy never meets an in-use image without its pin
+            self._apply_pins(ref, plan_pins(inventory.images, projected.used, json.loads(guarded_text),
+                                            self._clock(), inventory.manifests), release=False)
+            note = protection_note(projected)
+            if inventory.lifecycle_policy is not None and same_rules(inventory.lifecycle_policy, guarded_text):
+                return Change(None, f"{ref.name} already has these rules; nothing was changed. {note}".strip())
             backup_id = self._store.save_backup(ref, inventory.lifecycle_policy, "before adoption")
-            try:
-                self._collector.put_lifecycle_policy(ref, text)
-            except (ClientError, BotoCoreError) as exc:
-                raise PolicyOperationError(f"AWS refused the policy for {ref.name}: {describe_error(exc)} "
-                                           f"(nothing changed; backup #{backup_id} kept)") from None
-            return Change(self._record(ref, "adopted", actor, owners, inventory.lifecycle_policy, text,
-                                       projected.monthly_savings_usd, backup_id))
+            decision = self._record(ref, "adopted", actor, owners, inventory.lifecycle_policy, guarded_text,
+                                    projected.adopted_savings_usd, backup_id, born=born)
+            self._put_or_withdraw(ref, decision, lambda: self._collector.put_lifecycle_policy(ref, guarded_text),
+                                  f"AWS refused the policy for {ref.name}", f"nothing changed; backup #{backup_id} kept")
+            return Change(decision, note or None)
 
-    def rollback(self, ref: RepositoryRef, actor: Actor, force: bool = False) -> Change:
-        """Restores the policy in force before the latest adoption not yet undone (deletes it when there was
-        none). Refuses with HandEdited when the live policy is not what the bot last put, unless ``force``."""
+    def _put_or_withdraw(self, ref: RepositoryRef, decision: PolicyDecision, put: Callable[[], None],
+                         failed: str, unchanged: str) -> None:
+        """The decision is recorded before AWS is asked, so that a change AWS made is never missing from the undo
+        stack. When the call fails, AWS is read again: the decision is withdrawn only if the change did not
+        happen (an error whose answer was lost may still have changed the policy)."""
+        try:
+            put()
+            return
+        except (ClientError, BotoCoreError) as exc:
+            error = exc
+        try:
+            happened = same_document(self._collector.get_lifecycle_policy(ref), decision.policy_after)
+        except (ClientError, BotoCoreError):
+            happened = True  # cannot tell: keep the decision, so a rollback stays possible
+        if happened:
+            raise PolicyOperationError(f"{failed}: {describe_error(error)}, yet the change is in AWS: it was "
+                                       f"recorded (decision #{decision.id}) and can be rolled back") from None
+        self._store.withdraw_decision(decision.id)
+        raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
+
+    def refresh_protection(self, ref: RepositoryRef, images: list[Image], used: dict[str, list[Usage]],
+                           policy: dict, manifests: dict[str, Manifest]) -> PinPlan:
+        """The guard's daily pass over a policy the bot adopted: pins new in-use images, releases pins of images
+        no longer used that the policy would expire anyway. No policy changes: no backup, no decision."""
         with self._claimed(ref):
-            owners = self._authorise(ref, actor)
-            stack = self.undo_stack(ref.arn)
+            plan = plan_pins(images, used, policy, self._clock(), manifests)
+            self._apply_pins(ref, plan, release=True)
+            return plan
+
+    def _apply_pins(self, ref: RepositoryRef, plan: PinPlan, release: bool) -> None:
+        try:
+            for digest in plan.pin:
+                self._collector.add_tag(ref, digest, pin_tag(digest))
+            for digest in plan.release if release else ():
+                self._collector.remove_tag(ref, pin_tag(digest))
+        except (ClientError, BotoCoreError, LookupError) as exc:
+            raise PolicyOperationError(f"cannot pin the in-use images of {ref.name} ({describe_error(exc)}); "
+                                       f"its policy was not changed") from None
+
+    def rollback(self, ref: RepositoryRef, actor: Actor, force: bool = False, over: str | None = None) -> Change:
+        """Restores the policy in force before the latest adoption not yet undone (deletes it when there was
+        none). Refuses with HandEdited when the live policy is not what the bot last put, unless ``force``; with
+        ``over`` (the fingerprint of the hand edit a person was shown), only over that very edit."""
+        with self._claimed(ref):
+            owners, born = self._authorise(ref, actor)
+            stack = self.undo_stack(ref.arn, born)
             if not stack:
                 return Change(None, f"nothing to roll back on {ref.name}: no adoption through the bot is in force; "
                                     f"nothing was changed")
@@ -192,39 +284,40 @@ class PolicyChanges:
                 live = self._collector.get_lifecycle_policy(ref)
             except (ClientError, BotoCoreError) as exc:
                 raise self._read_error(ref, exc) from None
-            expected = self.last_put(ref.arn).policy_after
-            if not force and not same_document(live, expected):
-                raise HandEdited(ref, live, expected)
+            expected = self.last_put(ref.arn, born).policy_after
+            edited = not same_document(live, expected)
+            if edited and (not force or (over is not None and over != fingerprint(live))):
+                raise HandEdited(ref, live, expected)  # unforced, or edited again since the person saw it
             had_policy, restored = self._store.backup(adoption.backup_id)
             backup_id = self._store.save_backup(ref, live, "before rollback")
-            try:
-                if had_policy:
-                    self._collector.put_lifecycle_policy(ref, restored)
-                else:
-                    self._collector.delete_lifecycle_policy(ref)
-            except (ClientError, BotoCoreError) as exc:
-                raise PolicyOperationError(f"rollback of {ref.name} failed: {describe_error(exc)} "
-                                           f"(its policy is unchanged)") from None
             savings = adoption.projected_monthly_savings_usd
-            return Change(self._record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
-                                       None if savings is None else -savings, backup_id, undoes=adoption.id))
+            decision = self._record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
+                                    None if savings is None else -savings, backup_id, undoes=adoption.id, born=born)
+            self._put_or_withdraw(
+                ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, restored)) if had_policy
+                else (lambda: self._collector.delete_lifecycle_policy(ref)),
+                f"rollback of {ref.name} failed", "its policy is unchanged")
+            return Change(decision)
 
     def choose(self, ref: RepositoryRef, action: str, actor: Actor) -> Change:
         """A decline or a snooze: nothing changes in AWS, the choice is logged (once per snooze period)."""
         if action not in ("declined", "snoozed"):
             raise ValueError(action)
         with self._claimed(ref):
-            owners = self._authorise(ref, actor)
+            owners, born = self._authorise(ref, actor)
             same = self._store.decisions(ref.arn, actions=(action,))
             if same and self._clock() - same[-1].at < SNOOZE:
                 return Change(None, f"already {action} {same[-1].at:%Y-%m-%d}; nothing was changed")
-            return Change(self._record(ref, action, actor, owners, None, None, None, None))
+            return Change(self._record(ref, action, actor, owners, None, None, None, None, born=born))
 
     # -- the checks ------------------------------------------------------------------------
 
-    def _authorise(self, ref: RepositoryRef, actor: Actor) -> tuple[str, ...]:
-        """The owners as AWS tags them now; raises NotAnOwner unless ``actor`` is one of them or an admin."""
+    def _authorise(self, ref: RepositoryRef, actor: Actor) -> tuple[tuple[str, ...], datetime | None]:
+        """(the owners as AWS tags them now, when the repository was created); raises NotAnOwner unless
+        ``actor`` is one of the owners or an admin. The creation time keeps a re-created repository's history
+        apart from the deleted one's."""
         try:
+            born = self._collector.created_at(ref)
             tags = self._collector.read_tags(ref)
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) == "RepositoryNotFoundException":
@@ -234,24 +327,28 @@ class PolicyChanges:
         owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
         if not actor.may_change(owners):
             raise NotAnOwner(ref, owners)
-        return owners
+        return owners, born
 
     @contextmanager
     def _claimed(self, ref: RepositoryRef) -> Iterator[None]:
+        """One change per repository at a time, across threads and processes; kept alive while it lasts (reading
+        a large repository takes a while)."""
         holder = f"{PROCESS}:{uuid.uuid4().hex}"
-        if not self._store.claim_repository(ref.arn, holder):
+        if not self._store.claim(ref.arn, holder):
             raise PolicyOperationError(f"another change to {ref.name} is in progress; nothing was changed, "
                                        f"try again in a moment")
         try:
-            yield
+            with heartbeat(lambda: self._store.refresh_claim(ref.arn, holder), HEARTBEAT_SECONDS, "change-claim"):
+                yield
         finally:
-            self._store.release_repository(ref.arn, holder)
+            self._store.release_claim(ref.arn, holder)
 
     def _record(self, ref, action, actor: Actor, owners, before, after, savings, backup_id,
-                undoes: int | None = None) -> PolicyDecision:
+                undoes: int | None = None, born: datetime | None = None) -> PolicyDecision:
         return self._store.record_decision(PolicyDecision(
             None, ref.name, ref.account_id, ref.region, ref.arn, action, actor.user_id, actor.source, self._clock(),
-            before, after, savings, backup_id, owners_checked=owners, undoes=undoes))
+            before, after, savings, backup_id, owners_checked=owners, undoes=undoes,
+            repository_created_at=born))
 
     def aws_cross_check(self, found: PolicyPreview) -> str:
         """Compares our preview with AWS's own; tolerates its absence or a lack of permission."""
@@ -264,3 +361,26 @@ class PolicyChanges:
             return f"AWS preview agrees: the same {len(ours)} images expire"
         return (f"AWS preview DIFFERS: {len(set(theirs) - ours)} images only AWS would expire, "
                 f"{len(ours - set(theirs))} only the local evaluation would")
+
+
+def _pinned(images, plan: PinPlan) -> list[Image]:
+    """The images as they will be once the plan's pins are added."""
+    adding = set(plan.pin)
+    return [Image(i.digest, (*i.tags, pin_tag(i.digest)) if i.digest in adding else i.tags, i.listed_bytes,
+                  i.pushed_at, i.last_pulled_at, i.media_type, i.status, i.archived_at) for i in images]
+
+
+def protection_note(found: PolicyPreview) -> str:
+    """What protection does here, in one line: the in-use images kept, where they run, and any blind spot."""
+    if found.in_use is None:
+        return ""
+    parts = []
+    used, expiring = found.used, found.in_use_expiring
+    if used:
+        where = sorted({u.kind for usages in used.values() for u in usages})
+        parts.append(f"Images in use: {len(used)} ({', '.join(where)}), all kept"
+                     + (f"; the policy as written would have expired {len(expiring)} of them" if expiring else ""))
+    if found.in_use.partial:
+        blind = "; ".join(f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in found.in_use.problems[:3])
+        parts.append(f"In-use check partial ({blind}): images running there cannot be seen")
+    return ". ".join(parts) + ("." if parts else "")

@@ -8,24 +8,74 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from .adoption import Actor, Change, PolicyChanges, PolicyOperationError, PolicyPreview
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .config import Settings
 from .core.analysis import Summary, display_names, find_repository, rank, summarize
-from .core.cost import price_repository
-from .core.lifecycle import policy_status
-from .core.models import (PREVIOUS_PERIOD, SNOOZE, PolicyDecision, RepositoryCost, RepositoryInventory,
+from .core.cost import price_repository, reachable_manifests
+from .core.inuse import InUseSet, PinPlan, Usage, has_pin_rule, is_pin, pin_tag
+from .core.lifecycle import evaluate, policy_status, same_document, validate_policy
+from .core.models import (PREVIOUS_PERIOD, SNOOZE, Image, PolicyDecision, RepositoryCost, RepositoryInventory,
                           RepositoryRef, RepositoryView, ScanProblem, ScanResult)
 from .core.report import WeeklyReport, build_report
-from .store import Store
+from .heartbeat import heartbeat
+from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
+from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
+ESTATE_SCAN = "scan:estate"  # the claim a scan holds: one scan of the estate at a time, across processes
 NUDGE_TOP = 10  # owners of the costliest repositories without a policy get a direct message
 WAIT_FOR_OTHER_SCAN = 30 * 60.0  # seconds a request waits for a scan another process is running
+
+
+@dataclass(frozen=True)
+class InUseImage:
+    row: RepositoryCost
+    digest: str
+    tags: tuple[str, ...]
+    used_by: tuple[Usage, ...]
+
+
+@dataclass(frozen=True)
+class GuardItem:
+    row: RepositoryCost
+    digest: str
+    used_by: tuple[Usage, ...]
+    rule_priority: int | None = None
+
+
+@dataclass
+class GuardResult:
+    at_risk: list[GuardItem] = field(default_factory=list)  # in use, and the current policy would expire it
+    protected: list[GuardItem] = field(default_factory=list)  # in use, kept by a pin
+    released: list[GuardItem] = field(default_factory=list)  # no longer used: its pin removed
+    partial: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def _after(images: list[Image], plan: PinPlan) -> list[Image]:
+    """The images once ``plan`` is carried out (pins added; released images gone when the pin was their last tag,
+    else without it)."""
+    out = []
+    for image in images:
+        tags = image.tags
+        if image.digest in plan.pin:
+            tags = (*tags, pin_tag(image.digest))
+        if image.digest in plan.release:
+            tags = tuple(t for t in tags if t != pin_tag(image.digest))
+            if not tags:
+                continue
+        out.append(replace(image, tags=tags))
+    return out
+
+
+class ScanBusy(Exception):
+    """A scan has been running longer than a request may wait for it."""
 
 
 def ref_of(row: RepositoryCost) -> RepositoryRef:
@@ -42,12 +92,13 @@ class Detail:
 
 
 class Application:
-    def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, settings: Settings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
+                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  sleep: Callable[[float], None] = time.sleep):
         self.store = store
         self.collector = collector
         self.changes = changes
+        self.in_use = in_use
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -57,11 +108,40 @@ class Application:
     # -- scans -----------------------------------------------------------------------------
 
     def scan(self, now: datetime | None = None) -> ScanResult:
-        """Collects the estate now, saving each repository as it arrives (memory follows repositories, not
-        images). Raises EstateUnreadable when not one account could be read."""
-        now = now or self._clock()
+        """Collects the estate now. One scan at a time across threads and processes (a claim in the store): a
+        caller that finds another scan under way waits for it (bounded) and gets its result. Raises
+        EstateUnreadable when not one account could be read."""
+        holder = f"{PROCESS}:{uuid.uuid4().hex}"
+        if not self.store.claim(ESTATE_SCAN, holder, lease=SCAN_LEASE):
+            return self._wait_for_other_scan()
+        try:
+            with heartbeat(lambda: self.store.refresh_claim(ESTATE_SCAN, holder), HEARTBEAT_SECONDS, "scan-claim"):
+                return self._scan(now or self._clock())
+        finally:
+            self.store.release_claim(ESTATE_SCAN, holder)
+
+    def _wait_for_other_scan(self) -> ScanResult:
+        started = self.store.latest_scan()
+        deadline = time.monotonic() + WAIT_FOR_OTHER_SCAN
+        while self.store.claim_held(ESTATE_SCAN, lease=SCAN_LEASE):
+            if time.monotonic() > deadline:
+                raise ScanBusy("another scan has been running for 30 minutes; try again later")
+            self._sleep(1.0)
+        latest = self.store.latest_scan()
+        if latest is None or (started is not None and latest.scan_id == started.scan_id):
+            return self.scan()  # the other scan failed: this caller scans itself
+        return latest
+
+    def _scan(self, now: datetime) -> ScanResult:
+        """Saves each repository as it arrives (memory follows repositories, not images); a heartbeat keeps the
+        scan alive between repositories."""
         scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month)
+        with heartbeat(lambda: self.store.heartbeat_scan(scan_id), HEARTBEAT_SECONDS, "scan-heartbeat"):
+            return self._collect(scan_id, now)
+
+    def _collect(self, scan_id: int, now: datetime) -> ScanResult:
         calls_before, fetched_before = self.collector.api_calls, self.collector.manifests_fetched
+        notices_before = len(self.collector.notices)
         rows, errors, warnings = [], [], []
         try:
             for item in self.collector.scan():
@@ -82,6 +162,7 @@ class Application:
         except BaseException:
             self.store.abandon_scans([scan_id])  # never left 'running': its rows go now
             raise
+        warnings += self.collector.notices[notices_before:]
         key = lambda p: (p.account_id, p.region, p.repository or "", p.message)  # noqa: E731
         result = ScanResult(generated_at=now, price_per_gb_month=self.settings.price_per_gb_month,
                             repositories=rank(rows), errors=sorted(errors, key=key),
@@ -104,29 +185,19 @@ class Application:
         latest = self.store.latest_scan()
         if latest is not None and not (fresh and self.is_stale(latest)):
             return latest
-        if not self._scan_lock.acquire(blocking=latest is None):
+        if not self._scan_lock.acquire(timeout=WAIT_FOR_OTHER_SCAN if latest is None else 0):
+            if latest is None:
+                raise ScanBusy("the first scan has been running for 30 minutes; try again later")
             return latest  # a scan is under way in this process; the stale one answers meanwhile
         try:
             newer = self.store.latest_scan()
             if newer is not None and (latest is None or newer.scan_id != latest.scan_id):
                 return newer  # finished while this request waited for the lock: no second scan
-            running = self.store.running_scan()
-            if running is not None:
-                if latest is not None:
-                    return latest
-                return self._wait_for(running)
+            if latest is not None and self.store.claim_held(ESTATE_SCAN, lease=SCAN_LEASE):
+                return latest  # another process is scanning; the stale scan answers meanwhile
             return self.scan()
         finally:
             self._scan_lock.release()
-
-    def _wait_for(self, scan_id: int) -> ScanResult:
-        """The scan another process is running, once finished (bounded)."""
-        deadline = time.monotonic() + WAIT_FOR_OTHER_SCAN
-        while self.store.scan_status(scan_id) == "running" and time.monotonic() < deadline:
-            self.store.abandon_dead_scans()
-            self._sleep(1.0)
-        latest = self.store.latest_scan()
-        return latest if latest is not None else self.scan()
 
     def refresh(self, row: RepositoryCost) -> tuple[RepositoryCost, RepositoryInventory]:
         """One repository re-read and re-priced now (not stored: the next scan stores it)."""
@@ -186,9 +257,15 @@ class Application:
         labels, previous_rows = self._scan_context(scan)
         if inventory is None:
             row = self._with_latest_change(row, scan)
+        in_use = {}
         try:
             found = self.preview(row, scan=scan, inventory=inventory)
             expiring, freed, savings = found.expiring_count, found.result.bytes_freed, found.monthly_savings_usd
+            used = found.used
+            in_use = dict(in_use_count=len(used), in_use_kept=len(found.in_use_expiring),
+                          in_use_where=tuple(sorted({f"{u.kind} {u.name}" for us in used.values() for u in us})),
+                          in_use_blind=tuple(f"{p.source} in {p.account_id} {p.region}: {p.message}"
+                                             for p in found.in_use.problems))
         except PolicyOperationError:
             expiring = freed = savings = None
         previous = previous_rows.get(row.arn)
@@ -200,7 +277,8 @@ class Application:
             expiring_count=expiring, bytes_freed=freed, savings_usd=savings,
             change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
             last_decision=history[-1] if history else None,
-            adopted=bool(self.changes.undo_stack(row.arn)), scanned_at=scan.generated_at, previous=previous)
+            adopted=bool(self.changes.undo_stack(row.arn)), scanned_at=scan.generated_at, previous=previous,
+            **in_use)
 
     def _with_latest_change(self, row: RepositoryCost, scan: ScanResult) -> RepositoryCost:
         """The row with the policy the bot put after ``scan`` was taken (the scan predates the change)."""
@@ -231,18 +309,20 @@ class Application:
             self.store.snapshot_images(scan.scan_id, row.arn)
         return self.changes.preview(ref, policy_text, images=images)
 
-    def expiring(self, row: RepositoryCost, scan: ScanResult) -> tuple[RepositoryView, list]:
-        """The Preview button: the view and the decisions that expire."""
+    def expiring(self, row: RepositoryCost, scan: ScanResult) -> tuple[RepositoryView, list, list[str]]:
+        """The Preview button: the view, the decisions that expire as written, and the in-use digests among them
+        (which adopting through the bot keeps)."""
         found = self.preview(row, scan=scan)
-        return self.view(scan, row), [d for d in found.result.decisions if d.action == "expire"]
+        return (self.view(scan, row), [d for d in found.result.decisions if d.action == "expire"],
+                found.in_use_expiring)
 
     # -- changes (each checked by PolicyChanges: live owners, backups, undo stack, hand edits) ---------
 
     def adopt(self, row: RepositoryCost, actor: Actor, policy_text: str | None = None) -> Change:
         return self.changes.adopt(ref_of(row), policy_text, actor)
 
-    def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False) -> Change:
-        return self.changes.rollback(ref_of(row), actor, force)
+    def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False, over: str | None = None) -> Change:
+        return self.changes.rollback(ref_of(row), actor, force, over)
 
     def decline(self, row: RepositoryCost, actor: Actor) -> Change:
         return self.changes.choose(ref_of(row), "declined", actor)
@@ -250,8 +330,71 @@ class Application:
     def snooze(self, row: RepositoryCost, actor: Actor) -> Change:
         return self.changes.choose(ref_of(row), "snoozed", actor)
 
+    def protect(self, row: RepositoryCost, actor: Actor) -> Change:
+        """The guard's Protect button: the repository's own policy, adopted in its protected form (undoable)."""
+        return self.changes.adopt(ref_of(row), None, actor, current=True)
+
+    def first_delivery(self, click_id: str) -> bool:
+        """True the first time a Slack interaction is seen (redeliveries and double submits are ignored)."""
+        return self.store.claim_click(click_id)
+
     def decisions(self) -> list[PolicyDecision]:
         return self.store.decisions()
+
+    # -- in use and the guard --------------------------------------------------------------------
+
+    def in_use_images(self, query: str | None = None, fresh: bool = False) -> tuple[list[InUseImage], InUseSet]:
+        """Every in-use image (of one repository when ``query`` names it) and where it runs (``fresh``: the
+        runtimes read now, not a few minutes ago)."""
+        scan = self.latest()
+        rows = [self.find(query, scan)[1]] if query else scan.repositories
+        found = self.in_use.estate(scan, fresh=fresh)
+        items = []
+        for row in rows:
+            used = found.of(row.account_id, row.region, row.repository)
+            tags = {i.digest: i.tags for i in (self.store.snapshot_images(scan.scan_id, row.arn) or [])}
+            items += [InUseImage(row, digest, tags.get(digest, ()), tuple(usages))
+                      for digest, usages in sorted(used.items())]
+        return items, found
+
+    def guard(self) -> GuardResult:
+        """Every repository's current policy (adopted through the bot or not) against its images and the in-use
+        set, on a fresh scan. Where the bot adopted the policy, its protection is refreshed: new in-use images
+        pinned, pins of images no longer used released where the policy would expire them anyway."""
+        scan = self.scan()
+        found = self.in_use.estate(scan, fresh=True)
+        result = GuardResult(partial=found.partial or scan.partial,
+                             errors=[f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in found.problems]
+                             + [f"{e.account_id} {e.region}: {e.message}" for e in scan.errors])
+        now = self._clock()
+        for row in scan.repositories:
+            used = found.of(row.account_id, row.region, row.repository)
+            images = self.store.snapshot_images(scan.scan_id, row.arn) or []
+            if row.lifecycle_policy is None or not (used or any(is_pin(t) for i in images for t in i.tags)):
+                continue
+            policy, problems = validate_policy(row.lifecycle_policy)
+            if problems:
+                result.errors.append(f"{row.repository}: its lifecycle policy is not one ECR accepts: {problems[0]}")
+                continue
+            manifests = reachable_manifests((i.digest for i in images), self.store.get_manifests)
+            last = self.changes.last_put(row.arn)
+            if has_pin_rule(policy) and last is not None and same_document(last.policy_after, row.lifecycle_policy):
+                try:
+                    plan = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests)
+                except PolicyOperationError as exc:
+                    result.errors.append(str(exc))
+                else:
+                    images = _after(images, plan)
+                    result.released += [GuardItem(row, d, ()) for d in plan.release]
+            decisions = evaluate(images, policy, now, manifests)
+            pinned = {i.digest for i in images if any(is_pin(t) for t in i.tags)}
+            for digest, usages in sorted(used.items()):
+                decision = decisions.get(digest)
+                if decision is not None and decision.action == "expire":
+                    result.at_risk.append(GuardItem(row, digest, tuple(usages), decision.rule_priority))
+                elif digest in pinned:
+                    result.protected.append(GuardItem(row, digest, tuple(usages)))
+        return result
 
     # -- the weekly report ----------------------------------------------------------------------
 

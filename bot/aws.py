@@ -5,6 +5,7 @@ Sessions come from a factory (the seam tests and other credential sources plug i
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
 
+logger = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
 MANIFESTS_PER_CALL = 100  # BatchGetImage's limit
 DEFAULT_WORKERS = 16
@@ -90,6 +92,15 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(timezone.utc) if moment else None
 
 
+@dataclass(frozen=True)
+class Account:
+    """An account we entered: its session (ambient credentials or an assumed role) and regions to read."""
+
+    account_id: str
+    session: boto3.Session
+    regions: tuple[str, ...]
+
+
 @dataclass
 class _Region:
     account_id: str
@@ -118,12 +129,17 @@ class EcrCollector:
         self._session_lock = threading.Lock()
         self.api_calls = 0  # HTTP requests sent, retries included
         self.manifests_fetched = 0
+        self.notices: list[ScanProblem] = []  # complete data, but something an operator should fix
+        self._principals: dict[str, str] = {}  # account -> the ARN the bot reads it as
+        self._pull_time_checked: set[tuple[str, str]] = set()
 
     # -- accounts and regions -------------------------------------------------------------
 
-    def _client(self, session: boto3.Session, service: str, region: str | None = None):
+    def client(self, session: boto3.Session, service: str, region: str | None = None, retries: bool = True):
+        """A client with adaptive retries (or none) whose requests are counted in ``api_calls``."""
+        config = self._config if retries else self._config.merge(Config(retries={"max_attempts": 1}))
         with self._session_lock:  # boto3 sessions are not thread-safe; the clients they make are
-            client = session.client(service, region_name=region, config=self._config)
+            client = session.client(service, region_name=region, config=config)
         client.meta.events.register("before-send", self._count_call)
         return client
 
@@ -131,10 +147,10 @@ class EcrCollector:
         with self._lock:
             self.api_calls += 1
 
-    def _targets(self) -> tuple[list[_Region], list[ScanProblem]]:
-        """One ECR client per (account, region); accounts we cannot enter become problems.
-        Raises EstateUnreadable when not one account can be read."""
-        targets, problems, causes = [], [], []
+    def accounts(self) -> tuple[list[Account], list[ScanProblem]]:
+        """Every account we can enter (the current one, then each role), with its regions; the others as
+        problems. Raises EstateUnreadable when not one account can be read."""
+        accounts, problems, causes = [], [], []
         for role_arn in (None, *self._role_arns):
             account_hint = role_arn.split(":")[4] if role_arn else "current"
             try:
@@ -143,18 +159,25 @@ class EcrCollector:
                 if not regions:
                     raise NoRegionError()
                 # a regional STS endpoint: the first region scanned, never the global endpoint by default
-                account_id = self._client(session, "sts", regions[0]).get_caller_identity()["Account"]
+                identity = self.client(session, "sts", regions[0]).get_caller_identity()
+                account_id = identity["Account"]
+                self._principals[account_id] = identity.get("Arn", "")
             except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
                 causes.append(exc)
                 what = f"cannot assume {role_arn}" if role_arn else "cannot read the current AWS identity"
                 problems.append(ScanProblem(account_hint, "*", f"{what}: {_message(exc)}"))
                 continue
-            for region in regions:
-                targets.append(_Region(account_id, region, self._client(session, "ecr", region)))
-        if not targets:
+            accounts.append(Account(account_id, session, tuple(regions)))
+        if not accounts:
             raise EstateUnreadable(unreadable_cause(causes[0]) + (
                 f" (and {len(causes) - 1} assumed roles failed too)" if len(causes) > 1 else ""))
-        return targets, problems
+        return accounts, problems
+
+    def _targets(self) -> tuple[list[_Region], list[ScanProblem]]:
+        """One ECR client per (account, region)."""
+        accounts, problems = self.accounts()
+        return [_Region(a.account_id, region, self.client(a.session, "ecr", region))
+                for a in accounts for region in a.regions], problems
 
     def check_access(self) -> list[ScanProblem]:
         """Enters every account (STS only): raises EstateUnreadable when none can be read; returns the others'
@@ -190,6 +213,8 @@ class EcrCollector:
 
         def load(wanted: set[str]) -> dict[str, Manifest]:
             found = self._cache.get_manifests(wanted)
+            if wanted - found.keys():
+                self._check_pull_time_exclusion(ref.account_id, ref.region)
             fetched, failures = self._fetch(client, ref, sorted(wanted - found.keys()))
             self._cache.put_manifests(fetched.values())
             problems.extend(failures)
@@ -197,6 +222,35 @@ class EcrCollector:
             return found | fetched
 
         return reachable_manifests(digests, load), problems
+
+    def _check_pull_time_exclusion(self, account_id: str, region: str) -> None:
+        """Before the first BatchGetImage in an account and region: reading a manifest may count as a pull, and
+        so make unused images look used, unless the bot's principal is on ECR's pull-time update exclusion
+        list. A notice says how to register it; an API that cannot be asked (no permission) says nothing."""
+        with self._lock:
+            if (account_id, region) in self._pull_time_checked:
+                return
+            self._pull_time_checked.add((account_id, region))
+        principal = _role_arn(self._principals.get(account_id, ""))
+        try:  # asked once, without retries: an endpoint that lacks the API must not slow the scan
+            client = self.client(self._session_factory(self._role_of(account_id)), "ecr", region, retries=False)
+            excluded, token = set(), None
+            while True:
+                page = client.list_pull_time_update_exclusions(**({"nextToken": token} if token else {}))
+                excluded |= set(page.get("pullTimeUpdateExclusions", []))
+                token = page.get("nextToken")
+                if not token:
+                    break
+        except Exception as exc:  # noqa: BLE001 - best effort: an API this endpoint lacks, or no permission
+            logger.info("cannot list the pull-time update exclusions in %s %s: %s", account_id, region,
+                        _message(exc))
+            return
+        if principal and principal not in excluded:
+            with self._lock:
+                self.notices.append(ScanProblem(account_id, region, (
+                    f"reading manifests (BatchGetImage) as {principal} may update lastRecordedPullTime and make "
+                    f"unused images look used: aws ecr register-pull-time-update-exclusion --principal-arn "
+                    f"{principal} --region {region}")))
 
     def _fetch(self, client, ref: RepositoryRef, digests: list[str]) -> tuple[dict[str, Manifest], list[str]]:
         fetched: dict[str, Manifest] = {}
@@ -265,15 +319,24 @@ class EcrCollector:
         with self._lock:
             client = self._clients.get(key)
         if client is None:
-            role = next((arn for arn in self._role_arns if arn.split(":")[4] == ref.account_id), None)
-            client = self._client(self._session_factory(role), "ecr", ref.region)
+            client = self.client(self._session_factory(self._role_of(ref.account_id)), "ecr", ref.region)
             with self._lock:
                 client = self._clients.setdefault(key, client)
         return client
 
+    def _role_of(self, account_id: str) -> str | None:
+        """The role ARN that enters ``account_id`` (None: the bot's own credentials)."""
+        return next((arn for arn in self._role_arns if arn.split(":")[4] == account_id), None)
+
     def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
         """Re-reads one repository. Raises ClientError / BotoCoreError."""
         return self.read_repository(self.client_for(ref), ref, created_at)
+
+    def created_at(self, ref: RepositoryRef) -> datetime | None:
+        """When the repository was created: a repository deleted and created again under the same name is
+        another repository."""
+        found = self.client_for(ref).describe_repositories(repositoryNames=[ref.name], registryId=ref.account_id)
+        return _utc(found["repositories"][0].get("createdAt"))
 
     def read_tags(self, ref: RepositoryRef) -> dict[str, str]:
         """The repository's tags as AWS has them now (who may act is decided from these)."""
@@ -291,6 +354,28 @@ class EcrCollector:
     def put_lifecycle_policy(self, ref: RepositoryRef, text: str) -> None:
         self.client_for(ref).put_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id,
                                                   lifecyclePolicyText=text)
+
+    def add_tag(self, ref: RepositoryRef, digest: str, tag: str) -> None:
+        """Puts ``tag`` on the image ``digest`` (its exact manifest again: the digest stays the same)."""
+        client = self.client_for(ref)
+        found = client.batch_get_image(repositoryName=ref.name, registryId=ref.account_id,
+                                       imageIds=[{"imageDigest": digest}], acceptedMediaTypes=ACCEPTED_MEDIA_TYPES)
+        if not found.get("images"):
+            failure = (found.get("failures") or [{}])[0]
+            raise LookupError(f"image {digest} could not be read: {failure.get('failureCode')}: "
+                              f"{failure.get('failureReason')}")
+        image = found["images"][0]
+        try:
+            client.put_image(repositoryName=ref.name, registryId=ref.account_id, imageManifest=image["imageManifest"],
+                             imageManifestMediaType=image.get("imageManifestMediaType"), imageTag=tag,
+                             imageDigest=digest)
+        except client.exceptions.ImageAlreadyExistsException:
+            pass  # the tag is already there: what was asked for
+
+    def remove_tag(self, ref: RepositoryRef, tag: str) -> None:
+        """Removes ``tag``. When it is the image's last tag, ECR deletes the image: callers decide that."""
+        self.client_for(ref).batch_delete_image(repositoryName=ref.name, registryId=ref.account_id,
+                                                imageIds=[{"imageTag": tag}])
 
     def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
         client = self.client_for(ref)
@@ -317,6 +402,15 @@ class EcrCollector:
             if status in ("FAILED", "EXPIRED") or time.monotonic() > deadline:
                 raise TimeoutError(f"AWS lifecycle preview ended {status or 'without a status'}")
             sleep(2)
+
+
+def _role_arn(principal: str) -> str:
+    """The IAM role behind an assumed-role session ARN (what the exclusion list names); others as they are."""
+    parts = principal.split(":")
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return principal
 
 
 def _message(error: BaseException) -> str:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .adoption import HandEdited, PolicyOperationError
-from .application import Application, EstateUnreadable
+from .application import Application, EstateUnreadable, ScanBusy
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName
 from .core.models import RepositoryCost, ScanResult
@@ -133,8 +133,8 @@ def cmd_demo(args, settings: Settings) -> int:
 def _read_policy_file(path: str | None) -> str | None:
     if path is None:
         return None
-    try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:  # utf-8-sig: editors on Windows save a byte-order mark
+        return sys.stdin.read().removeprefix("\ufeff") if path == "-" else Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read policy file {path!r}: {exc}") from None
 
@@ -152,6 +152,7 @@ def cmd_policy_validate(args, settings: Settings) -> int:
 
 
 def cmd_policy_preview(args, settings: Settings) -> int:
+    from .adoption import protection_note
     from .application import ref_of
 
     text = _read_policy_file(args.policy)
@@ -165,9 +166,12 @@ def cmd_policy_preview(args, settings: Settings) -> int:
                 return 1
             raise
         if args.format == "json":
-            print(json.dumps(preview_json(found.ref, found.result, found.monthly_savings_usd), indent=2))
+            print(json.dumps(preview_json(found.ref, found.result, found.monthly_savings_usd, used=found.used,
+                                          in_use=found.in_use, images=found.images, adopted=found.adopted,
+                                          adopted_savings=found.adopted_savings_usd), indent=2))
         else:
-            print(preview_text(found.ref, found.result, found.image_count, found.monthly_savings_usd, found.source))
+            print(preview_text(found.ref, found.result, found.image_count, found.monthly_savings_usd, found.source,
+                               note=protection_note(found)))
         if args.aws_preview:
             print(built.changes.aws_cross_check(found), file=sys.stderr)
     return 0
@@ -195,6 +199,8 @@ def cmd_policy_apply(args, settings: Settings) -> int:
           f"({'none' if decision.policy_before is None else 'backed up'}) can be restored with "
           f"`ecr-cost-bot policy rollback {args.repo} --yes`; projected savings "
           f"${decision.projected_monthly_savings_usd:,.2f}/month (decision #{decision.id})")
+    if change.note:
+        print(change.note)
     return 0
 
 
@@ -222,6 +228,35 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
         else "restored the previous policy exactly"
     print(f"rolled back {decision.repository} ({decision.account_id} {decision.region}): {restored} "
           f"(decision #{decision.id}, undoing #{decision.undoes})")
+    return 0
+
+
+def cmd_in_use(args, settings: Settings) -> int:
+    from .render.text import in_use_json, in_use_table
+
+    with _components(settings) as built:
+        try:
+            items, found = built.application.in_use_images(args.repo, fresh=True)
+        except AmbiguousOrUnknownName as exc:
+            hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
+            raise UserError(f"{exc}{hint}") from None
+    if args.format == "json":
+        print(json.dumps([{"repository": i.row.repository, "account_id": i.row.account_id, "region": i.row.region,
+                           **in_use_json(i.digest, i.tags, i.used_by)} for i in items], indent=2))
+    else:
+        print(in_use_table(items))
+    for problem in found.problems:
+        print(f"warning: in-use check partial: {problem.source} in {problem.account_id} {problem.region}: "
+              f"{problem.message}", file=sys.stderr)
+    return 0
+
+
+def cmd_guard(args, settings: Settings) -> int:
+    from .render.text import guard_json, guard_table
+
+    with _components(settings) as built:
+        result = built.application.guard()
+    print(json.dumps(guard_json(result), indent=2) if args.format == "json" else guard_table(result))
     return 0
 
 
@@ -287,6 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--format", choices=["table", "json"], default="table")
     decisions.set_defaults(handler=cmd_decisions)
 
+    in_use = commands.add_parser("in-use", help="every image that runs somewhere (ECS, Lambda, Kubernetes, recent "
+                                                "pulls) and where")
+    in_use.add_argument("repo", metavar="REPO", nargs="?", help="only this repository (name, region/name or ARN)")
+    in_use.add_argument("--format", choices=["table", "json"], default="table")
+    in_use.set_defaults(handler=cmd_in_use)
+
+    guard = commands.add_parser("guard", help="in-use images that a repository's current policy would expire; "
+                                              "refreshes the protection of policies the bot adopted")
+    guard.add_argument("--format", choices=["table", "json"], default="table")
+    guard.set_defaults(handler=cmd_guard)
+
     report = commands.add_parser("report", help="the weekly report from a fresh scan: printed, or posted")
     report.add_argument("--post", action="store_true",
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
@@ -308,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
         return 2
-    except EstateUnreadable as exc:
+    except (EstateUnreadable, ScanBusy) as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         return 1
     except UserError as exc:

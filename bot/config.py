@@ -46,6 +46,10 @@ class Settings:
     db_path: str = "ecr-cost.db"
     port: int = 3000
     snapshot_max_age_hours: float = 24.0  # older: /ecr-cost NAME re-reads that repository
+    recent_pull_days: int = 14  # an image pulled within this many days counts as in use (0: off)
+    kube_contexts: tuple[str, ...] = ()  # kubeconfig contexts whose pods and workloads count as in use
+    kubeconfig: str | None = None  # KUBECONFIG (the client's default, ~/.kube/config, when unset)
+    guard_schedule: str = "0 6 * * *"
 
 
 def shipped_base_policy_text() -> str:
@@ -107,6 +111,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     schedule = get("ECR_COST_SCHEDULE") or "0 9 * * mon"
     _cron("ECR_COST_SCHEDULE", schedule, timezone)
+    guard_schedule = get("ECR_COST_GUARD_SCHEDULE") or "0 6 * * *"
+    _cron("ECR_COST_GUARD_SCHEDULE", guard_schedule, timezone)
 
     regions = _csv(get("ECR_COST_REGIONS"))
     for region in regions:
@@ -165,4 +171,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=_number("PORT", get("PORT") or "3000", int, 1, 65535),
         snapshot_max_age_hours=_number("ECR_COST_SNAPSHOT_MAX_AGE_HOURS",
                                        get("ECR_COST_SNAPSHOT_MAX_AGE_HOURS") or "24", float, 0.0, 24 * 365),
+        recent_pull_days=_number("ECR_COST_RECENT_PULL_DAYS", get("ECR_COST_RECENT_PULL_DAYS") or "14", int, 0,
+                                 36500),
+        kube_contexts=_csv(get("ECR_COST_KUBE_CONTEXTS")),
+        kubeconfig=get("KUBECONFIG"),
+        guard_schedule=guard_schedule,
     )

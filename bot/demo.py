@@ -15,6 +15,7 @@ from .config import Settings
 
 DEMO_ACCOUNT = "123456789012"  # moto's default account
 DEMO_REGIONS = ("us-east-1", "eu-west-1")
+DEMO_KUBE_CONTEXT = f"arn:aws:eks:us-east-1:{DEMO_ACCOUNT}:cluster/sample"
 
 
 @contextmanager
@@ -40,7 +41,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
         out.write("demo needs the sample registry: pip install 'ecr-cost-bot[demo]'\n")
         return 1
     from .render.text import repository_detail_text, scan_table
-    from .sample import load_estate, sample_estate
+    from .sample import KUBERNETES_LIST_PATHS, SampleKubernetesApi, load_estate, sample_estate
     from .wiring import build, cli_actor
 
     with _sample_aws_environment(), mock_aws(), tempfile.TemporaryDirectory(prefix="ecr-cost-demo-") as workdir:
@@ -51,7 +52,11 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
         out.write(f"Sample registry: {len(estate)} repositories, "
                   f"{sum(len(r.all_images()) for r in estate)} images in {', '.join(DEMO_REGIONS)} "
                   f"(account {DEMO_ACCOUNT}).\n\n")
-        settings = replace(settings, regions=DEMO_REGIONS, role_arns=(), db_path=os.path.join(workdir, "demo.db"))
+        kube = SampleKubernetesApi({path: [] for path in KUBERNETES_LIST_PATHS})  # a cluster, empty for now
+        kubeconfig = Path(workdir) / "kubeconfig"
+        kubeconfig.write_text(json.dumps(kube.kubeconfig(DEMO_KUBE_CONTEXT)), encoding="utf-8")
+        settings = replace(settings, regions=DEMO_REGIONS, role_arns=(), db_path=os.path.join(workdir, "demo.db"),
+                           kube_contexts=(DEMO_KUBE_CONTEXT,), kubeconfig=str(kubeconfig))
         built = build(settings, session_factory=lambda role_arn: session)
         application = built.application
         try:
@@ -63,12 +68,14 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
             out.write(repository_detail_text(top, view.rank, view.rank_of, view.previous, view.lifecycle_status) + "\n")
             adopted = _base_policy_savings(result, application, out)
+            _workloads(adopted, result, application, session, kube, out)
             _adopt_and_expire(adopted, application, cli_actor, session, out)
             out.write("\n== This week's scan ==\n")
             this_week = _scan(application, out)
             _report(this_week, application, settings, now, folder, out)
         finally:
             built.close()
+            kube.stop()
     return 0
 
 
@@ -105,13 +112,57 @@ def _base_policy_savings(result, application, out: TextIO) -> list:
     return [row for row, _ in previews[:3]]
 
 
+def _workloads(rows, scan, application, session, kube, out: TextIO) -> None:
+    """What runs: an ECS service whose tag moved (its task still runs the old, now untagged digest) on the first
+    repository, a Lambda function on an old release of the second, a Kubernetes Deployment scaled to zero on the
+    third; what the base policy as written would do."""
+    from .adoption import protection_note
+    from .render.text import text_table
+    from .sample import deploy_sample_workloads, sample_deployment
+
+    first, second, third = rows[0], rows[1], rows[2]
+    images = sorted(application.store.snapshot_images(scan.scan_id, first.arn), key=lambda i: i.pushed_at)
+    untagged = [i for i in images if not i.tags]
+    old = untagged[0] if len(untagged) > 1 else images[0]
+    newest = images[-1]
+    expiring = [d.image for d in application.preview(second, scan=scan).result.decisions
+                if d.action == "expire" and d.image.tags]
+    deploy_sample_workloads(session, DEMO_ACCOUNT, first.repository, first.region, old.digest, newest.digest,
+                            second.repository, second.region, expiring[-1].tags[0])
+    batch = [d.image for d in application.preview(third, scan=scan).result.decisions
+             if d.action == "expire" and d.image.tags][-1]
+    kube.objects["/apis/apps/v1/deployments"].append(sample_deployment(
+        "data", "nightly-batch", f"{DEMO_ACCOUNT}.dkr.ecr.{third.region}.amazonaws.com/{third.repository}:"
+                                 f"{batch.tags[0]}"))  # scaled to zero between runs: it still counts
+    application.in_use.references(fresh=True)  # the runtimes as they are now that the workloads run
+    out.write("\n== Where images run (ECS, Lambda, Kubernetes, recent pulls), as `ecr-cost-bot in-use` shows it ==\n\n")
+    rows = []
+    for row in (first, second, third):
+        found = application.preview(row, fresh=True)
+        tags = {i.digest: i.tags for i in found.images}
+        rows += [[row.repository, digest[7:19], ", ".join(tags.get(digest, ())) or "<untagged>",
+                  f"{u.kind} {u.name}", "would expire" if digest in found.in_use_expiring else ""]
+                 for digest, usages in sorted(found.used.items()) for u in usages if u.kind != "recent-pull"]
+        pulled = sum(1 for usages in found.used.values() if all(u.kind == "recent-pull" for u in usages))
+        if pulled:
+            rows.append([row.repository, "", "", f"and {pulled} images pulled in the last "
+                         f"{application.settings.recent_pull_days} days", ""])
+    out.write("\n".join(text_table(["repository", "digest", "tags", "used by", "base policy as written"], rows,
+                                    right=set())) + "\n\n")
+    for row in (first, second, third):
+        found = application.preview(row, fresh=True)
+        out.write(f"{row.repository}: the base policy as written would expire {found.expiring_count} images. "
+                  f"{protection_note(found)}\n")
+
+
 def _adopt_and_expire(rows, application, actor_for, session, out: TextIO) -> None:
-    """The owners adopt the base policy; then what ECR's lifecycle run would do, done by hand (moto has none)."""
+    """The owners adopt the base policy; then what ECR's lifecycle run would do with the policy now in AWS (the
+    protected form), done by hand (moto has none)."""
     out.write("\n== During the week ==\n")
     for row in rows:
         owner = row.owners[0] if row.owners else "U0DEMO001"
         decision = application.adopt(row, actor_for(owner)).decision
-        expiring = [d.image.digest for d in application.preview(row, fresh=True).result.decisions
+        expiring = [d.image.digest for d in application.preview(row, decision.policy_after, fresh=True).result.decisions
                     if d.action == "expire"]
         client = session.client("ecr", region_name=row.region)
         for start in range(0, len(expiring), 100):
@@ -119,7 +170,20 @@ def _adopt_and_expire(rows, application, actor_for, session, out: TextIO) -> Non
                                       imageIds=[{"imageDigest": d} for d in expiring[start:start + 100]])
         out.write(f"{owner} adopted the base policy on {row.repository} (decision #{decision.id}, previous policy "
                   f"backed up); ECR's lifecycle run expired {len(expiring)} images (moto has no lifecycle "
-                  f"runs: the demo deletes what the preview named)\n")
+                  f"runs: the demo deletes what the policy in AWS expires)\n")
+    _still_running(rows, application, session, out)
+
+
+def _still_running(rows, application, session, out: TextIO) -> None:
+    """After the lifecycle runs: every image that runs is still in ECR."""
+    for row in rows:
+        used = set(application.preview(row, fresh=True).used)
+        client = session.client("ecr", region_name=row.region)
+        live = {d["imageDigest"] for page in client.get_paginator("describe_images").paginate(
+            repositoryName=row.repository) for d in page["imageDetails"]}
+        kept = len(used & live)
+        out.write(f"{row.repository}: {kept} of {len(used)} images in use are still in ECR"
+                  + (" (all of them)" if kept == len(used) else ": SOME RUNNING IMAGES WERE EXPIRED") + "\n")
 
 
 def _report(scan, application, settings: Settings, now: datetime, folder: Path, out: TextIO) -> None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 import urllib.error
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -29,12 +27,11 @@ from .core.models import ScanResult
 from .core.report import WeeklyReport
 from .render import blocks
 from .render.report import report_message
-from .store import PROCESS, Store
+from .heartbeat import heartbeat
+from .store import CLAIM_LEASE, HEARTBEAT_SECONDS, PROCESS, Store
 
 logger = logging.getLogger(__name__)
 REPORT_EVENT = "ecr_cost_report"  # the message metadata that marks a posted report and its period
-CLAIM_LEASE = timedelta(minutes=10)
-HEARTBEAT_SECONDS = 60.0
 # errors with which Slack says it did not post and that pass by themselves: retried within the run
 RETRYABLE_POST_ERRORS = {"ratelimited", "service_unavailable", "request_timeout"}
 FIX_HINTS = {
@@ -49,9 +46,10 @@ FIX_HINTS = {
 }
 
 
-def period_start(settings: Settings, now: datetime) -> datetime:
-    """The schedule's last fire time at or before ``now``: the period a report belongs to."""
-    trigger = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
+def period_start(settings: Settings, now: datetime, schedule: str | None = None) -> datetime:
+    """The schedule's (default: the weekly report's) last fire time at or before ``now``: the period a run
+    belongs to."""
+    trigger = CronTrigger.from_crontab(schedule or settings.schedule, timezone=settings.timezone)
     now = now.astimezone(ZoneInfo(settings.timezone))
     for window in (timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=8),
                    timedelta(days=32), timedelta(days=370), timedelta(days=5 * 366)):
@@ -86,9 +84,10 @@ class ReportJob:
         return period_start(self._settings, self._clock()).isoformat()
 
     def catch_up(self) -> str:
-        """At start-up: the current period's report, if nobody has posted it yet."""
+        """At start-up: the current period's report, unless it was posted or someone alive is on it (a claim whose
+        holder died is taken over, a post whose answer was lost is checked)."""
         run = self._store.period_run(self.current_period())
-        if run is not None and run["status"] != "maybe_posted":
+        if run is not None and run["status"] == "posted":
             return "this period's report was already handled"
         return self.run()
 
@@ -97,17 +96,17 @@ class ReportJob:
         how = self._store.claim_period(period, self._who, lease=CLAIM_LEASE)
         if how is None:
             return f"the report for the period of {period} was already claimed"
-        with self._heartbeat(period):
+        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds, "report-claim"):
             return self._run(period, how)
 
     def _run(self, period: str, how: str) -> str:
         if how != "new":  # an earlier run may have posted before it died or lost the answer
             found = self._posted_ts(period)
             if isinstance(found, str):
-                self._store.finish_period(period, "posted", message_ts=found)
+                self._store.finish_period(period, self._who, "posted", message_ts=found)
                 return f"the report for the period of {period} was already posted (ts {found}, found in the channel)"
             if found is None and how == "maybe posted":
-                self._store.finish_period(period, "maybe_posted", error="cannot check the channel's history")
+                self._store.finish_period(period, self._who, "maybe_posted", error="cannot check the channel's history")
                 return (f"the report for the period of {period} may have been posted already and the channel's "
                         f"history cannot be read to check: not posted again (grant channels:history to let the "
                         f"bot check)")
@@ -116,45 +115,29 @@ class ReportJob:
             report = self._app.weekly_report(scan, datetime.fromisoformat(period))
         except Exception as exc:  # noqa: BLE001 - nothing was posted: the claim is given back
             logger.exception("building the weekly report for %s failed", period)
-            self._store.release_period(period)
+            self._store.release_period(period, self._who)
             return f"the report for the period of {period} failed before posting (a later run may retry): {exc}"
+        if not self._store.holds_period(period, self._who):  # stalled so long that another run took over
+            return f"the report for the period of {period} was taken over by another run while this one stalled"
         try:
             ts = self._post(report, period)
         except SlackApiError as exc:  # Slack answered "no": nothing was posted
             error = exc.response.get("error") if exc.response is not None else "unknown"
             hint = FIX_HINTS.get(error, "see Slack's error reference for chat.postMessage")
             logger.error("Slack refused the weekly report for %s (%s): %s", period, error, hint)
-            self._store.release_period(period)
+            self._store.release_period(period, self._who)
             return f"the report for the period of {period} was not posted: Slack said {error}; {hint}"
         except Exception as exc:  # noqa: BLE001 - the request may have reached Slack
             logger.exception("posting the weekly report for %s failed", period)
             if _not_sent(exc):
-                self._store.release_period(period)
+                self._store.release_period(period, self._who)
                 return f"the report for the period of {period} was not posted (Slack unreachable): {exc}"
-            self._store.finish_period(period, "maybe_posted", error=str(exc)[:2000])
+            self._store.finish_period(period, self._who, "maybe_posted", error=str(exc)[:2000])
             return f"the report for the period of {period} may not have been posted (answer lost): {exc}"
-        self._store.finish_period(period, "posted", message_ts=ts)
+        self._store.finish_period(period, self._who, "posted", message_ts=ts)
         self._upload_chart(report, ts)
         sent = self._nudge(scan, period)
         return f"report for the period of {period} posted (ts {ts}); {sent} owner messages sent"
-
-    @contextmanager
-    def _heartbeat(self, period: str) -> Iterator[None]:
-        """Keeps the claim alive while the run is (a scan of a large estate outlasts any fixed lease)."""
-        done = threading.Event()
-
-        def beat():
-            while not done.wait(self._heartbeat_seconds):
-                if not self._store.heartbeat_period(period, self._who):
-                    return
-
-        thread = threading.Thread(target=beat, name="report-claim-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join(timeout=5)
 
     def _posted_ts(self, period: str) -> str | None | bool:
         """The ts of this period's report found in the channel (by its metadata); False when surely absent;
@@ -215,6 +198,56 @@ class ReportJob:
                 try:
                     self._client.chat_postMessage(channel=user_id, text=message["text"],
                                                   blocks=[intro, *message["blocks"]][:blocks.MAX_BLOCKS])
+                    sent += 1
+                except SlackApiError:
+                    logger.exception("direct message to %s about %s failed", user_id, row.arn)
+        return sent
+
+
+class GuardJob:
+    """The daily guard: exactly once per period (ECR_COST_GUARD_SCHEDULE), like the report. Owners of in-use
+    images at risk under a policy the bot did not adopt get a direct message with a Protect button."""
+
+    def __init__(self, application: Application, store: Store, settings: Settings, client,
+                 owner_ids: Callable[[tuple[str, ...]], list[str]],
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self._app, self._store, self._settings = application, store, settings
+        self._client, self._owner_ids, self._clock = client, owner_ids, clock
+        self._heartbeat_seconds = heartbeat_seconds
+        self._who = PROCESS
+
+    def current_period(self) -> str:
+        return "guard:" + period_start(self._settings, self._clock(), self._settings.guard_schedule).isoformat()
+
+    def run(self) -> str:
+        period = self.current_period()
+        if self._store.claim_period(period, self._who, lease=CLAIM_LEASE) is None:
+            return f"the guard for {period} was already run"
+        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds, "guard-claim"):
+            try:
+                result = self._app.guard()
+            except Exception as exc:  # noqa: BLE001 - nothing was done: a later run may retry
+                logger.exception("the guard for %s failed", period)
+                self._store.release_period(period, self._who)
+                return f"the guard for {period} failed: {exc}"
+            sent = self._warn_owners(result, period)
+            self._store.finish_period(period, self._who, "posted")
+        return (f"guard {period}: {len(result.at_risk)} in-use images at risk, {len(result.protected)} protected, "
+                f"{len(result.released)} released{' (PARTIAL)' if result.partial else ''}; {sent} owner messages")
+
+    def _warn_owners(self, result, period: str) -> int:
+        by_repository: dict[str, list] = {}
+        for item in result.at_risk:
+            by_repository.setdefault(item.row.arn, []).append(item)
+        sent = 0
+        for items in by_repository.values():
+            row = items[0].row
+            for user_id in self._owner_ids(row.owners):
+                if not self._store.claim_nudge(period, row.arn, user_id):
+                    continue
+                try:
+                    self._client.chat_postMessage(channel=user_id, **blocks.guard_warning(row, items))
                     sent += 1
                 except SlackApiError:
                     logger.exception("direct message to %s about %s failed", user_id, row.arn)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -240,3 +242,119 @@ def load_estate(session, account_id: str, repos: list[SampleRepository], now: da
         client = clients.setdefault(repo.region, session.client("ecr", region_name=repo.region))
         push(client, repo)
     correct_moto(account_id, repos, now)
+
+
+# -- where the sample's images run (ECS, Lambda), with moto's gaps patched as in the tests -------------------
+
+def deploy_sample_workloads(session, account_id: str, ecs_repo: str, ecs_region: str, old_digest: str,
+                            new_digest: str, lambda_repo: str, lambda_region: str, lambda_tag: str) -> None:
+    """An ECS service deployed by the tag `prod` while it pointed at ``old_digest``; CI then moved `prod` to
+    ``new_digest`` (AWS leaves the old image untagged) while the service's task still runs the old digest. A
+    Lambda function on ``lambda_tag``. moto moves no tags and reports no task digest: both are set on its
+    backend, as ECR_FACTS.md §6 describes."""
+    from moto.moto_api import state_manager
+
+    registry = f"{account_id}.dkr.ecr.{ecs_region}.amazonaws.com/{ecs_repo}"
+    moto_move_tag(account_id, ecs_region, ecs_repo, "prod", old_digest)
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+    ecs = session.client("ecs", region_name=ecs_region)
+    ec2 = session.client("ec2", region_name=ecs_region)
+    ecs.create_cluster(clusterName="prod")
+    definition = ecs.register_task_definition(family=ecs_repo.replace("/", "-"), containerDefinitions=[
+        {"name": "app", "image": f"{registry}:prod", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="prod", serviceName=ecs_repo.replace("/", "-"), taskDefinition=definition,
+                       desiredCount=1)
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ecs.register_container_instance(cluster="prod", instanceIdentityDocument=json.dumps(
+        {"instanceId": instance, "region": ecs_region}))
+    task = ecs.run_task(cluster="prod", taskDefinition=definition, count=1)["tasks"][0]
+    moto_task_runs(account_id, ecs_region, "prod", task["taskArn"], old_digest)
+    moto_move_tag(account_id, ecs_region, ecs_repo, "prod", new_digest)  # CI pushes prod again
+    iam = session.client("iam", region_name=lambda_region)
+    role = iam.create_role(RoleName="thumbnails", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    session.client("lambda", region_name=lambda_region).create_function(
+        FunctionName="thumbnails", Role=role, PackageType="Image",
+        Code={"ImageUri": f"{account_id}.dkr.ecr.{lambda_region}.amazonaws.com/{lambda_repo}:{lambda_tag}"})
+
+
+def moto_move_tag(account_id: str, region: str, repository: str, tag: str, digest: str) -> None:
+    """What ECR does when ``tag`` is pushed again: the tag moves to ``digest`` and the image that held it stays,
+    untagged if that was its last tag (moto deletes that image instead)."""
+    from moto.ecr.models import ecr_backends
+
+    images = ecr_backends[account_id][region].repositories[repository].images
+    for image in images:
+        if tag in image.image_tags:
+            image.remove_tag(tag)
+            if not image.image_tags:
+                image.image_tag = None
+    next(i for i in images if i.image_digest == digest).update_tag(tag)
+
+
+def moto_task_runs(account_id: str, region: str, cluster: str, task_arn: str, digest: str) -> None:
+    """The digest a running task's containers really run (AWS's containers[].imageDigest; moto reports none)."""
+    from moto.ecs.models import ecs_backends
+
+    for container in ecs_backends[account_id][region].tasks[cluster][task_arn].containers:
+        container.imageDigest = digest
+
+
+# -- a Kubernetes API for the demo ------------------------------------------------------------------
+
+KUBERNETES_LIST_PATHS = ("/api/v1/pods", "/apis/apps/v1/deployments", "/apis/apps/v1/replicasets",
+                         "/apis/apps/v1/statefulsets", "/apis/apps/v1/daemonsets", "/apis/batch/v1/jobs",
+                         "/apis/batch/v1/cronjobs")
+
+
+def sample_deployment(namespace: str, name: str, image_uri: str, replicas: int = 0) -> dict:
+    return {"metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": name, "image": image_uri}]}}}}
+
+
+class SampleKubernetesApi:
+    """A local stand-in of a Kubernetes API server for the demo and the tests: answers the list calls the bot
+    makes (``objects``: path -> items), one item a page so that a client must follow ``continue``."""
+
+    def __init__(self, objects: dict[str, list[dict]]):
+        self.objects, self.paths = objects, []
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                standin.paths.append(self.path)
+                items = standin.objects.get(path)
+                if items is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                start = int(params.get("continue", "0") or 0)
+                limit = 1
+                page = items[start:start + limit]
+                meta = {"continue": str(start + limit)} if start + limit < len(items) else {}
+                body = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": meta, "items": page}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def kubeconfig(self, context: str) -> dict:
+        """A kubeconfig whose ``context`` reaches this server."""
+        return {"apiVersion": "v1", "kind": "Config", "current-context": context,
+                "clusters": [{"name": "sample", "cluster": {"server": self.url}}],
+                "users": [{"name": "sample", "user": {"token": "sample-token"}}],
+                "contexts": [{"name": context, "context": {"cluster": "sample", "user": "sample"}}]}
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -25,16 +25,32 @@ migrations = Migrations("ecr_cost_bot")
 
 _CHUNK = 500  # stay well under SQLite's bound-variable limit
 SCAN_LEASE = timedelta(minutes=15)  # a running scan whose heartbeat is older than this was abandoned
-# host:pid:nonce of this process; the nonce tells a restarted container's PID 1 from its predecessor
-PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+CLAIM_LEASE = timedelta(minutes=10)  # a claim (one change, one scan) whose holder stopped beating this long is free
+HEARTBEAT_SECONDS = 60.0
+
+
+class ScanAbandoned(Exception):
+    """The scan was marked abandoned (its heartbeat lapsed): its rows are gone, it must not complete."""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:")
+    except OSError:
+        return "?"
+
+
+# host:pid:nonce:pid-namespace of this process. The nonce tells a restarted container's PID 1 from its
+# predecessor; the namespace tells containers that share a host name (host networking) apart.
+PROCESS = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
 
 
 def _holder_is_dead(holder: str | None) -> bool:
-    """True when ``holder`` is a process of this host that no longer runs (or an earlier one with our PID)."""
-    host, _, rest = (holder or "").partition(":")
-    pid, _, nonce = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's process: only its heartbeat tells
+    """True when ``holder`` is a process of this host and PID namespace that no longer runs (or an earlier one
+    with our PID). Anything else (another machine, another container) only its heartbeat can tell."""
+    host, pid, _, namespace = ((holder or "").split(":") + ["", "", "", ""])[:4]
+    if host != socket.gethostname() or not pid.isdigit() or namespace != _pid_namespace() or namespace == "?":
+        return False
     if int(pid) == os.getpid():
         return holder != PROCESS
     try:
@@ -112,6 +128,18 @@ def m005_trust(db: Database) -> None:
     db["scans"].add_column("heartbeat_at", str)
 
 
+@migrations()
+def m006_in_use(db: Database) -> None:
+    # ECS task definitions are immutable per revision ARN: their container images, read once, ever
+    db["task_definitions"].create({"arn": str, "images": str, "fetched_at": str}, pk="arn")
+
+
+@migrations()
+def m007_repository_generation(db: Database) -> None:
+    # a repository deleted and created again has the same ARN: its creation time keeps their histories apart
+    db["decisions"].add_column("repository_created_at", str)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -176,6 +204,23 @@ class Store:
             with self.db.conn:
                 self.db["manifests"].insert_all(rows, ignore=True)
 
+    def task_definition_images(self, arns: Iterable[str]) -> dict[str, list[str]]:
+        arns = list(arns)
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(arns), _CHUNK):
+            chunk = arns[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(f"select arn, images from task_definitions where arn in ({marks})", chunk):
+                found[row["arn"]] = json.loads(row["images"])
+        return found
+
+    def put_task_definition_images(self, images: dict[str, list[str]]) -> None:
+        now = _iso(datetime.now(timezone.utc))
+        with self.db.conn:
+            self.db["task_definitions"].insert_all(
+                [{"arn": arn, "images": json.dumps(uris), "fetched_at": now} for arn, uris in images.items()],
+                ignore=True)
+
     def manifest_count(self) -> int:
         return self.db["manifests"].count
 
@@ -192,6 +237,8 @@ class Store:
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
         with self.db.conn:
+            if not self._beat(scan_id):  # an abandoned scan must not grow again (its rows were dropped)
+                raise ScanAbandoned(f"scan {scan_id} was marked abandoned")
             self.db["repository_snapshots"].insert({
                 "scan_id": scan_id, "arn": row.arn, "account_id": row.account_id, "region": row.region,
                 "repository": row.repository, "image_count": row.image_count,
@@ -205,8 +252,16 @@ class Store:
             self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
                                               replace=True)
-            self.db.execute("update scans set heartbeat_at = ? where id = ?",  # the scan is alive
-                            [_iso(datetime.now(timezone.utc)), scan_id])
+
+    def _beat(self, scan_id: int) -> bool:
+        cursor = self.db.execute("update scans set heartbeat_at = ? where id = ? and status = 'running'",
+                                 [_iso(datetime.now(timezone.utc)), scan_id])
+        return cursor.rowcount == 1
+
+    def heartbeat_scan(self, scan_id: int) -> bool:
+        """Keeps a running scan alive between repositories (listing, identity checks, a huge repository)."""
+        with self.db.conn:
+            return self._beat(scan_id)
 
     def finish_scan(self, result: ScanResult, keep_images_for: int = 2) -> None:
         """Marks the scan complete and drops image lists of all but the latest scans (summaries stay)."""
@@ -214,6 +269,8 @@ class Store:
             "select count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(monthly_cost_usd), 0) "
             "from repository_snapshots where scan_id = ?", [result.scan_id]).fetchone()
         with self.db.conn:
+            if not self._beat(result.scan_id):
+                raise ScanAbandoned(f"scan {result.scan_id} was marked abandoned")
             self.db["scans"].update(result.scan_id, {
                 "status": "complete", "finished_at": _iso(datetime.now(timezone.utc)),
                 "partial": int(result.partial),
@@ -312,9 +369,15 @@ class Store:
         values = {k: v for k, v in vars(decision).items() if k != "id"}
         values["at"] = _iso(decision.at)
         values["owners_checked"] = json.dumps(decision.owners_checked)
+        values["repository_created_at"] = _iso(decision.repository_created_at)
         with self.db.conn:
             table = self.db["decisions"].insert(values)
         return replace(decision, id=table.last_pk)
+
+    def withdraw_decision(self, decision_id: int) -> None:
+        """Removes a decision recorded just before a change that AWS then refused (the change never happened)."""
+        with self.db.conn:
+            self.db.execute("delete from decisions where id = ?", [decision_id])
 
     def decisions(self, arn: str | None = None, actions: tuple[str, ...] = ()) -> list[PolicyDecision]:
         """The decision log, oldest first; optionally one repository's, or some actions only."""
@@ -328,22 +391,35 @@ class Store:
         rows = self.db["decisions"].rows_where(" and ".join(where) or None, params, order_by="id")
         return [_decision(r) for r in rows]
 
-    def claim_repository(self, arn: str, holder: str, lease: timedelta = timedelta(minutes=5)) -> bool:
-        """True when ``holder`` may change ``arn`` now: nobody else (thread or process) holds it, or the
-        holder died more than ``lease`` ago. Release with ``release_repository``."""
+    def claim(self, key: str, holder: str, lease: timedelta = CLAIM_LEASE) -> bool:
+        """True when ``holder`` may act on ``key`` (a repository ARN, or the estate's scan) now: nobody else, in
+        any thread or process, holds it, or its holder stopped beating ``lease`` ago. The holder keeps it
+        alive with ``refresh_claim`` and gives it back with ``release_claim``."""
         now = datetime.now(timezone.utc)
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
-                                     [arn, holder, _iso(now)])
+                                     [key, holder, _iso(now)])
             if cursor.rowcount == 1:
                 return True
             cursor = self.db.execute("update repository_claims set holder = ?, claimed_at = ? "
-                                     "where arn = ? and claimed_at < ?", [holder, _iso(now), arn, _iso(now - lease)])
+                                     "where arn = ? and claimed_at < ?", [holder, _iso(now), key, _iso(now - lease)])
         return cursor.rowcount == 1
 
-    def release_repository(self, arn: str, holder: str) -> None:
+    def refresh_claim(self, key: str, holder: str) -> bool:
         with self.db.conn:
-            self.db.execute("delete from repository_claims where arn = ? and holder = ?", [arn, holder])
+            cursor = self.db.execute("update repository_claims set claimed_at = ? where arn = ? and holder = ?",
+                                     [_iso(datetime.now(timezone.utc)), key, holder])
+        return cursor.rowcount == 1
+
+    def claim_held(self, key: str, lease: timedelta = CLAIM_LEASE) -> bool:
+        """Whether someone holds ``key`` and is alive."""
+        row = self.db.execute("select 1 from repository_claims where arn = ? and claimed_at >= ?",
+                              [key, _iso(datetime.now(timezone.utc) - lease)]).fetchone()
+        return row is not None
+
+    def release_claim(self, key: str, holder: str) -> None:
+        with self.db.conn:
+            self.db.execute("delete from repository_claims where arn = ? and holder = ?", [key, holder])
 
     def claim_click(self, click_id: str) -> bool:
         """True the first time ``click_id`` is seen, by any thread or process."""
@@ -383,16 +459,26 @@ class Store:
                                      "and status = 'claimed'", [_iso(datetime.now(timezone.utc)), period, claimed_by])
         return cursor.rowcount == 1
 
-    def release_period(self, period: str) -> None:
-        """Gives a claim back when nothing was posted, so that a later run can report the period."""
+    def release_period(self, period: str, claimed_by: str) -> None:
+        """Gives a claim back when nothing was posted, so that a later run can report the period (only the
+        holder's own claim: one taken over meanwhile belongs to someone else)."""
         with self.db.conn:
-            self.db.execute("delete from report_runs where period = ? and status = 'claimed'", [period])
+            self.db.execute("delete from report_runs where period = ? and status = 'claimed' and claimed_by = ?",
+                            [period, claimed_by])
 
-    def finish_period(self, period: str, status: str, message_ts: str | None = None, error: str | None = None) -> None:
-        """``status``: 'posted', or 'maybe_posted' (the request left and its answer was lost)."""
+    def holds_period(self, period: str, claimed_by: str) -> bool:
+        row = self.db.execute("select 1 from report_runs where period = ? and claimed_by = ? and status = 'claimed'",
+                              [period, claimed_by]).fetchone()
+        return row is not None
+
+    def finish_period(self, period: str, claimed_by: str, status: str, message_ts: str | None = None,
+                      error: str | None = None) -> None:
+        """``status``: 'posted', or 'maybe_posted' (the request left and its answer was lost). A result always
+        lands: a claim lost meanwhile must not hide that something was posted."""
         with self.db.conn:
-            self.db["report_runs"].update(period, {"status": status, "message_ts": message_ts, "error": error,
-                                                   "finished_at": _iso(datetime.now(timezone.utc))})
+            self.db.execute("update report_runs set status = ?, message_ts = ?, error = ?, finished_at = ?, "
+                            "claimed_by = ? where period = ?", [status, message_ts, error,
+                                                                _iso(datetime.now(timezone.utc)), claimed_by, period])
 
     def period_run(self, period: str) -> dict | None:
         rows = list(self.db["report_runs"].rows_where("period = ?", [period]))
@@ -425,7 +511,8 @@ def _decision(row: dict) -> PolicyDecision:
         arn=row["arn"], action=row["action"], user_id=row["user_id"], source=row["source"], at=_parse(row["at"]),
         policy_before=row["policy_before"], policy_after=row["policy_after"],
         projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
-        owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"])
+        owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"],
+        repository_created_at=_parse(row["repository_created_at"]))
 
 
 def _snapshot(row: dict) -> RepositoryCost:

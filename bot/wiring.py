@@ -13,7 +13,9 @@ from .adoption import Actor, PolicyChanges
 from .application import Application
 from .aws import EcrCollector, SessionFactory, default_session_factory
 from .config import Settings
+from .runtimes import RuntimeCollector
 from .store import Store
+from .usage import InUseFinder
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Components:
     collector: EcrCollector
     changes: PolicyChanges
     application: Application
+    runtimes: RuntimeCollector
+    in_use: InUseFinder
 
     def close(self) -> None:
         self.store.close()
@@ -33,8 +37,16 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     store = Store(settings.db_path)
     collector = EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
                              settings.regions, settings.role_arns, store)
-    changes = PolicyChanges(collector, store, settings, clock)
-    return Components(settings, store, collector, changes, Application(store, collector, changes, settings, clock))
+    kubernetes = None
+    if settings.kube_contexts:
+        from .kube import KubernetesReader
+
+        kubernetes = KubernetesReader(settings.kube_contexts, settings.kubeconfig).collect
+    runtimes = RuntimeCollector(collector, store, kubernetes)
+    in_use = InUseFinder(runtimes, store, settings, clock)
+    changes = PolicyChanges(collector, store, settings, in_use, clock)
+    application = Application(store, collector, changes, in_use, settings, clock)
+    return Components(settings, store, collector, changes, application, runtimes, in_use)
 
 
 @contextmanager
@@ -65,3 +77,9 @@ def build_report_job(built: Components, client, directory, **options):
     from .jobs import ReportJob
 
     return ReportJob(built.application, built.store, built.settings, client, directory.owner_ids, **options)
+
+
+def build_guard_job(built: Components, client, directory, **options):
+    from .jobs import GuardJob
+
+    return GuardJob(built.application, built.store, built.settings, client, directory.owner_ids, **options)

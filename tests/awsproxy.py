@@ -27,6 +27,7 @@ class AwsProxy:
         self.deny_regions: set[str] = set()
         self.throttle_next = 0
         self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
+        self.canned: dict[str, dict] = {}  # operation -> the JSON answer (for what moto does not implement)
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -34,6 +35,7 @@ class AwsProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stalls
 
             def log_message(self, *args):
                 pass
@@ -41,7 +43,7 @@ class AwsProxy:
             def do_POST(self):
                 proxy._handle(self)
 
-            do_GET = do_POST
+            do_GET = do_PUT = do_DELETE = do_POST
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -63,6 +65,7 @@ class AwsProxy:
             self.throttle_next = 0
             self.max_page = {}
             self.fail = {}
+            self.canned = {}
 
     # -- request handling --------------------------------------------------------------
 
@@ -84,8 +87,16 @@ class AwsProxy:
                                 f"ecr:{operation} in region {region}")
         if operation in self.fail:
             return _reply_error(request, json_protocol, *self.fail[operation])
+        if operation in self.canned:
+            payload = json.dumps(self.canned[operation]).encode()
+            request.send_response(200)
+            request.send_header("Content-Type", "application/x-amz-json-1.1")
+            request.send_header("Content-Length", str(len(payload)))
+            request.end_headers()
+            request.wfile.write(payload)
+            return
         page = None
-        if operation in PAGED:
+        if operation in PAGED and json_protocol:  # ECR's; EC2 has a DescribeImages of its own
             params = json.loads(body or b"{}")
             size = params.pop("maxResults", 100)
             page = (min(size, self.max_page.get(operation, size)), int(params.pop("nextToken", None) or 0))

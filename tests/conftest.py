@@ -30,7 +30,8 @@ def hermetic(monkeypatch, tmp_path_factory):
     import os
 
     for name in list(os.environ):
-        if name.startswith(("SLACK_", "ECR_COST_", "AWS_")) or name == "KUBECONFIG":
+        if name.startswith(("SLACK_", "ECR_COST_", "AWS_")) or name.upper() in (
+                "KUBECONFIG", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)  # no profile, no region from ~/.aws
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)

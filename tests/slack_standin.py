@@ -37,6 +37,7 @@ class SlackStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stalls
 
             def log_message(self, *args):
                 pass

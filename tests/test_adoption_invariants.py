@@ -192,5 +192,5 @@ class AdoptionMachine(RuleBasedStateMachine):
 def test_adoption_promises_hold_over_random_sequences(aws, tmp_path):
     AdoptionMachine.db_dir = tmp_path
     run_state_machine_as_test(AdoptionMachine, settings=settings(
-        max_examples=10, stateful_step_count=10, deadline=None,
+        max_examples=8, stateful_step_count=10, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))

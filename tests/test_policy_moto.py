@@ -6,6 +6,7 @@ import json
 import pytest
 
 from bot.config import shipped_base_policy_text
+from bot.core.inuse import protected
 from bot.sample import SampleRepository, blob, image
 from bot.store import Store
 from tests.conftest import ACCOUNT, ecr
@@ -28,6 +29,11 @@ def repository(policy: str | None = None) -> SampleRepository:
     return SampleRepository("us-east-1", "shop", images, tags={"owner": "U0SHOP123"}, policy=policy)
 
 
+def adopted_base() -> dict:
+    """The base policy as the bot adopts it: with its first rule keeping the images in use."""
+    return protected(json.loads(shipped_base_policy_text()))
+
+
 def current_policy() -> str | None:
     client = ecr()
     try:
@@ -46,8 +52,9 @@ def test_preview_names_the_images_and_the_bytes_freed(aws, capsys):
     code, out, err = run_cli(capsys, "policy", "preview", "shop", "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {"repository", "account_id", "region", "valid", "errors", "expiring", "expiring_image_count",
+    assert set(doc) >= {"repository", "account_id", "region", "valid", "errors", "expiring", "expiring_image_count",
                         "remaining_image_count", "bytes_freed", "monthly_savings_usd"}
+    assert doc["in_use"] == [] and doc["in_use_expiring"] == [] and doc["in_use_partial"] is False
     assert doc["valid"] is True and doc["errors"] == [] and doc["account_id"] == ACCOUNT
     tags = sorted(tag for entry in doc["expiring"] for tag in entry["image_tags"])
     # untagged keep 1 (2 of 3 leftovers go), latest keep 1 (latest-old goes), v keep 9 (16 go)
@@ -86,7 +93,7 @@ def test_custom_policy_apply_base_then_rollback_restores_the_identical_text(aws,
     load([repository(policy=CUSTOM)])
     code, out, err = run_cli(capsys, "policy", "apply", "shop", "--yes")
     assert code == 0, err
-    assert json.loads(current_policy()) == json.loads(shipped_base_policy_text())
+    assert json.loads(current_policy()) == adopted_base()
     db = store(settings)
     adopted = db.decisions()[-1]
     assert adopted.action == "adopted" and adopted.policy_before == CUSTOM and adopted.source == "cli"

@@ -18,7 +18,7 @@ import pytest
 from bot.store import Store
 from tests.conftest import ACCOUNT, free_port
 from tests.slack_standin import SlackStandIn, signed_headers
-from tests.test_policy_moto import CUSTOM, current_policy, repository
+from tests.test_policy_moto import CUSTOM, adopted_base, current_policy, repository
 from tests.test_scan_moto import load, run_cli
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -194,7 +194,7 @@ def test_the_owners_click_adopts_backs_up_records_and_rolls_back_exactly(served,
     assert replaced["replace_original"] is True
     assert f"Base policy adopted by <@{OWNER}>" in all_text(replaced)
     assert [e["action_id"] for e in replaced["blocks"][-1]["elements"]] == ["rollback", "preview_policy"]
-    assert json.loads(current_policy()) == settings.base_policy
+    assert json.loads(current_policy()) == adopted_base()
     [adopted] = decisions(settings.db_path)
     assert (adopted.action, adopted.user_id, adopted.source, adopted.policy_before) == \
         ("adopted", OWNER, "slack", CUSTOM)

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from bot.adoption import Actor, HandEdited, NotAnOwner, PolicyOperationError
-from bot.config import load_settings, shipped_base_policy_text
-from bot.store import Store
+from bot.config import load_settings
+from bot.core.inuse import protected
+from bot.store import PROCESS, Store
 from bot.wiring import components
 from tests.conftest import ACCOUNT, ecr
-from tests.test_policy_moto import CUSTOM, current_policy, repository
+from tests.test_policy_moto import CUSTOM, adopted_base, current_policy, repository
 from tests.test_scan_moto import load, run_cli
 
 ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shop"
@@ -47,11 +48,11 @@ def test_two_adoptions_then_two_rollbacks_restore_the_original_byte_for_byte(aws
     second.write_text(SECOND)
     assert run_cli(capsys, "policy", "apply", "shop", "--yes")[0] == 0
     assert run_cli(capsys, "policy", "apply", "shop", "--policy", str(second), "--yes")[0] == 0
-    assert current_policy() == SECOND
+    assert json.loads(current_policy()) == protected(json.loads(SECOND))  # adopted in its protected form
 
     code, out, err = run_cli(capsys, "policy", "rollback", "shop", "--yes")
     assert code == 0, err
-    assert json.loads(current_policy()) == json.loads(shipped_base_policy_text())  # one step back: the base
+    assert json.loads(current_policy()) == adopted_base()  # one step back: the base (protected)
     code, out, err = run_cli(capsys, "policy", "rollback", "shop", "--yes")
     assert code == 0, err
     assert current_policy() == CUSTOM  # two steps back: the team's original, byte for byte
@@ -122,11 +123,11 @@ def test_a_change_in_progress_elsewhere_blocks_a_second_one(aws, capsys, setting
     assert run_cli(capsys, "scan")[0] == 0
     with components(load_settings()) as built:
         _, row = built.application.find("shop")
-        assert built.store.claim_repository(ARN, "other-replica:1:abc")  # another process is changing it
+        assert built.store.claim(ARN, "other-replica:1:abc")  # another process is changing it
         with pytest.raises(PolicyOperationError, match="another change to shop is in progress"):
             built.application.adopt(row, slack_user("U0SHOP123"))
         assert current_policy() is None and decisions(settings) == []
-        built.store.release_repository(ARN, "other-replica:1:abc")
+        built.store.release_claim(ARN, "other-replica:1:abc")
         assert built.application.adopt(row, slack_user("U0SHOP123")).decision is not None
 
 
@@ -189,7 +190,7 @@ def test_rollback_over_a_hand_edit_raises_with_both_policies(aws, capsys, settin
         ecr().delete_lifecycle_policy(repositoryName="shop")  # removed by hand
         with pytest.raises(HandEdited) as edited:
             built.application.rollback(row, slack_user("U0SHOP123"))
-        assert edited.value.live is None and json.loads(edited.value.expected) == json.loads(shipped_base_policy_text())
+        assert edited.value.live is None and json.loads(edited.value.expected) == adopted_base()
         assert built.application.rollback(row, slack_user("U0SHOP123"), force=True).decision is not None
 
 
@@ -229,7 +230,8 @@ def test_a_killed_scan_is_abandoned_and_its_rows_pruned(aws, capsys, settings):
     killed = subprocess.run([sys.executable, "-c", f"""
 import os
 from datetime import datetime, timezone
-from bot.store import Store
+from bot.core.inuse import protected
+from bot.store import PROCESS, Store
 from tests.test_analysis import row
 store = Store({settings.db_path!r})
 scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
@@ -263,7 +265,7 @@ def test_serve_start_up_abandons_scans_a_dead_process_left_running(tmp_path):
         from datetime import datetime, timezone
         with store.db.conn:
             store.db["scans"].insert({"generated_at": datetime.now(timezone.utc).isoformat(), "status": "running",
-                                      "holder": f"{os.uname().nodename}:999999999:dead",
+                                      "holder": f"{os.uname().nodename}:999999999:dead:{PROCESS.split(':')[3]}",
                                       "heartbeat_at": datetime.now(timezone.utc).isoformat()})
         assert store.abandon_dead_scans() == [1]
         assert store.scan_status(1) == "abandoned"
@@ -332,6 +334,7 @@ def test_the_suite_ignores_a_hostile_environment_and_working_directory(tmp_path)
            "ECR_COST_REGIONS": "not-a-region", "ECR_COST_ADMINS": "nobody", "AWS_REGION": "mars-north-9",
            "AWS_PROFILE": "does-not-exist", "ECR_COST_DB": str(tmp_path / "ecr-cost.db")}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
-                           str(ROOT / "tests" / "test_config_and_cli.py"), str(ROOT / "tests" / "test_store.py")],
+                           str(ROOT / "tests" / "test_store.py"), str(ROOT / "tests" / "test_analysis.py"),
+                           str(ROOT / "tests" / "test_config_and_cli.py"), "-k", "not demo"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

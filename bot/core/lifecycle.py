@@ -303,6 +303,13 @@ def policy_status(policy_text: str | None, base_policy: dict) -> str:
     return f"custom ({count} rule{'s' if count != 1 else ''})"
 
 
+def fingerprint(policy_text: str | None) -> str:
+    """A short, stable name for one exact policy text (or for none)."""
+    import hashlib
+
+    return hashlib.sha256((policy_text if policy_text is not None else "\0none").encode()).hexdigest()[:16]
+
+
 def same_rules(first: str | None, second: str | None) -> bool:
     """Whether two policy texts have the same rules, descriptions aside (None: no policy)."""
     if first is None or second is None:

@@ -132,6 +132,7 @@ class PolicyDecision:
     backup_id: int | None = None
     owners_checked: tuple[str, ...] = ()  # the owner tag as AWS had it when the change was authorised
     undoes: int | None = None  # a rollback: the id of the adoption it undid
+    repository_created_at: datetime | None = None  # tells a repository from one deleted and re-created by name
 
 
 @dataclass(frozen=True)
@@ -151,3 +152,7 @@ class RepositoryView:
     adopted: bool  # an adoption through the bot is in force: Roll back can undo it
     scanned_at: datetime
     previous: RepositoryCost | None = None  # the same repository in last period's scan
+    in_use_count: int | None = None  # images running somewhere (None: not checked)
+    in_use_kept: int = 0  # of them, how many the base policy as written would have expired: adoption keeps them
+    in_use_where: tuple[str, ...] = ()  # e.g. "ecs-service prod/api", "lambda thumbnails:live"
+    in_use_blind: tuple[str, ...] = ()  # runtimes that could not be read: the in-use check is partial

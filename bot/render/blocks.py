@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..core.analysis import Summary
+from ..core.lifecycle import fingerprint
 from ..core.models import SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
 from .text import gib, usd
 
@@ -21,7 +22,8 @@ MAX_CONFIRM_TITLE, MAX_CONFIRM_TEXT, MAX_CONFIRM_BUTTON = 100, 300, 30
 # action ids: the listeners register these exact names
 ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK = "adopt_base_policy", "preview_policy", "snooze", "decline", "rollback"
 ROLLBACK_OVER_HAND_EDIT = "rollback_over_hand_edit"  # the second confirmation when the policy was edited by hand
-ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT)
+PROTECT = "protect_in_use"  # the guard's button: the repository's own policy, adopted in its protected form
+ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT)
 
 
 def escape(text: str) -> str:
@@ -113,7 +115,28 @@ def _detail_text(view: RepositoryView) -> str:
     if view.expiring_count is not None and view.lifecycle_status != "base":
         lines.append(f"*Base policy* would expire {view.expiring_count} images, freeing "
                      f"{gib(view.bytes_freed or 0)} GB: *{usd(view.savings_usd or 0)}/month*")
+    lines += in_use_lines(view)
     return "\n".join(lines)
+
+
+def in_use_lines(view: RepositoryView, limit: int = 5) -> list[str]:
+    """Where the repository's images run, what the base policy as written would have expired of them (the bot
+    keeps them), and any runtime it could not see."""
+    if view.in_use_count is None:
+        return []
+    lines = []
+    if view.in_use_count:
+        where = ", ".join(escape(w) for w in view.in_use_where[:limit]) + \
+            (f" and {len(view.in_use_where) - limit} more" if len(view.in_use_where) > limit else "")
+        kept = (f"; the base policy as written would expire *{view.in_use_kept}* of them: adopting through the bot "
+                f"keeps them" if view.in_use_kept else "")
+        lines.append(f"*In use* {view.in_use_count} images ({where}){kept}")
+    else:
+        lines.append("*In use* no image runs in ECS, Lambda or Kubernetes, nor was pulled lately")
+    if view.in_use_blind:
+        lines.append(f":warning: *In-use check partial*: {escape(view.in_use_blind[0])}"
+                     + (f" (and {len(view.in_use_blind) - 1} more)" if len(view.in_use_blind) > 1 else ""))
+    return lines
 
 
 def decision_line(decision: PolicyDecision) -> str:
@@ -140,9 +163,32 @@ def hand_edit_message(arn: str, repository: str, live: str | None, expected: str
                 section(f"*In AWS now*\n{shown(live)}"),
                 section(f"*What the bot last set*\n{shown(expected)}"),
                 {"type": "actions", "block_id": "handedit:" + hashlib.sha1(arn.encode()).hexdigest(), "elements": [
-                    button("Roll back anyway", ROLLBACK_OVER_HAND_EDIT, arn, "danger", confirm_dialog(
+                    # the value names the edit shown too: a later edit is shown again, never overwritten unseen
+                    button("Roll back anyway", ROLLBACK_OVER_HAND_EDIT, f"{arn} {fingerprint(live)}", "danger",
+                           confirm_dialog(
                         "Overwrite the hand edit?", "The policy in AWS now is backed up first, then the policy "
                         "before the latest adoption is restored.", "Roll back anyway"))]}]}
+
+
+def guard_warning(row: RepositoryCost, items: Sequence, limit: int = 20) -> dict:
+    """The guard's direct message: running images the repository's current policy would expire, and Protect."""
+    lines = [f"`{i.digest[7:19]}` (rule {i.rule_priority}) used by "
+             + ", ".join(f"{escape(u.kind)} {escape(u.name)}" for u in i.used_by[:3])
+             + (f" and {len(i.used_by) - 3} more" if len(i.used_by) > 3 else "") for i in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"… and {len(items) - limit} more (`ecr-cost-bot guard`)")
+    blocks = [section(f":rotating_light: The lifecycle policy of *{escape(row.repository)}* ({escape(row.region)}) "
+                      f"would expire *{len(items)}* images that are running. When ECR expires them, the next task "
+                      f"start, scale-out or cold start fails with \"manifest unknown\"."),
+              *sections(lines),
+              {"type": "actions", "block_id": "guard:" + hashlib.sha1(row.arn.encode()).hexdigest(), "elements": [
+                  button("Protect running images", PROTECT, row.arn, "primary", confirm_dialog(
+                      "Protect the running images?", "Pins the running images with a tag and adds a first rule "
+                      "that keeps pinned images to this repository's own policy. The current policy is backed "
+                      "up first and can be rolled back in one click.", "Protect")),
+                  button("Preview", PREVIEW, row.arn)]}]
+    return {"text": clip(f"{row.repository}: {len(items)} running images would be expired by its lifecycle policy",
+                         MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
 
 def repository_actions(view: RepositoryView) -> dict:
@@ -155,11 +201,13 @@ def repository_actions(view: RepositoryView) -> dict:
     else:
         savings = "" if view.savings_usd is None else (
             f"It expires {view.expiring_count} images and saves {usd(view.savings_usd)}/month. ")
+        kept = f"{view.in_use_kept} running images it would expire are kept. " if view.in_use_kept else ""
+        blind = "In-use check PARTIAL: some runtimes could not be read. " if view.in_use_blind else ""
         elements = [
             button("Adopt base policy", ADOPT, arn, "primary", confirm_dialog(
                 "Adopt the base policy?",
-                f"{savings}The current policy ({view.lifecycle_status}) of {view.label} is backed up first and "
-                f"can be rolled back in one click.", "Adopt")),
+                f"{blind}{savings}{kept}The current policy ({view.lifecycle_status}) of {view.label} is backed up "
+                f"first and can be rolled back in one click.", "Adopt")),
             button("Preview", PREVIEW, arn),
             button("Not now", SNOOZE, arn),
             button("Decline", DECLINE, arn),
@@ -227,9 +275,12 @@ def not_found(query: str, candidates: Sequence[str]) -> dict:
 
 
 def preview_message(view: RepositoryView, expiring: Sequence[tuple[str, Sequence[str], datetime | None, int]],
-                    limit: int = 40) -> dict:
-    """The images the base policy would expire: (digest, tags, pushed at, rule priority)."""
+                    limit: int = 40, kept: Sequence[str] = ()) -> dict:
+    """The images the base policy would expire: (digest, tags, pushed at, rule priority); ``kept``: those of them
+    that run somewhere, which adopting through the bot keeps."""
+    kept = set(kept)
     lines = [f"`{digest[7:19]}` {escape(', '.join(tags)) or '_untagged_'} · pushed {date_text(pushed)} · rule {rule}"
+             + (" · :shield: *in use: kept*" if digest in kept else "")
              for digest, tags, pushed, rule in expiring[:limit]]
     if len(expiring) > limit:
         lines.append(f"… and {len(expiring) - limit} more (`ecr-cost-bot policy preview {escape(view.label)}`)")

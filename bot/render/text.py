@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from ..core.analysis import Summary, display_names, summarize
 from ..core.cost import GIB
 from ..core.lifecycle import Preview, policy_status
-from ..core.models import PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
+from ..core.inuse import InUseSet, Usage
+from ..core.models import Image, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 
 MIB = 2**20
 
@@ -176,8 +177,21 @@ def repository_detail_text(row: RepositoryCost, position: int, total: int, previ
 
 # -- lifecycle policy previews and the decision log -------------------------------------------
 
-def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, problems: Sequence[str] = ()) -> dict:
-    """The contract's `policy preview --format json`; ``result`` is None for an invalid policy."""
+def usage_json(usage: Usage) -> dict:
+    return {"kind": usage.kind, "name": usage.name, "account_id": usage.account_id, "region": usage.region}
+
+
+def in_use_json(digest: str, tags: Sequence[str], used_by: Sequence[Usage]) -> dict:
+    return {"image_digest": digest, "image_tags": list(tags), "used_by": [usage_json(u) for u in used_by]}
+
+
+def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, problems: Sequence[str] = (),
+                 used: Mapping[str, Sequence[Usage]] | None = None, in_use: InUseSet | None = None,
+                 images: Sequence[Image] = (), adopted: Preview | None = None,
+                 adopted_savings: float | None = None) -> dict:
+    """The contract's `policy preview --format json`; ``result`` is None for an invalid policy. ``in_use``: what
+    runs in the repository (``in_use_expiring``: what the policy as written would expire of it), and
+    ``adopted``: what the bot would really adopt, with every in-use image kept."""
     doc = {"repository": ref.name, "account_id": ref.account_id, "region": ref.region,
            "valid": result is not None, "errors": list(problems)}
     if result is None:
@@ -192,15 +206,68 @@ def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, pro
         "bytes_freed": result.bytes_freed,
         "monthly_savings_usd": round(savings, 4),
     })
+    if in_use is not None:
+        tags = {i.digest: i.tags for i in images}
+        used = used or {}
+        expiring_digests = {d.image.digest for d in expiring}
+        doc["in_use"] = [in_use_json(d, tags.get(d, ()), u) for d, u in sorted(used.items())]
+        doc["in_use_expiring"] = [in_use_json(d, tags.get(d, ()), u) for d, u in sorted(used.items())
+                                  if d in expiring_digests]
+        doc["in_use_partial"] = in_use.partial
+        doc["in_use_problems"] = [f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in in_use.problems]
+    if adopted is not None:
+        doc["adopted_form"] = {"expiring_image_count": sum(1 for d in adopted.decisions if d.action == "expire"),
+                               "bytes_freed": adopted.bytes_freed,
+                               "monthly_savings_usd": round(adopted_savings or 0.0, 4)}
     return doc
 
 
+def in_use_table(items) -> str:
+    """`in-use`: one line per image and place it runs."""
+    if not items:
+        return "no image is in use (or nothing could be read: see the warnings)"
+    rows = [[item.row.repository, item.row.region, item.digest[7:19], ", ".join(item.tags) or "<untagged>",
+             f"{u.kind} {u.name}", f"{u.account_id} {u.region}".strip()] for item in items for u in item.used_by]
+    return "\n".join(text_table(["repository", "region", "digest", "tags", "used by", "runs in"], rows, right=set()))
+
+
+def guard_item_json(item, with_rule: bool = True) -> dict:
+    doc = {"repository": item.row.repository, "account_id": item.row.account_id, "region": item.row.region,
+           "image_digest": item.digest}
+    if with_rule:
+        doc["rule_priority"] = item.rule_priority
+    doc["used_by"] = [usage_json(u) for u in item.used_by]
+    return doc
+
+
+def guard_json(result) -> dict:
+    return {"at_risk": [guard_item_json(i) for i in result.at_risk],
+            "protected": [guard_item_json(i, with_rule=False) for i in result.protected],
+            "released": [guard_item_json(i, with_rule=False) for i in result.released],
+            "partial": result.partial, "errors": list(result.errors)}
+
+
+def guard_table(result) -> str:
+    lines = [f"{len(result.at_risk)} in-use images at risk, {len(result.protected)} protected, "
+             f"{len(result.released)} released" + (" - PARTIAL: some runtimes could not be read" if result.partial
+                                                   else "")]
+    if result.at_risk:
+        rows = [[i.row.repository, i.row.region, i.digest[7:19], str(i.rule_priority),
+                 "; ".join(f"{u.kind} {u.name}" for u in i.used_by)] for i in result.at_risk]
+        lines += ["", "AT RISK (the repository's current policy would expire these running images):",
+                  *text_table(["repository", "region", "digest", "rule", "used by"], rows, right={3})]
+    lines += [f"error: {e}" for e in result.errors]
+    return "\n".join(lines)
+
+
 def preview_text(ref: RepositoryRef, result: Preview, image_count: int, savings: float, source: str,
-                 limit: int = 50) -> str:
+                 limit: int = 50, note: str = "") -> str:
     expiring = sum(1 for d in result.decisions if d.action == "expire")
     lines = [f"{ref.name} ({ref.account_id} {ref.region}), images from the {source}:",
              f"  {expiring} of {image_count} images would expire, freeing {gib(result.bytes_freed)} GB: "
              f"{usd(savings)}/month; {result.remaining_image_count} remain"]
+    if note:
+        lines.append(f"  {note}")
     transitions = len(result.decisions) - expiring
     if transitions:
         lines.append(f"  {transitions} images would move to the archive storage class")

@@ -28,27 +28,31 @@ class Outcome:
     ephemeral_message: dict | None = None
 
 
-def act(application: Application, directory: SlackDirectory, action_id: str, arn: str, user_id: str,
+def act(application: Application, directory: SlackDirectory, action_id: str, value: str, user_id: str,
         click_id: str) -> Outcome:
+    arn, _, seen_edit = value.partition(" ")  # Roll back anyway also names the hand edit the person saw
     found = application.find_by_arn(arn)
     if found is None:
         return Outcome(ephemeral="That repository is no longer in the latest scan; nothing was changed.")
     scan, row = found
     if action_id == blocks.PREVIEW:  # anyone may look
         try:
-            view, expiring = application.expiring(row, scan)
+            view, expiring, kept = application.expiring(row, scan)
         except PolicyOperationError as exc:
             return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
         return Outcome(ephemeral_message=blocks.preview_message(
-            view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring]))
-    if not application.store.claim_click(click_id):
+            view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
+    if not application.first_delivery(click_id):
         return Outcome()  # the same click delivered again: already handled
     actor = directory.actor(user_id)
     try:
         if action_id == blocks.ADOPT:
             change = application.adopt(row, actor)
         elif action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT):
-            change = application.rollback(row, actor, force=action_id == blocks.ROLLBACK_OVER_HAND_EDIT)
+            forced = action_id == blocks.ROLLBACK_OVER_HAND_EDIT
+            change = application.rollback(row, actor, force=forced, over=seen_edit if forced else None)
+        elif action_id == blocks.PROTECT:
+            change = application.protect(row, actor)
         elif action_id == blocks.SNOOZE:
             change = application.snooze(row, actor)
         elif action_id == blocks.DECLINE:

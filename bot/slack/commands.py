@@ -5,7 +5,7 @@ import logging
 
 from slack_bolt import App
 
-from ..application import Application, EstateUnreadable
+from ..application import Application, EstateUnreadable, ScanBusy
 from ..core.analysis import AmbiguousOrUnknownName
 from ..render import blocks
 
@@ -23,6 +23,8 @@ def register(app: App, application: Application) -> None:
             message = answer(application, query)
         except EstateUnreadable as exc:
             message = blocks.plain_message(f":x: No AWS account could be read: {blocks.escape(str(exc))}")
+        except ScanBusy as exc:
+            message = blocks.plain_message(f":hourglass: {blocks.escape(str(exc))}")
         except Exception:  # noqa: BLE001 - the user still gets an answer
             logger.exception("/ecr-cost %r failed", query[:200])
             message = blocks.plain_message(":x: Something went wrong answering that; the error is in the bot's log.")

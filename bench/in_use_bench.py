@@ -1,0 +1,162 @@
+"""In-use collection benchmark: where images run (ECS, Lambda), against the API floor and a scan of the same
+estate, on moto's server over HTTP, in one run.
+
+    .venv/bin/python bench/in_use_bench.py [--services 200 --tasks 1000 --definitions 300 --functions 200]
+
+The estate: one cluster per 20 services; `--definitions` task definitions shared by the services; `--tasks`
+running tasks spread over the services' definitions; `--functions` Lambda image functions, each with one
+published version and one alias; one repository holding the images they run.
+
+The floor is the fewest calls a correct collection can make: per region list_clusters, per cluster
+list_services and list_tasks (pages of 100), describe_services by 10, describe_tasks by 100, one
+describe_task_definition per distinct definition, list_functions (pages of 50), and per image function
+list_versions_by_function, list_aliases and one get_function per qualifier ($LATEST, the version, the alias).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--definitions", type=int, default=300)
+    parser.add_argument("--functions", type=int, default=200)
+    args = parser.parse_args()
+
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    workdir = tempfile.mkdtemp(prefix="in-use-bench-")
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                       "MOTO_LAMBDA_STUB_ECR": "false", "ECR_COST_DB": os.path.join(workdir, "bench.db"),
+                       "ECR_COST_REGIONS": "us-east-1"})
+    try:
+        floor, used_definitions = build_estate(args)
+        from bot.config import load_settings
+        from bot.wiring import build
+
+        built = build(load_settings())
+        started = time.perf_counter()
+        built.application.scan()
+        scan_seconds = time.perf_counter() - started
+
+        calls_before = built.collector.api_calls
+        started = time.perf_counter()
+        references, problems = built.runtimes.collect()
+        first_seconds = time.perf_counter() - started
+        first_calls = built.collector.api_calls - calls_before
+        first_definitions = built.runtimes.task_definitions_read
+        assert not problems, problems
+
+        calls_before = built.collector.api_calls
+        started = time.perf_counter()
+        built.runtimes.collect()
+        second_seconds = time.perf_counter() - started
+        second_calls = built.collector.api_calls - calls_before
+        second_definitions = built.runtimes.task_definitions_read - first_definitions
+        built.close()
+    finally:
+        server.stop()
+
+    warm_floor = floor - used_definitions
+    print(f"estate: {args.services} services, {args.tasks} running tasks, {args.definitions} task definitions, "
+          f"{args.functions} Lambda functions (moto server, HTTP)")
+    print(f"{'':32} {'wall s':>7} {'API calls':>9} {'floor':>6} {'calls/floor':>11}")
+    print(f"{'scan of the same estate':32} {scan_seconds:7.2f}")
+    print(f"{'in-use, first (cold cache)':32} {first_seconds:7.2f} {first_calls:9d} {floor:6d} "
+          f"{first_calls / floor:11.2f}")
+    print(f"{'in-use, second (warm cache)':32} {second_seconds:7.2f} {second_calls:9d} {warm_floor:6d} "
+          f"{second_calls / warm_floor:11.2f}")
+    print(f"\nreferences found: {len(references)}; task definitions read: first {first_definitions}, "
+          f"second {second_definitions}")
+    print(f"in-use collection / scan wall time: {first_seconds / scan_seconds:.2f}x (first), "
+          f"{second_seconds / scan_seconds:.2f}x (second); target calls <= 1.2x the floor")
+
+
+def build_estate(args) -> tuple[int, int]:
+    """Creates the estate; returns the floor of API calls for one collection (cold cache) and how many task
+    definitions are in use."""
+    import boto3
+
+    from bot.sample import SampleRepository, blob, image, push
+
+    ecr = boto3.client("ecr")
+    images = [image([blob(f"base-{n % 5}", 10_000_000)], blob(f"cfg-{n}", 100), (f"v{n}",)) for n in range(50)]
+    push(ecr, SampleRepository("us-east-1", "app", images))
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    uri = f"{account}.dkr.ecr.us-east-1.amazonaws.com/app"
+
+    ecs = boto3.client("ecs")
+    ec2 = boto3.client("ec2")
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    clusters = [f"c{n}" for n in range(math.ceil(args.services / 20))]
+    definitions = []
+    for n in range(args.definitions):
+        definitions.append(ecs.register_task_definition(family=f"td{n}", containerDefinitions=[
+            {"name": "app", "image": f"{uri}:v{n % 50}", "memory": 128}])["taskDefinition"]["taskDefinitionArn"])
+    used_definitions = set()
+    services_by_cluster: dict[str, list[str]] = {c: [] for c in clusters}
+    for n in range(args.services):
+        cluster = clusters[n % len(clusters)]
+        ecs.create_cluster(clusterName=cluster)
+        ecs.create_service(cluster=cluster, serviceName=f"s{n}", taskDefinition=definitions[n % len(definitions)],
+                           desiredCount=1)
+        used_definitions.add(definitions[n % len(definitions)])
+        services_by_cluster[cluster].append(f"s{n}")
+    tasks_by_cluster = {c: 0 for c in clusters}
+    for cluster in clusters:
+        instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=json.dumps(
+            {"instanceId": instance, "region": "us-east-1"}))
+    from moto.moto_api import state_manager
+
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+    remaining, n = args.tasks, 0
+    while remaining:
+        cluster = clusters[n % len(clusters)]
+        count = min(10, remaining)
+        ecs.run_task(cluster=cluster, taskDefinition=definitions[n % len(definitions)], count=count)
+        used_definitions.add(definitions[n % len(definitions)])
+        tasks_by_cluster[cluster] += count
+        remaining -= count
+        n += 1
+    lam = boto3.client("lambda")
+    role = boto3.client("iam").create_role(RoleName="bench", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    for n in range(args.functions):
+        lam.create_function(FunctionName=f"f{n}", Role=role, PackageType="Image", Code={"ImageUri": f"{uri}:v{n % 50}"})
+        version = lam.publish_version(FunctionName=f"f{n}")["Version"]
+        lam.create_alias(FunctionName=f"f{n}", Name="live", FunctionVersion=version)
+
+    floor = 1  # list_clusters
+    for cluster in clusters:
+        services, tasks = len(services_by_cluster[cluster]), tasks_by_cluster[cluster]
+        floor += max(1, math.ceil(services / 100)) + math.ceil(services / 10)
+        floor += max(1, math.ceil(tasks / 100)) + math.ceil(tasks / 100)
+    floor += len(used_definitions)  # the definitions nothing runs are never read
+    floor += max(1, math.ceil(args.functions / 50)) + args.functions * (2 + 3)
+    return floor, len(used_definitions)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Where images run, read from AWS: ECS (services, their deployments' task definitions and service revisions,
+running tasks) and Lambda (image functions: $LATEST, every version, every alias), in every account and region
+the scan covers, plus Kubernetes through bot/kube.py. Returns core references; resolution is in core/inuse.py.
+
+A source that cannot be read is a named SourceProblem, never silence: the in-use set is then partial.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from .aws import Account, EcrCollector, describe_error
+from .core.inuse import Reference, SourceProblem, Usage, parse_image_uri
+
+logger = logging.getLogger(__name__)
+DESCRIBE_SERVICES_MAX = 10  # DescribeServices takes at most 10 services
+DESCRIBE_TASKS_MAX = 100  # DescribeTasks takes at most 100 tasks
+
+
+class TaskDefinitionCache(Protocol):
+    """Task definitions are immutable per revision ARN: read once, ever."""
+
+    def task_definition_images(self, arns: Iterable[str]) -> dict[str, list[str]]: ...
+
+    def put_task_definition_images(self, images: dict[str, list[str]]) -> None: ...
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _short(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+class RuntimeCollector:
+    def __init__(self, collector: EcrCollector, cache: TaskDefinitionCache,
+                 kubernetes: Callable[[], tuple[list[Reference], list[SourceProblem]]] | None = None,
+                 max_workers: int = 8):
+        self._collector = collector
+        self._cache = cache
+        self._kubernetes = kubernetes
+        self._workers = max_workers
+        self.task_definitions_read = 0
+
+    def collect(self) -> tuple[list[Reference], list[SourceProblem]]:
+        """Every image reference of every runtime, and the runtimes that could not be read."""
+        accounts, account_problems = self._collector.accounts()
+        problems = [SourceProblem("aws", p.account_id, p.region, p.message) for p in account_problems]
+        references: list[Reference] = []
+        jobs = [(reader, account, region) for account in accounts for region in account.regions
+                for reader in (self._ecs, self._lambda)]
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="in-use") as pool:
+            for found, problem in pool.map(lambda job: self._run(*job), jobs):
+                references += found
+                problems += problem
+        if self._kubernetes is not None:
+            found, problem = self._kubernetes()
+            references += found
+            problems += problem
+        return references, problems
+
+    def _run(self, reader, account: Account, region: str) -> tuple[list[Reference], list[SourceProblem]]:
+        source = "ecs" if reader == self._ecs else "lambda"
+        try:
+            return reader(account, region), []
+        except Exception as exc:  # noqa: BLE001 - one runtime's failure is named, never fatal
+            logger.warning("cannot read %s in %s %s: %s", source, account.account_id, region, exc)
+            return [], [SourceProblem(source, account.account_id, region, describe_error(exc))]
+
+    # -- ECS ---------------------------------------------------------------------------------------
+
+    def _ecs(self, account: Account, region: str) -> list[Reference]:
+        client = self._collector.client(account.session, "ecs", region)
+        found: list[Reference] = []
+        definitions: dict[str, list[Usage]] = {}  # task definition ARN -> who runs it
+
+        def add(uri: str | None, usage: Usage) -> None:
+            ref = parse_image_uri(uri or "")
+            if ref is not None:
+                found.append(Reference(ref, usage))
+
+        for page in client.get_paginator("list_clusters").paginate():
+            for cluster in page.get("clusterArns", []):
+                services = [arn for p in client.get_paginator("list_services").paginate(cluster=cluster)
+                            for arn in p.get("serviceArns", [])]
+                for chunk in _chunks(services, DESCRIBE_SERVICES_MAX):
+                    for service in client.describe_services(cluster=cluster, services=chunk).get("services", []):
+                        usage = Usage("ecs-service", f"{_short(cluster)}/{service.get('serviceName')}",
+                                      account.account_id, region)
+                        for deployment in service.get("deployments", []):
+                            definitions.setdefault(deployment["taskDefinition"], []).append(usage)
+                        revisions = [r["arn"] for r in service.get("currentServiceRevisions", []) if "arn" in r]
+                        for chunk_of_revisions in _chunks(revisions, 20):
+                            answer = client.describe_service_revisions(serviceRevisionArns=chunk_of_revisions)
+                            for revision in answer.get("serviceRevisions", []):
+                                for image in revision.get("containerImages", []):
+                                    add(_with_digest(image.get("image"), image.get("imageDigest")), usage)
+                tasks = [arn for p in client.get_paginator("list_tasks").paginate(cluster=cluster,
+                                                                                  desiredStatus="RUNNING")
+                         for arn in p.get("taskArns", [])]
+                for chunk in _chunks(tasks, DESCRIBE_TASKS_MAX):
+                    for task in client.describe_tasks(cluster=cluster, tasks=chunk).get("tasks", []):
+                        usage = Usage("ecs-task", f"{_short(cluster)}/{_short(task['taskArn'])}",
+                                      account.account_id, region)
+                        for container in task.get("containers", []):
+                            add(container.get("image"), usage)  # as written: a tag resolves to now
+                            add(_with_digest(container.get("image"), container.get("imageDigest")), usage)
+                        if task.get("taskDefinitionArn"):
+                            definitions.setdefault(task["taskDefinitionArn"], []).append(usage)
+        for arn, images in self._task_definitions(client, list(definitions)).items():
+            for usage in definitions[arn]:
+                for uri in images:
+                    add(uri, usage)
+        return found
+
+    def _task_definitions(self, client, arns: list[str]) -> dict[str, list[str]]:
+        known = self._cache.task_definition_images(arns)
+        fetched = {}
+        for arn in [a for a in arns if a not in known]:
+            definition = client.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+            fetched[arn] = [c["image"] for c in definition.get("containerDefinitions", []) if c.get("image")]
+        if fetched:
+            self._cache.put_task_definition_images(fetched)
+            self.task_definitions_read += len(fetched)
+        return known | fetched
+
+    # -- Lambda ------------------------------------------------------------------------------------
+
+    def _lambda(self, account: Account, region: str) -> list[Reference]:
+        client = self._collector.client(account.session, "lambda", region)
+        found: list[Reference] = []
+        for page in client.get_paginator("list_functions").paginate():
+            for function in page.get("Functions", []):
+                if function.get("PackageType") != "Image":
+                    continue
+                name = function["FunctionName"]
+                qualifiers = {"$LATEST"}
+                for versions in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
+                    qualifiers |= {v["Version"] for v in versions.get("Versions", [])}
+                for aliases in client.get_paginator("list_aliases").paginate(FunctionName=name):
+                    qualifiers |= {a["Name"] for a in aliases.get("Aliases", [])}
+                for qualifier in sorted(qualifiers):
+                    code = client.get_function(FunctionName=name, Qualifier=qualifier).get("Code", {})
+                    usage = Usage("lambda", f"{name}:{qualifier}", account.account_id, region)
+                    for uri in (code.get("ImageUri"), code.get("ResolvedImageUri")):
+                        ref = parse_image_uri(uri or "")
+                        if ref is not None:
+                            found.append(Reference(ref, usage))
+        return found
+
+
+def _with_digest(image: str | None, digest: str | None) -> str | None:
+    """`repo@digest` from an image as written (tag or digest) and the digest a runtime resolved."""
+    if not image or not digest:
+        return None
+    repository = image.split("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    return f"{repository}@{digest}"

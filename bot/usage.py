@@ -1,0 +1,73 @@
+"""The in-use set: what the runtimes reference (bot/runtimes.py, bot/kube.py), plus recent pulls, resolved
+against the inventory (core/inuse.py). Shared by previews, adoptions and the guard.
+
+Runtime references are cached for a few minutes (one collection reads every cluster and function of the
+estate); tags are always resolved against the images given, so a tag moved since still resolves to now.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+
+from .aws import EstateUnreadable
+from .config import Settings
+from .core.cost import reachable_manifests
+from .core.inuse import InUseSet, Reference, SourceProblem, recent_pulls, resolve
+from .core.models import Image, Manifest, RepositoryRef, ScanResult
+from .runtimes import RuntimeCollector
+from .store import Store
+
+REFERENCES_MAX_AGE = timedelta(minutes=5)
+
+
+class InUseFinder:
+    def __init__(self, runtimes: RuntimeCollector, store: Store, settings: Settings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self._runtimes = runtimes
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[datetime, list[Reference], list[SourceProblem]] | None = None
+
+    def references(self, fresh: bool = False) -> tuple[list[Reference], list[SourceProblem], datetime]:
+        """Every runtime's image references (at most REFERENCES_MAX_AGE old unless ``fresh``): one collection
+        at a time."""
+        with self._lock:
+            cached = self._cached
+            if fresh or cached is None or self._clock() - cached[0] > REFERENCES_MAX_AGE:
+                try:
+                    references, problems = self._runtimes.collect()
+                except EstateUnreadable as exc:  # no account readable: nothing is known to be unused
+                    references, problems = [], [SourceProblem("aws", "*", "*", str(exc))]
+                cached = self._cached = (self._clock(), references, problems)
+        return cached[1], cached[2], cached[0]
+
+    def estate(self, scan: ScanResult, fresh: bool = False) -> InUseSet:
+        """The in-use set of every repository of ``scan`` (its stored image lists)."""
+        references, problems, at = self.references(fresh)
+        inventories = {}
+        for row in scan.repositories:
+            images = self._store.snapshot_images(scan.scan_id, row.arn) if scan.scan_id is not None else None
+            inventories[(row.account_id, row.region, row.repository)] = images or []
+        manifests = reachable_manifests({i.digest for images in inventories.values() for i in images},
+                                        self._store.get_manifests)
+        return self._resolve(references, problems, at, inventories, manifests)
+
+    def repository(self, ref: RepositoryRef, images: Sequence[Image], manifests: Mapping[str, Manifest],
+                   fresh: bool = False) -> InUseSet:
+        """The in-use set of one repository, from images just read."""
+        references, problems, at = self.references(fresh)
+        key = (ref.account_id, ref.region, ref.name)
+        mine = [r for r in references if (r.image.account_id, r.image.region, r.image.repository) == key]
+        return self._resolve(mine, problems, at, {key: list(images)}, manifests)
+
+    def _resolve(self, references, problems, at, inventories, manifests) -> InUseSet:
+        now = self._clock()
+        pulls = [r for key, images in inventories.items()
+                 for r in recent_pulls(key, images, now, self._settings.recent_pull_days)]
+        found = resolve([*references, *pulls], inventories, manifests)
+        found.problems = list(problems)
+        found.collected_at = at
+        return found
