@@ -3,7 +3,8 @@ estate, on moto's server over HTTP, in one run.
 
     .venv/bin/python bench/in_use_bench.py [--services 200 --tasks 1000 --definitions 300 --functions 200]
 
-The estate: one cluster per 20 services; `--definitions` task definitions shared by the services; `--tasks`
+The estate: ``--repositories`` ECR repositories (the app's, with 50 images, and others of 20); one cluster per
+20 services; `--definitions` task definitions shared by the services; `--tasks`
 running tasks spread over the services' definitions; `--functions` Lambda image functions, each with one
 published version and one alias; one repository holding the images they run.
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--definitions", type=int, default=300)
     parser.add_argument("--functions", type=int, default=200)
+    parser.add_argument("--repositories", type=int, default=100, help="ECR repositories of 20 images each")
     args = parser.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -80,8 +82,8 @@ def main() -> None:
         server.stop()
 
     warm_floor = floor - used_definitions
-    print(f"estate: {args.services} services, {args.tasks} running tasks, {args.definitions} task definitions, "
-          f"{args.functions} Lambda functions (moto server, HTTP)")
+    print(f"estate: {args.repositories} repositories, {args.services} services, {args.tasks} running tasks, "
+          f"{args.definitions} task definitions, {args.functions} Lambda functions (moto server, HTTP)")
     print(f"{'':32} {'wall s':>7} {'API calls':>9} {'floor':>6} {'calls/floor':>11}")
     print(f"{'scan of the same estate':32} {scan_seconds:7.2f}")
     print(f"{'in-use, first (cold cache)':32} {first_seconds:7.2f} {first_calls:9d} {floor:6d} "
@@ -104,6 +106,10 @@ def build_estate(args) -> tuple[int, int]:
     ecr = boto3.client("ecr")
     images = [image([blob(f"base-{n % 5}", 10_000_000)], blob(f"cfg-{n}", 100), (f"v{n}",)) for n in range(50)]
     push(ecr, SampleRepository("us-east-1", "app", images))
+    for r in range(args.repositories - 1):  # the rest of the registry: what the scan reads besides
+        push(ecr, SampleRepository("us-east-1", f"svc-{r}", [
+            image([blob(f"base-{n % 5}", 10_000_000), blob(f"svc-{r}-{n}", 1_000_000)], blob(f"svc-{r}-cfg-{n}", 100),
+                  (f"v{n}",)) for n in range(20)]))
     account = boto3.client("sts").get_caller_identity()["Account"]
     uri = f"{account}.dkr.ecr.us-east-1.amazonaws.com/app"
 
