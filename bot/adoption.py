@@ -49,6 +49,16 @@ class NotAnOwner(PolicyOperationError):
         self.ref, self.owners = ref, owners
 
 
+class InUsePartial(PolicyOperationError):
+    """Some runtimes could not be read: images running there cannot be seen, so they cannot be kept. Adopting
+    anyway takes an explicit second confirmation."""
+
+    def __init__(self, ref: RepositoryRef, problems: list[str]):
+        super().__init__(f"the in-use check of {ref.name} is partial: images running where the bot cannot see "
+                         f"could be expired; nothing was changed", problems)
+        self.ref = ref
+
+
 class HandEdited(PolicyOperationError):
     """The live policy is not what the bot last put: someone edited it by hand since."""
 
@@ -203,9 +213,11 @@ class PolicyChanges:
 
     # -- changing --------------------------------------------------------------------------
 
-    def adopt(self, ref: RepositoryRef, policy_text: str | None, actor: Actor, current: bool = False) -> Change:
+    def adopt(self, ref: RepositoryRef, policy_text: str | None, actor: Actor, current: bool = False,
+              despite_partial: bool = False) -> Change:
         """Backs up the policy in force, puts ``policy_text`` (default: the base policy; with ``current``, the
-        repository's own policy as it is now) in its protected form, records the decision."""
+        repository's own policy as it is now) in its protected form, records the decision. Refuses with
+        InUsePartial when some runtime could not be read, unless ``despite_partial``."""
         text, policy = (None, None) if current else self.checked(policy_text)
         with self._claimed(ref):
             owners, born = self._authorise(ref, actor)
@@ -213,10 +225,13 @@ class PolicyChanges:
             if current:
                 if inventory.lifecycle_policy is None:
                     return Change(None, f"{ref.name} has no lifecycle policy: nothing expires, nothing to protect")
-                text, policy = self.checked(json.dumps(unprotected(json.loads(inventory.lifecycle_policy)), indent=2))
+                text, policy = self.checked(compact(unprotected(json.loads(inventory.lifecycle_policy))))
             projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
                                      source="fresh read")
-            guarded_text = json.dumps(self._protected(policy), indent=2)
+            if projected.in_use.partial and not despite_partial:
+                raise InUsePartial(ref, [f"{p.source} in {p.account_id} {p.region}: {p.message}"
+                                         for p in projected.in_use.problems])
+            guarded_text, _ = self.checked(compact(self._protected(policy)))  # within ECR's limits, before any pin
             # pins first: the policy never meets an in-use image without its pin
             self._apply_pins(ref, plan_pins(inventory.images, projected.used, json.loads(guarded_text),
                                             self._clock(), inventory.manifests), release=False)
@@ -251,12 +266,15 @@ class PolicyChanges:
         raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
 
     def refresh_protection(self, ref: RepositoryRef, images: list[Image], used: dict[str, list[Usage]],
-                           policy: dict, manifests: dict[str, Manifest]) -> PinPlan:
-        """The guard's daily pass over a policy the bot adopted: pins new in-use images, releases pins of images
-        no longer used that the policy would expire anyway. No policy changes: no backup, no decision."""
+                           policy: dict, manifests: dict[str, Manifest], release: bool = True) -> PinPlan:
+        """The guard's pass over a policy the bot adopted: pins new in-use images, and (``release``) releases
+        pins of images no longer used that the policy would expire anyway. No policy changes: no backup, no
+        decision."""
         with self._claimed(ref):
             plan = plan_pins(images, used, policy, self._clock(), manifests)
-            self._apply_pins(ref, plan, release=True)
+            if not release:
+                plan = PinPlan(plan.pin, (), plan.keep_pinned + plan.release)
+            self._apply_pins(ref, plan, release=release)
             return plan
 
     def _apply_pins(self, ref: RepositoryRef, plan: PinPlan, release: bool) -> None:
@@ -384,3 +402,8 @@ def protection_note(found: PolicyPreview) -> str:
         blind = "; ".join(f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in found.in_use.problems[:3])
         parts.append(f"In-use check partial ({blind}): images running there cannot be seen")
     return ". ".join(parts) + ("." if parts else "")
+
+
+def compact(policy: dict) -> str:
+    """A policy as the bot puts it: compact JSON, so a large policy stays within ECR's 30,720 characters."""
+    return json.dumps(policy, separators=(",", ":"))

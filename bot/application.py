@@ -260,7 +260,11 @@ class Application:
         in_use = {}
         try:
             found = self.preview(row, scan=scan, inventory=inventory)
-            expiring, freed, savings = found.expiring_count, found.result.bytes_freed, found.monthly_savings_usd
+            # what adopting really does: the protected form, every in-use image kept
+            adopted = found.adopted or found.result
+            expiring = sum(1 for d in adopted.decisions if d.action == "expire")
+            freed = adopted.bytes_freed
+            savings = found.adopted_savings_usd if found.adopted is not None else found.monthly_savings_usd
             used = found.used
             in_use = dict(in_use_count=len(used), in_use_kept=len(found.in_use_expiring),
                           in_use_where=tuple(sorted({f"{u.kind} {u.name}" for us in used.values() for u in us})),
@@ -318,8 +322,9 @@ class Application:
 
     # -- changes (each checked by PolicyChanges: live owners, backups, undo stack, hand edits) ---------
 
-    def adopt(self, row: RepositoryCost, actor: Actor, policy_text: str | None = None) -> Change:
-        return self.changes.adopt(ref_of(row), policy_text, actor)
+    def adopt(self, row: RepositoryCost, actor: Actor, policy_text: str | None = None,
+              despite_partial: bool = False) -> Change:
+        return self.changes.adopt(ref_of(row), policy_text, actor, despite_partial=despite_partial)
 
     def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False, over: str | None = None) -> Change:
         return self.changes.rollback(ref_of(row), actor, force, over)
@@ -330,9 +335,9 @@ class Application:
     def snooze(self, row: RepositoryCost, actor: Actor) -> Change:
         return self.changes.choose(ref_of(row), "snoozed", actor)
 
-    def protect(self, row: RepositoryCost, actor: Actor) -> Change:
+    def protect(self, row: RepositoryCost, actor: Actor, despite_partial: bool = False) -> Change:
         """The guard's Protect button: the repository's own policy, adopted in its protected form (undoable)."""
-        return self.changes.adopt(ref_of(row), None, actor, current=True)
+        return self.changes.adopt(ref_of(row), None, actor, current=True, despite_partial=despite_partial)
 
     def first_delivery(self, click_id: str) -> bool:
         """True the first time a Slack interaction is seen (redeliveries and double submits are ignored)."""
@@ -379,8 +384,9 @@ class Application:
             manifests = reachable_manifests((i.digest for i in images), self.store.get_manifests)
             last = self.changes.last_put(row.arn)
             if has_pin_rule(policy) and last is not None and same_document(last.policy_after, row.lifecycle_policy):
-                try:
-                    plan = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests)
+                try:  # a partial check releases nothing: an image running where we cannot see may need its pin
+                    plan = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests,
+                                                           release=not found.partial)
                 except PolicyOperationError as exc:
                     result.errors.append(str(exc))
                 else:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .adoption import HandEdited, PolicyOperationError
+from .adoption import HandEdited, InUsePartial, PolicyOperationError
 from .application import Application, EstateUnreadable, ScanBusy
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName
@@ -190,7 +190,8 @@ def cmd_policy_apply(args, settings: Settings) -> int:
     text = _read_policy_file(args.policy)
     with _components(settings) as built:
         _, row = resolve(built.application, args.repo)
-        change = built.application.adopt(row, cli_actor(getpass.getuser()), text)
+        change = built.application.adopt(row, cli_actor(getpass.getuser()), text,
+                                         despite_partial=args.accept_partial_in_use)
     decision = change.decision
     if decision is None:
         print(change.note)
@@ -218,7 +219,7 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
             print(exc.live if exc.live is not None else "(no policy)", file=sys.stderr)
             print("--- what the bot last set ---", file=sys.stderr)
             print(exc.expected if exc.expected is not None else "(no policy)", file=sys.stderr)
-            print(f"add --force to back up the policy in AWS and roll back anyway", file=sys.stderr)
+            print("add --force to back up the policy in AWS and roll back anyway", file=sys.stderr)
             return 1
     decision = change.decision
     if decision is None:
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("repo", metavar="REPO")
     apply.add_argument("--policy", metavar="FILE", help="policy JSON file (default: the base policy)")
     apply.add_argument("--yes", action="store_true", help="confirm the change")
+    apply.add_argument("--accept-partial-in-use", action="store_true",
+                       help="adopt even when some runtime (ECS, Lambda, Kubernetes) could not be read: images "
+                            "running there are not protected")
     apply.set_defaults(handler=cmd_policy_apply)
 
     rollback = actions.add_parser("rollback", help="undo the latest adoption not yet undone: restore the policy it "
@@ -364,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        if isinstance(exc, InUsePartial):
+            print("  add --accept-partial-in-use to adopt anyway (images running there are not protected)",
+                  file=sys.stderr)
         return 1
     except sqlite3.Error as exc:
         print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)

@@ -241,10 +241,11 @@ class GuardJob:
         for item in result.at_risk:
             by_repository.setdefault(item.row.arn, []).append(item)
         sent = 0
+        day = "guard-dm:" + self._clock().date().isoformat()  # at most one message a day, however often it runs
         for items in by_repository.values():
             row = items[0].row
             for user_id in self._owner_ids(row.owners):
-                if not self._store.claim_nudge(period, row.arn, user_id):
+                if not self._store.claim_nudge(day, row.arn, user_id):
                     continue
                 try:
                     self._client.chat_postMessage(channel=user_id, **blocks.guard_warning(row, items))

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .aws import Account, EcrCollector, describe_error
-from .core.inuse import Reference, SourceProblem, Usage, parse_image_uri
+from .core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_image_uri
 
 logger = logging.getLogger(__name__)
 DESCRIBE_SERVICES_MAX = 10  # DescribeServices takes at most 10 services
@@ -65,23 +65,24 @@ class RuntimeCollector:
 
     def _run(self, reader, account: Account, region: str) -> tuple[list[Reference], list[SourceProblem]]:
         source = "ecs" if reader == self._ecs else "lambda"
+        unreadable: list[str] = []  # ECR image references this bot cannot parse: named, never dropped
         try:
-            return reader(account, region), []
+            found = reader(account, region, unreadable)
         except Exception as exc:  # noqa: BLE001 - one runtime's failure is named, never fatal
             logger.warning("cannot read %s in %s %s: %s", source, account.account_id, region, exc)
             return [], [SourceProblem(source, account.account_id, region, describe_error(exc))]
+        return found, [SourceProblem(source, account.account_id, region, f"cannot read the image reference {uri!r}")
+                       for uri in dict.fromkeys(unreadable)]
 
     # -- ECS ---------------------------------------------------------------------------------------
 
-    def _ecs(self, account: Account, region: str) -> list[Reference]:
+    def _ecs(self, account: Account, region: str, unreadable: list[str]) -> list[Reference]:
         client = self._collector.client(account.session, "ecs", region)
         found: list[Reference] = []
         definitions: dict[str, list[Usage]] = {}  # task definition ARN -> who runs it
 
         def add(uri: str | None, usage: Usage) -> None:
-            ref = parse_image_uri(uri or "")
-            if ref is not None:
-                found.append(Reference(ref, usage))
+            _add(found, unreadable, uri, usage)
 
         for page in client.get_paginator("list_clusters").paginate():
             for cluster in page.get("clusterArns", []):
@@ -91,8 +92,10 @@ class RuntimeCollector:
                     for service in client.describe_services(cluster=cluster, services=chunk).get("services", []):
                         usage = Usage("ecs-service", f"{_short(cluster)}/{service.get('serviceName')}",
                                       account.account_id, region)
-                        for deployment in service.get("deployments", []):
-                            definitions.setdefault(deployment["taskDefinition"], []).append(usage)
+                        # rolling deployments, and blue/green (CODE_DEPLOY, EXTERNAL) task sets
+                        for deployment in [*service.get("deployments", []), *service.get("taskSets", [])]:
+                            if deployment.get("taskDefinition"):
+                                definitions.setdefault(deployment["taskDefinition"], []).append(usage)
                         revisions = [r["arn"] for r in service.get("currentServiceRevisions", []) if "arn" in r]
                         for chunk_of_revisions in _chunks(revisions, 20):
                             answer = client.describe_service_revisions(serviceRevisionArns=chunk_of_revisions)
@@ -130,7 +133,7 @@ class RuntimeCollector:
 
     # -- Lambda ------------------------------------------------------------------------------------
 
-    def _lambda(self, account: Account, region: str) -> list[Reference]:
+    def _lambda(self, account: Account, region: str, unreadable: list[str]) -> list[Reference]:
         client = self._collector.client(account.session, "lambda", region)
         found: list[Reference] = []
         for page in client.get_paginator("list_functions").paginate():
@@ -147,10 +150,17 @@ class RuntimeCollector:
                     code = client.get_function(FunctionName=name, Qualifier=qualifier).get("Code", {})
                     usage = Usage("lambda", f"{name}:{qualifier}", account.account_id, region)
                     for uri in (code.get("ImageUri"), code.get("ResolvedImageUri")):
-                        ref = parse_image_uri(uri or "")
-                        if ref is not None:
-                            found.append(Reference(ref, usage))
+                        _add(found, unreadable, uri, usage)
         return found
+
+
+def _add(found: list[Reference], unreadable: list[str], uri: str | None, usage: Usage) -> None:
+    """The reference ``uri`` makes, if it names an ECR image; an ECR-looking one that cannot be read is noted."""
+    ref = parse_image_uri(uri or "")
+    if ref is not None:
+        found.append(Reference(ref, usage))
+    elif looks_like_ecr(uri or ""):
+        unreadable.append(uri)
 
 
 def _with_digest(image: str | None, digest: str | None) -> str | None:

@@ -118,9 +118,11 @@ def test_every_command_is_documented_in_the_readme():
 
 
 def test_demo_shows_the_whole_flow(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "bot", "demo", "--out", str(tmp_path / "out")], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT, env=env)
+                          text=True, timeout=300, cwd=workdir, env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Sample registry: 40 repositories" in out
@@ -133,4 +135,4 @@ def test_demo_shows_the_whole_flow(tmp_path):
     message = json.loads((tmp_path / "out" / "report.json").read_text())
     assert message["text"] and message["blocks"][0]["type"] == "header"
     assert (tmp_path / "out" / "report-chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(ROOT.glob("*.db")), "demo must not write a database into the working directory"
+    assert not list(workdir.glob("*.db")), "demo must not write a database into the working directory"

@@ -136,7 +136,14 @@ def test_a_runtime_that_cannot_be_read_makes_the_check_partial_and_says_so(estat
     doc = json.loads(out)
     assert doc["in_use_partial"] is True and "ecs in" in doc["in_use_problems"][0]
     code, out, err = run_cli(capsys, "policy", "apply", "api", "--yes")
-    assert code == 0 and "In-use check partial" in out  # adopted, but never silently
+    assert code == 1 and "in-use check of api is partial" in err and "--accept-partial-in-use" in err
+    client = ecr()
+    with pytest.raises(client.exceptions.LifecyclePolicyNotFoundException):
+        client.get_lifecycle_policy(repositoryName="api")  # nothing changed
+    code, out, err = run_cli(capsys, "policy", "apply", "api", "--yes", "--accept-partial-in-use")
+    assert code == 0 and "In-use check partial" in out  # adopted on request, and never silently
+    doc = json.loads(run_cli(capsys, "guard", "--format", "json")[1])
+    assert doc["partial"] is True and doc["released"] == []  # a partial check releases no pin
 
 
 def test_task_definitions_are_read_once(estate, capsys, aws):
@@ -258,5 +265,79 @@ def test_the_daily_guard_messages_owners_once_and_protect_is_owner_only(estate, 
             done = act(built.application, directory, blocks.PROTECT, arn, "U0APIOWNR", "click-2")
             assert done.replace is not None and PIN_PREFIX in json.dumps(live_policy())
             assert estate["old"] in {i.digest for i in live_images() if pin_tag(i.digest) in i.tags}
+    finally:
+        standin.stop()
+
+
+def test_references_the_bot_cannot_read_make_the_check_partial_never_silent(estate, capsys):
+    ecs_service("edge", "v6", "123456789012.dkr-ecr.us-east-1.on.aws/api:v1.5")  # dual-stack: read
+    ecs_service("odd", "weird", "123456789012.dkr.ecr.us-east-1.amazonaws.com/API@not-a-digest")  # unreadable
+    assert run_cli(capsys, "scan")[0] == 0
+    code, out, err = run_cli(capsys, "in-use", "api", "--format", "json")
+    v15 = next(i.digest for i in estate["repo"].all_images() if i.tags == ("v1.5",))
+    assert v15 in {i["image_digest"] for i in json.loads(out)}
+    assert "cannot read the image reference" in err and "not-a-digest" in err
+
+
+def test_a_multi_arch_child_in_use_protects_its_list_and_siblings():
+    from bot.core.inuse import ImageRef, Reference, Usage, resolve
+    from bot.core.models import Manifest
+    index, amd, arm = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 64
+    images = [Image(d, (), 0, NOW) for d in (index, amd, arm)]
+    manifests = {index: Manifest(index, None, children=(amd, arm)), amd: Manifest(amd, None), arm: Manifest(arm, None)}
+    used = resolve([Reference(ImageRef(ACCOUNT, "us-east-1", "x", None, amd), Usage("kubernetes", "p", "", ""))],
+                   {(ACCOUNT, "us-east-1", "x"): images}, manifests)
+    assert set(used.of(ACCOUNT, "us-east-1", "x")) == {index, amd, arm}
+
+
+def test_a_teams_own_rule_with_the_pin_prefix_is_not_taken_for_the_bots():
+    from bot.core.inuse import has_pin_rule, protected, unprotected
+    theirs = {"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": [PIN_PREFIX],
+                                                           "countType": "imageCountMoreThan", "countNumber": 1},
+                         "action": {"type": "expire"}}]}
+    assert not has_pin_rule(theirs)
+    guarded = protected(theirs)
+    assert len(guarded["rules"]) == 2 and unprotected(guarded) == {"rules": [{**theirs["rules"][0], "rulePriority": 2}]}
+
+
+def test_a_large_policy_is_protected_compactly_within_ecrs_limit():
+    from bot.adoption import compact
+    from bot.core.inuse import protected
+    from bot.core.lifecycle import validate_policy
+    rules = [{"rulePriority": n, "description": "x" * 400, "selection": {
+        "tagStatus": "tagged", "tagPrefixList": [f"team-{n}-"], "countType": "imageCountMoreThan", "countNumber": 5},
+        "action": {"type": "expire"}} for n in range(1, 50)]
+    text = json.dumps({"rules": rules}, separators=(",", ":"))
+    assert 25_000 < len(text) < 30_720 and not validate_policy(text)[1]
+    assert len(json.dumps(protected(json.loads(text)), indent=2)) > 30_720  # indented, it would not fit
+    _, problems = validate_policy(compact(protected(json.loads(text))))
+    assert problems == []
+
+
+def test_slack_adopt_with_a_partial_check_asks_again_and_changes_nothing_until_confirmed(estate, capsys, aws):
+    from bot.render import blocks
+    from bot.slack.actions import act
+    from bot.wiring import build_slack
+    from tests.slack_standin import SlackStandIn
+
+    assert run_cli(capsys, "scan")[0] == 0
+    aws.fail["ListClusters"] = ("AccessDeniedException", "not authorized to perform: ecs:ListClusters")
+    standin = SlackStandIn()
+    try:
+        settings = load_settings({**__import__("os").environ, "SLACK_BOT_TOKEN": "xoxb-unit",
+                                  "SLACK_API_URL": standin.api_url})
+        with components(settings) as built:
+            _, directory, _ = build_slack(built)
+            arn = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/api"
+            asked = act(built.application, directory, blocks.ADOPT, arn, "U0APIOWNR", "click-a")
+            text = json.dumps(asked.ephemeral_message)
+            assert "Nothing was changed" in text and "ecs in" in text and blocks.ADOPT_DESPITE_PARTIAL in text
+            client = ecr()
+            with pytest.raises(client.exceptions.LifecyclePolicyNotFoundException):
+                client.get_lifecycle_policy(repositoryName="api")
+            done = act(built.application, directory, blocks.ADOPT_DESPITE_PARTIAL, arn, "U0APIOWNR", "click-b")
+            assert done.replace is not None and PIN_PREFIX in json.dumps(live_policy())
+            pinned = {i.digest for i in live_images() if pin_tag(i.digest) in i.tags}
+            assert estate["lambda"] in pinned  # what can be seen is still kept
     finally:
         standin.stop()

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.adoption import Actor, HandEdited, PolicyOperationError
+from bot.adoption import Actor, HandEdited
 from bot.config import load_settings
 from bot.core.lifecycle import fingerprint
 from bot.heartbeat import heartbeat
@@ -169,7 +169,7 @@ def test_a_heartbeat_survives_a_failing_beat():
 from tests.test_report import job_parts  # noqa: E402,F401 - the fixture
 
 
-def test_a_run_that_crashed_is_resumed_at_start_up(job_parts):
+def test_a_run_that_crashed_is_resumed_at_start_up(job_parts):  # noqa: F811 - the imported fixture
     make_job, standin, store, _ = job_parts
     long_ago = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat()
     with store.db.conn:
@@ -179,7 +179,7 @@ def test_a_run_that_crashed_is_resumed_at_start_up(job_parts):
     assert len(posts(standin, "C0REPORTS")) == 1
 
 
-def test_a_run_that_stalled_past_a_takeover_does_not_post(job_parts):
+def test_a_run_that_stalled_past_a_takeover_does_not_post(job_parts):  # noqa: F811 - the imported fixture
     make_job, standin, store, _ = job_parts
     stalled_scan = make_job()._scan_now
 

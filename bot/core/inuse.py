@@ -26,8 +26,9 @@ PIN_KEEP_COUNT = 100_000  # the keep rule's count: far beyond any repository's i
 PIN_RULE_DESCRIPTION = "ecr-cost-bot: keep images in use (ECS, Lambda, Kubernetes, recent pulls)"
 MAX_RULES = 50
 
-_ECR_URI = re.compile(
-    r"^(?:[a-z-]+://)?(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+_ECR_URI = re.compile(  # IPv4 (dkr.ecr …amazonaws.com[.cn]), FIPS, and dual-stack (dkr-ecr …on.aws) endpoints
+    r"^(?:[a-z-]+://)?(?P<account>\d{12})\.dkr[.-]ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
+    r"\.(?:amazonaws\.com(?:\.cn)?|on\.aws)(?::443)?/"
     r"(?P<repository>[a-z0-9][a-z0-9._/-]*?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
 _BARE_DIGEST = re.compile(r"^(?:[a-z-]+://)?(?:sha256:)?(?P<hex>[0-9a-f]{64})$")
 
@@ -91,12 +92,21 @@ def parse_image_uri(uri: str) -> ImageRef | None:
     scheme such as `docker-pullable://`), or None for anything else (Docker Hub, another registry)."""
     if not isinstance(uri, str):
         return None
-    match = _ECR_URI.match(uri.strip().replace("@sha256@sha256:", "@sha256:"))  # a doubled prefix seen in the wild
+    host, slash, path = uri.strip().replace("@sha256@sha256:", "@sha256:").partition("/")  # a doubled prefix seen
+    if "://" in uri:
+        scheme, _, rest = uri.strip().partition("://")
+        host, slash, path = rest.replace("@sha256@sha256:", "@sha256:").partition("/")
+    match = _ECR_URI.match(host.lower() + slash + path)  # host names are case-insensitive; tags are not
     if not match:
         return None
     tag, digest = match["tag"], match["digest"]
     return ImageRef(match["account"], match["region"], match["repository"], tag or (None if digest else "latest"),
                     digest)
+
+
+def looks_like_ecr(uri: str) -> bool:
+    """A reference to an ECR registry, even one this module cannot read: never ignored silently."""
+    return isinstance(uri, str) and bool(re.search(r"\d{12}\.dkr[.-]ecr", uri.lower()))
 
 
 def digest_of(image_id: str, image: str | None = None) -> ImageRef | None:
@@ -137,9 +147,11 @@ def resolve(references: Iterable[Reference], inventories: Mapping[tuple[str, str
             found.unresolved.append(reference)
             continue
         family = set(digests)
-        for digest in digests:
+        for digest in digests:  # a list and its children, and a child's siblings through its list
             family |= set(manifests[digest].children) if digest in manifests else set()
-            family |= parents.get(digest, set())
+            for parent in parents.get(digest, set()):
+                family.add(parent)
+                family |= set(manifests[parent].children) if parent in manifests else set()
         repo = found.images.setdefault(key, {})
         for digest in family & held:
             usages = repo.setdefault(digest, [])
@@ -170,8 +182,9 @@ def is_pin(tag: str) -> bool:
 
 
 def _is_pin_rule(rule: Mapping) -> bool:
+    """The bot's own keep rule (a team's rule that happens to use the same prefix is not)."""
     selection = rule.get("selection", {}) if isinstance(rule, Mapping) else {}
-    return selection.get("tagPrefixList") == [PIN_PREFIX]
+    return selection.get("tagPrefixList") == [PIN_PREFIX] and rule.get("description") == PIN_RULE_DESCRIPTION
 
 
 def has_pin_rule(policy: Mapping) -> bool:

@@ -6,6 +6,7 @@ Every piece of user-supplied text (repository names, tags, slash-command text) g
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -23,7 +24,10 @@ MAX_CONFIRM_TITLE, MAX_CONFIRM_TEXT, MAX_CONFIRM_BUTTON = 100, 300, 30
 ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK = "adopt_base_policy", "preview_policy", "snooze", "decline", "rollback"
 ROLLBACK_OVER_HAND_EDIT = "rollback_over_hand_edit"  # the second confirmation when the policy was edited by hand
 PROTECT = "protect_in_use"  # the guard's button: the repository's own policy, adopted in its protected form
-ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT)
+# the second confirmations when some runtime could not be read (the in-use check is partial)
+ADOPT_DESPITE_PARTIAL, PROTECT_DESPITE_PARTIAL = "adopt_despite_partial", "protect_despite_partial"
+ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
+              PROTECT_DESPITE_PARTIAL)
 
 
 def escape(text: str) -> str:
@@ -151,6 +155,23 @@ def refusal(repository: str, owners: Sequence[str]) -> str:
             f"Nothing was changed.")
 
 
+def partial_message(arn: str, repository: str, problems: Sequence[str], protect: bool) -> dict:
+    """An adoption refused because some runtime could not be read, and a second confirmation."""
+    action = PROTECT_DESPITE_PARTIAL if protect else ADOPT_DESPITE_PARTIAL
+    lines = [f"• {escape(p)}" for p in problems[:10]] + ([f"… and {len(problems) - 10} more"] if len(problems) > 10
+                                                          else [])
+    return {"text": clip(f"{repository}: the in-use check is partial; nothing was adopted", MAX_SECTION),
+            "blocks": [
+                section(f":warning: *Nothing was changed.* The bot could not see everything that runs, so images "
+                        f"running there would not be kept by *{escape(repository)}*'s policy:"),
+                *sections(lines),
+                {"type": "actions", "block_id": "partial:" + hashlib.sha1(arn.encode()).hexdigest(), "elements": [
+                    button("Adopt anyway", action, arn, "danger", confirm_dialog(
+                        "Adopt with a partial in-use check?", "Images running where the bot cannot see are not "
+                        "protected and may be expired. The current policy is backed up and can be rolled back.",
+                        "Adopt anyway"))]}]}
+
+
 def hand_edit_message(arn: str, repository: str, live: str | None, expected: str | None) -> dict:
     """A rollback refused because the policy was edited by hand: both policies, and a second confirmation."""
     def shown(text: str | None) -> str:
@@ -180,15 +201,28 @@ def guard_warning(row: RepositoryCost, items: Sequence, limit: int = 20) -> dict
     blocks = [section(f":rotating_light: The lifecycle policy of *{escape(row.repository)}* ({escape(row.region)}) "
                       f"would expire *{len(items)}* images that are running. When ECR expires them, the next task "
                       f"start, scale-out or cold start fails with \"manifest unknown\"."),
-              *sections(lines),
-              {"type": "actions", "block_id": "guard:" + hashlib.sha1(row.arn.encode()).hexdigest(), "elements": [
-                  button("Protect running images", PROTECT, row.arn, "primary", confirm_dialog(
-                      "Protect the running images?", "Pins the running images with a tag and adds a first rule "
-                      "that keeps pinned images to this repository's own policy. The current policy is backed "
-                      "up first and can be rolled back in one click.", "Protect")),
-                  button("Preview", PREVIEW, row.arn)]}]
+              *sections(lines)]
+    if _rule_count(row.lifecycle_policy) >= 50:
+        blocks.append(section("The policy already has 50 rules, ECR's maximum: remove one so that the bot can add "
+                              "the rule that keeps running images, then press Protect in the next message."))
+    else:
+        blocks.append({"type": "actions", "block_id": "guard:" + hashlib.sha1(row.arn.encode()).hexdigest(),
+                       "elements": [
+                           button("Protect running images", PROTECT, row.arn, "primary", confirm_dialog(
+                               "Protect the running images?", "Pins the running images with a tag and adds a first "
+                               "rule that keeps pinned images to this repository's own policy. The current policy "
+                               "is backed up first and can be rolled back in one click.", "Protect")),
+                           button("Preview", PREVIEW, row.arn)]})
     return {"text": clip(f"{row.repository}: {len(items)} running images would be expired by its lifecycle policy",
                          MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def _rule_count(policy_text: str | None) -> int:
+    try:
+        rules = json.loads(policy_text or "{}").get("rules", [])
+    except (ValueError, AttributeError, RecursionError):
+        return 0
+    return len(rules) if isinstance(rules, list) else 0
 
 
 def repository_actions(view: RepositoryView) -> dict:

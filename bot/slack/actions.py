@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from slack_bolt import App
 
-from ..adoption import HandEdited, NotAnOwner, PolicyOperationError
+from ..adoption import HandEdited, InUsePartial, NotAnOwner, PolicyOperationError
 from ..application import Application
 from ..render import blocks
 from .directory import SlackDirectory
@@ -46,13 +46,13 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
         return Outcome()  # the same click delivered again: already handled
     actor = directory.actor(user_id)
     try:
-        if action_id == blocks.ADOPT:
-            change = application.adopt(row, actor)
+        if action_id in (blocks.ADOPT, blocks.ADOPT_DESPITE_PARTIAL):
+            change = application.adopt(row, actor, despite_partial=action_id == blocks.ADOPT_DESPITE_PARTIAL)
         elif action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT):
             forced = action_id == blocks.ROLLBACK_OVER_HAND_EDIT
             change = application.rollback(row, actor, force=forced, over=seen_edit if forced else None)
-        elif action_id == blocks.PROTECT:
-            change = application.protect(row, actor)
+        elif action_id in (blocks.PROTECT, blocks.PROTECT_DESPITE_PARTIAL):
+            change = application.protect(row, actor, despite_partial=action_id == blocks.PROTECT_DESPITE_PARTIAL)
         elif action_id == blocks.SNOOZE:
             change = application.snooze(row, actor)
         elif action_id == blocks.DECLINE:
@@ -61,6 +61,9 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
             return Outcome(ephemeral=f"Unknown action {blocks.escape(action_id)}; nothing was changed.")
     except NotAnOwner as exc:
         return Outcome(ephemeral=blocks.refusal(row.repository, exc.owners))
+    except InUsePartial as exc:
+        return Outcome(ephemeral_message=blocks.partial_message(row.arn, row.repository, exc.problems,
+                                                                protect=action_id == blocks.PROTECT))
     except HandEdited as exc:
         return Outcome(ephemeral_message=blocks.hand_edit_message(row.arn, row.repository, exc.live, exc.expected))
     except PolicyOperationError as exc:
