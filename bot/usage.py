@@ -30,6 +30,7 @@ class InUseFinder:
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[datetime, list[Reference], list[SourceProblem]] | None = None
+        self._by_repository: dict[tuple[str, str, str], list[Reference]] = {}  # the cached references, indexed
 
     def references(self, fresh: bool = False) -> tuple[list[Reference], list[SourceProblem], datetime]:
         """Every runtime's image references (at most REFERENCES_MAX_AGE old unless ``fresh``): one collection
@@ -42,6 +43,11 @@ class InUseFinder:
                 except EstateUnreadable as exc:  # no account readable: nothing is known to be unused
                     references, problems = [], [SourceProblem("aws", "*", "*", str(exc))]
                 cached = self._cached = (self._clock(), references, problems)
+                self._by_repository = {}
+                for reference in references:
+                    image = reference.image
+                    self._by_repository.setdefault((image.account_id, image.region, image.repository),
+                                                   []).append(reference)
         return cached[1], cached[2], cached[0]
 
     def estate(self, scan: ScanResult, fresh: bool = False) -> InUseSet:
@@ -58,9 +64,10 @@ class InUseFinder:
     def repository(self, ref: RepositoryRef, images: Sequence[Image], manifests: Mapping[str, Manifest],
                    fresh: bool = False) -> InUseSet:
         """The in-use set of one repository, from images just read."""
-        references, problems, at = self.references(fresh)
+        _, problems, at = self.references(fresh)
         key = (ref.account_id, ref.region, ref.name)
-        mine = [r for r in references if (r.image.account_id, r.image.region, r.image.repository) == key]
+        with self._lock:
+            mine = list(self._by_repository.get(key, ()))
         return self._resolve(mine, problems, at, {key: list(images)}, manifests)
 
     def _resolve(self, references, problems, at, inventories, manifests) -> InUseSet:

@@ -76,7 +76,6 @@ class InUseSet:
 
     images: dict[tuple[str, str, str], dict[str, list[Usage]]] = field(default_factory=dict)
     problems: list[SourceProblem] = field(default_factory=list)
-    unresolved: list[Reference] = field(default_factory=list)  # a tag that no image holds now, say
     collected_at: datetime | None = None
 
     @property
@@ -144,8 +143,7 @@ def resolve(references: Iterable[Reference], inventories: Mapping[tuple[str, str
         if ref.tag:
             digests |= {i.digest for i in images if ref.tag in i.tags}
         if not digests:
-            found.unresolved.append(reference)
-            continue
+            continue  # a tag no image holds now: nothing of ours to keep (the runtime could not pull it either)
         family = set(digests)
         for digest in digests:  # a list and its children, and a child's siblings through its list
             family |= set(manifests[digest].children) if digest in manifests else set()
@@ -213,11 +211,6 @@ def protected(policy: Mapping) -> dict:
 def unprotected(policy: Mapping) -> dict:
     """The policy as written, without the keep rule (what it would do without protection)."""
     return {**policy, "rules": [r for r in policy.get("rules", []) if not _is_pin_rule(r)]}
-
-
-def without_pins(images: Sequence[Image]) -> list[Image]:
-    return [Image(i.digest, tuple(t for t in i.tags if not is_pin(t)), i.listed_bytes, i.pushed_at,
-                  i.last_pulled_at, i.media_type, i.status, i.archived_at) for i in images]
 
 
 @dataclass(frozen=True)
