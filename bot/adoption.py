@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, reachable_manifests
-from .core.inuse import InUseSet, PinPlan, Usage, pin_tag, plan_pins, protected, unprotected
+from .core.inuse import InUseSet, PinPlan, Usage, after_plan, pin_tag, plan_pins, protected, unprotected
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
 from .core.models import SNOOZE, Image, Manifest, PolicyDecision, RepositoryInventory, RepositoryRef
 from .heartbeat import heartbeat
@@ -179,7 +179,7 @@ class PolicyChanges:
         used = in_use.of(ref.account_id, ref.region, ref.name)
         guarded = self._protected(policy)
         plan = plan_pins(images, used, guarded, now, manifests)
-        adopted = preview(_pinned(images, plan), guarded, now, manifests)
+        adopted = preview(after_plan(images, plan), guarded, now, manifests)
         return PolicyPreview(ref, text, result, len(images), found.monthly_savings_usd, source, tuple(images),
                              in_use, adopted, monthly_cost(adopted.bytes_freed, price))
 
@@ -379,13 +379,6 @@ class PolicyChanges:
             return f"AWS preview agrees: the same {len(ours)} images expire"
         return (f"AWS preview DIFFERS: {len(set(theirs) - ours)} images only AWS would expire, "
                 f"{len(ours - set(theirs))} only the local evaluation would")
-
-
-def _pinned(images, plan: PinPlan) -> list[Image]:
-    """The images as they will be once the plan's pins are added."""
-    adding = set(plan.pin)
-    return [Image(i.digest, (*i.tags, pin_tag(i.digest)) if i.digest in adding else i.tags, i.listed_bytes,
-                  i.pushed_at, i.last_pulled_at, i.media_type, i.status, i.archived_at) for i in images]
 
 
 def protection_note(found: PolicyPreview) -> str:

@@ -18,9 +18,9 @@ from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .config import Settings
 from .core.analysis import Summary, display_names, find_repository, rank, summarize
 from .core.cost import price_repository, reachable_manifests
-from .core.inuse import InUseSet, PinPlan, Usage, has_pin_rule, is_pin, pin_tag
+from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, policy_status, same_document, validate_policy
-from .core.models import (PREVIOUS_PERIOD, SNOOZE, Image, PolicyDecision, RepositoryCost, RepositoryInventory,
+from .core.models import (PREVIOUS_PERIOD, SNOOZE, PolicyDecision, RepositoryCost, RepositoryInventory,
                           RepositoryRef, RepositoryView, ScanProblem, ScanResult)
 from .core.report import WeeklyReport, build_report
 from .heartbeat import heartbeat
@@ -58,37 +58,12 @@ class GuardResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _after(images: list[Image], plan: PinPlan) -> list[Image]:
-    """The images once ``plan`` is carried out (pins added; released images gone when the pin was their last tag,
-    else without it)."""
-    out = []
-    for image in images:
-        tags = image.tags
-        if image.digest in plan.pin:
-            tags = (*tags, pin_tag(image.digest))
-        if image.digest in plan.release:
-            tags = tuple(t for t in tags if t != pin_tag(image.digest))
-            if not tags:
-                continue
-        out.append(replace(image, tags=tags))
-    return out
-
-
 class ScanBusy(Exception):
     """A scan has been running longer than a request may wait for it."""
 
 
 def ref_of(row: RepositoryCost) -> RepositoryRef:
     return RepositoryRef(row.account_id, row.region, row.repository, row.arn)
-
-
-@dataclass(frozen=True)
-class Detail:
-    """A repository's detail and where it came from; ``inventory`` when it was read afresh."""
-
-    scan: ScanResult
-    view: RepositoryView
-    inventory: RepositoryInventory | None = None
 
 
 class Application:
@@ -115,8 +90,7 @@ class Application:
         if not self.store.claim(ESTATE_SCAN, holder, lease=SCAN_LEASE):
             return self._wait_for_other_scan()
         try:
-            with heartbeat(lambda: self.store.refresh_claim(ESTATE_SCAN, holder), HEARTBEAT_SECONDS, "scan-claim"):
-                return self._scan(now or self._clock())
+            return self._scan(now or self._clock(), holder)
         finally:
             self.store.release_claim(ESTATE_SCAN, holder)
 
@@ -132,11 +106,16 @@ class Application:
             return self.scan()  # the other scan failed: this caller scans itself
         return latest
 
-    def _scan(self, now: datetime) -> ScanResult:
-        """Saves each repository as it arrives (memory follows repositories, not images); a heartbeat keeps the
-        scan alive between repositories."""
+    def _scan(self, now: datetime, holder: str) -> ScanResult:
+        """Saves each repository as it arrives (memory follows repositories, not images); one heartbeat keeps the
+        scan and its claim alive between repositories."""
         scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month)
-        with heartbeat(lambda: self.store.heartbeat_scan(scan_id), HEARTBEAT_SECONDS, "scan-heartbeat"):
+
+        def beat() -> bool:
+            claimed = self.store.refresh_claim(ESTATE_SCAN, holder)
+            return self.store.heartbeat_scan(scan_id) and claimed
+
+        with heartbeat(beat, HEARTBEAT_SECONDS, "scan-heartbeat"):
             return self._collect(scan_id, now)
 
     def _collect(self, scan_id: int, now: datetime) -> ScanResult:
@@ -236,7 +215,7 @@ class Application:
 
     # -- a repository's detail -----------------------------------------------------------------
 
-    def detail(self, query: str, refresh_if_stale: bool = True) -> Detail:
+    def detail(self, query: str, refresh_if_stale: bool = True) -> RepositoryView:
         """The detail of the repository ``query`` names, from the latest scan; when that scan is stale, that
         one repository is re-read (the rest of the estate is not rescanned for one detail)."""
         scan, row = self.find(query)
@@ -250,7 +229,7 @@ class Application:
             else:
                 others = [r for r in scan.repositories if r.arn != row.arn]
                 scan = replace(scan, repositories=rank([*others, row]), generated_at=self._clock())
-        return Detail(scan, self.view(scan, row, inventory), inventory)
+        return self.view(scan, row, inventory)
 
     def view(self, scan: ScanResult, row: RepositoryCost, inventory: RepositoryInventory | None = None) -> RepositoryView:
         """``inventory``: a fresh read of the repository already made, to preview from."""
@@ -390,7 +369,7 @@ class Application:
                 except PolicyOperationError as exc:
                     result.errors.append(str(exc))
                 else:
-                    images = _after(images, plan)
+                    images = after_plan(images, plan)
                     result.released += [GuardItem(row, d, ()) for d in plan.release]
             decisions = evaluate(images, policy, now, manifests)
             pinned = {i.digest for i in images if any(is_pin(t) for t in i.tags)}

@@ -148,17 +148,23 @@ class SlackStandIn:
 
     def wait_for(self, predicate, timeout: float = 15.0):
         """Waits until predicate(calls, responses) returns something truthy, and returns it."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = predicate(self.calls, self.responses)
-                if found:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"stand-in saw calls {[c[0] for c in self.calls]} and "
-                                       f"{len(self.responses)} responses")
-                self._changed.wait(remaining)
+        return wait_until(self._changed, lambda: predicate(self.calls, self.responses), timeout,
+                          lambda: f"stand-in saw calls {[c[0] for c in self.calls]} and {len(self.responses)} responses")
+
+
+def wait_until(changed: threading.Condition, predicate, timeout: float, describe):
+    """Waits on ``changed`` until predicate() is truthy (returned) or ``timeout`` passes (TimeoutError saying
+    what was seen)."""
+    deadline = time.monotonic() + timeout
+    with changed:
+        while True:
+            found = predicate()
+            if found:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(describe())
+            changed.wait(remaining)
 
 
 def signed_headers(secret: str, body: str, timestamp: int | None = None, content_type: str =
@@ -252,17 +258,9 @@ class SocketModeStandIn:
 
     def wait_for(self, predicate, timeout: float = 15.0):
         """Waits until predicate() returns something truthy, and returns it (the lock held while it runs)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = predicate()
-                if found:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"Socket Mode stand-in: {len(self.connections)} connections "
-                                       f"(open {sorted(self.open)}), acks {[a.get('envelope_id') for a in self.acks]}")
-                self._changed.wait(remaining)
+        return wait_until(self._changed, predicate, timeout, lambda: (
+            f"Socket Mode stand-in: {len(self.connections)} connections (open {sorted(self.open)}), "
+            f"acks {[a.get('envelope_id') for a in self.acks]}"))
 
     def wait_for_connections(self, count: int, timeout: float = 15.0) -> int:
         """Waits until `count` connections have been made and the newest is open; returns its index."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .lifecycle import evaluate
@@ -239,3 +239,19 @@ def plan_pins(images: Sequence[Image], in_use: Iterable[str], policy: Mapping, n
     decisions = evaluate(future, protected(unprotected(policy)), now, manifests)
     release = tuple(sorted(d for d in idle if d in decisions and decisions[d].action == "expire"))
     return PinPlan(to_pin, release, tuple(sorted(idle - set(release))))
+
+
+def after_plan(images: Sequence[Image], plan: PinPlan) -> list[Image]:
+    """The images once ``plan`` is carried out: pins added; released pins removed, and an image whose last tag
+    was its pin gone (removing an image's last tag deletes it)."""
+    out = []
+    for image in images:
+        tags = image.tags
+        if image.digest in plan.pin:
+            tags = (*tags, pin_tag(image.digest))
+        if image.digest in plan.release:
+            tags = tuple(t for t in tags if t != pin_tag(image.digest))
+            if not tags:
+                continue
+        out.append(replace(image, tags=tags))
+    return out

@@ -45,6 +45,6 @@ def answer(application: Application, query: str) -> dict:
         return blocks.ranking(scan.repositories, application.labels(scan), application.summary(scan),
                               scan.generated_at, scan.partial)
     try:
-        return blocks.repository_detail(application.detail(query).view)
+        return blocks.repository_detail(application.detail(query))
     except AmbiguousOrUnknownName as exc:
         return blocks.not_found(query, exc.candidates)
