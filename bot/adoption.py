@@ -24,10 +24,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
-from .core.cost import monthly_cost, owner_tag_value, parse_owners, reachable_manifests
+from .core.analysis import exemption_of
+from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
 from .core.inuse import InUseSet, PinPlan, Usage, after_plan, pin_tag, plan_pins, protected, unprotected
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
-from .core.models import SNOOZE, Image, Manifest, PolicyDecision, RepositoryInventory, RepositoryRef
+from .core.models import (ADOPTIONS, EXEMPT_TAG, EXEMPTION_REASONS, SNOOZE, Image, Manifest, PolicyDecision,
+                          RepositoryCost, RepositoryInventory, RepositoryRef)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
@@ -46,6 +48,21 @@ class NotAnOwner(PolicyOperationError):
 
     def __init__(self, ref: RepositoryRef, owners: tuple[str, ...]):
         super().__init__(f"only the owners or an admin can change {ref.name}; nothing was changed")
+        self.ref, self.owners = ref, owners
+
+
+class NotAnAdmin(PolicyOperationError):
+    """Only an admin (ECR_COST_ADMINS) may do this."""
+
+    def __init__(self, what: str):
+        super().__init__(f"only an admin can {what}; nothing was changed")
+
+
+class HasOwners(PolicyOperationError):
+    """A claim on a repository whose owner tag (as AWS has it now) names owners already."""
+
+    def __init__(self, ref: RepositoryRef, owners: tuple[str, ...]):
+        super().__init__(f"{ref.name} already has owners; ask them, or an admin. Nothing was changed")
         self.ref, self.owners = ref, owners
 
 
@@ -110,6 +127,17 @@ class PolicyPreview:
         """In-use digests the policy as written would expire (the bot keeps them)."""
         used = self.used
         return [d.image.digest for d in self.result.decisions if d.action == "expire" and d.image.digest in used]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A repository deleted: the decision, and the export kept before (also in the store, by its id)."""
+
+    decision: PolicyDecision
+    export_id: int
+    export: str  # the JSON text
+    row: RepositoryCost  # the repository as it was just before
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,14 +220,14 @@ class PolicyChanges:
 
     def _history(self, arn: str, born: datetime | None) -> list[PolicyDecision]:
         """Adoptions and rollbacks of this repository, not of an earlier one deleted under the same name."""
-        return [d for d in self._store.decisions(arn, actions=("adopted", "rolled_back"))
+        return [d for d in self._store.decisions(arn, actions=(*ADOPTIONS, "rolled_back"))
                 if born is None or d.repository_created_at is None or d.repository_created_at == born]
 
     def undo_stack(self, arn: str, born: datetime | None = None) -> list[PolicyDecision]:
         """The adoptions not yet rolled back, oldest first: what successive rollbacks undo, newest first."""
         stack: list[PolicyDecision] = []
         for decision in self._history(arn, born):
-            if decision.action == "adopted":
+            if decision.action in ADOPTIONS:
                 stack.append(decision)
             elif stack:
                 undone = next((d for d in stack if d.id == decision.undoes), stack[-1])
@@ -214,10 +242,11 @@ class PolicyChanges:
     # -- changing --------------------------------------------------------------------------
 
     def adopt(self, ref: RepositoryRef, policy_text: str | None, actor: Actor, current: bool = False,
-              despite_partial: bool = False) -> Change:
+              despite_partial: bool = False, tuned: bool = False) -> Change:
         """Backs up the policy in force, puts ``policy_text`` (default: the base policy; with ``current``, the
-        repository's own policy as it is now) in its protected form, records the decision. Refuses with
-        InUsePartial when some runtime could not be read, unless ``despite_partial``."""
+        repository's own policy as it is now) in its protected form, records the decision ("tuned" when an owner
+        tuned the base policy). Refuses with InUsePartial when some runtime could not be read, unless
+        ``despite_partial``."""
         text, policy = (None, None) if current else self.checked(policy_text)
         with self._claimed(ref):
             owners, born = self._authorise(ref, actor)
@@ -239,7 +268,8 @@ class PolicyChanges:
             if inventory.lifecycle_policy is not None and same_rules(inventory.lifecycle_policy, guarded_text):
                 return Change(None, f"{ref.name} already has these rules; nothing was changed. {note}".strip())
             backup_id = self._store.save_backup(ref, inventory.lifecycle_policy, "before adoption")
-            decision = self._record(ref, "adopted", actor, owners, inventory.lifecycle_policy, guarded_text,
+            decision = self._record(ref, "tuned" if tuned else "adopted", actor, owners, inventory.lifecycle_policy,
+                                    guarded_text,
                                     projected.adopted_savings_usd, backup_id, born=born)
             self._put_or_withdraw(ref, decision, lambda: self._collector.put_lifecycle_policy(ref, guarded_text),
                                   f"AWS refused the policy for {ref.name}", f"nothing changed; backup #{backup_id} kept")
@@ -317,31 +347,176 @@ class PolicyChanges:
                 f"rollback of {ref.name} failed", "its policy is unchanged")
             return Change(decision)
 
-    def choose(self, ref: RepositoryRef, action: str, actor: Actor) -> Change:
-        """A decline or a snooze: nothing changes in AWS, the choice is logged (once per snooze period)."""
+    def choose(self, ref: RepositoryRef, action: str, actor: Actor, reason: str | None = None,
+               note: str | None = None) -> Change:
+        """A decline (an exemption, with its reason) or a snooze: nothing changes in AWS, the choice is logged.
+        A snooze is logged once per snooze period; a decline again only when its reason or note changed."""
         if action not in ("declined", "snoozed"):
             raise ValueError(action)
+        if reason is not None and reason not in EXEMPTION_REASONS:
+            raise PolicyOperationError(f"the reason must be one of {', '.join(EXEMPTION_REASONS)}; nothing was changed")
         with self._claimed(ref):
             owners, born = self._authorise(ref, actor)
             same = self._store.decisions(ref.arn, actions=(action,))
-            if same and self._clock() - same[-1].at < SNOOZE:
-                return Change(None, f"already {action} {same[-1].at:%Y-%m-%d}; nothing was changed")
-            return Change(self._record(ref, action, actor, owners, None, None, None, None, born=born))
+            if action == "snoozed" and same and self._clock() - same[-1].at < SNOOZE:
+                return Change(None, f"already snoozed {same[-1].at:%Y-%m-%d}; nothing was changed")
+            if action == "declined":
+                current = exemption_of({}, self._store.decisions(ref.arn))
+                if current is not None and (current.reason, current.note) == (reason or "no reason given", note):
+                    return Change(None, f"already exempt since {current.at:%Y-%m-%d} ({current.text}); "
+                                        f"nothing was changed")
+            return Change(self._record(ref, action, actor, owners, None, None, None, None, born=born, reason=reason,
+                                       note=note))
+
+    def lift_exemption(self, ref: RepositoryRef, actor: Actor) -> Change:
+        """An admin ends an owner's decline: the repository is nudged and counted again. An exemption declared by
+        the repository's tag is lifted where it is declared, in the infrastructure code."""
+        if not actor.is_admin:
+            raise NotAnAdmin(f"lift the exemption of {ref.name}")
+        with self._claimed(ref):
+            tags, born = self._live(ref)
+            if EXEMPT_TAG in tags:
+                raise PolicyOperationError(f"{ref.name} is exempt by its {EXEMPT_TAG} tag ({tags[EXEMPT_TAG]!r}): "
+                                           f"remove the tag where the repository is defined; nothing was changed")
+            if exemption_of(tags, self._store.decisions(ref.arn)) is None:
+                return Change(None, f"{ref.name} is not exempt; nothing was changed")
+            owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
+            return Change(self._record(ref, "exemption_lifted", actor, owners, None, None, None, None, born=born))
+
+    # -- deleting an unused repository -----------------------------------------------------------
+
+    def delete_repository(self, ref: RepositoryRef, actor: Actor, check_unused: bool = True) -> Deletion:
+        """Exports, then deletes, a repository nobody uses: unused for ECR_COST_UNUSED_DAYS (``check_unused``) and,
+        always, no image in use anywhere the bot looks, with nothing it could not see. Everything is checked on
+        a fresh read at this moment. The export (every image's digest, tags, times and manifest JSON, the tags
+        and the lifecycle policy) is stored before the repository is deleted."""
+        with self._claimed(ref):
+            owners, born = self._authorise(ref, actor)
+            inventory = self.read(ref)
+            now = self._clock()
+            row, _ = price_repository(inventory, price_per_gb_month=self._settings.price_per_gb_month,
+                                      unused_days=self._settings.unused_days, owner_tag=self._settings.owner_tag,
+                                      now=now)
+            if check_unused and not row.unused:
+                last = max((t for t in (row.last_pushed_at, row.last_pulled_at) if t), default=None)
+                raise PolicyOperationError(
+                    f"{ref.name} is not unused: an image was pushed or pulled {last:%Y-%m-%d %H:%M} UTC, within "
+                    f"{self._settings.unused_days} days; nothing was deleted")
+            found = self._in_use.repository(ref, inventory.images, inventory.manifests, fresh=True)
+            used = found.of(ref.account_id, ref.region, ref.name)
+            if used:
+                where = sorted({f"{u.kind} {u.name}" for usages in used.values() for u in usages})
+                raise PolicyOperationError(f"{ref.name} has {len(used)} image(s) in use ({', '.join(where[:5])}"
+                                           f"{' …' if len(where) > 5 else ''}); nothing was deleted")
+            if found.partial:
+                raise PolicyOperationError(
+                    f"the in-use check of {ref.name} is partial, so the bot cannot tell that nothing runs from it; "
+                    f"nothing was deleted", [f"{p.source} in {p.account_id} {p.region}: {p.message}"
+                                             for p in found.problems])
+            try:
+                documents, failures = self._collector.manifest_documents(ref, [i.digest for i in inventory.images])
+            except (ClientError, BotoCoreError) as exc:
+                raise self._read_error(ref, exc) from None
+            if failures:
+                raise PolicyOperationError(f"{len(failures)} manifest(s) of {ref.name} could not be exported; "
+                                           f"nothing was deleted", failures)
+            content = export_document(inventory, documents, row, now)
+            export_id = self._store.save_export(ref, actor.user_id, content)
+            decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
+                                    row.monthly_cost_usd, None, born=born,
+                                    note=f"export #{export_id}: {row.image_count} images, {row.stored_bytes} bytes")
+            try:
+                self._collector.delete_repository(ref)
+            except (ClientError, BotoCoreError) as exc:
+                if not self._exists(ref):  # the answer was lost, the deletion was not
+                    return Deletion(decision, export_id, content, row)
+                self._store.withdraw_decision(decision.id)
+                raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe_error(exc)}; nothing was "
+                                           f"deleted (export #{export_id} kept)") from None
+            return Deletion(decision, export_id, content, row)
+
+    def _exists(self, ref: RepositoryRef) -> bool:
+        try:
+            self._collector.created_at(ref)
+        except (ClientError, BotoCoreError) as exc:
+            return error_code(exc) != "RepositoryNotFoundException"
+        return True
+
+    # -- claiming an unowned repository ----------------------------------------------------------
+
+    def claim_ownership(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
+        """A person asks to own a repository whose owner tag (as AWS has it now) names nobody: (the claim's id,
+        whether it is new). An admin approves or rejects it (decide_claim)."""
+        tags, _ = self._live(ref)
+        owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
+        if owners:
+            raise HasOwners(ref, owners)
+        return self._store.add_ownership_claim(ref, claimer)
+
+    def claim_of(self, claim_id: int) -> tuple[RepositoryRef, str, str]:
+        """(the repository, the claimer, the claim's status)."""
+        claim = self._store.ownership_claim(claim_id)
+        if claim is None:
+            raise PolicyOperationError("no such ownership claim; nothing was changed")
+        return (RepositoryRef(claim["account_id"], claim["region"], claim["repository"], claim["arn"]),
+                claim["claimer"], claim["status"])
+
+    def decide_claim(self, claim_id: int, approve: bool, actor: Actor) -> Change:
+        """An admin approves (the owner tag is set to the claimer) or rejects a claim; each claim is decided once."""
+        ref, claimer, status = self.claim_of(claim_id)
+        if not actor.is_admin:
+            raise NotAnAdmin(f"decide who owns {ref.name}")
+        if status != "pending":
+            return Change(None, f"this claim on {ref.name} was already {status}; nothing was changed")
+        with self._claimed(ref):
+            tags, born = self._live(ref)
+            if not approve:
+                if not self._store.decide_ownership_claim(claim_id, "rejected", actor.user_id):
+                    return Change(None, f"this claim on {ref.name} was already decided; nothing was changed")
+                return Change(self._record(ref, "claim_rejected", actor, (), None, None, None, None, born=born,
+                                           note=f"claimed by {claimer}"))
+            key = self._settings.owner_tag
+            owners, _ = parse_owners(owner_tag_value(tags, key))
+            if owners:
+                self._store.decide_ownership_claim(claim_id, "superseded", actor.user_id)
+                raise HasOwners(ref, owners)
+            if not self._store.decide_ownership_claim(claim_id, "approved", actor.user_id):
+                return Change(None, f"this claim on {ref.name} was already decided; nothing was changed")
+            before = f" (it was {tags[key]!r})" if key in tags else ""
+            decision = self._record(ref, "claimed", actor, (), None, None, None, None, born=born,
+                                    note=f"owner tag {key}={claimer}{before}, claimed by {claimer}")
+            try:
+                self._collector.tag_repository(ref, key, claimer)
+            except (ClientError, BotoCoreError) as exc:
+                try:
+                    happened = self._collector.read_tags(ref).get(key) == claimer
+                except (ClientError, BotoCoreError):
+                    happened = True  # cannot tell: keep the record
+                if not happened:
+                    self._store.withdraw_decision(decision.id)
+                    self._store.decide_ownership_claim(claim_id, "pending", actor.user_id, only_from="approved")
+                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
+                                               f"changed, the claim is still pending") from None
+            return Change(decision)
 
     # -- the checks ------------------------------------------------------------------------
+
+    def _live(self, ref: RepositoryRef) -> tuple[dict[str, str], datetime | None]:
+        """(the repository's tags as AWS has them now, when it was created)."""
+        try:
+            born = self._collector.created_at(ref)
+            return self._collector.read_tags(ref), born
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "RepositoryNotFoundException":
+                raise self._read_error(ref, exc) from None
+            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe_error(exc)}), so nobody "
+                                       f"can be checked as its owner; nothing was changed") from None
 
     def _authorise(self, ref: RepositoryRef, actor: Actor) -> tuple[tuple[str, ...], datetime | None]:
         """(the owners as AWS tags them now, when the repository was created); raises NotAnOwner unless
         ``actor`` is one of the owners or an admin. The creation time keeps a re-created repository's history
         apart from the deleted one's."""
-        try:
-            born = self._collector.created_at(ref)
-            tags = self._collector.read_tags(ref)
-        except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) == "RepositoryNotFoundException":
-                raise self._read_error(ref, exc) from None
-            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe_error(exc)}), so "
-                                       f"nobody can be checked as its owner; nothing was changed") from None
+        tags, born = self._live(ref)
         owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
         if not actor.may_change(owners):
             raise NotAnOwner(ref, owners)
@@ -362,11 +537,12 @@ class PolicyChanges:
             self._store.release_claim(ref.arn, holder)
 
     def _record(self, ref, action, actor: Actor, owners, before, after, savings, backup_id,
-                undoes: int | None = None, born: datetime | None = None) -> PolicyDecision:
+                undoes: int | None = None, born: datetime | None = None, reason: str | None = None,
+                note: str | None = None) -> PolicyDecision:
         return self._store.record_decision(PolicyDecision(
             None, ref.name, ref.account_id, ref.region, ref.arn, action, actor.user_id, actor.source, self._clock(),
             before, after, savings, backup_id, owners_checked=owners, undoes=undoes,
-            repository_created_at=born))
+            repository_created_at=born, reason=reason, note=note))
 
     def aws_cross_check(self, found: PolicyPreview) -> str:
         """Compares our preview with AWS's own; tolerates its absence or a lack of permission."""
@@ -400,3 +576,21 @@ def protection_note(found: PolicyPreview) -> str:
 def compact(policy: dict) -> str:
     """A policy as the bot puts it: compact JSON, so a large policy stays within ECR's 30,720 characters."""
     return json.dumps(policy, separators=(",", ":"))
+
+
+def export_document(inventory: RepositoryInventory, documents: dict[str, dict], row: RepositoryCost,
+                    at: datetime) -> str:
+    """A repository as it was before its deletion: enough to know what was there and to rebuild its images'
+    manifests (the layers themselves go with the repository)."""
+    iso = lambda moment: moment.isoformat() if moment else None  # noqa: E731
+    ref = inventory.ref
+    return json.dumps({
+        "exported_at": iso(at), "repository": ref.name, "account_id": ref.account_id, "region": ref.region,
+        "arn": ref.arn, "created_at": iso(inventory.created_at), "tags": inventory.tags,
+        "lifecycle_policy": inventory.lifecycle_policy, "stored_bytes": row.stored_bytes,
+        "monthly_cost_usd": round(row.monthly_cost_usd, 4),
+        "images": [{"image_digest": i.digest, "image_tags": list(i.tags), "image_pushed_at": iso(i.pushed_at),
+                    "last_recorded_pull_time": iso(i.last_pulled_at), "image_size_in_bytes": i.listed_bytes,
+                    "media_type": i.media_type, "status": i.status} for i in inventory.images],
+        "manifests": {digest: documents[digest] for digest in sorted(documents)},
+    }, indent=1)

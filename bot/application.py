@@ -13,16 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from .adoption import Actor, Change, PolicyChanges, PolicyOperationError, PolicyPreview
+from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .config import Settings
-from .core.analysis import Summary, display_names, find_repository, rank, summarize
+from .core.analysis import Summary, display_names, exemption_of, find_repository, rank, summarize
 from .core.cost import price_repository, reachable_manifests
 from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
-from .core.lifecycle import evaluate, policy_status, same_document, validate_policy
-from .core.models import (PREVIOUS_PERIOD, SNOOZE, PolicyDecision, RepositoryCost, RepositoryInventory,
+from .core.lifecycle import evaluate, same_document, validate_policy
+from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost, RepositoryInventory,
                           RepositoryRef, RepositoryView, ScanProblem, ScanResult)
 from .core.report import WeeklyReport, build_report
+from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .usage import InUseFinder
@@ -253,15 +254,17 @@ class Application:
             expiring = freed = savings = None
         previous = previous_rows.get(row.arn)
         history = self.store.decisions(row.arn)
+        last_put = self.changes.last_put(row.arn)
+        tuned_text = last_put.policy_after if last_put is not None and last_put.action == "tuned" else None
         position = next((i for i, r in enumerate(scan.repositories, 1) if r.arn == row.arn), len(scan.repositories))
         return RepositoryView(
             row=row, label=labels.get(row.arn, row.repository), rank=position, rank_of=len(scan.repositories),
-            lifecycle_status=policy_status(row.lifecycle_policy, self.settings.base_policy),
+            lifecycle_status=lifecycle_status(row.lifecycle_policy, self.settings.base_policy, tuned_text),
             expiring_count=expiring, bytes_freed=freed, savings_usd=savings,
             change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
             last_decision=history[-1] if history else None,
             adopted=bool(self.changes.undo_stack(row.arn)), scanned_at=scan.generated_at, previous=previous,
-            **in_use)
+            exemption=exemption_of(row.tags, history), **in_use)
 
     def _with_latest_change(self, row: RepositoryCost, scan: ScanResult) -> RepositoryCost:
         """The row with the policy the bot put after ``scan`` was taken (the scan predates the change)."""
@@ -308,8 +311,48 @@ class Application:
     def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False, over: str | None = None) -> Change:
         return self.changes.rollback(ref_of(row), actor, force, over)
 
-    def decline(self, row: RepositoryCost, actor: Actor) -> Change:
-        return self.changes.choose(ref_of(row), "declined", actor)
+    def decline(self, row: RepositoryCost, actor: Actor, reason: str | None = None, note: str | None = None) -> Change:
+        """Exempts the repository: no nudges, out of the base policy's savings line, listed with ``reason``."""
+        return self.changes.choose(ref_of(row), "declined", actor, reason, note)
+
+    def lift_exemption(self, row: RepositoryCost, actor: Actor) -> Change:
+        return self.changes.lift_exemption(ref_of(row), actor)
+
+    def exemption(self, row: RepositoryCost) -> Exemption | None:
+        """From the scan's tags and the decision log (who may act is always decided from AWS, at the change)."""
+        return exemption_of(row.tags, self.store.decisions(row.arn))
+
+    # -- tuning the base policy ------------------------------------------------------------------
+
+    def base_tuning(self) -> Tuning:
+        """The form's starting values: the base policy's own numbers."""
+        return tuning_of(self.settings.base_policy)
+
+    def tuned_preview(self, row: RepositoryCost, tuning: Tuning, scan: ScanResult | None = None) -> PolicyPreview:
+        """What the tuned policy would do, in-use images kept: from the scan's image list (fast enough to follow
+        a person typing)."""
+        return self.preview(row, compact(tuned_policy(tuning)), scan=scan or self.latest())
+
+    def adopt_tuned(self, row: RepositoryCost, actor: Actor, tuning: Tuning, despite_partial: bool = False) -> Change:
+        return self.changes.adopt(ref_of(row), compact(tuned_policy(tuning)), actor, despite_partial=despite_partial,
+                                  tuned=True)
+
+    # -- deleting an unused repository, claiming an unowned one ----------------------------------------
+
+    def delete_repository(self, row: RepositoryCost, actor: Actor, check_unused: bool = True) -> Deletion:
+        return self.changes.delete_repository(ref_of(row), actor, check_unused)
+
+    def export(self, export_id: int) -> str:
+        return self.store.export(export_id)
+
+    def claim_ownership(self, row: RepositoryCost, claimer: str) -> tuple[int, bool]:
+        return self.changes.claim_ownership(ref_of(row), claimer)
+
+    def claim_of(self, claim_id: int) -> tuple[RepositoryRef, str, str]:
+        return self.changes.claim_of(claim_id)
+
+    def decide_claim(self, claim_id: int, approve: bool, actor: Actor) -> Change:
+        return self.changes.decide_claim(claim_id, approve, actor)
 
     def snooze(self, row: RepositoryCost, actor: Actor) -> Change:
         return self.changes.choose(ref_of(row), "snoozed", actor)
@@ -386,11 +429,14 @@ class Application:
     def weekly_report(self, scan: ScanResult, period: datetime) -> WeeklyReport:
         previous = self.store.latest_scan(before=scan.generated_at - PREVIOUS_PERIOD)
         decisions = self.store.decisions()
-        cost_at_adoption = {d.id: cost for d in decisions if d.action == "adopted"
+        cost_at_adoption = {d.id: cost for d in decisions if d.action in ADOPTIONS
                             and (cost := self.store.cost_before(d.arn, d.at)) is not None}
+        history: dict[str, list[PolicyDecision]] = {}
+        for decision in decisions:
+            history.setdefault(decision.arn, []).append(decision)
         base_savings = {}
         for row in scan.repositories:
-            if not row.has_lifecycle_policy:
+            if not row.has_lifecycle_policy and exemption_of(row.tags, history.get(row.arn, [])) is None:
                 try:
                     base_savings[row.arn] = self.preview(row, scan=scan).monthly_savings_usd
                 except PolicyOperationError as exc:
@@ -399,13 +445,15 @@ class Application:
                             self.store.cost_trend(), period)
 
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
-        """The costliest repositories without a policy whose owners have not declined, nor snoozed lately."""
+        """The costliest repositories without a policy that are not exempt, nor snoozed lately."""
         now = self._clock()
         chosen = []
-        for row in [r for r in scan.repositories if not r.has_lifecycle_policy][:NUDGE_TOP]:
-            last = (self.store.decisions(row.arn, actions=("declined", "snoozed", "adopted", "rolled_back"))
-                    or [None])[-1]
-            if last and (last.action == "declined" or (last.action == "snoozed" and now - last.at < SNOOZE)):
+        for row in (r for r in scan.repositories if not r.has_lifecycle_policy):
+            if len(chosen) == NUDGE_TOP:
+                break
+            history = self.store.decisions(row.arn)
+            snoozed = [d for d in history if d.action == "snoozed"]
+            if exemption_of(row.tags, history) is not None or (snoozed and now - snoozed[-1].at < SNOOZE):
                 continue
             chosen.append(row)
         return chosen

@@ -377,6 +377,37 @@ class EcrCollector:
         self.client_for(ref).batch_delete_image(repositoryName=ref.name, registryId=ref.account_id,
                                                 imageIds=[{"imageTag": tag}])
 
+    def tag_repository(self, ref: RepositoryRef, key: str, value: str) -> None:
+        self.client_for(ref).tag_resource(resourceArn=ref.arn, tags=[{"Key": key, "Value": value}])
+
+    def delete_repository(self, ref: RepositoryRef) -> None:
+        """Deletes the repository and every image in it (force): callers export it first."""
+        self.client_for(ref).delete_repository(repositoryName=ref.name, registryId=ref.account_id, force=True)
+
+    def manifest_documents(self, ref: RepositoryRef, digests: Iterable[str]) -> tuple[dict[str, dict], list[str]]:
+        """Every manifest reachable from ``digests`` as ECR stores it: digest -> {"media_type", "manifest"} (the
+        exact JSON text), and what could not be read."""
+        client = self.client_for(ref)
+        documents: dict[str, dict] = {}
+        failures: list[str] = []
+        wanted, asked = sorted(set(digests)), set()
+        while wanted:
+            asked.update(wanted)
+            for start in range(0, len(wanted), MANIFESTS_PER_CALL):
+                response = client.batch_get_image(
+                    repositoryName=ref.name, registryId=ref.account_id, acceptedMediaTypes=ACCEPTED_MEDIA_TYPES,
+                    imageIds=[{"imageDigest": d} for d in wanted[start:start + MANIFESTS_PER_CALL]])
+                for image in response.get("images", []):
+                    documents.setdefault(image["imageId"]["imageDigest"], {
+                        "media_type": image.get("imageManifestMediaType"), "manifest": image.get("imageManifest")})
+                failures += [f"manifest {f.get('imageId', {}).get('imageDigest', '?')}: {f.get('failureCode')}: "
+                             f"{f.get('failureReason')}" for f in response.get("failures", [])]
+            children = {c for digest in wanted if digest in documents
+                        for c in parse_manifest(digest, documents[digest]["media_type"],
+                                                documents[digest]["manifest"] or "").children}
+            wanted = sorted(children - asked)
+        return documents, failures
+
     def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
         client = self.client_for(ref)
         try:

@@ -24,6 +24,10 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line, exit code 1."""
 
 
+class UsageError(UserError):
+    """Arguments that do not make a command; exit code 2."""
+
+
 def scan_and_log(application: Application, log=None, now: datetime | None = None) -> ScanResult:
     """A scan now, with a line on stderr (or ``log``) saying what it cost."""
     started = time.perf_counter()
@@ -84,8 +88,37 @@ def cmd_scan(args, settings: Settings) -> int:
 
 
 def cmd_repo(args, settings: Settings) -> int:
+    """`repo NAME` (the detail) or `repo delete NAME` (export, then delete an unused repository)."""
+    if len(args.name) == 2 and args.name[0] == "delete":
+        return repo_delete(args, settings, args.name[1])
+    if len(args.name) != 1:
+        raise UsageError("repo takes one NAME (or: repo delete NAME --yes)")
+    if args.yes or args.force or args.export:
+        raise UsageError("--yes, --force and --export go with `repo delete NAME`")
     with _components(settings) as built:
-        print(repository_detail(built.application, args.name, args.format, args.refresh))
+        print(repository_detail(built.application, args.name[0], args.format, args.refresh))
+    return 0
+
+
+def repo_delete(args, settings: Settings, name: str) -> int:
+    from .wiring import cli_actor
+
+    if not args.yes:
+        raise UserError(f"repo delete removes {name} and every image in it from AWS: add --yes to confirm (an "
+                        f"export is kept first; see `ecr-cost-bot repo {name}`)")
+    export_path = Path(args.export) if args.export else None
+    if export_path is not None and (export_path.is_dir() or not export_path.parent.is_dir()):
+        raise UserError(f"cannot write the export to {args.export}: not a file in an existing directory")
+    with _components(settings) as built:
+        _, row = resolve(built.application, name)
+        deletion = built.application.delete_repository(row, cli_actor(getpass.getuser()),
+                                                       check_unused=not args.force)
+    if export_path is not None:
+        export_path.write_text(deletion.export)
+    where = f"written to {export_path} and " if export_path is not None else ""
+    print(f"deleted {row.repository} ({row.account_id} {row.region}): {deletion.row.image_count} images, "
+          f"{deletion.row.stored_bytes:,} bytes, ${deletion.row.monthly_cost_usd:,.2f}/month; its export is "
+          f"{where}kept in the database as export #{deletion.export_id} (decision #{deletion.decision.id})")
     return 0
 
 
@@ -284,10 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--format", choices=["table", "csv", "json"], default="table")
     scan.set_defaults(handler=cmd_scan)
 
-    repo = commands.add_parser("repo", help="one repository's detail (what /ecr-cost NAME shows)")
-    repo.add_argument("name", metavar="NAME", help="repository name, region/name, or repository ARN")
+    repo = commands.add_parser("repo", help="one repository's detail (what /ecr-cost NAME shows); `repo delete "
+                                             "NAME --yes` exports then deletes an unused repository",
+                               usage="%(prog)s NAME [--format text|json] [--refresh]\n"
+                                     "       %(prog)s delete NAME [--export FILE] --yes [--force]")
+    repo.add_argument("name", metavar="NAME", nargs="+", help="repository name, region/name, or repository ARN; "
+                                                             "or `delete NAME`")
     repo.add_argument("--format", choices=["text", "json"], default="text")
     repo.add_argument("--refresh", action="store_true", help="scan first instead of using the latest snapshot")
+    repo.add_argument("--export", metavar="FILE", help="repo delete: also write the export (every image's digest, "
+                                                       "tags, times and manifest) to FILE")
+    repo.add_argument("--yes", action="store_true", help="repo delete: confirm the deletion")
+    repo.add_argument("--force", action="store_true", help="repo delete: skip the unused check (never the in-use "
+                                                           "check)")
     repo.set_defaults(handler=cmd_repo)
 
     policy = commands.add_parser("policy", help="lifecycle policies: validate, preview, apply, roll back")
@@ -363,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except UserError as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except PolicyOperationError as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         for problem in exc.problems:

@@ -140,6 +140,21 @@ def m007_repository_generation(db: Database) -> None:
     db["decisions"].add_column("repository_created_at", str)
 
 
+@migrations()
+def m008_owner_decisions(db: Database) -> None:
+    # a decline's reason and the person's note; what a claim or a deletion did
+    db["decisions"].add_column("reason", str)
+    db["decisions"].add_column("note", str)
+    # a deleted repository's export (every image's digest, tags, times and manifest), kept before the deletion
+    db["repository_exports"].create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+                                     "user_id": str, "taken_at": str, "content": str}, pk="id")
+    # "I own this": a claim waits for an admin's approval
+    db["ownership_claims"].create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+                                   "claimer": str, "claimed_at": str, "status": str, "decided_by": str,
+                                   "decided_at": str}, pk="id")
+    db["ownership_claims"].create_index(["arn", "status"])
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -391,6 +406,41 @@ class Store:
         rows = self.db["decisions"].rows_where(" and ".join(where) or None, params, order_by="id")
         return [_decision(r) for r in rows]
 
+    def save_export(self, ref: RepositoryRef, user_id: str, content: str) -> int:
+        """A repository's export, stored before it is deleted."""
+        with self.db.conn:
+            table = self.db["repository_exports"].insert({
+                "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
+                "user_id": user_id, "taken_at": _iso(datetime.now(timezone.utc)), "content": content})
+        return table.last_pk
+
+    def export(self, export_id: int) -> str:
+        return self.db["repository_exports"].get(export_id)["content"]
+
+    def add_ownership_claim(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
+        """(the claim's id, whether it is new): one pending claim per person and repository."""
+        with self.db.conn:
+            pending = list(self.db["ownership_claims"].rows_where(
+                "arn = ? and claimer = ? and status = 'pending'", [ref.arn, claimer], limit=1))
+            if pending:
+                return pending[0]["id"], False
+            table = self.db["ownership_claims"].insert({
+                "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
+                "claimer": claimer, "claimed_at": _iso(datetime.now(timezone.utc)), "status": "pending"})
+        return table.last_pk, True
+
+    def ownership_claim(self, claim_id: int) -> dict | None:
+        rows = list(self.db["ownership_claims"].rows_where("id = ?", [claim_id], limit=1))
+        return rows[0] if rows else None
+
+    def decide_ownership_claim(self, claim_id: int, status: str, decided_by: str, only_from: str = "pending") -> bool:
+        """Moves a claim from ``only_from`` to ``status``; False when another decision got there first."""
+        with self.db.conn:
+            cursor = self.db.execute(
+                "update ownership_claims set status = ?, decided_by = ?, decided_at = ? where id = ? and status = ?",
+                [status, decided_by, _iso(datetime.now(timezone.utc)), claim_id, only_from])
+        return cursor.rowcount == 1
+
     def claim(self, key: str, holder: str, lease: timedelta = CLAIM_LEASE) -> bool:
         """True when ``holder`` may act on ``key`` (a repository ARN, or the estate's scan) now: nobody else, in
         any thread or process, holds it, or its holder stopped beating ``lease`` ago. The holder keeps it
@@ -512,7 +562,7 @@ def _decision(row: dict) -> PolicyDecision:
         policy_before=row["policy_before"], policy_after=row["policy_after"],
         projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
         owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"],
-        repository_created_at=_parse(row["repository_created_at"]))
+        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"])
 
 
 def _snapshot(row: dict) -> RepositoryCost:

@@ -32,6 +32,7 @@ class SlackStandIn:
         self.uploads: dict[str, bytes] = {}  # file id -> bytes uploaded to its upload URL
         self.fail_methods: dict[str, str] = {}  # API method -> the error it answers with
         self.history: dict[str, list[dict]] = {}  # channel -> messages posted (newest first), for conversations.history
+        self.views: dict[str, dict] = {}  # view id -> the modal as last opened or updated (with its "hash")
         self._changed = threading.Condition()
         standin = self
 
@@ -76,6 +77,7 @@ class SlackStandIn:
             self.fail_methods.clear()
             self.history.clear()
             self.first_arrival.clear()
+            self.views.clear()
 
     def response_url(self) -> str:
         return f"{self.base}/response/{uuid.uuid4().hex}"
@@ -102,8 +104,9 @@ class SlackStandIn:
             method = path.removeprefix("/api/")
             self.calls.append((method, args))
             self.authorizations.append((method, authorization))
+            answer = self._answer(method, args, authorization)  # under the lock: what it records is seen with the call
             self._changed.notify_all()
-        return 200, self._answer(method, args, authorization)
+        return 200, answer
 
     def _answer(self, method: str, args: dict, authorization: str | None = None) -> dict:
         if method in self.fail_methods:
@@ -141,6 +144,21 @@ class SlackStandIn:
                     "message": {"text": args.get("text")}}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D0DMCHANNEL"}}
+        if method in ("views.open", "views.update"):  # like Slack: a new hash per version; a stale hash refused
+            view = args.get("view", {})
+            view = json.loads(view) if isinstance(view, str) else view
+            if method == "views.open":
+                if not args.get("trigger_id"):
+                    return {"ok": False, "error": "invalid_arguments"}
+                view_id = f"V{uuid.uuid4().hex[:10].upper()}"
+            else:
+                view_id = args.get("view_id")
+                if view_id not in self.views:
+                    return {"ok": False, "error": "not_found"}
+                if args.get("hash") and args["hash"] != self.views[view_id]["hash"]:
+                    return {"ok": False, "error": "hash_conflict"}
+            self.views[view_id] = {**view, "id": view_id, "hash": uuid.uuid4().hex}
+            return {"ok": True, "view": self.views[view_id]}
         if method == "views.publish":
             view = args.get("view", {})
             return {"ok": True, "view": {"id": "V0HOME", **(json.loads(view) if isinstance(view, str) else view)}}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.config import shipped_base_policy_text
 from bot.core.analysis import AmbiguousOrUnknownName, display_names, find_repository, rank, summarize
-from bot.core.lifecycle import policy_status
+from bot.core.tuning import lifecycle_status
 from bot.core.models import RepositoryCost, ScanProblem, ScanResult
 from bot.render.text import scan_csv, scan_json, scan_table
 
@@ -99,10 +99,10 @@ def test_table_of_an_empty_estate_and_a_partial_one():
     assert "PARTIAL RESULT" in text and "eu-west-1" in text
 
 
-def test_policy_status():
+def test_lifecycle_status():
     base = json.loads(shipped_base_policy_text())
-    assert policy_status(None, base) == "none"
+    assert lifecycle_status(None, base) == "none"
     reordered = {"rules": [dict(r, description="mine") for r in reversed(base["rules"])]}
-    assert policy_status(json.dumps(reordered), base) == "base"
-    assert policy_status(json.dumps({"rules": base["rules"][:1]}), base) == "custom (1 rule)"
-    assert policy_status("{", base) == "custom (unreadable JSON)"
+    assert lifecycle_status(json.dumps(reordered), base) == "base"
+    assert lifecycle_status(json.dumps({"rules": base["rules"][:1]}), base) == "custom (1 rule)"
+    assert lifecycle_status("{", base) == "custom (unreadable JSON)"

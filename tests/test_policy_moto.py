@@ -123,7 +123,7 @@ def test_no_policy_apply_then_rollback_leaves_no_policy(aws, capsys, settings):
     assert [d["action"] for d in log] == ["adopted", "rolled_back"]
     assert set(log[0]) == {"id", "repository", "account_id", "region", "action", "user_id", "source", "at",
                            "policy_before", "policy_after", "projected_monthly_savings_usd", "owners_checked",
-                           "undoes"}
+                           "undoes", "reason", "note"}
     assert log[1]["undoes"] == log[0]["id"] and log[0]["owners_checked"] == ["U0SHOP123"]
     assert log[1]["policy_after"] is None and log[0]["policy_before"] is None
     code, out, _ = run_cli(capsys, "decisions")

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -42,9 +43,17 @@ def served(aws, slack, capsys, monkeypatch, tmp_path):
     repo.tags["owner"] = f"{OWNER} alice@example.com"
     load([repo])
     assert run_cli(capsys, "scan", "--format", "json")[0] == 0
+    with serving(slack, tmp_path) as base:
+        yield base
+
+
+@contextmanager
+def serving(slack: SlackStandIn, tmp_path: Path, **env_overrides: str):
+    """`serve` in HTTP mode as its own process, pointed at the stand-in; yields its base URL. On exit: SIGTERM,
+    and the process must have stopped cleanly without a traceback."""
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_SIGNING_SECRET": SECRET,
-           "SLACK_API_URL": slack.api_url, "PORT": str(port), "ECR_COST_ADMINS": ADMIN}
+           "SLACK_API_URL": slack.api_url, "PORT": str(port), "ECR_COST_ADMINS": ADMIN, **env_overrides}
     env.pop("SLACK_APP_TOKEN", None)
     log = open(tmp_path / "serve.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env, cwd=ROOT, stdout=log,
@@ -61,11 +70,13 @@ def served(aws, slack, capsys, monkeypatch, tmp_path):
                 log.seek(0)
                 pytest.fail(f"serve did not start:\n{log.read()}")
             time.sleep(0.1)
-    yield base
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(timeout=15)
-    log.seek(0)
-    output = log.read()
+    try:
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=15)
+        log.seek(0)
+        output = log.read()
     assert code == 0, output  # a clean shutdown on SIGTERM
     assert "Traceback" not in output, output
 
@@ -135,7 +146,7 @@ def test_a_signed_slash_command_is_acknowledged_at_once_and_the_detail_follows(s
     assert "rank *#1* of 1" in text and f"<@{OWNER}>" in text and "custom (1 rule)" in text
     assert "would expire 19 images" in text
     action_ids = [e["action_id"] for e in message["blocks"][-1]["elements"]]
-    assert action_ids == ["adopt_base_policy", "preview_policy", "snooze", "decline"]
+    assert action_ids == ["adopt_base_policy", "adjust_policy", "preview_policy", "snooze", "decline"]
     assert all(e["value"] == ARN for e in message["blocks"][-1]["elements"])
 
 
@@ -209,12 +220,12 @@ def test_the_owners_click_adopts_backs_up_records_and_rolls_back_exactly(served,
     assert [d.action for d in decisions(settings.db_path)] == ["adopted", "rolled_back"]
 
 
-def test_a_decline_after_an_adoption_does_not_block_the_rollback(served, slack, settings):
+def test_a_snooze_after_an_adoption_does_not_block_the_rollback(served, slack, settings):
     responses_to(slack, click(served, slack, "adopt_base_policy", OWNER)[1])
-    responses_to(slack, click(served, slack, "decline", OWNER)[1])  # from an older message
+    responses_to(slack, click(served, slack, "snooze", OWNER)[1])  # from an older message
     [replaced] = responses_to(slack, click(served, slack, "rollback", OWNER)[1])
     assert current_policy() == CUSTOM and "Rolled back" in all_text(replaced)
-    assert [d.action for d in decisions(settings.db_path)] == ["adopted", "declined", "rolled_back"]
+    assert [d.action for d in decisions(settings.db_path)] == ["adopted", "snoozed", "rolled_back"]
 
 
 def test_an_owner_named_by_email_and_an_admin_may_act(served, slack, settings):
@@ -222,9 +233,9 @@ def test_an_owner_named_by_email_and_an_admin_may_act(served, slack, settings):
     responses_to(slack, response_id)
     assert ("users.lookupByEmail", {"email": "alice@example.com"}) in [(m, {k: v for k, v in a.items() if k == "email"})
                                                                         for m, a in slack.calls]
-    _, response_id = click(served, slack, "decline", ADMIN)
+    _, response_id = click(served, slack, "adopt_base_policy", ADMIN)
     responses_to(slack, response_id)
-    assert [(d.action, d.user_id) for d in decisions(settings.db_path)] == [("snoozed", ALICE), ("declined", ADMIN)]
+    assert [(d.action, d.user_id) for d in decisions(settings.db_path)] == [("snoozed", ALICE), ("adopted", ADMIN)]
 
 
 def test_the_same_click_twice_and_a_slack_retry_act_once(served, slack, settings):

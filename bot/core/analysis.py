@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .models import RepositoryCost
+from .models import ADOPTIONS, EXEMPT_TAG, Exemption, PolicyDecision, RepositoryCost
 
 
 def rank(rows: Sequence[RepositoryCost]) -> list[RepositoryCost]:
@@ -87,3 +87,14 @@ def find_repository(rows: Sequence[RepositoryCost], query: str) -> RepositoryCos
         lowered = query.lower()
         close = [name for name in pool if lowered and lowered in name.lower()][:5]
     raise AmbiguousOrUnknownName(f"no repository named {query!r}", close)
+
+
+def exemption_of(tags: dict[str, str], decisions: Sequence[PolicyDecision]) -> Exemption | None:
+    """The repository's exemption: its ``ecr-cost-exempt`` tag (declared in infrastructure code), else an owner's
+    decline not since lifted by an admin nor followed by an adoption. ``decisions``: its log, oldest first."""
+    if EXEMPT_TAG in tags:
+        return Exemption(tags[EXEMPT_TAG].strip() or "declared by tag", None, "tag")
+    latest = next((d for d in reversed(decisions) if d.action in ("declined", "exemption_lifted", *ADOPTIONS)), None)
+    if latest is None or latest.action != "declined":
+        return None
+    return Exemption(latest.reason or "no reason given", latest.note, "decision", latest.user_id, latest.at)

@@ -289,20 +289,6 @@ def _comparable_rules(policy: object) -> list:
     return sorted(comparable, key=lambda rule: json.dumps(rule, sort_keys=True))
 
 
-def policy_status(policy_text: str | None, base_policy: dict) -> str:
-    """'none', 'base' (the same rules as the base policy, descriptions aside) or 'custom (N rules)'."""
-    if policy_text is None:
-        return "none"
-    try:
-        policy = json.loads(policy_text)
-    except (ValueError, RecursionError):
-        return "custom (unreadable JSON)"
-    if _comparable_rules(policy) == _comparable_rules(base_policy):
-        return "base"
-    count = len(policy.get("rules", [])) if isinstance(policy, dict) and isinstance(policy.get("rules"), list) else 0
-    return f"custom ({count} rule{'s' if count != 1 else ''})"
-
-
 def fingerprint(policy_text: str | None) -> str:
     """A short, stable name for one exact policy text (or for none)."""
     import hashlib

@@ -9,6 +9,9 @@ from datetime import datetime, timedelta
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # what an owner tag entry or an admin must look like
 SNOOZE = timedelta(days=30)  # "Not now" keeps nudges away this long
 PREVIOUS_PERIOD = timedelta(days=6)  # "last week" is the newest complete scan at least this much older
+EXEMPT_TAG = "ecr-cost-exempt"  # a repository tag that exempts it from the base policy; its value is the reason
+EXEMPTION_REASONS = {"compliance": "compliance", "data_retention": "data retention", "other": "other"}
+ADOPTIONS = ("adopted", "tuned")  # the decisions that put a policy the bot chose: what rollbacks undo
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ class PolicyDecision:
     account_id: str
     region: str
     arn: str
-    action: str  # adopted | rolled_back | declined | snoozed
+    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected
+    action: str
     user_id: str
     source: str  # slack | cli
     at: datetime
@@ -133,6 +137,25 @@ class PolicyDecision:
     owners_checked: tuple[str, ...] = ()  # the owner tag as AWS had it when the change was authorised
     undoes: int | None = None  # a rollback: the id of the adoption it undid
     repository_created_at: datetime | None = None  # tells a repository from one deleted and re-created by name
+    reason: str | None = None  # a decline: compliance | data_retention | other
+    note: str | None = None  # the person's own words (a decline), or what was done (a claim, a deletion)
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """Why a repository is left out of the base policy's nudges and savings: an owner's decline, or its tag."""
+
+    reason: str
+    note: str | None
+    source: str  # "decision" | "tag"
+    by: str | None = None  # who declined (None: the tag)
+    at: datetime | None = None
+
+    @property
+    def text(self) -> str:
+        reason = EXEMPTION_REASONS.get(self.reason, self.reason)
+        said = f": {self.note}" if self.note else ""
+        return f"{reason}{said}" + (f" (tag {EXEMPT_TAG})" if self.source == "tag" else "")
 
 
 @dataclass(frozen=True)
@@ -156,3 +179,9 @@ class RepositoryView:
     in_use_kept: int = 0  # of them, how many the base policy as written would have expired: adoption keeps them
     in_use_where: tuple[str, ...] = ()  # e.g. "ecs-service prod/api", "lambda thumbnails:live"
     in_use_blind: tuple[str, ...] = ()  # runtimes that could not be read: the in-use check is partial
+    exemption: Exemption | None = None
+
+    @property
+    def may_delete(self) -> bool:
+        """Unused, and no image runs anywhere the bot could see, with nothing it could not see."""
+        return self.row.unused and self.in_use_count == 0 and not self.in_use_blind

@@ -5,9 +5,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .analysis import Summary, display_names, summarize
-from .lifecycle import policy_status
-from .models import PolicyDecision, RepositoryCost, ScanResult
+from .analysis import Summary, display_names, exemption_of, summarize
+from .tuning import lifecycle_status
+from .models import ADOPTIONS, Exemption, PolicyDecision, RepositoryCost, ScanResult
 
 TOP = 10
 
@@ -35,6 +35,13 @@ class RealisedSaving:
 
 
 @dataclass(frozen=True)
+class ExemptLine:
+    label: str
+    row: RepositoryCost
+    exemption: Exemption
+
+
+@dataclass(frozen=True)
 class WeeklyReport:
     period_start: datetime
     generated_at: datetime
@@ -42,8 +49,10 @@ class WeeklyReport:
     previous_total_usd: float | None
     top: list[ReportLine]
     unused: list[str]  # labels, costliest first
-    without_policy_count: int
+    without_policy_count: int  # exempt repositories aside
     base_policy_savings_usd: float  # what the base policy would save across the repositories without one
+    exempt: list[ExemptLine]  # costliest first
+    unowned: list[tuple[str, RepositoryCost]]  # (label, row) without a valid owner tag, costliest first
     realised: list[RealisedSaving]
     partial: bool
     errors: list[str]
@@ -66,23 +75,31 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
     ranked = scan.repositories
     labels = display_names(ranked)
     before = {r.arn: r for r in previous.repositories} if previous else {}
+    latest_by_repo: dict[str, PolicyDecision] = {}
+    history: dict[str, list[PolicyDecision]] = {}
+    for decision in decisions:
+        history.setdefault(decision.arn, []).append(decision)
+        if decision.action in (*ADOPTIONS, "rolled_back"):
+            latest_by_repo[decision.arn] = decision
+    tuned = {arn: d.policy_after for arn, d in latest_by_repo.items() if d.action == "tuned"}
     top = [ReportLine(i, r, labels[r.arn],
                       None if r.arn not in before else r.monthly_cost_usd - before[r.arn].monthly_cost_usd,
-                      policy_status(r.lifecycle_policy, base_policy)) for i, r in enumerate(ranked[:TOP], 1)]
+                      lifecycle_status(r.lifecycle_policy, base_policy, tuned.get(r.arn)))
+           for i, r in enumerate(ranked[:TOP], 1)]
     current = {r.arn: r for r in ranked}
-    latest_by_repo: dict[str, PolicyDecision] = {}
-    for decision in decisions:
-        if decision.action in ("adopted", "rolled_back"):
-            latest_by_repo[decision.arn] = decision
     realised = [RealisedSaving(labels[d.arn], d.user_id, d.at, cost_at_adoption[d.id], current[d.arn].monthly_cost_usd)
                 for d in latest_by_repo.values()
-                if d.action == "adopted" and d.arn in current and d.id in cost_at_adoption]
-    without = [r for r in ranked if not r.has_lifecycle_policy]
+                if d.action in ADOPTIONS and d.arn in current and d.id in cost_at_adoption]
+    exempt = [ExemptLine(labels[r.arn], r, found) for r in ranked
+              if (found := exemption_of(r.tags, history.get(r.arn, []))) is not None]
+    exempt_arns = {line.row.arn for line in exempt}
+    without = [r for r in ranked if not r.has_lifecycle_policy and r.arn not in exempt_arns]
     return WeeklyReport(
         period_start=period_start, generated_at=scan.generated_at, summary=summarize(ranked),
         previous_total_usd=sum(r.monthly_cost_usd for r in previous.repositories) if previous else None,
         top=top, unused=[labels[r.arn] for r in ranked if r.unused], without_policy_count=len(without),
-        base_policy_savings_usd=sum(base_savings.get(r.arn, 0.0) for r in without),
+        base_policy_savings_usd=sum(base_savings.get(r.arn, 0.0) for r in without), exempt=exempt,
+        unowned=[(labels[r.arn], r) for r in ranked if not r.owners],
         realised=sorted(realised, key=lambda s: -s.saved_usd), partial=scan.partial,
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend))
 

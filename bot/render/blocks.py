@@ -12,7 +12,8 @@ from datetime import datetime
 
 from ..core.analysis import Summary
 from ..core.lifecycle import fingerprint
-from ..core.models import SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
+from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
+from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
 from .text import gib, usd
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
@@ -26,8 +27,17 @@ ROLLBACK_OVER_HAND_EDIT = "rollback_over_hand_edit"  # the second confirmation w
 PROTECT = "protect_in_use"  # the guard's button: the repository's own policy, adopted in its protected form
 # the second confirmations when some runtime could not be read (the in-use check is partial)
 ADOPT_DESPITE_PARTIAL, PROTECT_DESPITE_PARTIAL = "adopt_despite_partial", "protect_despite_partial"
+ADJUST, DELETE = "adjust_policy", "delete_repository"  # open a modal (Decline does too)
+CLAIM, APPROVE_CLAIM, REJECT_CLAIM = "claim_ownership", "approve_claim", "reject_claim"
+LIFT_EXEMPTION = "lift_exemption"
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
-              PROTECT_DESPITE_PARTIAL)
+              PROTECT_DESPITE_PARTIAL, ADJUST, DELETE, CLAIM, APPROVE_CLAIM, REJECT_CLAIM, LIFT_EXEMPTION)
+OPENS_A_MODAL = (ADJUST, DECLINE, DELETE)
+# modals: their callback ids, and the inputs of the Adjust modal (each change refreshes its preview)
+ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "delete_repository_view"
+VIEW_IDS = (ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW)
+TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
+MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE = 24, 3000, 500
 
 
 def escape(text: str) -> str:
@@ -119,6 +129,10 @@ def _detail_text(view: RepositoryView) -> str:
     if view.expiring_count is not None and view.lifecycle_status != "base":
         lines.append(f"*Base policy* would expire {view.expiring_count} images, freeing "
                      f"{gib(view.bytes_freed or 0)} GB: *{usd(view.savings_usd or 0)}/month*")
+    if view.exemption is not None:
+        by = f" by {mention(view.exemption.by)} {date_text(view.exemption.at)}" if view.exemption.by else ""
+        lines.append(f"*Exempt* {escape(view.exemption.text)}{by}: no nudges, not counted in the base policy's "
+                     f"savings")
     lines += in_use_lines(view)
     return "\n".join(lines)
 
@@ -144,9 +158,13 @@ def in_use_lines(view: RepositoryView, limit: int = 5) -> list[str]:
 
 
 def decision_line(decision: PolicyDecision) -> str:
-    verbs = {"adopted": "Base policy adopted", "rolled_back": "Rolled back", "declined": "Declined",
-             "snoozed": "Snoozed for 30 days"}
-    return f"{verbs.get(decision.action, decision.action)} by {mention(decision.user_id)} {date_text(decision.at)}"
+    verbs = {"adopted": "Base policy adopted", "tuned": "Tuned policy adopted", "rolled_back": "Rolled back",
+             "declined": "Declined", "snoozed": "Snoozed for 30 days", "exemption_lifted": "Exemption lifted",
+             "deleted": "Deleted", "claimed": "Ownership claim approved",
+             "claim_rejected": "Ownership claim rejected"}
+    reason = f" ({escape(EXEMPTION_REASONS.get(decision.reason, decision.reason))})" if decision.reason else ""
+    return (f"{verbs.get(decision.action, decision.action)}{reason} by {mention(decision.user_id)} "
+            f"{date_text(decision.at)}")
 
 
 def refusal(repository: str, owners: Sequence[str]) -> str:
@@ -242,10 +260,19 @@ def repository_actions(view: RepositoryView) -> dict:
                 "Adopt the base policy?",
                 f"{blind}{savings}{kept}The current policy ({view.lifecycle_status}) of {view.label} is backed up "
                 f"first and can be rolled back in one click.", "Adopt")),
+            button("Adjust…", ADJUST, arn),
             button("Preview", PREVIEW, arn),
             button("Not now", SNOOZE, arn),
-            button("Decline", DECLINE, arn),
+            button("Decline…", DECLINE, arn),
         ]
+    if view.may_delete:
+        elements.append(button("Delete repository…", DELETE, arn, "danger"))
+    if not view.row.owners:
+        elements.append(button("I own this", CLAIM, arn))
+    if view.exemption is not None and view.exemption.source == "decision":
+        elements.append(button("Lift exemption", LIFT_EXEMPTION, arn, confirm=confirm_dialog(
+            "Lift the exemption?", f"{view.label} gets nudges again and counts in the base policy's savings. "
+                                   f"Only admins can do this.", "Lift")))
     # unique per repository even for ARNs longer than a block_id may be
     return {"type": "actions", "block_id": "repo:" + hashlib.sha1(arn.encode()).hexdigest(), "elements": elements}
 
@@ -352,3 +379,114 @@ def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: 
     if len(own) > room:
         blocks.append(context(f"… and {len(own) - room} more of your repositories: `/ecr-cost NAME`"))
     return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}
+
+
+# -- modals ------------------------------------------------------------------------------------
+
+def plain(text: str, limit: int = MAX_SECTION) -> dict:
+    return {"type": "plain_text", "text": clip(text, limit), "emoji": True}
+
+
+def modal(callback_id: str, title: str, blocks: list[dict], arn: str, submit: str | None = None) -> dict:
+    """A modal; ``private_metadata`` names the repository only (never who may act: that is the signed user)."""
+    view = {"type": "modal", "callback_id": callback_id, "title": plain(title, MAX_MODAL_TITLE),
+            "close": plain("Cancel" if submit else "Close", MAX_MODAL_TITLE), "private_metadata": arn[:MAX_PRIVATE_METADATA],
+            "blocks": blocks[:MAX_HOME_BLOCKS]}
+    if submit:
+        view["submit"] = plain(submit, MAX_MODAL_TITLE)
+    return view
+
+
+def notice_modal(title: str, text: str) -> dict:
+    """What a submission did (or why it did nothing), in place of the form."""
+    return {"type": "modal", "title": plain(title, MAX_MODAL_TITLE), "close": plain("Close", MAX_MODAL_TITLE),
+            "blocks": [section(text)]}
+
+
+def number_input(block_id: str, label: str, initial: str | None, maximum: int, optional: bool = False,
+                 hint: str | None = None) -> dict:
+    element = {"type": "number_input", "action_id": TUNE_PREFIX + block_id, "is_decimal_allowed": False,
+               "min_value": "1", "max_value": str(maximum),
+               "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]}}
+    if initial:
+        element["initial_value"] = initial
+    block = {"type": "input", "block_id": block_id, "dispatch_action": True, "optional": optional,
+             "label": plain(label, 2000), "element": element}
+    if hint:
+        block["hint"] = plain(hint, 2000)
+    return block
+
+
+def tuning_preview_text(expiring: int, image_count: int, bytes_freed: int, savings_usd: float, in_use_kept: int,
+                        in_use_count: int, partial: bool) -> str:
+    kept = (f"\n:shield: *{in_use_kept}* of the {in_use_count} images in use would match a rule: adopting keeps "
+            f"them" if in_use_kept else f"\n:shield: {in_use_count} images in use, none matched by a rule"
+            if in_use_count else "\nNo image is in use")
+    blind = "\n:warning: In-use check partial: images running where the bot cannot see are not kept" if partial else ""
+    return (f"*Preview* {expiring} of {image_count} images expire, freeing {gib(bytes_freed)} GB: "
+            f"*{usd(savings_usd)}/month* saved{kept}{blind}")
+
+
+def adjust_modal(repository: str, arn: str, values: dict[str, str | None], preview_text: str) -> dict:
+    """Adjust and adopt: the base policy's numbers, each change refreshing the preview (``views.update``)."""
+    value = lambda name: values.get(name) or None  # noqa: E731
+    blocks = [
+        section(f"Tune the base policy for *{escape(repository)}*. The current policy is backed up first and "
+                f"*Roll back* restores it; in-use images are always kept."),
+        number_input("untagged", "Keep untagged images (how many)", value("untagged"), MAX_COUNT),
+        number_input("latest", "Keep images tagged latest (how many)", value("latest"), MAX_COUNT),
+        {"type": "input", "block_id": "prefix", "dispatch_action": True, "label": plain("Version tag prefix"),
+         "hint": plain("Your release tags start with it, e.g. v for v1.4.2"),
+         "element": {"type": "plain_text_input", "action_id": TUNE_PREFIX + "prefix", "max_length": MAX_PREFIX,
+                     "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]},
+                     **({"initial_value": values["prefix"]} if values.get("prefix") else {})}},
+        number_input("versions", "Keep versions: images tagged with the prefix (how many)", value("versions"),
+                     MAX_COUNT),
+        number_input("overall", "Keep overall: images of any tag (how many)", value("overall"), MAX_COUNT),
+        number_input("untagged_days", "Optional: expire untagged images older than N days", value("untagged_days"),
+                     MAX_DAYS, optional=True, hint="Replaces the untagged count: ECR allows one rule for untagged "
+                                                    "images."),
+        {"type": "section", "block_id": "preview", "text": {"type": "mrkdwn", "text": clip(preview_text, MAX_SECTION)}},
+    ]
+    return modal(ADJUST_VIEW, "Adjust the policy", blocks, arn, submit="Adopt")
+
+
+def decline_modal(repository: str, arn: str) -> dict:
+    """Decline: why (compliance, data retention, other) and the person's own words."""
+    options = [{"text": plain(label.capitalize()), "value": key} for key, label in EXEMPTION_REASONS.items()]
+    blocks = [
+        section(f"Exempt *{escape(repository)}* from the base policy: it gets no more nudges and is listed in the "
+                f"weekly report with your reason. An admin can lift the exemption."),
+        {"type": "input", "block_id": "reason", "label": plain("Why"),
+         "element": {"type": "static_select", "action_id": "reason", "options": options,
+                     "placeholder": plain("Compliance, data retention, other")}},
+        {"type": "input", "block_id": "note", "optional": True, "label": plain("Note (optional)"),
+         "element": {"type": "plain_text_input", "action_id": "note", "multiline": True, "max_length": MAX_NOTE}},
+    ]
+    return modal(DECLINE_VIEW, "Decline the policy", blocks, arn, submit="Exempt")
+
+
+def delete_modal(row: RepositoryCost, arn: str) -> dict:
+    """Delete an unused repository: what it frees, and the name typed to confirm."""
+    blocks = [
+        section(f":warning: Deleting *{escape(row.repository)}* ({escape(row.account_id)} {escape(row.region)}) "
+                f"removes its *{row.image_count}* images, *{gib(row.stored_bytes)} GB*, and saves "
+                f"*{usd(row.monthly_cost_usd)}/month*. It cannot be undone in AWS: first every image's digest, "
+                f"tags, push and pull times and manifest are exported, kept by the bot and sent to you as a file."),
+        {"type": "input", "block_id": "confirm_name", "label": plain("Type the repository's name to confirm"),
+         "element": {"type": "plain_text_input", "action_id": "confirm_name", "max_length": 256,
+                     "placeholder": plain(row.repository)}},
+    ]
+    return modal(DELETE_VIEW, "Delete repository", blocks, arn, submit="Delete")
+
+
+def claim_request(claim_id: int, row: RepositoryCost, claimer: str) -> dict:
+    """The admins' direct message: a claim to approve or reject."""
+    tag = escape(", ".join(f"{k}={v}" for k, v in row.tags.items()) or "none")
+    return {"text": clip(f"{claimer} claims {row.repository}", MAX_SECTION), "blocks": [
+        section(f"{mention(claimer)} says they own *{escape(row.repository)}* ({escape(row.account_id)} "
+                f"{escape(row.region)}, *{usd(row.monthly_cost_usd)}/month*), which has no valid owner tag "
+                f"(tags: {tag}). Approving sets its owner tag to {mention(claimer)}."),
+        {"type": "actions", "block_id": f"claim:{claim_id}", "elements": [
+            button("Approve", APPROVE_CLAIM, str(claim_id), "primary"),
+            button("Reject", REJECT_CLAIM, str(claim_id), "danger")]}]}

@@ -38,6 +38,19 @@ def report_message(report: WeeklyReport) -> dict:
         blocks.section(f"*Unused* ({len(report.unused)}): {_names(report.unused, 30)}" if report.unused
                        else "*Unused* none"),
     ]
+    if report.exempt:
+        lines = [f"• {blocks.escape(e.label)} *{usd(e.row.monthly_cost_usd)}/mo*: {blocks.escape(e.exemption.text)}"
+                 + (f", by {blocks.mention(e.exemption.by)}" if e.exemption.by else "") for e in report.exempt[:15]]
+        if len(report.exempt) > 15:
+            lines.append(f"… and {len(report.exempt) - 15} more")
+        body.append(blocks.section(f"*Exempt* ({len(report.exempt)}, {usd(exempt_total(report))}/month)\n"
+                                   + "\n".join(lines)))
+    if report.unowned:
+        lines = [f"{blocks.escape(label)} {usd(row.monthly_cost_usd)}" for label, row in report.unowned[:15]]
+        more = f" and {len(report.unowned) - 15} more" if len(report.unowned) > 15 else ""
+        body.append(blocks.section(f"*Without an owner* ({len(report.unowned)}, "
+                                   f"{usd(sum(r.monthly_cost_usd for _, r in report.unowned))}/month): "
+                                   f"{', '.join(lines)}{more}. Owners: press *I own this* in `/ecr-cost NAME`."))
     if report.realised:
         lines = [f"• {blocks.escape(r.label)}: {usd(r.cost_at_adoption_usd)} → {usd(r.cost_now_usd)} "
                  f"(*{usd(r.saved_usd)}/mo*), adopted by {blocks.mention(r.adopted_by)}" for r in report.realised[:20]]
@@ -51,6 +64,10 @@ def report_message(report: WeeklyReport) -> dict:
     body.append(blocks.context(f"generated {blocks.date_text(report.generated_at)} · `/ecr-cost NAME` for a "
                                f"repository's detail and actions"))
     return {"text": report_text_fallback(report), "blocks": body[:blocks.MAX_BLOCKS]}
+
+
+def exempt_total(report: WeeklyReport) -> float:
+    return sum(e.row.monthly_cost_usd for e in report.exempt)
 
 
 def report_text_fallback(report: WeeklyReport) -> str:
@@ -80,6 +97,14 @@ def report_text(report: WeeklyReport) -> str:
              f"{usd(report.base_policy_savings_usd)}/month across them",
              f"unused ({len(report.unused)}): {', '.join(report.unused[:30]) or 'none'}"
              + (f" and {len(report.unused) - 30} more" if len(report.unused) > 30 else "")]
+    if report.exempt:
+        lines.append(f"exempt ({len(report.exempt)}, {usd(exempt_total(report))}/month):")
+        lines += [f"  {e.label} {usd(e.row.monthly_cost_usd)}/month: {e.exemption.text}"
+                  + (f" (by {e.exemption.by})" if e.exemption.by else "") for e in report.exempt]
+    if report.unowned:
+        lines.append(f"without an owner ({len(report.unowned)}): "
+                     + ", ".join(f"{label} {usd(row.monthly_cost_usd)}" for label, row in report.unowned[:30])
+                     + (f" and {len(report.unowned) - 30} more" if len(report.unowned) > 30 else ""))
     if report.realised:
         lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
         lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
@@ -107,6 +132,11 @@ def report_json(report: WeeklyReport) -> dict:
         "unused": report.unused,
         "without_policy_count": report.without_policy_count,
         "base_policy_savings_usd": round(report.base_policy_savings_usd, 4),
+        "exempt": [{"repository": e.label, "monthly_cost_usd": round(e.row.monthly_cost_usd, 4),
+                    "reason": e.exemption.reason, "note": e.exemption.note, "source": e.exemption.source,
+                    "by": e.exemption.by} for e in report.exempt],
+        "unowned": [{"repository": label, "monthly_cost_usd": round(row.monthly_cost_usd, 4)}
+                    for label, row in report.unowned],
         "realised_savings": [{"repository": r.label, "adopted_by": r.adopted_by, "adopted_at": iso(r.adopted_at),
                               "cost_at_adoption_usd": round(r.cost_at_adoption_usd, 4),
                               "cost_now_usd": round(r.cost_now_usd, 4), "saved_usd": round(r.saved_usd, 4)}

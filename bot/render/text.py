@@ -8,7 +8,8 @@ from datetime import datetime
 
 from ..core.analysis import Summary, display_names, summarize
 from ..core.cost import GIB
-from ..core.lifecycle import Preview, policy_status
+from ..core.lifecycle import Preview
+from ..core.tuning import lifecycle_status
 from ..core.inuse import InUseSet, Usage
 from ..core.models import Image, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 
@@ -105,7 +106,7 @@ def scan_table(result: ScanResult, base_policy: dict, limit: int | None = None) 
 
 
 def _policy_cell(row: RepositoryCost, base_policy: dict) -> str:
-    status = policy_status(row.lifecycle_policy, base_policy)
+    status = lifecycle_status(row.lifecycle_policy, base_policy)
     return "NONE" if status == "none" else status  # shouted: the playbook's first fix
 
 
@@ -287,14 +288,16 @@ def decision_json(decision: PolicyDecision) -> dict:
             "policy_after": decision.policy_after,
             "projected_monthly_savings_usd": None if decision.projected_monthly_savings_usd is None
             else round(decision.projected_monthly_savings_usd, 4),
-            "owners_checked": list(decision.owners_checked), "undoes": decision.undoes}
+            "owners_checked": list(decision.owners_checked), "undoes": decision.undoes, "reason": decision.reason,
+            "note": decision.note}
 
 
 def decisions_table(decisions: Sequence[PolicyDecision]) -> str:
     if not decisions:
         return "no decisions yet"
     rows = [[str(d.id), iso(d.at) or "", d.action, d.repository, d.region, d.account_id, d.user_id, d.source,
-             "" if d.projected_monthly_savings_usd is None else usd(d.projected_monthly_savings_usd)]
+             "" if d.projected_monthly_savings_usd is None else usd(d.projected_monthly_savings_usd),
+             "; ".join(x for x in (d.reason, (d.note or "").replace("\n", " ")[:80]) if x)]
             for d in decisions]
     return "\n".join(text_table(["id", "at", "action", "repository", "region", "account", "user", "source",
-                             "USD/month"], rows, right={0, 8}))
+                             "USD/month", "reason / note"], rows, right={0, 8}))

@@ -1,22 +1,28 @@
-"""Buttons: Adopt base policy, Preview, Not now, Decline, Roll back (and Roll back over a hand edit).
+"""Buttons: Adopt base policy, Adjust…, Preview, Not now, Decline…, Roll back (and Roll back over a hand edit),
+Protect, Delete repository…, I own this (and the admins' Approve / Reject), Lift exemption.
 
-A button's value only names the repository; who may act is decided by the policy changes from the owner tag
-as AWS has it at the click. A click is acted on at most once (Slack retries and double clicks included).
+A button's value only names the repository (or an ownership claim); who may act is decided from the signed user
+and the owner tag as AWS has it at the click. A click is acted on at most once (Slack retries and double clicks
+included). Adjust…, Decline… and Delete repository… open a modal (bot/slack/views.py handles its submission).
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 from slack_bolt import App
+from slack_sdk.errors import SlackApiError
 
-from ..adoption import HandEdited, InUsePartial, NotAnOwner, PolicyOperationError
+from ..adoption import HandEdited, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from ..application import Application
 from ..render import blocks
 from .directory import SlackDirectory
 from .home import home_view
+from .views import refresh_adjust
 
 ACTIONS = re.compile(f"^({'|'.join(map(re.escape, blocks.ACTION_IDS))})$")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,10 +32,46 @@ class Outcome:
     replace: dict | None = None
     ephemeral: str | None = None
     ephemeral_message: dict | None = None
+    modal: dict | None = None  # a form to open with the click's trigger_id
+    preview_after_open: bool = False  # the Adjust form: its preview follows once the form is open
+    direct: tuple[tuple[str, dict], ...] = ()  # (user ID, message): direct messages to send
+
+
+def decide_claim(application: Application, directory: SlackDirectory, value: str, user_id: str,
+                 approve: bool) -> Outcome:
+    """An admin's Approve or Reject of an ownership claim; the claimer hears the outcome."""
+    try:
+        claim_id = int(value)
+    except ValueError:
+        return Outcome(ephemeral="That is not an ownership claim; nothing was changed.")
+    try:
+        ref, claimer, _ = application.claim_of(claim_id)
+        change = application.decide_claim(claim_id, approve, directory.actor(user_id))
+    except HasOwners as exc:
+        text = (f"*{blocks.escape(exc.ref.name)}* got owners meanwhile ({blocks.owners_text(exc.owners)}); the claim "
+                f"was not applied.")
+        return Outcome(replace=blocks.plain_message(text), direct=((claimer, blocks.plain_message(text)),))
+    except PolicyOperationError as exc:
+        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+    if change.decision is None:
+        return Outcome(ephemeral=blocks.escape(change.note or "Nothing was changed."))
+    name = blocks.escape(ref.name)
+    if approve:
+        done = f":white_check_mark: {blocks.mention(claimer)} now owns *{name}*: owner tag set by {blocks.mention(user_id)}."
+        told = (f"Your claim on *{name}* was approved by {blocks.mention(user_id)}: you are its owner now. "
+                f"`/ecr-cost {name}` shows its cost and what a lifecycle policy would save.")
+    else:
+        done = f"The claim of {blocks.mention(claimer)} on *{name}* was rejected by {blocks.mention(user_id)}."
+        told = f"Your claim on *{name}* was rejected by {blocks.mention(user_id)}."
+    return Outcome(replace=blocks.plain_message(done), direct=((claimer, blocks.plain_message(told)),))
 
 
 def act(application: Application, directory: SlackDirectory, action_id: str, value: str, user_id: str,
         click_id: str) -> Outcome:
+    if action_id in (blocks.APPROVE_CLAIM, blocks.REJECT_CLAIM):
+        if not application.first_delivery(click_id):
+            return Outcome()
+        return decide_claim(application, directory, value, user_id, approve=action_id == blocks.APPROVE_CLAIM)
     arn, _, seen_edit = value.partition(" ")  # Roll back anyway also names the hand edit the person saw
     found = application.find_by_arn(arn)
     if found is None:
@@ -42,9 +84,20 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
             return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
         return Outcome(ephemeral_message=blocks.preview_message(
             view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
+    # the forms open for anyone; who may act is decided when one is submitted, from the live owner tag
+    if action_id == blocks.ADJUST:
+        values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
+        return Outcome(modal=blocks.adjust_modal(row.repository, row.arn, values, "_Computing the preview…_"),
+                       preview_after_open=True)
+    if action_id == blocks.DECLINE:
+        return Outcome(modal=blocks.decline_modal(row.repository, row.arn))
+    if action_id == blocks.DELETE:
+        return Outcome(modal=blocks.delete_modal(row, row.arn))
     if not application.first_delivery(click_id):
         return Outcome()  # the same click delivered again: already handled
     actor = directory.actor(user_id)
+    if action_id == blocks.CLAIM:
+        return claim(application, directory, row, user_id)
     try:
         if action_id in (blocks.ADOPT, blocks.ADOPT_DESPITE_PARTIAL):
             change = application.adopt(row, actor, despite_partial=action_id == blocks.ADOPT_DESPITE_PARTIAL)
@@ -55,12 +108,15 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
             change = application.protect(row, actor, despite_partial=action_id == blocks.PROTECT_DESPITE_PARTIAL)
         elif action_id == blocks.SNOOZE:
             change = application.snooze(row, actor)
-        elif action_id == blocks.DECLINE:
-            change = application.decline(row, actor)
+        elif action_id == blocks.LIFT_EXEMPTION:
+            change = application.lift_exemption(row, actor)
         else:
             return Outcome(ephemeral=f"Unknown action {blocks.escape(action_id)}; nothing was changed.")
     except NotAnOwner as exc:
         return Outcome(ephemeral=blocks.refusal(row.repository, exc.owners))
+    except NotAnAdmin as exc:
+        message = blocks.escape(str(exc))
+        return Outcome(ephemeral=f"{message[:1].upper()}{message[1:]}.")
     except InUsePartial as exc:
         return Outcome(ephemeral_message=blocks.partial_message(row.arn, row.repository, exc.problems,
                                                                 protect=action_id == blocks.PROTECT))
@@ -74,6 +130,29 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     return Outcome(replace=None if view is None else blocks.repository_detail(view), ephemeral=note)
 
 
+def claim(application: Application, directory: SlackDirectory, row, user_id: str) -> Outcome:
+    """I own this: the admins get a direct message to approve or reject."""
+    admins = directory.admins
+    if not admins:
+        return Outcome(ephemeral="No admin is configured (ECR_COST_ADMINS), so nobody can approve a claim; ask "
+                                 "whoever manages the AWS account to set the repository's owner tag.")
+    try:
+        claim_id, new = application.claim_ownership(row, user_id)
+    except HasOwners as exc:
+        return Outcome(ephemeral=f"*{blocks.escape(row.repository)}* already has owners "
+                                 f"({blocks.owners_text(exc.owners)}); ask them. Nothing was changed.")
+    except PolicyOperationError as exc:
+        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+    who = ", ".join(blocks.mention(a) for a in admins)
+    if not new:
+        return Outcome(ephemeral=f"You already claimed *{blocks.escape(row.repository)}*; the admins ({who}) have "
+                                 f"your request.")
+    request = blocks.claim_request(claim_id, row, user_id)
+    return Outcome(ephemeral=f"Asked the admins ({who}) to approve your claim on *{blocks.escape(row.repository)}*; "
+                             f"you will get a message when one of them decides.",
+                   direct=tuple((admin, request) for admin in admins))
+
+
 def register(app: App, application: Application, directory: SlackDirectory) -> None:
     @app.action(ACTIONS)
     def on_click(ack, body, action, respond, client):
@@ -82,6 +161,22 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         click_id = f"{user_id}:{action['action_id']}:{action.get('action_ts') or body.get('trigger_id')}"
         outcome = act(application, directory, action["action_id"], action.get("value", ""), user_id, click_id)
         in_home = body.get("container", {}).get("type") == "view"
+        if outcome.modal is not None:
+            try:
+                opened = client.views_open(trigger_id=body.get("trigger_id"), view=outcome.modal)
+            except SlackApiError as exc:
+                logger.warning("views.open failed: %s", exc.response.get("error"))
+                outcome = Outcome(ephemeral="The form could not be opened (it must open within 3 seconds of the "
+                                            "click); please press the button again.")
+            else:
+                if outcome.preview_after_open:
+                    refresh_adjust(application, client, opened["view"])
+                return
+        for recipient, message in outcome.direct:
+            try:
+                client.chat_postMessage(channel=recipient, **message)
+            except SlackApiError as exc:
+                logger.warning("direct message to %s failed: %s", recipient, exc.response.get("error"))
         if in_home:
             if outcome.replace is not None:
                 client.views_publish(user_id=user_id, view=home_view(application, directory, user_id))

@@ -7,7 +7,7 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 
 from ..application import Application
 from ..config import Settings
-from . import actions, commands, home
+from . import actions, commands, home, views
 from .directory import SlackDirectory
 
 
@@ -26,4 +26,5 @@ def build_app(settings: Settings, application: Application, directory: SlackDire
     commands.register(app, application)
     actions.register(app, application, directory)
     home.register(app, application, directory)
+    views.register(app, application, directory)
     return app

@@ -34,6 +34,10 @@ class SlackDirectory:
         return Actor(user_id, "slack", is_admin=user_id in self._admins,
                      names_me=lambda entry: self.user_id_for(entry) == user_id)
 
+    @property
+    def admins(self) -> list[str]:
+        return sorted(self._admins)
+
     def is_admin(self, user_id: str) -> bool:
         return user_id in self._admins
 

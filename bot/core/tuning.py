@@ -1,0 +1,160 @@
+"""The base policy, tuned by an owner: five numbers and a prefix in, an ECR lifecycle policy out. Pure.
+
+The form's fields map one to one to the base policy's rules (untagged, `latest`, the version prefix, overall),
+plus an optional age for untagged images. ECR accepts at most one rule selecting untagged images, so an age,
+when given, replaces the untagged count rather than adding a second untagged rule.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from .inuse import unprotected
+
+MAX_COUNT = 100_000  # ECR's images-per-repository quota: a larger count can never expire anything
+MAX_DAYS = 3_650
+MAX_PREFIX = 128  # a tag is at most 128 characters: a longer prefix can never match
+TAG_CHARACTERS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # the characters a Docker/OCI tag may hold
+FIELDS = ("untagged", "latest", "prefix", "versions", "overall", "untagged_days")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    untagged: int = 1  # untagged images kept
+    latest: int = 1  # images tagged latest* kept
+    prefix: str = "v"  # the version tag prefix
+    versions: int = 9  # images tagged with the prefix kept
+    overall: int = 20  # images kept overall
+    untagged_days: int | None = None  # when set: untagged images older than this expire (instead of the count)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def tuned_policy(tuning: Tuning) -> dict:
+    """The lifecycle policy the tuning describes, in the base policy's shape and order."""
+    if tuning.untagged_days is None:
+        untagged = {"description": f"Keep only {tuning.untagged} untagged image(s), expire all others",
+                    "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan",
+                                  "countNumber": tuning.untagged}}
+    else:
+        untagged = {"description": f"Expire untagged images older than {tuning.untagged_days} days",
+                    "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days",
+                                  "countNumber": tuning.untagged_days}}
+    rules = [
+        untagged,
+        {"description": f"Keep only {tuning.latest} image(s) tagged latest, expire all others",
+         "selection": {"tagStatus": "tagged", "tagPrefixList": ["latest"], "countType": "imageCountMoreThan",
+                       "countNumber": tuning.latest}},
+        {"description": f"Keep the last {tuning.versions} images tagged with a {tuning.prefix} prefix (releases)",
+         "selection": {"tagStatus": "tagged", "tagPrefixList": [tuning.prefix], "countType": "imageCountMoreThan",
+                       "countNumber": tuning.versions}},
+        {"description": f"Keep the last {tuning.overall} images overall",
+         "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": tuning.overall}},
+    ]
+    return {"rules": [{"rulePriority": i, **rule, "action": {"type": "expire"}} for i, rule in enumerate(rules, 1)]}
+
+
+def tuning_of(policy: Mapping) -> Tuning:
+    """The tuning a policy in the base policy's shape describes (to prefill the form); the defaults for whatever
+    does not fit that shape."""
+    found: dict = {}
+    rules = policy.get("rules") if isinstance(policy, Mapping) else None
+    for rule in rules if isinstance(rules, list) else []:
+        selection = rule.get("selection") if isinstance(rule, Mapping) else None
+        if not isinstance(selection, Mapping):
+            continue
+        status, count_type, number = selection.get("tagStatus"), selection.get("countType"), selection.get("countNumber")
+        prefixes = selection.get("tagPrefixList") or []
+        if not isinstance(number, int) or isinstance(number, bool):
+            continue
+        if status == "untagged" and count_type == "imageCountMoreThan":
+            found.setdefault("untagged", number)
+        elif status == "untagged" and count_type == "sinceImagePushed":
+            found.setdefault("untagged_days", number)
+        elif status == "tagged" and count_type == "imageCountMoreThan" and len(prefixes) == 1:
+            if prefixes[0] == "latest":
+                found.setdefault("latest", number)
+            elif isinstance(prefixes[0], str):
+                found.setdefault("prefix", prefixes[0])
+                found.setdefault("versions", number)
+        elif status == "any" and count_type == "imageCountMoreThan":
+            found.setdefault("overall", number)
+    return Tuning(**found)
+
+
+def parse_tuning(values: Mapping[str, str | None]) -> tuple[Tuning | None, dict[str, str]]:
+    """The form's raw values (field -> text, None or "" when empty) as a Tuning, or the problems per field, each
+    said so that a person knows what to type instead."""
+    problems: dict[str, str] = {}
+    parsed: dict = {}
+    for name in ("untagged", "latest", "versions", "overall", "untagged_days"):
+        raw = (values.get(name) or "").strip()
+        if not raw:
+            if name == "untagged_days":
+                parsed[name] = None
+            else:
+                problems[name] = "Enter a whole number of images to keep (at least 1)."
+            continue
+        limit, unit = (MAX_DAYS, "days") if name == "untagged_days" else (MAX_COUNT, "images")
+        if not re.fullmatch(r"[0-9]{1,12}", raw):
+            problems[name] = f"Enter a whole number from 1 to {limit:,}."
+        elif not 1 <= int(raw) <= limit:
+            problems[name] = (f"{int(raw):,} is out of range: from 1 to {limit:,} {unit}"
+                              + (" (ECR's images-per-repository quota)." if unit == "images" else "."))
+        else:
+            parsed[name] = int(raw)
+    prefix = values.get("prefix") or ""
+    if not prefix.strip():
+        problems["prefix"] = "Enter the prefix your version tags start with, e.g. v or release-."
+    elif len(prefix) > MAX_PREFIX:
+        problems["prefix"] = f"At most {MAX_PREFIX} characters (a tag is never longer); this one has {len(prefix)}."
+    elif not TAG_CHARACTERS.match(prefix):
+        problems["prefix"] = ("A tag prefix holds only letters, digits, _ . and - (no spaces), and starts with a "
+                              "letter, a digit or _.")
+    elif prefix.startswith("latest") or "latest".startswith(prefix):
+        problems["prefix"] = (f"{prefix!r} overlaps the latest rule's prefix: ECR needs distinct prefixes; "
+                              f"use your version tags' own prefix.")
+    else:
+        parsed["prefix"] = prefix
+    if problems:
+        return None, problems
+    return Tuning(**parsed), {}
+
+
+def _ordered_rules(policy: Mapping) -> list:
+    """The rules in priority order, their priorities and descriptions aside (what they do, not how they are
+    numbered or described), the bot's own keep rule left out."""
+    rules = [r for r in unprotected(policy).get("rules", []) if isinstance(r, Mapping)]
+    ordered = sorted(rules, key=lambda r: r.get("rulePriority") if isinstance(r.get("rulePriority"), int) else 0)
+    return [{k: v for k, v in r.items() if k not in ("rulePriority", "description")} for r in ordered]
+
+
+def describe_tuning(tuning: Tuning) -> str:
+    untagged = (f"untagged older than {tuning.untagged_days} days" if tuning.untagged_days is not None
+                else f"{tuning.untagged} untagged")
+    return f"keeps {untagged}, {tuning.latest} latest, {tuning.versions} {tuning.prefix}*, {tuning.overall} overall"
+
+
+def lifecycle_status(policy_text: str | None, base_policy: Mapping, tuned_text: str | None = None) -> str:
+    """'none', 'base' (the base policy's rules), 'tuned (...)' (the rules an owner tuned through the bot, given
+    as ``tuned_text``) or 'custom (N rules)'; the keep rule that protects in-use images is not counted."""
+    if policy_text is None:
+        return "none"
+    try:
+        policy = json.loads(policy_text)
+        rules = _ordered_rules(policy)
+    except (ValueError, RecursionError, AttributeError, TypeError):
+        return "custom (unreadable JSON)"
+    if rules == _ordered_rules(base_policy):
+        return "base"
+    if tuned_text is not None:
+        try:
+            tuned = json.loads(tuned_text)
+        except (ValueError, RecursionError):
+            tuned = None
+        if isinstance(tuned, Mapping) and rules == _ordered_rules(tuned):
+            return f"tuned ({describe_tuning(tuning_of(unprotected(tuned)))})"
+    return f"custom ({len(rules)} rule{'s' if len(rules) != 1 else ''})"

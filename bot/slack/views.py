@@ -1,0 +1,234 @@
+"""The modals: Adjust (a tuned policy with a live preview), Decline (an exemption with its reason) and Delete
+repository (an export, then the deletion).
+
+A submission is checked within Slack's 3 seconds (errors shown on the inputs), acknowledged with a "working"
+view, then acted on through the application layer; the view then says what happened. The view's
+``private_metadata`` only names the repository: who may act is the signed user, checked against the owner tag
+as AWS has it at the submission. A view is acted on at most once (a double submit or a retry changes nothing).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+from slack_bolt import App
+from slack_sdk.errors import SlackApiError
+
+from ..adoption import HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, compact
+from ..application import Application
+from ..core.lifecycle import validate_policy
+from ..core.models import EXEMPTION_REASONS, RepositoryCost
+from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
+from ..render import blocks
+from ..render.text import gib, usd
+from .directory import SlackDirectory
+
+logger = logging.getLogger(__name__)
+TUNING_INPUTS = re.compile(f"^{re.escape(blocks.TUNE_PREFIX)}({'|'.join(FIELDS)})$")
+
+
+def state_value(view: dict, block_id: str, action_id: str) -> str | None:
+    """One input's value as the submission carries it (None when absent or malformed)."""
+    values = view.get("state", {}).get("values", {}) if isinstance(view.get("state"), dict) else {}
+    element = values.get(block_id, {}).get(action_id) if isinstance(values.get(block_id), dict) else None
+    if not isinstance(element, dict):
+        return None
+    if isinstance(element.get("selected_option"), dict):
+        value = element["selected_option"].get("value")
+    else:
+        value = element.get("value")
+    return value if isinstance(value, str) else None
+
+
+def tuning_values(view: dict) -> dict[str, str | None]:
+    return {name: state_value(view, name, blocks.TUNE_PREFIX + name) for name in FIELDS}
+
+
+def repository_of(application: Application, view: dict) -> RepositoryCost | None:
+    """The repository the view names, if the latest scan has it (the metadata is the client's: never trusted for
+    anything else)."""
+    arn = view.get("private_metadata")
+    found = application.find_by_arn(arn) if isinstance(arn, str) and arn else None
+    return found[1] if found else None
+
+
+def tuning_problems(values: dict[str, str | None]):
+    """(the tuning, problems per input block): the form's own checks, then the lifecycle validator's."""
+    tuning, problems = parse_tuning(values)
+    if tuning is None:
+        return None, problems
+    _, invalid = validate_policy(compact(tuned_policy(tuning)))
+    if invalid:
+        return None, {"overall": "ECR would refuse this policy: " + "; ".join(invalid)[:1500]}
+    return tuning, {}
+
+
+def refresh_adjust(application: Application, client, view: dict) -> None:
+    """Recomputes the Adjust form's preview from what the form holds now (``views.update`` with the view's hash,
+    so an older refresh never overwrites a newer one)."""
+    row = repository_of(application, view)
+    if row is None:
+        return
+    values = tuning_values(view)
+    if all(v is None for v in values.values()):  # just opened: its initial values
+        values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
+    tuning, problems = tuning_problems(values)
+    if tuning is None:
+        text = "*Preview* fix the form first: " + "; ".join(blocks.escape(p) for p in problems.values())
+    else:
+        try:
+            found = application.tuned_preview(row, tuning)
+        except PolicyOperationError as exc:
+            text = f"*Preview* unavailable: {blocks.escape(str(exc))}"
+        else:
+            adopted = found.adopted or found.result
+            expiring = sum(1 for d in adopted.decisions if d.action == "expire")
+            savings = found.adopted_savings_usd if found.adopted is not None else found.monthly_savings_usd
+            text = blocks.tuning_preview_text(expiring, found.image_count, adopted.bytes_freed, savings,
+                                              len(found.in_use_expiring), len(found.used),
+                                              found.in_use is not None and found.in_use.partial)
+    try:
+        client.views_update(view_id=view["id"], hash=view.get("hash"),
+                            view=blocks.adjust_modal(row.repository, row.arn, values, text))
+    except SlackApiError as exc:  # hash_conflict: the person typed again; that change brings its own refresh
+        logger.info("views.update of the Adjust form skipped: %s", exc.response.get("error"))
+
+
+def outcome_text(action: Callable[[], object], row: RepositoryCost, done: Callable[[object], str]) -> str:
+    """What a change did, or why it did nothing, in one message."""
+    try:
+        result = action()
+    except NotAnOwner as exc:
+        return blocks.refusal(row.repository, exc.owners)
+    except (NotAnAdmin, HasOwners) as exc:
+        return f":x: {blocks.escape(str(exc))}."
+    except InUsePartial as exc:
+        return (f":warning: *Nothing was changed.* {blocks.escape(str(exc))}:\n"
+                + "\n".join(f"• {blocks.escape(p)}" for p in exc.problems[:10]))
+    except PolicyOperationError as exc:
+        return f":x: {blocks.escape(str(exc))}" + "".join(f"\n• {blocks.escape(p)}" for p in exc.problems[:10])
+    except Exception:  # noqa: BLE001 - the person still gets an answer
+        logger.exception("a modal's change to %s failed", row.arn)
+        return ":x: Something went wrong; the error is in the bot's log. Nothing may have changed: check " \
+               f"`/ecr-cost {blocks.escape(row.repository)}`."
+    return done(result)
+
+
+def register(app: App, application: Application, directory: SlackDirectory) -> None:
+    def begin(ack, view: dict, title: str) -> RepositoryCost | None:
+        """The checks every submission shares once its inputs are valid: the repository, and one action per view.
+        Acknowledges with a "working" view, or with why nothing will happen."""
+        row = repository_of(application, view)
+        if row is None:
+            ack(response_action="update", view=blocks.notice_modal(title, "That repository is not in the latest "
+                                                                            "scan; nothing was changed."))
+            return None
+        if not application.first_delivery(f"view:{view.get('id')}"):
+            ack(response_action="update", view=blocks.notice_modal(title, "This form was already submitted; "
+                                                                            "nothing more was changed."))
+            return None
+        ack(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
+                                                                     f"*{blocks.escape(row.repository)}*…"))
+        return row
+
+    def finish(client, view: dict, title: str, text: str) -> None:
+        try:
+            client.views_update(view_id=view["id"], view=blocks.notice_modal(title, text))
+        except SlackApiError as exc:
+            logger.warning("could not show the outcome in the modal: %s", exc.response.get("error"))
+
+    @app.action(TUNING_INPUTS)
+    def on_tuning_input(ack, body, client):
+        ack()
+        if isinstance(body.get("view"), dict):
+            refresh_adjust(application, client, body["view"])
+
+    @app.view(blocks.ADJUST_VIEW)
+    def on_adjust(ack, body, view, client):
+        tuning, problems = tuning_problems(tuning_values(view))
+        if problems:
+            ack(response_action="errors", errors=problems)
+            return
+        title = "Adjust the policy"
+        row = begin(ack, view, title)
+        if row is None:
+            return
+        actor = directory.actor(body["user"]["id"])
+
+        def done(change) -> str:
+            if change.decision is None:
+                return blocks.escape(change.note or "Nothing was changed.")
+            note = f"\n{blocks.escape(change.note)}" if change.note else ""
+            return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
+                    f"({blocks.escape(describe_tuning(tuning))}), projected to save "
+                    f"*{usd(change.decision.projected_monthly_savings_usd or 0)}/month*. The previous policy is "
+                    f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}")
+
+        finish(client, view, title, outcome_text(lambda: application.adopt_tuned(row, actor, tuning), row, done))
+
+    @app.view(blocks.DECLINE_VIEW)
+    def on_decline(ack, body, view, client):
+        reason = state_value(view, "reason", "reason")
+        note = (state_value(view, "note", "note") or "").strip()
+        if reason not in EXEMPTION_REASONS:
+            ack(response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
+            return
+        if len(note) > blocks.MAX_NOTE:
+            ack(response_action="errors", errors={"note": f"At most {blocks.MAX_NOTE} characters ({len(note)} now)."})
+            return
+        title = "Decline the policy"
+        row = begin(ack, view, title)
+        if row is None:
+            return
+        actor = directory.actor(body["user"]["id"])
+
+        def done(change) -> str:
+            if change.decision is None:
+                return blocks.escape(change.note or "Nothing was changed.")
+            return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
+                    f"weekly report lists it with your reason. An admin can lift the exemption.")
+
+        finish(client, view, title, outcome_text(lambda: application.decline(row, actor, reason, note or None), row,
+                                                 done))
+
+    @app.view(blocks.DELETE_VIEW)
+    def on_delete(ack, body, view, client):
+        title = "Delete repository"
+        row = repository_of(application, view)
+        typed = (state_value(view, "confirm_name", "confirm_name") or "").strip()
+        if row is not None and typed != row.repository:
+            ack(response_action="errors", errors={"confirm_name": f"That is not this repository's name: type "
+                                                                  f"{row.repository[:200]} exactly."})
+            return
+        row = begin(ack, view, title)
+        if row is None:
+            return
+        user_id = body["user"]["id"]
+        actor = directory.actor(user_id)
+
+        def done(deletion) -> str:
+            sent = send_export(client, user_id, deletion)
+            return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: {deletion.row.image_count} images, "
+                    f"{gib(deletion.row.stored_bytes)} GB, *{usd(deletion.row.monthly_cost_usd)}/month* saved. "
+                    f"Its export (every image's digest, tags, times and manifest) is kept by the bot as export "
+                    f"#{deletion.export_id}" + (" and was sent to you as a file." if sent else
+                                                "; sending it to you failed, ask an admin for it."))
+
+        finish(client, view, title, outcome_text(lambda: application.delete_repository(row, actor), row, done))
+
+
+def send_export(client, user_id: str, deletion) -> bool:
+    """The export as a file in the person's direct messages with the app."""
+    try:
+        channel = client.conversations_open(users=user_id)["channel"]["id"]
+        client.files_upload_v2(channel=channel, content=deletion.export,
+                               filename=f"{deletion.row.repository.replace('/', '_')}-export.json",
+                               title=f"Export of {deletion.row.repository} before its deletion",
+                               initial_comment=f"Export #{deletion.export_id} of {deletion.row.repository} "
+                                               f"({deletion.row.account_id} {deletion.row.region}), taken just before "
+                                               f"it was deleted.")
+        return True
+    except SlackApiError as exc:
+        logger.warning("uploading export #%s failed: %s", deletion.export_id, exc.response.get("error"))
+        return False
