@@ -162,7 +162,7 @@ class Application:
         """The latest scan. A new one when there is none (or, with ``fresh``, when it is stale): one at a time
         across threads and processes. Requests that find a scan running wait for it rather than start
         another; with a stale scan at hand they answer from it instead of waiting."""
-        latest = self.store.latest_scan()
+        latest = self._without_deleted(self.store.latest_scan())
         if latest is not None and not (fresh and self.is_stale(latest)):
             return latest
         if not self._scan_lock.acquire(timeout=WAIT_FOR_OTHER_SCAN if latest is None else 0):
@@ -170,7 +170,7 @@ class Application:
                 raise ScanBusy("the first scan has been running for 30 minutes; try again later")
             return latest  # a scan is under way in this process; the stale one answers meanwhile
         try:
-            newer = self.store.latest_scan()
+            newer = self._without_deleted(self.store.latest_scan())
             if newer is not None and (latest is None or newer.scan_id != latest.scan_id):
                 return newer  # finished while this request waited for the lock: no second scan
             if latest is not None and self.store.claim_held(ESTATE_SCAN, lease=SCAN_LEASE):
@@ -192,8 +192,17 @@ class Application:
         scan = scan or self.latest()
         return scan, find_repository(scan.repositories, query)
 
+    def _without_deleted(self, scan: ScanResult | None) -> ScanResult | None:
+        """The scan without the repositories deleted through the bot since it was taken."""
+        if scan is None:
+            return None
+        gone = {d.arn for d in self.store.decisions(actions=("deleted",)) if d.at >= scan.generated_at}
+        if not gone:
+            return scan
+        return replace(scan, repositories=[r for r in scan.repositories if r.arn not in gone])
+
     def find_by_arn(self, arn: str) -> tuple[ScanResult, RepositoryCost] | None:
-        scan = self.store.latest_scan()
+        scan = self._without_deleted(self.store.latest_scan())
         row = next((r for r in scan.repositories if r.arn == arn), None) if scan else None
         return (scan, row) if row else None
 

@@ -70,6 +70,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
             adopted = _base_policy_savings(result, application, out)
             _workloads(adopted, result, application, session, kube, out)
             _adopt_and_expire(adopted, application, cli_actor, session, out)
+            _owner_decisions(result, adopted, application, cli_actor, session, out)
             out.write("\n== This week's scan ==\n")
             this_week = _scan(application, out)
             _report(this_week, application, settings, now, folder, out)
@@ -162,16 +163,22 @@ def _adopt_and_expire(rows, application, actor_for, session, out: TextIO) -> Non
     for row in rows:
         owner = row.owners[0] if row.owners else "U0DEMO001"
         decision = application.adopt(row, actor_for(owner)).decision
-        expiring = [d.image.digest for d in application.preview(row, decision.policy_after, fresh=True).result.decisions
-                    if d.action == "expire"]
-        client = session.client("ecr", region_name=row.region)
-        for start in range(0, len(expiring), 100):
-            client.batch_delete_image(repositoryName=row.repository,
-                                      imageIds=[{"imageDigest": d} for d in expiring[start:start + 100]])
+        expired = _lifecycle_run(row, decision.policy_after, application, session)
         out.write(f"{owner} adopted the base policy on {row.repository} (decision #{decision.id}, previous policy "
-                  f"backed up); ECR's lifecycle run expired {len(expiring)} images (moto has no lifecycle "
+                  f"backed up); ECR's lifecycle run expired {expired} images (moto has no lifecycle "
                   f"runs: the demo deletes what the policy in AWS expires)\n")
     _still_running(rows, application, session, out)
+
+
+def _lifecycle_run(row, policy_text: str, application, session) -> int:
+    """What ECR's daily lifecycle run does with ``policy_text`` in AWS, done by hand (moto has none)."""
+    expiring = [d.image.digest for d in application.preview(row, policy_text, fresh=True).result.decisions
+                if d.action == "expire"]
+    client = session.client("ecr", region_name=row.region)
+    for start in range(0, len(expiring), 100):
+        client.batch_delete_image(repositoryName=row.repository,
+                                  imageIds=[{"imageDigest": d} for d in expiring[start:start + 100]])
+    return len(expiring)
 
 
 def _still_running(rows, application, session, out: TextIO) -> None:
@@ -184,6 +191,30 @@ def _still_running(rows, application, session, out: TextIO) -> None:
         kept = len(used & live)
         out.write(f"{row.repository}: {kept} of {len(used)} images in use are still in ECR"
                   + (" (all of them)" if kept == len(used) else ": SOME RUNNING IMAGES WERE EXPIRED") + "\n")
+
+
+def _owner_decisions(scan, adopted, application, actor_for, session, out: TextIO) -> None:
+    """Two more owners decide, as the Slack modals let them: one tunes the base policy, one declines it with a
+    reason (an exemption the report lists)."""
+    from .core.tuning import Tuning
+
+    chosen = {r.arn for r in adopted}
+    candidates = [r for r in scan.repositories if not r.has_lifecycle_policy and r.owners and r.arn not in chosen]
+    if len(candidates) < 2:
+        return
+    tuner, decliner = candidates[0], candidates[1]
+    out.write("\n== Owners decide (Adjust… and Decline… in Slack) ==\n\n")
+    tuning = Tuning(versions=3, overall=10)
+    found = application.tuned_preview(tuner, tuning, scan)
+    change = application.adopt_tuned(tuner, actor_for(tuner.owners[0]), tuning)
+    view = application.view_after_change(tuner.arn)
+    out.write(f"{tuner.owners[0]} tuned the base policy on {tuner.repository} (keep 3 versions, 10 overall), "
+              f"previewed at ${found.adopted_savings_usd:,.2f}/month (decision #{change.decision.id}); its status is "
+              f"now \"{view.lifecycle_status}\"; ECR's lifecycle run expired "
+              f"{_lifecycle_run(tuner, change.decision.policy_after, application, session)} images\n")
+    application.decline(decliner, actor_for(decliner.owners[0]), "data_retention", "audit: images kept 7 years")
+    out.write(f"{decliner.owners[0]} declined the base policy on {decliner.repository}: exempt (data retention), "
+              f"no more nudges; the weekly report lists it with its reason\n")
 
 
 def _report(scan, application, settings: Settings, now: datetime, folder: Path, out: TextIO) -> None:

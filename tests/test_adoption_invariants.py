@@ -1,9 +1,12 @@
 """A stateful property test of the promises that span features, against moto's server.
 
-Random sequences of: adopt the base policy, adopt a custom policy, roll back (plain or forced), a hand edit
-in AWS, an owner-tag change, clicks by random people, two clicks at once. After every step:
+Random sequences of: adopt the base policy, a custom or a tuned policy, roll back (plain or forced), a hand
+edit in AWS, an owner-tag change or removal, decline and lift exemptions, claim an unowned repository and have
+it approved, try to delete the repository, clicks by random people, two clicks at once. After every step:
 - the policy in AWS is exactly what the model expects (nobody outside the owners, as tagged at that moment,
   and the admins ever changed it; a rollback never overwrote a hand edit without force);
+- the owner tag in AWS is what the model expects (only an admin's approval of a claim sets it), and the
+  repository still exists (it is in use lately: no deletion goes through);
 - the policy in force before the bot's first adoption is stored, byte for byte, at the bottom of the undo stack;
 and at the end successive rollbacks walk back to that policy, byte for byte.
 """
@@ -14,13 +17,15 @@ import json
 import threading
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from bot.adoption import Actor, HandEdited, NotAnOwner, PolicyOperationError
+from bot.adoption import Actor, HandEdited, HasOwners, NotAnAdmin, NotAnOwner, PolicyOperationError, compact
 from bot.config import load_settings
 from bot.core.lifecycle import same_document
 from bot.core.models import RepositoryRef
+from bot.core.tuning import Tuning, tuned_policy
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
 from tests.conftest import ACCOUNT, ecr
@@ -90,10 +95,10 @@ class AdoptionMachine(RuleBasedStateMachine):
     def _allowed(self, user: str) -> bool:
         return user == ADMIN or user == self.owner
 
-    def _adopt(self, user: str, text: str | None):
+    def _adopt(self, user: str, text: str | None, tuned: bool = False):
         before = len(self.changes.undo_stack(self.ref.arn))
         try:
-            change = self.changes.adopt(self.ref, text, actor(user))
+            change = self.changes.adopt(self.ref, text, actor(user), tuned=tuned)
         except NotAnOwner:
             assert not self._allowed(user)
             return
@@ -112,6 +117,52 @@ class AdoptionMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS + (ADMIN,)), text=st.sampled_from(CUSTOMS))
     def adopt_custom(self, user, text):
         self._adopt(user, text)
+
+    @rule(user=st.sampled_from(USERS + (ADMIN,)), versions=st.sampled_from((2, 5)))
+    def adopt_tuned(self, user, versions):
+        self._adopt(user, compact(tuned_policy(Tuning(versions=versions))), tuned=True)
+
+    @rule(user=st.sampled_from(USERS + (ADMIN,)), lifter=st.sampled_from(USERS + (ADMIN,)))
+    def decline_then_lift(self, user, lifter):
+        try:
+            self.changes.choose(self.ref, "declined", actor(user), "compliance", "a note")
+        except NotAnOwner:
+            assert not self._allowed(user)
+        else:
+            assert self._allowed(user)
+        try:
+            self.changes.lift_exemption(self.ref, actor(lifter))
+        except NotAnAdmin:
+            assert lifter != ADMIN
+        else:
+            assert lifter == ADMIN
+
+    @rule()
+    def remove_owner_tag(self):
+        ecr().untag_resource(resourceArn=self.ref.arn, tagKeys=["owner"])
+        self.owner = None
+
+    @rule(claimer=st.sampled_from(USERS), approver=st.sampled_from(USERS + (ADMIN,)))
+    def claim(self, claimer, approver):
+        try:
+            claim_id, _ = self.changes.claim_ownership(self.ref, claimer)
+        except HasOwners:
+            assert self.owner is not None
+            return
+        assert self.owner is None
+        try:
+            change = self.changes.decide_claim(claim_id, True, actor(approver))
+        except NotAnAdmin:
+            assert approver != ADMIN
+            return
+        assert approver == ADMIN and change.decision.action == "claimed"
+        self.owner = claimer
+
+    @rule(user=st.sampled_from(USERS + (ADMIN,)))
+    def try_to_delete(self, user):
+        with pytest.raises(PolicyOperationError) as refused:
+            self.changes.delete_repository(self.ref, actor(user))
+        assert isinstance(refused.value, NotAnOwner) != self._allowed(user)
 
     @rule(user=st.sampled_from(USERS + (ADMIN,)), force=st.booleans())
     def rollback(self, user, force):
@@ -178,6 +229,8 @@ class AdoptionMachine(RuleBasedStateMachine):
     def aws_holds_what_the_model_expects(self):
         if hasattr(self, "built"):
             assert live_policy(self.name) == self.live
+            tags = {t["Key"]: t["Value"] for t in ecr().list_tags_for_resource(resourceArn=self.ref.arn)["tags"]}
+            assert tags.get("owner") == self.owner
 
     @invariant()
     def the_original_is_always_restorable(self):

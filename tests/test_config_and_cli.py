@@ -131,6 +131,7 @@ def test_demo_shows_the_whole_flow(tmp_path):
     assert "as `ecr-cost-bot repo legacy/monolith` shows it" in out
     assert "Adopting the base policy" in out and "adopted the base policy on legacy/monolith" in out
     assert "ECR cost report: week of" in out and "saved by policies adopted through the bot" in out
+    assert "tuned the base policy on" in out and "exempt (1," in out and "without an owner (" in out
     assert "https://app.slack.com/block-kit-builder/#" in out
     message = json.loads((tmp_path / "out" / "report.json").read_text())
     assert message["text"] and message["blocks"][0]["type"] == "header"

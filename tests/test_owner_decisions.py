@@ -354,6 +354,8 @@ def test_a_repository_in_use_or_used_lately_is_not_deleted(served, slack, settin
     code, out, _ = run_cli(capsys, "repo", "delete", "attic", "--yes", "--export", str(export))
     assert code == 0 and "deleted attic" in out
     assert len(json.loads(export.read_text())["manifests"]) == 4
+    code, _, err = run_cli(capsys, "repo", "attic")  # gone from the answers before the next scan
+    assert code == 1 and "attic" in err
 
 
 def test_a_claim_is_approved_by_an_admin_only_and_sets_the_owner_tag(served, slack, settings, capsys):

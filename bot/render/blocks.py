@@ -315,7 +315,9 @@ def ranking(rows: Sequence[RepositoryCost], labels: dict[str, str], summary: Sum
 
 HELP = ("*`/ecr-cost`* the costliest repositories and the estate's totals\n"
         "*`/ecr-cost NAME`* one repository (name, `region/name` or ARN): cost, rank, what the base policy "
-        "would expire and save, and buttons to adopt it (owners and admins), preview it, snooze or decline\n"
+        "would expire and save, and buttons to adopt it or *Adjust…* it with a live preview (owners and admins), "
+        "preview it, snooze it, *Decline…* with a reason (an exemption), *Delete repository…* when unused, "
+        "and *I own this* when it has no owner\n"
         "*`/ecr-cost help`* this help\n"
         "The base policy keeps 1 untagged image, 1 `latest*`, 9 `v*` and 20 images overall. Adopting it backs "
         "up the current policy first; *Roll back* restores it exactly.")
