@@ -385,11 +385,13 @@ class PolicyChanges:
 
     # -- deleting an unused repository -----------------------------------------------------------
 
-    def delete_repository(self, ref: RepositoryRef, actor: Actor, check_unused: bool = True) -> Deletion:
+    def delete_repository(self, ref: RepositoryRef, actor: Actor, check_unused: bool = True,
+                          deliver: Callable[[int, str], None] | None = None) -> Deletion:
         """Exports, then deletes, a repository nobody uses: unused for ECR_COST_UNUSED_DAYS (``check_unused``) and,
         always, no image in use anywhere the bot looks, with nothing it could not see. Everything is checked on
         a fresh read at this moment. The export (every image's digest, tags, times and manifest JSON, the tags
-        and the lifecycle policy) is stored before the repository is deleted."""
+        and the lifecycle policy) is stored, then handed to ``deliver`` (export id, JSON text: a file for the
+        person), before the repository is deleted; a delivery that fails deletes nothing."""
         with self._claimed(ref):
             owners, born = self._authorise(ref, actor)
             inventory = self.read(ref)
@@ -422,24 +424,36 @@ class PolicyChanges:
                                            f"nothing was deleted", failures)
             content = export_document(inventory, documents, row, now)
             export_id = self._store.save_export(ref, actor.user_id, content)
+            try:
+                if deliver is not None:
+                    deliver(export_id, content)
+            except Exception as exc:  # noqa: BLE001 - whatever the channel, the person must have it first
+                raise PolicyOperationError(f"the export of {ref.name} (#{export_id}, kept by the bot) could not be "
+                                           f"delivered to you ({exc}); nothing was deleted") from None
             decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
                                     row.monthly_cost_usd, None, born=born,
                                     note=f"export #{export_id}: {row.image_count} images, {row.stored_bytes} bytes")
             try:
                 self._collector.delete_repository(ref)
             except (ClientError, BotoCoreError) as exc:
-                if not self._exists(ref):  # the answer was lost, the deletion was not
+                exists = self._exists(ref)
+                if exists is False:  # the answer was lost, the deletion was not
                     return Deletion(decision, export_id, content, row)
+                if exists is None:
+                    raise PolicyOperationError(f"deleting {ref.name} failed ({describe_error(exc)}) and whether it "
+                                               f"still exists cannot be read: the deletion stays recorded "
+                                               f"(decision #{decision.id}, export #{export_id})") from None
                 self._store.withdraw_decision(decision.id)
                 raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe_error(exc)}; nothing was "
                                            f"deleted (export #{export_id} kept)") from None
             return Deletion(decision, export_id, content, row)
 
-    def _exists(self, ref: RepositoryRef) -> bool:
+    def _exists(self, ref: RepositoryRef) -> bool | None:
+        """Whether the repository exists now (None: it cannot be told)."""
         try:
             self._collector.created_at(ref)
         except (ClientError, BotoCoreError) as exc:
-            return error_code(exc) != "RepositoryNotFoundException"
+            return False if error_code(exc) == "RepositoryNotFoundException" else None
         return True
 
     # -- claiming an unowned repository ----------------------------------------------------------

@@ -348,8 +348,9 @@ class Application:
 
     # -- deleting an unused repository, claiming an unowned one ----------------------------------------
 
-    def delete_repository(self, row: RepositoryCost, actor: Actor, check_unused: bool = True) -> Deletion:
-        return self.changes.delete_repository(ref_of(row), actor, check_unused)
+    def delete_repository(self, row: RepositoryCost, actor: Actor, check_unused: bool = True,
+                          deliver: Callable[[int, str], None] | None = None) -> Deletion:
+        return self.changes.delete_repository(ref_of(row), actor, check_unused, deliver)
 
     def export(self, export_id: int) -> str:
         return self.store.export(export_id)

@@ -109,12 +109,14 @@ def repo_delete(args, settings: Settings, name: str) -> int:
     export_path = Path(args.export) if args.export else None
     if export_path is not None and (export_path.is_dir() or not export_path.parent.is_dir()):
         raise UserError(f"cannot write the export to {args.export}: not a file in an existing directory")
+    def deliver(export_id: int, content: str) -> None:  # written before the repository is deleted
+        if export_path is not None:
+            export_path.write_text(content)
+
     with _components(settings) as built:
         _, row = resolve(built.application, name)
         deletion = built.application.delete_repository(row, cli_actor(getpass.getuser()),
-                                                       check_unused=not args.force)
-    if export_path is not None:
-        export_path.write_text(deletion.export)
+                                                       check_unused=not args.force, deliver=deliver)
     where = f"written to {export_path} and " if export_path is not None else ""
     print(f"deleted {row.repository} ({row.account_id} {row.region}): {deletion.row.image_count} images, "
           f"{deletion.row.stored_bytes:,} bytes, ${deletion.row.monthly_cost_usd:,.2f}/month; its export is "

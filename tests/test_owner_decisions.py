@@ -316,6 +316,16 @@ def test_deleting_an_unused_repository_exports_it_first_and_a_wrong_name_changes
     interact(served, submission(slack.views["VSTRANGER2"], typed("attic"), STRANGER))
     view_text(slack, "VSTRANGER2", "Only the owners")
 
+    # the export must reach the person before anything is deleted: an upload Slack refuses deletes nothing
+    slack.fail_methods["files.completeUploadExternal"] = "not_allowed_token_type"
+    slack.views["VRETRY"] = {**view, "id": "VRETRY"}
+    interact(served, submission(slack.views["VRETRY"], typed("attic"), OWNER))
+    assert "could not be delivered" in view_text(slack, "VRETRY", "nothing was deleted")
+    assert ecr().describe_repositories(repositoryNames=["attic"])["repositories"]
+    assert decisions(settings.db_path) == []
+    del slack.fail_methods["files.completeUploadExternal"]
+    slack.uploads.clear()
+
     interact(served, submission(view, typed("attic"), OWNER))
     done = view_text(slack, view["id"], "was deleted")
     assert "sent to you as a file" in done
@@ -331,7 +341,7 @@ def test_deleting_an_unused_repository_exports_it_first_and_a_wrong_name_changes
         assert document["schemaVersion"] == 2
     assert export["tags"] == {"owner": OWNER}
     [deleted] = decisions(settings.db_path)
-    assert deleted.action == "deleted" and deleted.user_id == OWNER and "export #1" in deleted.note
+    assert deleted.action == "deleted" and deleted.user_id == OWNER and "export #2" in deleted.note
 
 
 def test_a_repository_in_use_or_used_lately_is_not_deleted(served, slack, settings, capsys, tmp_path):

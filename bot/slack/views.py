@@ -208,27 +208,25 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         actor = directory.actor(user_id)
 
         def done(deletion) -> str:
-            sent = send_export(client, user_id, deletion)
             return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: {deletion.row.image_count} images, "
                     f"{gib(deletion.row.stored_bytes)} GB, *{usd(deletion.row.monthly_cost_usd)}/month* saved. "
-                    f"Its export (every image's digest, tags, times and manifest) is kept by the bot as export "
-                    f"#{deletion.export_id}" + (" and was sent to you as a file." if sent else
-                                                "; sending it to you failed, ask an admin for it."))
+                    f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
+                    f"and is kept by the bot as export #{deletion.export_id}.")
 
-        finish(client, view, title, outcome_text(lambda: application.delete_repository(row, actor), row, done))
+        def deliver(export_id: int, content: str) -> None:
+            send_export(client, user_id, row, export_id, content)
+
+        finish(client, view, title, outcome_text(lambda: application.delete_repository(row, actor, deliver=deliver),
+                                                 row, done))
 
 
-def send_export(client, user_id: str, deletion) -> bool:
-    """The export as a file in the person's direct messages with the app."""
+def send_export(client, user_id: str, row: RepositoryCost, export_id: int, content: str) -> None:
+    """The export as a file in the person's direct messages with the app; raises when Slack refuses it."""
     try:
         channel = client.conversations_open(users=user_id)["channel"]["id"]
-        client.files_upload_v2(channel=channel, content=deletion.export,
-                               filename=f"{deletion.row.repository.replace('/', '_')}-export.json",
-                               title=f"Export of {deletion.row.repository} before its deletion",
-                               initial_comment=f"Export #{deletion.export_id} of {deletion.row.repository} "
-                                               f"({deletion.row.account_id} {deletion.row.region}), taken just before "
-                                               f"it was deleted.")
-        return True
+        client.files_upload_v2(channel=channel, content=content, filename=f"{row.repository.replace('/', '_')}-export.json",
+                               title=f"Export of {row.repository} before its deletion",
+                               initial_comment=f"Export #{export_id} of {row.repository} ({row.account_id} "
+                                               f"{row.region}), taken just before it is deleted.")
     except SlackApiError as exc:
-        logger.warning("uploading export #%s failed: %s", deletion.export_id, exc.response.get("error"))
-        return False
+        raise RuntimeError(f"Slack: {exc.response.get('error')}") from None
