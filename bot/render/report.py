@@ -38,6 +38,8 @@ def report_message(report: WeeklyReport) -> dict:
         blocks.section(f"*Unused* ({len(report.unused)}): {_names(report.unused, 30)}" if report.unused
                        else "*Unused* none"),
     ]
+    if report.growth:
+        body.append(blocks.section(growth_line(report, blocks.escape)))
     if report.realised:
         lines = [f"• {blocks.escape(r.label)}: {usd(r.cost_at_adoption_usd)} → {usd(r.cost_now_usd)} "
                  f"(*{usd(r.saved_usd)}/mo*), adopted by {blocks.mention(r.adopted_by)}" for r in report.realised[:20]]
@@ -80,6 +82,8 @@ def report_text(report: WeeklyReport) -> str:
              f"{usd(report.base_policy_savings_usd)}/month across them",
              f"unused ({len(report.unused)}): {', '.join(report.unused[:30]) or 'none'}"
              + (f" and {len(report.unused) - 30} more" if len(report.unused) > 30 else "")]
+    if report.growth:
+        lines.append(growth_line(report, str).replace("*", ""))
     if report.realised:
         lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
         lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
@@ -113,4 +117,13 @@ def report_json(report: WeeklyReport) -> dict:
                              for r in report.realised],
         "realised_savings_usd": round(report.realised_total_usd, 4),
         "trend": [{"at": iso(t), "monthly_cost_usd": round(c, 4)} for t, c in report.trend],
+        "growth": [{"repository": g.label, "new_bytes_per_week": g.new_bytes_per_week,
+                    "monthly_usd_added_per_week": round(g.monthly_usd_added_per_week, 4)} for g in report.growth],
     }
+
+
+def growth_line(report: WeeklyReport, escape) -> str:
+    """The repositories whose new layers cost the most per week (`ecr-cost-bot size NAME` says why)."""
+    shown = ", ".join(f"{escape(g.label)} +{gib(g.new_bytes_per_week)} GB/week (+{usd(g.monthly_usd_added_per_week)}"
+                      f"/month each week)" for g in report.growth)
+    return f"*Growing fastest* (new layers per week): {shown}; `ecr-cost-bot size NAME` shows why"

@@ -1,4 +1,4 @@
-"""Buttons: Adopt base policy, Preview, Not now, Decline, Roll back (and Roll back over a hand edit).
+"""Buttons: Adopt base policy, Preview, Not now, Decline, Roll back (and Roll back over a hand edit), Why so big?.
 
 A button's value only names the repository; who may act is decided by the policy changes from the owner tag
 as AWS has it at the click. A click is acted on at most once (Slack retries and double clicks included).
@@ -42,6 +42,9 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
             return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
         return Outcome(ephemeral_message=blocks.preview_message(
             view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
+    if action_id == blocks.WHY_BIG:  # anyone may look
+        return Outcome(ephemeral_message=blocks.size_message(application.size(scan, row),
+                                                             application.labels(scan).get(row.arn)))
     if not application.first_delivery(click_id):
         return Outcome()  # the same click delivered again: already handled
     actor = directory.actor(user_id)
