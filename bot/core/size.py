@@ -13,6 +13,7 @@ import re
 import statistics
 from collections import Counter
 from itertools import chain
+from operator import itemgetter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -417,8 +418,14 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
     largest = heapq.nsmallest(LARGEST_IMAGES, found, key=lambda p: (-p.bytes, p.image.digest))
     images = [ImageSize(p.image.digest, p.image.tags, p.image.pushed_at, p.bytes,
                         sum(s for d, s in p.blobs.items() if holders[d] == 1)) for p in largest]
-    biggest = heapq.nsmallest(TOP_LAYERS, ((-s, d) for d, s in sizes.items() if d not in configs))
-    layers = [LayerSize(d, -s, holders[d], share.blob_repositories.get(d, 1), by_layer.get(d)) for s, d in biggest]
+    biggest: list[tuple[str, int]] = []
+    for digest, size in sorted(sizes.items(), key=itemgetter(1), reverse=True):  # a C sort beats a heap here
+        if len(biggest) >= TOP_LAYERS and size < biggest[-1][1]:
+            break
+        if digest not in configs:
+            biggest.append((digest, size))
+    biggest = sorted(biggest, key=lambda pair: (-pair[1], pair[0]))[:TOP_LAYERS]  # ties: by digest
+    layers = [LayerSize(d, s, holders[d], share.blob_repositories.get(d, 1), by_layer.get(d)) for d, s in biggest]
     figures, new_sets = churn(found, now)
     rebuilt = rebuilt_layers(found, new_sets, by_position)
     base = share.base(found, sizes)
