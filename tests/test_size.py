@@ -334,3 +334,18 @@ def test_report_growth_in_the_pure_report():
     growth = fastest_growing(rows, {r.arn: r.repository for r in rows},
                              {"arn:a": 5, "arn:b": 50, "arn:c": 0, "arn:d": 50, "arn:e": 7}, 0.1)
     assert [(g.label, g.new_bytes_per_week) for g in growth] == [("b", 50), ("d", 50), ("e", 7)]
+
+
+def test_a_failing_analysis_answers_the_click_instead_of_silence():
+    from types import SimpleNamespace
+
+    from bot.slack.actions import act
+
+    def broken(scan, row):
+        raise RuntimeError("the store went away")
+
+    row = SimpleNamespace(arn=STOREFRONT_ARN, repository="<!channel>")
+    application = SimpleNamespace(find_by_arn=lambda arn: ("scan", row), size=broken)
+    outcome = act(application, None, "why_so_big", STOREFRONT_ARN, STRANGER, "click-1")
+    assert outcome.ephemeral == ":x: Could not work out why &lt;!channel&gt; is big: RuntimeError"
+    assert outcome.replace is None

@@ -5,6 +5,7 @@ as AWS has it at the click. A click is acted on at most once (Slack retries and 
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from ..render import blocks
 from .directory import SlackDirectory
 from .home import home_view
 
+logger = logging.getLogger(__name__)
 ACTIONS = re.compile(f"^({'|'.join(map(re.escape, blocks.ACTION_IDS))})$")
 
 
@@ -43,8 +45,13 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
         return Outcome(ephemeral_message=blocks.preview_message(
             view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
     if action_id == blocks.WHY_BIG:  # anyone may look
-        return Outcome(ephemeral_message=blocks.size_message(application.size(scan, row),
-                                                             application.labels(scan).get(row.arn)))
+        try:
+            report = application.size(scan, row)
+        except Exception as exc:  # noqa: BLE001 - the person who clicked gets an answer, not silence
+            logger.exception("size of %s failed", row.arn)
+            return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
+                                     f"{blocks.escape(exc.__class__.__name__)}")
+        return Outcome(ephemeral_message=blocks.size_message(report, application.labels(scan).get(row.arn)))
     if not application.first_delivery(click_id):
         return Outcome()  # the same click delivered again: already handled
     actor = directory.actor(user_id)
