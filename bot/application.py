@@ -14,10 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from .adoption import Actor, Change, PolicyChanges, PolicyOperationError, PolicyPreview
-from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
+from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
+from .aws import BlobRefused, describe_error, error_code
 from .config import Settings
 from .core.analysis import Summary, display_names, find_repository, rank, summarize
-from .core.cost import GIB, price_repository, reachable_manifests
+from .core.cost import price_repository, reachable_manifests
+from .core.cost import GIB
 from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, policy_status, same_document, validate_policy
 from .core.models import (PREVIOUS_PERIOD, SNOOZE, PolicyDecision, RepositoryCost, RepositoryInventory,

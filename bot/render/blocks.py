@@ -14,7 +14,8 @@ from ..core.analysis import Summary
 from ..core.lifecycle import fingerprint
 from ..core.models import SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
 from ..core.size import SizeReport, human
-from .text import gib, iso, mib, usd
+from .text import gib, usd
+from .text import iso, mib
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
 MAX_SECTION, MAX_FIELD, MAX_HEADER, MAX_CONTEXT = 3000, 2000, 150, 2000
@@ -27,9 +28,10 @@ ROLLBACK_OVER_HAND_EDIT = "rollback_over_hand_edit"  # the second confirmation w
 PROTECT = "protect_in_use"  # the guard's button: the repository's own policy, adopted in its protected form
 # the second confirmations when some runtime could not be read (the in-use check is partial)
 ADOPT_DESPITE_PARTIAL, PROTECT_DESPITE_PARTIAL = "adopt_despite_partial", "protect_despite_partial"
-WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
-              PROTECT_DESPITE_PARTIAL, WHY_BIG)
+              PROTECT_DESPITE_PARTIAL)
+WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
+ACTION_IDS += (WHY_BIG,)
 
 
 def escape(text: str) -> str:
