@@ -15,15 +15,18 @@ from datetime import datetime, timedelta, timezone
 
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
+from .aws import BlobRefused, describe_error, error_code
 from .config import Settings
 from .core.analysis import Summary, display_names, exemption_of, find_repository, rank, summarize
 from .core.cost import price_repository, reachable_manifests
+from .core.cost import GIB
 from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, same_document, validate_policy
 from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost, RepositoryInventory,
                           RepositoryRef, RepositoryView, ScanProblem, ScanResult)
 from .core.report import WeeklyReport, build_report
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
+from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .usage import InUseFinder
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 ESTATE_SCAN = "scan:estate"  # the claim a scan holds: one scan of the estate at a time, across processes
 NUDGE_TOP = 10  # owners of the costliest repositories without a policy get a direct message
 WAIT_FOR_OTHER_SCAN = 30 * 60.0  # seconds a request waits for a scan another process is running
+DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
+MISSING_BLOB = ("LayersNotFoundException", "LayerInaccessibleException", "ImageNotFoundException")
 
 
 @dataclass(frozen=True)
@@ -434,6 +439,65 @@ class Application:
                     result.protected.append(GuardItem(row, digest, tuple(usages)))
         return result
 
+    # -- why a repository is big -------------------------------------------------------------------
+
+    def size(self, scan: ScanResult, row: RepositoryCost, read_steps: bool = True) -> SizeReport:
+        """Why ``row`` is big: from the scan's image lists and the manifest cache (every other repository of the scan is
+        read too, one at a time, for the layers and bases they share). With ``read_steps``, the config blobs of its
+        largest images give each layer's Dockerfile step: read once, ever, where ecr:GetDownloadUrlForLayer allows."""
+        images, manifests = self._images_and_manifests(scan, row)
+        found, unknown = pushes(images, manifests)
+        share = EstateShare(row.arn, row.repository, found)
+        for other in scan.repositories:
+            if other.arn != row.arn:
+                share.add(other.arn, other.repository, *self._images_and_manifests(scan, other))
+        steps, notices = self.config_steps(row, configs_to_read(found)) if read_steps and found else ({}, [])
+        return size_report(row, found, unknown, share, steps, price_per_gb_month=scan.price_per_gb_month,
+                           large_image_bytes=int(self.settings.large_image_gb * GIB), now=scan.generated_at,
+                           notices=notices)
+
+    def _images_and_manifests(self, scan: ScanResult, row: RepositoryCost):
+        images = (self.store.snapshot_images(scan.scan_id, row.arn) if scan.scan_id is not None else None) or []
+        return images, reachable_manifests((i.digest for i in images), self.store.get_manifests)
+
+    def config_steps(self, row: RepositoryCost, digests: list[str]) -> tuple[dict, list[str]]:
+        """Config digest -> the Dockerfile step of each layer (None: unknown), from the cache or read from ECR, and
+        notices. One blob that cannot be read never fails the answer; a refusal (no permission) or a failing endpoint
+        stops the reading."""
+        known = self.store.get_config_steps(digests)
+        steps = {digest: found for digest, (found, _) in known.items()}
+        notices: list[str] = []
+        for digest in [d for d in digests if d not in known]:
+            try:
+                text = self.collector.config_blob(ref_of(row), digest)
+            except BlobRefused as exc:  # immutable: it will be as big (or as wrong) next time
+                self.store.put_config_steps(digest, None, str(exc))
+                notices.append(str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - the figures stand without the steps
+                code = error_code(exc)
+                if code in MISSING_BLOB:
+                    notices.append(f"config blob {digest} could not be read: {describe_error(exc)}")
+                    continue
+                if code in DENIED:
+                    notices.append(f"created_by is unknown: the bot may not read image config blobs of "
+                                   f"{row.repository} (grant ecr:GetDownloadUrlForLayer; see the README's IAM "
+                                   f"permissions)")
+                else:
+                    notices.append(f"created_by is unknown: the config blobs of {row.repository} could not be read "
+                                   f"({describe_error(exc) if code else f'{exc.__class__.__name__}: {exc}'})")
+                logger.info("config blob %s of %s: %s", digest, row.arn, exc)
+                break
+            parsed, problem = layer_steps(text)
+            self.store.put_config_steps(digest, parsed, problem)
+            steps[digest] = parsed
+        return steps, notices
+
+    def weekly_growth(self, scan: ScanResult) -> dict[str, int]:
+        """ARN -> bytes of new layers per week (last 28 days), for every repository of the scan."""
+        return {row.arn: new_bytes_per_week(*self._images_and_manifests(scan, row), scan.generated_at)
+                for row in scan.repositories}
+
     # -- the weekly report ----------------------------------------------------------------------
 
     def weekly_report(self, scan: ScanResult, period: datetime) -> WeeklyReport:
@@ -452,7 +516,7 @@ class Application:
                 except PolicyOperationError as exc:
                     logger.warning("no base policy preview for %s: %s", row.arn, exc)
         return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,
-                            self.store.cost_trend(), period)
+                            self.store.cost_trend(), period, growth=self.weekly_growth(scan))
 
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
         """The costliest repositories without a policy that are not exempt, nor snoozed lately."""

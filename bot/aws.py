@@ -5,8 +5,10 @@ Sessions come from a factory (the seam tests and other credential sources plug i
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import urllib.request
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
 MANIFESTS_PER_CALL = 100  # BatchGetImage's limit
 DEFAULT_WORKERS = 16
+MAX_CONFIG_BYTES = 4 * 2**20  # an image config blob read for its history; larger ones are left unread
 
 
 class ManifestCache(Protocol):
@@ -58,6 +61,10 @@ def default_session_factory(base: boto3.Session | None = None, region_name: str 
         return boto3.Session(botocore_session=session, region_name=base.region_name)
 
     return factory
+
+
+class BlobRefused(Exception):
+    """A blob that was served but is not used: too large, or not what its digest names."""
 
 
 class EstateUnreadable(Exception):
@@ -407,6 +414,32 @@ class EcrCollector:
                                                 documents[digest]["manifest"] or "").children}
             wanted = sorted(children - asked)
         return documents, failures
+    def config_blob(self, ref: RepositoryRef, digest: str, limit: int = MAX_CONFIG_BYTES,
+                    timeout: float = 20.0) -> bytes:
+        """An image config blob: GetDownloadUrlForLayer, then the presigned URL read as a stream, at most ``limit``
+        bytes. Raises ClientError (e.g. AccessDeniedException without ecr:GetDownloadUrlForLayer), OSError, or
+        BlobRefused (too large, or not the bytes the digest names)."""
+        url = self.client_for(ref).get_download_url_for_layer(repositoryName=ref.name, registryId=ref.account_id,
+                                                              layerDigest=digest)["downloadUrl"]
+        if not url.lower().startswith(("https://", "http://")):
+            raise BlobRefused(f"the download URL of {digest} is not HTTP(S)")
+        algorithm, _, expected = digest.partition(":")
+        hasher = hashlib.new(algorithm) if algorithm in ("sha256", "sha512") else None
+        chunks, total = [], 0
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "*/*"}), timeout=timeout) as answer:
+            while True:
+                chunk = answer.read(min(65536, limit + 1 - total))
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise BlobRefused(f"config blob {digest} is larger than {limit // 2**20} MiB: not read")
+                chunks.append(chunk)
+                if hasher:
+                    hasher.update(chunk)
+        if hasher and hasher.hexdigest() != expected:
+            raise BlobRefused(f"config blob {digest}: the bytes served do not match the digest")
+        return b"".join(chunks)
 
     def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
         client = self.client_for(ref)

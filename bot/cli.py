@@ -296,6 +296,17 @@ def cmd_guard(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_size(args, settings: Settings) -> int:
+    from .render.text import size_json, size_text
+
+    with _components(settings) as built:
+        scan, row = resolve(built.application, args.name)
+        report = built.application.size(scan, row)
+        label = built.application.labels(scan).get(row.arn)
+    print(json.dumps(size_json(report), indent=2) if args.format == "json" else size_text(report, label))
+    return 0
+
+
 def cmd_decisions(args, settings: Settings) -> int:
     with _components(settings) as built:
         decisions = built.application.decisions()
@@ -380,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
                                               "refreshes the protection of policies the bot adopted")
     guard.add_argument("--format", choices=["table", "json"], default="table")
     guard.set_defaults(handler=cmd_guard)
+
+    size = commands.add_parser("size", help="why a repository is big: largest images and layers, churn per push, "
+                                            "the base it is built on, advice ranked by USD/month")
+    size.add_argument("name", metavar="NAME", help="repository name, region/name, or repository ARN")
+    size.add_argument("--format", choices=["text", "json"], default="text")
+    size.set_defaults(handler=cmd_size)
 
     report = commands.add_parser("report", help="the weekly report from a fresh scan: printed, or posted")
     report.add_argument("--post", action="store_true",

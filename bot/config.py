@@ -50,6 +50,7 @@ class Settings:
     kube_contexts: tuple[str, ...] = ()  # kubeconfig contexts whose pods and workloads count as in use
     kubeconfig: str | None = None  # KUBECONFIG (the client's default, ~/.kube/config, when unset)
     guard_schedule: str = "0 6 * * *"
+    large_image_gb: float = 1.0  # `size` flags images above this many GB (2^30 bytes)
 
 
 def shipped_base_policy_text() -> str:
@@ -176,4 +177,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kube_contexts=_csv(get("ECR_COST_KUBE_CONTEXTS")),
         kubeconfig=get("KUBECONFIG"),
         guard_schedule=guard_schedule,
+        large_image_gb=_number("ECR_COST_LARGE_IMAGE_GB", get("ECR_COST_LARGE_IMAGE_GB") or "1", float, 0.001,
+                               1024.0),
     )

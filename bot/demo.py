@@ -67,6 +67,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
             view = application.view(result, top)
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
             out.write(repository_detail_text(top, view.rank, view.rank_of, view.previous, view.lifecycle_status) + "\n")
+            _size(result, application, out)
             adopted = _base_policy_savings(result, application, out)
             _workloads(adopted, result, application, session, kube, out)
             _adopt_and_expire(adopted, application, cli_actor, session, out)
@@ -85,6 +86,18 @@ def _scan(application, out: TextIO, now: datetime | None = None):
     out.write(f"scanned {len(result.repositories)} repositories: {result.api_calls} API requests, "
               f"{result.manifests_fetched} manifests fetched\n")
     return result
+
+
+def _size(result, application, out: TextIO, name: str = "tools/ci-runner") -> None:
+    """Why one repository is big, as `ecr-cost-bot size` shows it (moto serves no layer downloads: the Dockerfile
+    steps, read from config blobs with ecr:GetDownloadUrlForLayer in AWS, are not shown here)."""
+    from .render.text import size_text
+
+    _, row = application.find(name, result)
+    report = application.size(result, row, read_steps=False)
+    out.write(f"\nWhy {name} is big, as `ecr-cost-bot size {name}` shows it (in AWS, with "
+              f"ecr:GetDownloadUrlForLayer, each layer also names its Dockerfile step):\n\n")
+    out.write(size_text(report) + "\n")
 
 
 def _base_policy_savings(result, application, out: TextIO) -> list:

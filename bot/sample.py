@@ -175,6 +175,10 @@ SERVICES = [
     ("eu/status-page", "eu-west-1", "node", 14, (5, 10), "latest", "U01FRONTD", None, 8),
 ]
 
+# built with the commonest waste: the code is copied before the dependencies are installed, so the dependency layer is
+# rebuilt (and stored again) on every push; `ecr-cost-bot size tools/ci-runner` shows it
+DEPS_AFTER_CODE = {("us-east-1", "tools/ci-runner")}
+
 CUSTOM_POLICY = json.dumps({"rules": [{
     "rulePriority": 1, "description": "expire untagged after 14 days",
     "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 14},
@@ -220,6 +224,11 @@ def _repository(spec) -> SampleRepository:
                               media_type=OCI_MANIFEST, pushed_days_ago=age, pulled_days_ago=pulled)
                         for arch in ("amd64", "arm64")]
             images.append(index(children, tags, age, pulled))
+        elif (region, name) in DEPS_AFTER_CODE:
+            code = blob(f"{region}/{name}/code-{build}", rng.randint(1, 3) * MB)
+            deps = blob(f"{region}/{name}/deps-rebuilt-{build}", rng.randint(low, high) * MB // 2)
+            images.append(image(base_layers + [code, deps], blob(f"{region}/{name}/config-{build}", 6_000 + build),
+                                tags, age, pulled))
         else:
             app = blob(f"{region}/{name}/app-{build}", rng.randint(low, high) * MB // 2)
             images.append(image(base_layers + [deps, app], blob(f"{region}/{name}/config-{build}", 6_000 + build),

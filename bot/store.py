@@ -155,6 +155,13 @@ def m008_owner_decisions(db: Database) -> None:
     db["ownership_claims"].create_index(["arn", "status"])
 
 
+@migrations()
+def m009_config_steps(db: Database) -> None:
+    # image config blobs are immutable per digest: the Dockerfile step of each layer (their history), read once, ever;
+    # steps NULL with a problem: the blob could not be used (too large, no history), which will not change either
+    db["config_steps"].create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -204,11 +211,12 @@ class Store:
         for start in range(0, len(digests), _CHUNK):
             chunk = digests[start:start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self.db.query(f"select * from manifests where digest in ({marks})", chunk):
-                found[row["digest"]] = Manifest(
-                    row["digest"], row["media_type"],
-                    blobs=tuple((d, s) for d, s in json.loads(row["blobs"])),
-                    children=tuple(json.loads(row["children"])), problem=row["problem"])
+            # plain tuples, not sqlite-utils' dict rows: `size` reads hundreds of thousands of blobs through here
+            for digest, media_type, blobs, children, problem in self.db.execute(
+                    f"select digest, media_type, blobs, children, problem from manifests where digest in ({marks})",
+                    chunk):
+                found[digest] = Manifest(digest, media_type, blobs=tuple(map(tuple, json.loads(blobs))),
+                                         children=tuple(json.loads(children)), problem=problem)
         return found
 
     def put_manifests(self, manifests: Iterable[Manifest]) -> None:
@@ -235,6 +243,24 @@ class Store:
             self.db["task_definitions"].insert_all(
                 [{"arn": arn, "images": json.dumps(uris), "fetched_at": now} for arn, uris in images.items()],
                 ignore=True)
+
+    def get_config_steps(self, digests: Iterable[str]) -> dict[str, tuple[tuple[str | None, ...] | None, str | None]]:
+        """Config digest -> (the Dockerfile step of each layer, or None; the problem that left it unknown)."""
+        digests = list(digests)
+        found: dict[str, tuple[tuple[str | None, ...] | None, str | None]] = {}
+        for start in range(0, len(digests), _CHUNK):
+            chunk = digests[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.query(f"select * from config_steps where digest in ({marks})", chunk):
+                steps = None if row["steps"] is None else tuple(json.loads(row["steps"]))
+                found[row["digest"]] = (steps, row["problem"])
+        return found
+
+    def put_config_steps(self, digest: str, steps: Sequence[str | None] | None, problem: str | None) -> None:
+        with self.db.conn:
+            self.db["config_steps"].insert({"digest": digest, "steps": None if steps is None else json.dumps(list(steps)),
+                                            "problem": problem, "fetched_at": _iso(datetime.now(timezone.utc))},
+                                           ignore=True)
 
     def manifest_count(self) -> int:
         return self.db["manifests"].count

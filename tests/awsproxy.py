@@ -4,6 +4,8 @@
   ECR does; moto returns everything in one page (ECR_FACTS.md §5).
 - Counts every request by operation, so tests can prove which calls a scan made.
 - Injects failures: AccessDenied for chosen regions, ThrottlingException for the first N requests.
+- Serves layer and config blobs (``blobs``), which moto cannot: GetDownloadUrlForLayer answers with a URL on
+  this proxy, and a GET of that URL streams the blob, as a presigned S3 URL would.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+BLOB_PATH = "/__blobs__/"
 PAGED = {"DescribeImages": "imageDetails", "DescribeRepositories": "repositories"}
 _REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
 
@@ -28,6 +31,7 @@ class AwsProxy:
         self.throttle_next = 0
         self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
         self.canned: dict[str, dict] = {}  # operation -> the JSON answer (for what moto does not implement)
+        self.blobs: dict[str, bytes] = {}  # digest -> bytes served through GetDownloadUrlForLayer
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -66,11 +70,14 @@ class AwsProxy:
             self.max_page = {}
             self.fail = {}
             self.canned = {}
+            self.blobs = {}
 
     # -- request handling --------------------------------------------------------------
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if request.path.startswith(BLOB_PATH):
+            return self._serve_blob(request)
         operation = _operation(request.headers, body)
         region = (_REGION.search(request.headers.get("Authorization", "")) or [None, None])[1]
         with self._lock:
@@ -88,13 +95,12 @@ class AwsProxy:
         if operation in self.fail:
             return _reply_error(request, json_protocol, *self.fail[operation])
         if operation in self.canned:
-            payload = json.dumps(self.canned[operation]).encode()
-            request.send_response(200)
-            request.send_header("Content-Type", "application/x-amz-json-1.1")
-            request.send_header("Content-Length", str(len(payload)))
-            request.end_headers()
-            request.wfile.write(payload)
-            return
+            return _reply_json(request, self.canned[operation])
+        if operation == "GetDownloadUrlForLayer":
+            digest = json.loads(body or b"{}").get("layerDigest", "")
+            if digest not in self.blobs:
+                return _reply_error(request, True, "LayersNotFoundException", f"layer {digest} not found")
+            return _reply_json(request, {"downloadUrl": f"{self.url}{BLOB_PATH}{digest}", "layerDigest": digest})
         page = None
         if operation in PAGED and json_protocol:  # ECR's; EC2 has a DescribeImages of its own
             params = json.loads(body or b"{}")
@@ -111,6 +117,23 @@ class AwsProxy:
         request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
         request.wfile.write(payload)
+
+    def _serve_blob(self, request: BaseHTTPRequestHandler) -> None:
+        digest = request.path[len(BLOB_PATH):]
+        with self._lock:
+            self.calls["GetBlob"] += 1
+        data = self.blobs.get(digest)
+        if data is None:
+            request.send_response(404)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        request.send_response(200)
+        request.send_header("Content-Type", "application/octet-stream")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        for start in range(0, len(data), 65536):  # streamed, as S3 does
+            request.wfile.write(data[start:start + 65536])
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes):
         connection = http.client.HTTPConnection(*self.upstream, timeout=60)
@@ -141,6 +164,15 @@ def _page(payload: bytes, key: str, size: int, offset: int) -> bytes:
     if offset + size < len(items):
         doc["nextToken"] = str(offset + size)
     return json.dumps(doc).encode()
+
+
+def _reply_json(request: BaseHTTPRequestHandler, answer: dict) -> None:
+    payload = json.dumps(answer).encode()
+    request.send_response(200)
+    request.send_header("Content-Type", "application/x-amz-json-1.1")
+    request.send_header("Content-Length", str(len(payload)))
+    request.end_headers()
+    request.wfile.write(payload)
 
 
 def _reply_error(request: BaseHTTPRequestHandler, json_protocol: bool, code: str, message: str) -> None:

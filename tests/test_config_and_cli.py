@@ -129,6 +129,8 @@ def test_demo_shows_the_whole_flow(tmp_path):
     assert " 1  legacy/monolith" in out and "40  eu/empty-placeholder" in out
     assert "40 repositories" in out and "overstated by shared layers" in out
     assert "as `ecr-cost-bot repo legacy/monolith` shows it" in out
+    assert "as `ecr-cost-bot size tools/ci-runner` shows it" in out
+    assert "layer 6 of 6, " in out and "new in 20 of the last 20 pushes: it is rebuilt every time" in out
     assert "Adopting the base policy" in out and "adopted the base policy on legacy/monolith" in out
     assert "ECR cost report: week of" in out and "saved by policies adopted through the bot" in out
     assert "tuned the base policy on" in out and "exempt (1," in out and "without an owner (" in out

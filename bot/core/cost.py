@@ -103,6 +103,27 @@ def _collect(digest: str, manifests: Mapping[str, Manifest], blobs: dict[str, in
     return all([_collect(child, manifests, blobs, seen) for child in manifest.children])
 
 
+def image_manifests(digest: str, manifests: Mapping[str, Manifest]) -> list[Manifest] | None:
+    """The image manifests ``digest`` stands for: itself, or (through an index) its children, each once, in order.
+    None when one of them is missing or unreadable."""
+    found: list[Manifest] = []
+    seen: set[str] = set()
+    stack = [digest]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        manifest = manifests.get(current)
+        if manifest is None or manifest.problem:
+            return None
+        if manifest.children:
+            stack.extend(reversed(manifest.children))
+        elif manifest.blobs:
+            found.append(manifest)
+    return found
+
+
 def stored_bytes(images: Iterable[Image], manifests: Mapping[str, Manifest]) -> int:
     """Bytes the repository stores: unique layer + config blobs, plus imageSizeInBytes of images
     whose manifest is unknown (the best estimate there is for them)."""

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .analysis import Summary, display_names, exemption_of, summarize
-from .tuning import lifecycle_status
+from .cost import monthly_cost
 from .models import ADOPTIONS, Exemption, PolicyDecision, RepositoryCost, ScanResult
+from .tuning import lifecycle_status
 
 TOP = 10
+GROWTH_TOP = 3  # the repositories whose new layers cost the most per week, named in one line
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,15 @@ class ExemptLine:
 
 
 @dataclass(frozen=True)
+class Growth:
+    """A repository's new layers per week (last 28 days), and what they add to the monthly bill each week."""
+
+    label: str
+    new_bytes_per_week: int
+    monthly_usd_added_per_week: float
+
+
+@dataclass(frozen=True)
 class WeeklyReport:
     period_start: datetime
     generated_at: datetime
@@ -57,6 +68,7 @@ class WeeklyReport:
     partial: bool
     errors: list[str]
     trend: list[tuple[datetime, float]]  # (scan time, total monthly cost), oldest first
+    growth: list[Growth] = field(default_factory=list)  # costliest new layers per week first
 
     @property
     def change_usd(self) -> float | None:
@@ -69,9 +81,11 @@ class WeeklyReport:
 
 def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Sequence[PolicyDecision],
                  cost_at_adoption: Mapping[int, float], base_savings: Mapping[str, float], base_policy: dict,
-                 trend: Sequence[tuple[datetime, float]], period_start: datetime) -> WeeklyReport:
+                 trend: Sequence[tuple[datetime, float]], period_start: datetime,
+                 growth: Mapping[str, int] | None = None) -> WeeklyReport:
     """``cost_at_adoption``: decision id -> the repository's monthly cost in the last scan before it;
-    ``base_savings``: ARN -> what the base policy would save there (repositories without a policy)."""
+    ``base_savings``: ARN -> what the base policy would save there (repositories without a policy);
+    ``growth``: ARN -> bytes of new layers per week."""
     ranked = scan.repositories
     labels = display_names(ranked)
     before = {r.arn: r for r in previous.repositories} if previous else {}
@@ -101,6 +115,14 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         base_policy_savings_usd=sum(base_savings.get(r.arn, 0.0) for r in without), exempt=exempt,
         unowned=[(labels[r.arn], r) for r in ranked if not r.owners],
         realised=sorted(realised, key=lambda s: -s.saved_usd), partial=scan.partial,
-        errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend))
+        errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend),
+        growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month))
+
+
+def fastest_growing(ranked: Sequence[RepositoryCost], labels: Mapping[str, str], growth: Mapping[str, int],
+                    price_per_gb_month: float) -> list[Growth]:
+    grown = sorted(((growth[r.arn], labels[r.arn]) for r in ranked if growth.get(r.arn, 0) > 0),
+                   key=lambda pair: (-pair[0], pair[1]))
+    return [Growth(label, new, monthly_cost(new, price_per_gb_month)) for new, label in grown[:GROWTH_TOP]]
 
 

@@ -14,7 +14,9 @@ from ..core.analysis import Summary
 from ..core.lifecycle import fingerprint
 from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
 from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
+from ..core.size import SizeReport, human
 from .text import gib, usd
+from .text import iso, mib
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
 MAX_SECTION, MAX_FIELD, MAX_HEADER, MAX_CONTEXT = 3000, 2000, 150, 2000
@@ -38,6 +40,8 @@ ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "
 VIEW_IDS = (ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW)
 TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
 MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE = 24, 3000, 500
+WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
+ACTION_IDS += (WHY_BIG,)
 
 
 def escape(text: str) -> str:
@@ -287,6 +291,7 @@ def repository_detail(view: RepositoryView) -> dict:
     ]
     if view.last_decision is not None:
         blocks.append(context(decision_line(view.last_decision)))
+    blocks.append(why_big_section(row))
     blocks.append(repository_actions(view))
     text = f"{view.label}: {usd(row.monthly_cost_usd)}/month, rank #{view.rank} of {view.rank_of}"
     return {"text": clip(text, MAX_SECTION), "blocks": blocks}
@@ -492,3 +497,41 @@ def claim_request(claim_id: int, row: RepositoryCost, claimer: str) -> dict:
         {"type": "actions", "block_id": f"claim:{claim_id}", "elements": [
             button("Approve", APPROVE_CLAIM, str(claim_id), "primary"),
             button("Reject", REJECT_CLAIM, str(claim_id), "danger")]}]}
+
+
+# -- why a repository is big ------------------------------------------------------------------------------
+
+def why_big_section(row: RepositoryCost) -> dict:
+    """The "Why so big?" button (anyone may press it): its own section, beside the owners' buttons."""
+    return {"type": "section", "block_id": "size:" + hashlib.sha1(row.arn.encode()).hexdigest(),
+            "text": {"type": "mrkdwn", "text": "Largest images and layers, what each push adds, the base, advice"},
+            "accessory": button("Why so big?", WHY_BIG, row.arn)}
+
+
+def size_message(report: SizeReport, label: str | None = None, images: int = 5, layers: int = 8) -> dict:
+    """The answer to "Why so big?": advice first (by $/month), then churn, the base, top images and layers."""
+    row, churn = report.row, report.churn
+    name = escape(label or row.repository)
+    head = (f"*Why is {name} so big?* {gib(row.stored_bytes)} GB stored, *{usd(row.monthly_cost_usd)}/month*, "
+            f"{report.image_count} images")
+    if report.base is not None:
+        head += (f"\nBuilt on *{escape(report.base.name)}* ({human(report.base.bytes)}, in "
+                 f"{report.base.repository_count} repositories)")
+    advice = [f"{n}. {escape(a.text)}" for n, a in enumerate(report.advice, 1)] or ["Nothing stands out."]
+    churn_line = (f"*Each push* over the last {churn.pushes}: median {mib(churn.median_new_bytes_per_push)} MB new, "
+                  f"p90 {mib(churn.p90_new_bytes_per_push)} MB; *{gib(churn.new_bytes_per_week)} GB of new layers "
+                  f"a week* (last 28 days)")
+    image_lines = [f"`{i.digest[7:19]}` {escape(', '.join(i.tags)) or '_untagged_'} · {mib(i.bytes)} MB · "
+                   f"{mib(i.unique_bytes)} MB its own · pushed {iso(i.pushed_at) or '?'}"
+                   for i in report.largest_images[:images]]
+    layer_lines = [f"`{layer.digest[7:19]}` {mib(layer.bytes)} MB · in {layer.image_count} images, "
+                   f"{layer.repository_count} repositories"
+                   + (f" · `{escape(clip(layer.created_by, 200))}`" if layer.created_by else "")
+                   for layer in report.layers[:layers]]
+    blocks = [section(head), *sections(["*Advice* (by what it costs now)", *advice]), section(churn_line),
+              *sections(["*Largest images*", *image_lines]), *sections(["*Largest layers*", *layer_lines])]
+    if report.notices:
+        blocks.append(context(" · ".join(escape(n) for n in report.notices[:5])))
+    blocks.append(context(f"`ecr-cost-bot size {escape(label or row.repository)}` for the full list"))
+    text = f"Why is {label or row.repository} so big? {gib(row.stored_bytes)} GB, {usd(row.monthly_cost_usd)}/month"
+    return {"text": clip(text, MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}

@@ -51,6 +51,8 @@ def report_message(report: WeeklyReport) -> dict:
         body.append(blocks.section(f"*Without an owner* ({len(report.unowned)}, "
                                    f"{usd(sum(r.monthly_cost_usd for _, r in report.unowned))}/month): "
                                    f"{', '.join(lines)}{more}. Owners: press *I own this* in `/ecr-cost NAME`."))
+    if report.growth:
+        body.append(blocks.section(growth_line(report, blocks.escape)))
     if report.realised:
         lines = [f"• {blocks.escape(r.label)}: {usd(r.cost_at_adoption_usd)} → {usd(r.cost_now_usd)} "
                  f"(*{usd(r.saved_usd)}/mo*), adopted by {blocks.mention(r.adopted_by)}" for r in report.realised[:20]]
@@ -105,6 +107,8 @@ def report_text(report: WeeklyReport) -> str:
         lines.append(f"without an owner ({len(report.unowned)}): "
                      + ", ".join(f"{label} {usd(row.monthly_cost_usd)}" for label, row in report.unowned[:30])
                      + (f" and {len(report.unowned) - 30} more" if len(report.unowned) > 30 else ""))
+    if report.growth:
+        lines.append(growth_line(report, str).replace("*", ""))
     if report.realised:
         lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
         lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
@@ -143,4 +147,13 @@ def report_json(report: WeeklyReport) -> dict:
                              for r in report.realised],
         "realised_savings_usd": round(report.realised_total_usd, 4),
         "trend": [{"at": iso(t), "monthly_cost_usd": round(c, 4)} for t, c in report.trend],
+        "growth": [{"repository": g.label, "new_bytes_per_week": g.new_bytes_per_week,
+                    "monthly_usd_added_per_week": round(g.monthly_usd_added_per_week, 4)} for g in report.growth],
     }
+
+
+def growth_line(report: WeeklyReport, escape) -> str:
+    """The repositories whose new layers cost the most per week (`ecr-cost-bot size NAME` says why)."""
+    shown = ", ".join(f"{escape(g.label)} +{gib(g.new_bytes_per_week)} GB/week (+{usd(g.monthly_usd_added_per_week)}"
+                      f"/month each week)" for g in report.growth)
+    return f"*Growing fastest* (new layers per week): {shown}; `ecr-cost-bot size NAME` shows why"

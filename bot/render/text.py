@@ -12,6 +12,7 @@ from ..core.lifecycle import Preview
 from ..core.tuning import lifecycle_status
 from ..core.inuse import InUseSet, Usage
 from ..core.models import Image, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
+from ..core.size import SizeReport, human
 
 MIB = 2**20
 
@@ -301,3 +302,56 @@ def decisions_table(decisions: Sequence[PolicyDecision]) -> str:
             for d in decisions]
     return "\n".join(text_table(["id", "at", "action", "repository", "region", "account", "user", "source",
                              "USD/month", "reason / note"], rows, right={0, 8}))
+
+
+# -- why a repository is big ------------------------------------------------------------------------------
+
+def size_json(report: SizeReport) -> dict:
+    """The contract's `size --format json`."""
+    row = report.row
+    churn = report.churn
+    return {
+        "repository": row.repository, "account_id": row.account_id, "region": row.region,
+        "stored_bytes": row.stored_bytes,
+        "largest_images": [{"image_digest": i.digest, "image_tags": list(i.tags), "bytes": i.bytes,
+                            "unique_bytes": i.unique_bytes} for i in report.largest_images],
+        "layers": [{"digest": layer.digest, "bytes": layer.bytes, "image_count": layer.image_count,
+                    "repository_count": layer.repository_count, "created_by": layer.created_by}
+                   for layer in report.layers],
+        "churn": {"pushes": churn.pushes, "median_new_bytes_per_push": churn.median_new_bytes_per_push,
+                  "p90_new_bytes_per_push": churn.p90_new_bytes_per_push,
+                  "new_bytes_per_week": churn.new_bytes_per_week},
+        "advice": [{"text": a.text, "monthly_usd": round(a.monthly_usd, 4)} for a in report.advice],
+        "base": None if report.base is None else {
+            "name": report.base.name, "bytes": report.base.bytes, "layer_count": report.base.layer_count,
+            "repository_count": report.base.repository_count},
+        "notices": list(report.notices),
+    }
+
+
+def mib(byte_count: int) -> str:
+    return f"{byte_count / MIB:,.1f}"
+
+
+def size_text(report: SizeReport, label: str | None = None) -> str:
+    """`size NAME`: what the repository stores, where the bytes are, what each push adds, and what to do."""
+    row, churn = report.row, report.churn
+    lines = [f"{label or row.repository}  ({row.account_id} {row.region}): {gib(row.stored_bytes)} GB stored, "
+             f"{usd(row.monthly_cost_usd)}/month, {report.image_count} images"]
+    if report.base is not None:
+        lines.append(f"built on {report.base.name} ({human(report.base.bytes)}, {report.base.layer_count} layers, "
+                     f"in {report.base.repository_count} repositories)")
+    lines += ["", "advice, by what it costs now:"]
+    lines += [f"  {n}. {a.text}" for n, a in enumerate(report.advice, 1)] or ["  nothing stands out"]
+    lines += ["", f"churn over the last {churn.pushes} pushes: median {mib(churn.median_new_bytes_per_push)} MB new "
+                  f"per push, p90 {mib(churn.p90_new_bytes_per_push)} MB; {gib(churn.new_bytes_per_week)} GB of new "
+                  f"layers per week (last 28 days)", ""]
+    rows = [[i.digest[7:19], ", ".join(i.tags) or "<untagged>", iso(i.pushed_at) or "?", mib(i.bytes),
+             mib(i.unique_bytes)] for i in report.largest_images]
+    lines += ["largest images:", *text_table(["digest", "tags", "pushed", "MB", "unique MB"], rows, right={3, 4}), ""]
+    rows = [[layer.digest[7:19], mib(layer.bytes), str(layer.image_count), str(layer.repository_count),
+             layer.created_by or "-"] for layer in report.layers]
+    lines += ["largest layers:", *text_table(["digest", "MB", "images", "repos", "created by"], rows,
+                                             right={1, 2, 3})]
+    lines += [f"note: {n}" for n in report.notices]
+    return "\n".join(lines)

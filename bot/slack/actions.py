@@ -1,5 +1,5 @@
 """Buttons: Adopt base policy, Adjust…, Preview, Not now, Decline…, Roll back (and Roll back over a hand edit),
-Protect, Delete repository…, I own this (and the admins' Approve / Reject), Lift exemption.
+Protect, Why so big?, Delete repository…, I own this (and the admins' Approve / Reject), Lift exemption.
 
 A button's value only names the repository (or an ownership claim); who may act is decided from the signed user
 and the owner tag as AWS has it at the click. A click is acted on at most once (Slack retries and double clicks
@@ -21,6 +21,7 @@ from .directory import SlackDirectory
 from .home import home_view
 from .views import refresh_adjust
 
+logger = logging.getLogger(__name__)
 ACTIONS = re.compile(f"^({'|'.join(map(re.escape, blocks.ACTION_IDS))})$")
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,14 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
             return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
         return Outcome(ephemeral_message=blocks.preview_message(
             view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
+    if action_id == blocks.WHY_BIG:  # anyone may look
+        try:
+            report = application.size(scan, row)
+        except Exception as exc:  # noqa: BLE001 - the person who clicked gets an answer, not silence
+            logger.exception("size of %s failed", row.arn)
+            return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
+                                     f"{blocks.escape(exc.__class__.__name__)}")
+        return Outcome(ephemeral_message=blocks.size_message(report, application.labels(scan).get(row.arn)))
     # the forms open for anyone; who may act is decided when one is submitted, from the live owner tag
     if action_id == blocks.ADJUST:
         values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
