@@ -17,7 +17,7 @@ from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationErr
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .aws import BlobRefused, describe_error, error_code
 from .config import Settings
-from .core.analysis import Summary, display_names, exemption_of, find_repository, rank, summarize
+from .core.analysis import Summary, display_names, exemption_of, find_account, find_repository, rank, summarize
 from .core.cost import price_repository, reachable_manifests
 from .core.cost import GIB
 from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
@@ -157,8 +157,10 @@ class Application:
         return result
 
     def _price(self, inventory: RepositoryInventory, now: datetime):
-        return price_repository(inventory, price_per_gb_month=self.settings.price_per_gb_month,
-                                unused_days=self.settings.unused_days, owner_tag=self.settings.owner_tag, now=now)
+        row, problems = price_repository(inventory, price_per_gb_month=self.settings.price_per_gb_month,
+                                         unused_days=self.settings.unused_days, owner_tag=self.settings.owner_tag,
+                                         now=now)
+        return replace(row, account_name=self.collector.account_names.get(row.account_id)), problems
 
     def is_stale(self, scan: ScanResult | None) -> bool:
         return scan is None or self._clock() - scan.generated_at > timedelta(hours=self.settings.snapshot_max_age_hours)
@@ -213,6 +215,15 @@ class Application:
 
     def summary(self, scan: ScanResult) -> Summary:
         return summarize(scan.repositories)
+
+    def account_view(self, scan: ScanResult, query: str) -> tuple[ScanResult, str]:
+        """The scan narrowed to the account ``query`` names (its ID or its name in the organisation), and how to
+        call it; raises UnknownAccount."""
+        account_id = find_account(scan.repositories, query)
+        rows = [r for r in scan.repositories if r.account_id == account_id]
+        name = next((r.account_name for r in rows if r.account_name), None)
+        narrowed = replace(scan, repositories=rows, errors=[e for e in scan.errors if e.account_id == account_id])
+        return narrowed, f"{name} ({account_id})" if name else account_id
 
     def labels(self, scan: ScanResult) -> dict[str, str]:
         return self._scan_context(scan)[0]

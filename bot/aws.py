@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
 MANIFESTS_PER_CALL = 100  # BatchGetImage's limit
 DEFAULT_WORKERS = 16
+PROGRESS_EVERY = 30.0  # seconds between the scan's progress lines in the log
 MAX_CONFIG_BYTES = 4 * 2**20  # an image config blob read for its history; larger ones are left unread
 
 
@@ -106,6 +107,7 @@ class Account:
     account_id: str
     session: boto3.Session
     regions: tuple[str, ...]
+    name: str | None = None
 
 
 @dataclass
@@ -123,10 +125,20 @@ class EcrCollector:
     """
 
     def __init__(self, session_factory: SessionFactory, regions: Iterable[str], role_arns: Iterable[str],
-                 manifest_cache: ManifestCache, *, max_workers: int = DEFAULT_WORKERS):
+                 manifest_cache: ManifestCache, *, max_workers: int = DEFAULT_WORKERS, org_role_name: str | None = None,
+                 only_accounts: Iterable[str] = (), exclude_accounts: Iterable[str] = (),
+                 progress_every: float = PROGRESS_EVERY):
         self._session_factory = session_factory
-        self._regions = tuple(regions)
+        self._all_regions = tuple(regions) == ("all",)
+        self._regions = () if self._all_regions else tuple(regions)
         self._role_arns = tuple(role_arns)
+        self._org_role_name = org_role_name
+        self._only = frozenset(only_accounts)
+        self._exclude = frozenset(exclude_accounts)
+        self._progress_every = progress_every
+        self._roles: dict[str, str] = {}  # account -> the role ARN that enters it (organisation accounts)
+        self._own: tuple[str, str] | None = None  # (the bot's own account, its partition), once known
+        self.account_names: dict[str, str] = {}  # account -> its name in the organisation
         self._cache = manifest_cache
         self._workers = max_workers
         self._config = Config(retries={"mode": "adaptive", "max_attempts": 8},
@@ -155,41 +167,89 @@ class EcrCollector:
             self.api_calls += 1
 
     def accounts(self) -> tuple[list[Account], list[ScanProblem]]:
-        """Every account we can enter (the current one, then each role), with its regions; the others as
-        problems. Raises EstateUnreadable when not one account can be read."""
-        accounts, problems, causes = [], [], []
-        for role_arn in (None, *self._role_arns):
-            account_hint = role_arn.split(":")[4] if role_arn else "current"
-            try:
-                session = self._session_factory(role_arn)
-                regions = self._regions or ((session.region_name,) if session.region_name else ())
-                if not regions:
-                    raise NoRegionError()
-                # a regional STS endpoint: the first region scanned, never the global endpoint by default
-                identity = self.client(session, "sts", regions[0]).get_caller_identity()
-                account_id = identity["Account"]
-                self._principals[account_id] = identity.get("Arn", "")
-            except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
-                causes.append(exc)
-                what = f"cannot assume {role_arn}" if role_arn else "cannot read the current AWS identity"
-                problems.append(ScanProblem(account_hint, "*", f"{what}: {_message(exc)}"))
-                continue
-            accounts.append(Account(account_id, session, tuple(regions)))
+        """Every account we can enter, with its regions and name; the others as problems. The bot's own account
+        (its own credentials), each role of ECR_COST_ROLE_ARNS, and with ECR_COST_ORG_ROLE_NAME every ACTIVE
+        account of the organisation entered through that role; ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS
+        filter them. Accounts are entered concurrently. Raises EstateUnreadable when not one can be read."""
+        own, own_error = self._enter(None)
+        problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
+                                                                        f"{_message(own_error)}")]
+        entries = [(arn, arn.split(":")[4]) for arn in self._role_arns]
+        if self._org_role_name and own is not None:
+            found, problem = self._organisation(own)
+            problems += [problem] if problem else []
+            explicit = {account_id for _, account_id in entries}
+            partition = self._own[1]
+            entries += [(f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}", account_id)
+                        for account_id in found if account_id != own.account_id and account_id not in explicit]
+        entries = [(arn, account_id) for arn, account_id in entries if self._wanted(account_id)]
+        self._roles.update({account_id: arn for arn, account_id in entries})
+        accounts, causes = ([own] if own is not None and self._wanted(own.account_id) else []), \
+            ([own_error] if own is None else [])
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-accounts") as pool:
+            for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries)):
+                if account is None:
+                    causes.append(error)
+                    problems.append(ScanProblem(account_id, "*", f"cannot assume {arn}: {_message(error)}"))
+                else:
+                    accounts.append(account)
         if not accounts:
+            if own is not None:
+                raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none"
+                                       if not causes else unreadable_cause(causes[0]))
             raise EstateUnreadable(unreadable_cause(causes[0]) + (
                 f" (and {len(causes) - 1} assumed roles failed too)" if len(causes) > 1 else ""))
-        return accounts, problems
+        accounts = [replace(a, name=self.account_names.get(a.account_id)) for a in accounts]
+        return accounts, sorted(problems, key=lambda p: (p.account_id, p.message))
 
-    def _targets(self) -> tuple[list[_Region], list[ScanProblem]]:
-        """One ECR client per (account, region)."""
-        accounts, problems = self.accounts()
-        return [_Region(a.account_id, region, self.client(a.session, "ecr", region))
-                for a in accounts for region in a.regions], problems
+    def _wanted(self, account_id: str) -> bool:
+        return (not self._only or account_id in self._only) and account_id not in self._exclude
+
+    def _enter(self, role_arn: str | None) -> tuple[Account | None, Exception | None]:
+        """(the account ``role_arn`` enters, or the bot's own with None; or the error). Its regions: the
+        configured ones, or with ECR_COST_REGIONS=all the ones enabled in that account."""
+        try:
+            session = self._session_factory(role_arn)
+            home = self._regions[0] if self._regions else session.region_name or ("us-east-1" if self._all_regions
+                                                                                 else None)
+            if not home:
+                raise NoRegionError()
+            # a regional STS endpoint: the first region scanned, never the global endpoint by default
+            identity = self.client(session, "sts", home).get_caller_identity()
+            account_id = identity["Account"]
+            with self._lock:
+                self._principals[account_id] = identity.get("Arn", "")
+                if role_arn is None:
+                    self._own = (account_id, identity.get("Arn", "arn:aws:").split(":")[1] or "aws")
+            if self._all_regions:
+                found = self.client(session, "ec2", home).describe_regions()["Regions"]  # those enabled only
+                regions = tuple(sorted(r["RegionName"] for r in found))
+            else:
+                regions = self._regions or (home,)
+        except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
+            return None, exc
+        return Account(account_id, session, regions), None
+
+    def _organisation(self, own: Account) -> tuple[list[str], ScanProblem | None]:
+        """The ACTIVE accounts of the organisation as the bot's account sees them (it must be the management
+        account or a delegated administrator), their names remembered."""
+        try:
+            client = self.client(own.session, "organizations", own.regions[0])
+            found = [account for page in client.get_paginator("list_accounts").paginate()
+                     for account in page["Accounts"]]
+        except Exception as exc:  # noqa: BLE001 - the bot's own account and ECR_COST_ROLE_ARNS still count
+            return [], ScanProblem(own.account_id, "*", f"cannot list the organisation's accounts "
+                                                        f"(organizations:ListAccounts, from the management account "
+                                                        f"or a delegated administrator): {_message(exc)}")
+        active = [a for a in found if (a.get("State") or a.get("Status")) == "ACTIVE"]
+        with self._lock:
+            self.account_names.update({a["Id"]: a.get("Name") or a["Id"] for a in found})
+        return sorted(a["Id"] for a in active), None
 
     def check_access(self) -> list[ScanProblem]:
         """Enters every account (STS only): raises EstateUnreadable when none can be read; returns the others'
         problems."""
-        return self._targets()[1]
+        return self.accounts()[1]
 
     def _list_repositories(self, target: _Region) -> list[tuple[RepositoryRef, datetime | None]]:
         pages = target.client.get_paginator("describe_repositories").paginate(
@@ -284,27 +344,60 @@ class EcrCollector:
     def scan(self) -> Iterator[RepositoryInventory | ScanProblem]:
         """Yields each repository's inventory as soon as it is read, and each problem met.
 
-        At most twice as many repositories as workers are in flight: a slow consumer (pricing,
-        storing) holds the readers back instead of letting finished inventories pile up, so memory
-        follows the repositories being read, not the estate.
+        ECR's rate limits are per account and region, so the work is spread: regions are listed across
+        accounts in turn, and repositories are read round-robin across (account, region). At most twice as
+        many repositories as workers are in flight, and regions are listed only while few repositories wait: a
+        slow consumer (pricing, storing) holds the readers back, so memory follows the repositories being read,
+        not the organisation. A region's client lives as long as its repositories are being read.
         """
-        targets, problems = self._targets()
+        accounts, problems = self.accounts()
         yield from problems
-        queued: deque[tuple[_Region, RepositoryRef, datetime | None]] = deque()
+        targets = deque((account, account.regions[depth])
+                        for depth in range(max((len(a.regions) for a in accounts), default=0))
+                        for account in accounts if depth < len(account.regions))
+        progress = _Progress({a.account_id: len(a.regions) for a in accounts}, self._progress_every)
+        queues: dict[tuple[str, str], deque] = {}  # (account, region) -> repositories waiting to be read
+        turns: deque[tuple[str, str]] = deque()  # the keys of non-empty queues, in turn
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-scan") as pool:
-            pending: dict[Future, tuple] = {pool.submit(self._list_repositories, t): ("region", t) for t in targets}
+            pending: dict[Future, tuple] = {}
+
+            def fill() -> None:
+                while turns and len(pending) < 2 * self._workers:
+                    key = turns.popleft()
+                    target, ref, created_at = queues[key].popleft()
+                    pending[pool.submit(self.read_repository, target.client, ref, created_at)] = \
+                        ("repository", target, ref)
+                    if queues[key]:
+                        turns.append(key)
+                    else:
+                        del queues[key]
+                waiting = sum(len(q) for q in queues.values())
+                listing = sum(1 for kind, *_ in pending.values() if kind == "region")
+                while targets and listing < self._workers and waiting < 4 * self._workers:
+                    account, region = targets.popleft()
+                    target = _Region(account.account_id, region, self.client(account.session, "ecr", region))
+                    pending[pool.submit(self._list_repositories, target)] = ("region", target)
+                    listing += 1
+
+            fill()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     kind, target, *rest = pending.pop(future)
                     error = future.exception()
                     if kind == "region":
+                        found = [] if error is not None else future.result()
+                        progress.listed(target.account_id, len(found))
                         if error is not None:
                             yield ScanProblem(target.account_id, target.region,
                                               f"cannot list repositories: {_message(error)}")
-                        else:
-                            queued.extend((target, ref, created_at) for ref, created_at in future.result())
-                    elif error is None:
+                        elif found:
+                            key = (target.account_id, target.region)
+                            queues[key] = deque((target, ref, created_at) for ref, created_at in found)
+                            turns.append(key)
+                        continue
+                    progress.read(target.account_id)
+                    if error is None:
                         yield future.result()
                     elif isinstance(error, ClientError) and \
                             error.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
@@ -313,10 +406,8 @@ class EcrCollector:
                         ref = rest[0]
                         yield ScanProblem(target.account_id, target.region,
                                           f"cannot read repository {ref.name}: {_message(error)}", ref.name)
-                while queued and len(pending) < 2 * self._workers:
-                    target, ref, created_at = queued.popleft()
-                    pending[pool.submit(self.read_repository, target.client, ref, created_at)] = \
-                        ("repository", target, ref)
+                fill()
+        progress.log(final=True)
 
     # -- one repository on demand (detail views, policy operations) --------------------------
 
@@ -332,8 +423,17 @@ class EcrCollector:
         return client
 
     def _role_of(self, account_id: str) -> str | None:
-        """The role ARN that enters ``account_id`` (None: the bot's own credentials)."""
-        return next((arn for arn in self._role_arns if arn.split(":")[4] == account_id), None)
+        """The role ARN that enters ``account_id`` (None: the bot's own credentials): one of ECR_COST_ROLE_ARNS, else
+        with ECR_COST_ORG_ROLE_NAME the organisation's role in any account but the bot's own."""
+        explicit = next((arn for arn in self._role_arns if arn.split(":")[4] == account_id), None)
+        if explicit is not None or not self._org_role_name:
+            return explicit
+        if account_id in self._roles:
+            return self._roles[account_id]
+        if self._own is None and self._enter(None)[0] is None:
+            return None  # the bot's own identity cannot be read: its own credentials are all there is
+        own_account, partition = self._own
+        return None if account_id == own_account else f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}"
 
     def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
         """Re-reads one repository. Raises ClientError / BotoCoreError."""
@@ -475,6 +575,45 @@ def _role_arn(principal: str) -> str:
         role = parts[5].split("/")[1]
         return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
     return principal
+
+
+class _Progress:
+    """Accounts done of total, their rate and the time left, logged every ``every`` seconds (and at the end)."""
+
+    def __init__(self, regions_per_account: dict[str, int], every: float):
+        self._regions = dict(regions_per_account)  # regions not yet listed
+        self._reading: dict[str, int] = dict.fromkeys(regions_per_account, 0)  # repositories listed, not yet read
+        self._total, self._done, self._repositories = len(regions_per_account), 0, 0
+        self._every = every
+        self._started = self._last = time.monotonic()
+
+    def listed(self, account_id: str, repositories: int) -> None:
+        self._regions[account_id] -= 1
+        self._reading[account_id] += repositories
+        self._settle(account_id)
+
+    def read(self, account_id: str) -> None:
+        self._reading[account_id] -= 1
+        self._repositories += 1
+        self._settle(account_id)
+
+    def _settle(self, account_id: str) -> None:
+        if self._regions[account_id] == 0 and self._reading[account_id] == 0:
+            self._done += 1
+            self._regions[account_id] = -1  # counted once
+        if time.monotonic() - self._last >= self._every:
+            self.log()
+
+    def log(self, final: bool = False) -> None:
+        self._last = now = time.monotonic()
+        elapsed = max(now - self._started, 1e-6)
+        rate = self._done / elapsed
+        left = (self._total - self._done) / rate if rate else None
+        eta = "" if final or left is None else f", about {left / 60:.0f} min left" if left >= 60 else \
+            f", about {left:.0f} s left"
+        logger.info("scan %s: %d of %d accounts done, %d repositories read in %.0f s (%.1f accounts/min, "
+                    "%.1f repositories/s)%s", "finished" if final else "progress", self._done, self._total,
+                    self._repositories, elapsed, rate * 60, self._repositories / elapsed, eta)
 
 
 def _message(error: BaseException) -> str:

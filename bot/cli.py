@@ -14,7 +14,7 @@ from pathlib import Path
 from .adoption import HandEdited, InUsePartial, PolicyOperationError
 from .application import Application, EstateUnreadable, ScanBusy
 from .config import ConfigError, Settings, load_settings
-from .core.analysis import AmbiguousOrUnknownName
+from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
 from .core.models import RepositoryCost, ScanResult
 from .render.text import (decision_json, decisions_table, preview_json, preview_text, repository_detail_json,
                           repository_detail_text, scan_csv, scan_json, scan_table)
@@ -83,6 +83,12 @@ def _components(settings: Settings):
 def cmd_scan(args, settings: Settings) -> int:
     with _components(settings) as built:
         result = scan_and_log(built.application)
+        if args.account:
+            try:
+                result, _ = built.application.account_view(result, args.account)
+            except UnknownAccount as exc:
+                hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
+                raise UserError(f"{exc}{hint}") from None
     print_scan(result, args.format, settings.base_policy)
     return 0
 
@@ -328,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = commands.add_parser("scan", help="collect every repository now, store a snapshot, print the ranking")
     scan.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    scan.add_argument("--account", metavar="ID", help="print one account's repositories (its ID or its name in the "
+                                                     "organisation); the whole estate is scanned and stored")
     scan.set_defaults(handler=cmd_scan)
 
     repo = commands.add_parser("repo", help="one repository's detail (what /ecr-cost NAME shows); `repo delete "

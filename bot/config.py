@@ -21,6 +21,7 @@ class ConfigError(Exception):
 
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
 
 
@@ -34,7 +35,7 @@ class Settings:
     report_channel: str | None = None
     schedule: str = "0 9 * * mon"
     timezone: str = "UTC"
-    regions: tuple[str, ...] = ()  # empty: aws_region, else the AWS profile's region
+    regions: tuple[str, ...] = ()  # empty: aws_region, else the AWS profile's region; ("all",): every enabled one
     aws_region: str | None = None  # AWS_REGION (what ECS, Lambda and EKS set), else AWS_DEFAULT_REGION
     role_arns: tuple[str, ...] = ()
     price_per_gb_month: float = 0.10
@@ -51,6 +52,9 @@ class Settings:
     kubeconfig: str | None = None  # KUBECONFIG (the client's default, ~/.kube/config, when unset)
     guard_schedule: str = "0 6 * * *"
     large_image_gb: float = 1.0  # `size` flags images above this many GB (2^30 bytes)
+    org_role_name: str | None = None  # assumed in every ACTIVE account of the AWS Organization
+    accounts: tuple[str, ...] = ()  # only these account IDs (empty: all)
+    exclude_accounts: tuple[str, ...] = ()
 
 
 def shipped_base_policy_text() -> str:
@@ -116,9 +120,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     _cron("ECR_COST_GUARD_SCHEDULE", guard_schedule, timezone)
 
     regions = _csv(get("ECR_COST_REGIONS"))
+    if "all" in regions and regions != ("all",):
+        raise ConfigError("ECR_COST_REGIONS: `all` (every region enabled in each account) stands alone")
     for region in regions:
-        if not _REGION.match(region):
-            raise ConfigError(f"ECR_COST_REGIONS: {region!r} is not an AWS region name (like us-east-1)")
+        if region != "all" and not _REGION.match(region):
+            raise ConfigError(f"ECR_COST_REGIONS: {region!r} is not an AWS region name (like us-east-1), nor `all`")
+
+    org_role_name = get("ECR_COST_ORG_ROLE_NAME")
+    if org_role_name is not None and not _ROLE_NAME.match(org_role_name):
+        raise ConfigError(f"ECR_COST_ORG_ROLE_NAME: {org_role_name!r} is not an IAM role name (like EcrCostReader)")
+    accounts, exclude_accounts = _csv(get("ECR_COST_ACCOUNTS")), _csv(get("ECR_COST_EXCLUDE_ACCOUNTS"))
+    for name, ids in (("ECR_COST_ACCOUNTS", accounts), ("ECR_COST_EXCLUDE_ACCOUNTS", exclude_accounts)):
+        for account_id in ids:
+            if not re.fullmatch(r"\d{12}", account_id):
+                raise ConfigError(f"{name}: {account_id!r} is not an AWS account ID (12 digits)")
 
     role_arns = _csv(get("ECR_COST_ROLE_ARNS"))
     for arn in role_arns:
@@ -161,6 +176,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         regions=regions,
         aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
         role_arns=role_arns,
+        org_role_name=org_role_name,
+        accounts=accounts,
+        exclude_accounts=exclude_accounts,
         price_per_gb_month=_number("ECR_COST_PRICE_PER_GB_MONTH", get("ECR_COST_PRICE_PER_GB_MONTH") or "0.10",
                                    float, 0.0, 1000.0),
         unused_days=_number("ECR_COST_UNUSED_DAYS", get("ECR_COST_UNUSED_DAYS") or "90", int, 1, 36500),

@@ -162,6 +162,12 @@ def m009_config_steps(db: Database) -> None:
     db["config_steps"].create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
 
 
+@migrations()
+def m011_account_names(db: Database) -> None:
+    # a repository's account, by its name in the AWS Organization (null outside one)
+    db["repository_snapshots"].add_column("account_name", str)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -288,7 +294,7 @@ class Store:
                 "last_pushed_at": _iso(row.last_pushed_at), "last_pulled_at": _iso(row.last_pulled_at),
                 "unused": int(row.unused), "has_lifecycle_policy": int(row.has_lifecycle_policy),
                 "lifecycle_policy": row.lifecycle_policy, "owners": json.dumps(row.owners),
-                "tags": json.dumps(row.tags),
+                "tags": json.dumps(row.tags), "account_name": row.account_name,
             }, replace=True)
             self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
@@ -600,7 +606,7 @@ def _snapshot(row: dict) -> RepositoryCost:
         last_pushed_at=_parse(row["last_pushed_at"]), last_pulled_at=_parse(row["last_pulled_at"]),
         unused=bool(row["unused"]), has_lifecycle_policy=bool(row["has_lifecycle_policy"]),
         lifecycle_policy=row["lifecycle_policy"], owners=tuple(json.loads(row["owners"])),
-        tags=json.loads(row["tags"]))
+        tags=json.loads(row["tags"]), account_name=row.get("account_name"))
 
 
 def _image_json(image: Image) -> dict:

@@ -36,7 +36,8 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Components:
     store = Store(settings.db_path)
     collector = EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
-                             settings.regions, settings.role_arns, store)
+                             settings.regions, settings.role_arns, store, org_role_name=settings.org_role_name,
+                             only_accounts=settings.accounts, exclude_accounts=settings.exclude_accounts)
     kubernetes = None
     if settings.kube_contexts:
         from .kube import KubernetesReader

@@ -28,6 +28,7 @@ class AwsProxy:
         self.upstream = (parts.hostname, parts.port)
         self.calls: Counter[str] = Counter()
         self.deny_regions: set[str] = set()
+        self.deny_roles: set[str] = set()  # role ARNs whose AssumeRole is refused (an account that cannot be entered)
         self.throttle_next = 0
         self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
         self.canned: dict[str, dict] = {}  # operation -> the JSON answer (for what moto does not implement)
@@ -66,6 +67,7 @@ class AwsProxy:
         with self._lock:
             self.calls.clear()
             self.deny_regions.clear()
+            self.deny_roles.clear()
             self.throttle_next = 0
             self.max_page = {}
             self.fail = {}
@@ -92,6 +94,10 @@ class AwsProxy:
             return _reply_error(request, json_protocol, "AccessDeniedException" if json_protocol else "AccessDenied",
                                 f"User: arn:aws:iam::123456789012:user/bot is not authorized to perform: "
                                 f"ecr:{operation} in region {region}")
+        if operation == "AssumeRole" and parse_qs(body.decode(errors="replace")).get("RoleArn", [""])[0] in \
+                self.deny_roles:
+            return _reply_error(request, False, "AccessDenied", "User: arn:aws:iam::123456789012:user/bot is not "
+                                                                "authorized to perform: sts:AssumeRole")
         if operation in self.fail:
             return _reply_error(request, json_protocol, *self.fail[operation])
         if operation in self.canned:

@@ -68,7 +68,8 @@ def test_scan_json_is_the_contract_with_layer_exact_sizes(aws, capsys):
     web = by_name["web"]
     assert set(web) == {"repository", "account_id", "region", "arn", "image_count", "stored_bytes", "listed_bytes",
                         "monthly_cost_usd", "last_pushed_at", "last_pulled_at", "unused", "has_lifecycle_policy",
-                        "owners", "tags"}
+                        "owners", "tags", "account_name"}
+    assert web["account_name"] is None  # not in an organisation
     # base layers and app1 once; three config blobs
     assert web["stored_bytes"] == 30 * MB + 12 * MB + 3 * MB + 4 * MB + 1_000 + 1_100 + 1_200
     # what the playbook's script sums: every image in full

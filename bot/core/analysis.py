@@ -16,6 +16,15 @@ def rank(rows: Sequence[RepositoryCost]) -> list[RepositoryCost]:
 
 
 @dataclass(frozen=True)
+class AccountTotal:
+    account_id: str
+    account_name: str | None
+    repository_count: int
+    stored_bytes: int
+    monthly_cost_usd: float
+
+
+@dataclass(frozen=True)
 class Summary:
     repository_count: int
     stored_bytes: int
@@ -25,6 +34,7 @@ class Summary:
     above_median: tuple[str, ...]  # repository names, in rank order
     without_policy: int
     unused: int
+    accounts: tuple[AccountTotal, ...] = ()  # costliest first
 
 
 def summarize(ranked: Sequence[RepositoryCost]) -> Summary:
@@ -39,7 +49,36 @@ def summarize(ranked: Sequence[RepositoryCost]) -> Summary:
         above_median=tuple(r.repository for r in ranked if r.monthly_cost_usd > median),
         without_policy=sum(1 for r in ranked if not r.has_lifecycle_policy),
         unused=sum(1 for r in ranked if r.unused),
+        accounts=account_totals(ranked),
     )
+
+
+def account_totals(rows: Sequence[RepositoryCost]) -> tuple[AccountTotal, ...]:
+    """Each account's repositories, bytes and cost: costliest first, then by account ID."""
+    grouped: dict[str, list[RepositoryCost]] = {}
+    for row in rows:
+        grouped.setdefault(row.account_id, []).append(row)
+    totals = [AccountTotal(account_id, next((r.account_name for r in mine if r.account_name), None), len(mine),
+                           sum(r.stored_bytes for r in mine), sum(r.monthly_cost_usd for r in mine))
+              for account_id, mine in grouped.items()]
+    return tuple(sorted(totals, key=lambda t: (-t.monthly_cost_usd, t.account_id)))
+
+
+class UnknownAccount(LookupError):
+    def __init__(self, query: str, candidates: list[str]):
+        super().__init__(f"no account {query!r} among the scanned ones")
+        self.query, self.candidates = query, candidates
+
+
+def find_account(rows: Sequence[RepositoryCost], query: str) -> str:
+    """The account ID ``query`` names: an account ID, or an account name (case-insensitive, unique)."""
+    totals = account_totals(rows)
+    wanted = query.strip()
+    exact = [t.account_id for t in totals if t.account_id == wanted or (t.account_name or "").lower() == wanted.lower()]
+    if len(exact) == 1:
+        return exact[0]
+    names = [t.account_name or t.account_id for t in totals]
+    raise UnknownAccount(query, exact or difflib.get_close_matches(wanted, names, n=5, cutoff=0.5))
 
 
 def display_names(rows: Sequence[RepositoryCost]) -> dict[str, str]:

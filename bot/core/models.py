@@ -84,6 +84,7 @@ class RepositoryCost:
     lifecycle_policy: str | None
     owners: tuple[str, ...]
     tags: dict[str, str]
+    account_name: str | None = None  # its name in the AWS Organization, when known
 
     @property
     def untagged_image_count(self) -> int:

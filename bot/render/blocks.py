@@ -298,18 +298,23 @@ def repository_detail(view: RepositoryView) -> dict:
 
 
 def ranking(rows: Sequence[RepositoryCost], labels: dict[str, str], summary: Summary, scanned_at: datetime,
-            partial: bool, limit: int = 10) -> dict:
-    """`/ecr-cost`: the top repositories by cost, with totals and a help line."""
+            partial: bool, limit: int = 10, account: str | None = None) -> dict:
+    """`/ecr-cost`: the top repositories by cost, with totals and a help line (``account``: narrowed to it)."""
     lines = [f"{i}. *{escape(labels[r.arn])}* ({escape(r.region)}) {gib(r.stored_bytes)} GB · "
              f"*{usd(r.monthly_cost_usd)}/mo*{'' if r.has_lifecycle_policy else ' · no policy'}"
              f"{' · unused' if r.unused else ''}" for i, r in enumerate(rows[:limit], 1)]
     blocks = [
-        header(f"ECR cost: top {min(limit, len(rows))} of {summary.repository_count} repositories"),
+        header(f"ECR cost: top {min(limit, len(rows))} of {summary.repository_count} repositories"
+               + (f" in {account}" if account else "")),
         section(f"*Total* {gib(summary.stored_bytes)} GB stored · *{usd(summary.monthly_cost_usd)}/month* · "
                 f"median {usd(summary.median_monthly_cost_usd)} · {len(summary.above_median)} above median · "
                 f"{summary.without_policy} without a lifecycle policy · {summary.unused} unused"),
     ]
     blocks += sections(lines)
+    if len(summary.accounts) > 1:
+        blocks.append(context("*Top accounts* " + " · ".join(
+            f"{escape(a.account_name or a.account_id)} {usd(a.monthly_cost_usd)}/mo" for a in summary.accounts[:5])
+            + f" · {len(summary.accounts)} in all · `/ecr-cost account NAME`"))
     note = " · :warning: partial: some accounts or regions could not be read" if partial else ""
     blocks.append(context(f"scanned {date_text(scanned_at)}{note} · `/ecr-cost NAME` for a repository's detail "
                           f"and actions · `/ecr-cost help`"))
@@ -323,6 +328,7 @@ HELP = ("*`/ecr-cost`* the costliest repositories and the estate's totals\n"
         "would expire and save, and buttons to adopt it or *Adjust…* it with a live preview (owners and admins), "
         "preview it, snooze it, *Decline…* with a reason (an exemption), *Delete repository…* when unused, "
         "and *I own this* when it has no owner\n"
+        "*`/ecr-cost account NAME`* the costliest repositories of one account (its name or ID)\n"
         "*`/ecr-cost help`* this help\n"
         "The base policy keeps 1 untagged image, 1 `latest*`, 9 `v*` and 20 images overall. Adopting it backs "
         "up the current policy first; *Roll back* restores it exactly.")

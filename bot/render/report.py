@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from ..core.report import WeeklyReport
 from . import blocks
-from .text import gib, iso, text_table, usd
+from .text import account_json, account_lines, account_name, gib, iso, text_table, usd
 
 
 def _change(amount: float | None) -> str:
@@ -33,6 +33,10 @@ def report_message(report: WeeklyReport) -> dict:
         *blocks.sections(["*Top 10 by cost*", *top_lines] if top_lines else ["No repositories."]),
         blocks.section(f"*Median* {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories "
                        f"above it"),
+        *([blocks.section("*Top accounts* " + " · ".join(
+            f"{blocks.escape(account_name(a))} *{usd(a.monthly_cost_usd)}/mo* ({a.repository_count} repositories)"
+            for a in s.accounts[:5]) + (f" · {len(s.accounts)} accounts in all" if len(s.accounts) > 5 else ""))]
+          if len(s.accounts) > 1 else []),
         blocks.section(f"*Without a lifecycle policy* {report.without_policy_count} repositories; the base policy "
                        f"would save *{usd(report.base_policy_savings_usd)}/month* across them"),
         blocks.section(f"*Unused* ({len(report.unused)}): {_names(report.unused, 30)}" if report.unused
@@ -95,6 +99,7 @@ def report_text(report: WeeklyReport) -> str:
              *text_table(["#", "repository", "GB", "USD/month", "change", "policy", "owners"], rows,
                          right={0, 2, 3, 4}), "",
              f"median {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories above it",
+             *account_lines(s.accounts),
              f"without a lifecycle policy: {report.without_policy_count}; the base policy would save "
              f"{usd(report.base_policy_savings_usd)}/month across them",
              f"unused ({len(report.unused)}): {', '.join(report.unused[:30]) or 'none'}"
@@ -133,6 +138,7 @@ def report_json(report: WeeklyReport) -> dict:
                  "monthly_cost_usd": round(line.row.monthly_cost_usd, 4),
                  "change_usd": None if line.change_usd is None else round(line.change_usd, 4),
                  "policy": line.policy, "owners": list(line.row.owners)} for line in report.top],
+        "accounts": [account_json(a) for a in s.accounts],
         "unused": report.unused,
         "without_policy_count": report.without_policy_count,
         "base_policy_savings_usd": round(report.base_policy_savings_usd, 4),

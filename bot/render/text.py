@@ -6,7 +6,7 @@ import io
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from ..core.analysis import Summary, display_names, summarize
+from ..core.analysis import AccountTotal, Summary, display_names, summarize
 from ..core.cost import GIB
 from ..core.lifecycle import Preview
 from ..core.tuning import lifecycle_status
@@ -29,8 +29,14 @@ def repository_json(row: RepositoryCost) -> dict:
         "monthly_cost_usd": round(row.monthly_cost_usd, 4),
         "last_pushed_at": iso(row.last_pushed_at), "last_pulled_at": iso(row.last_pulled_at),
         "unused": row.unused, "has_lifecycle_policy": row.has_lifecycle_policy,
-        "owners": list(row.owners), "tags": dict(row.tags),
+        "owners": list(row.owners), "tags": dict(row.tags), "account_name": row.account_name,
     }
+
+
+def account_json(total: AccountTotal) -> dict:
+    return {"account_id": total.account_id, "account_name": total.account_name,
+            "repository_count": total.repository_count, "stored_bytes": total.stored_bytes,
+            "monthly_cost_usd": round(total.monthly_cost_usd, 4)}
 
 
 def problem_json(problem: ScanProblem) -> dict:
@@ -54,6 +60,7 @@ def scan_json(result: ScanResult) -> dict:
             "monthly_cost_usd": round(summary.monthly_cost_usd, 4),
             "median_monthly_cost_usd": round(summary.median_monthly_cost_usd, 4),
             "above_median": list(summary.above_median),
+            "accounts": [account_json(a) for a in summary.accounts],
         },
         "repositories": [repository_json(r) for r in result.repositories],
     }
@@ -120,7 +127,22 @@ def summary_lines(summary: Summary, price: float) -> list[str]:
         f"{summary.without_policy} without a lifecycle policy; {summary.unused} unused",
         f"summing imageSizeInBytes (the playbook's script) would say {gib(summary.listed_bytes)} GB: "
         f"{gib(abs(saved_by_dedup))} GB {'over' if saved_by_dedup >= 0 else 'under'}stated by shared layers",
+        *account_lines(summary.accounts),
     ]
+
+
+def account_name(total: AccountTotal) -> str:
+    return f"{total.account_name} ({total.account_id})" if total.account_name else total.account_id
+
+
+def account_lines(accounts: Sequence[AccountTotal], limit: int = 10) -> list[str]:
+    """The costliest accounts, when there is more than one."""
+    if len(accounts) < 2:
+        return []
+    lines = [f"top accounts ({len(accounts)} in all):"]
+    lines += [f"  {account_name(a)}: {usd(a.monthly_cost_usd)}/month, {a.repository_count} repositories, "
+              f"{gib(a.stored_bytes)} GB" for a in accounts[:limit]]
+    return lines
 
 
 def problem_lines(result: ScanResult) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 from slack_bolt import App
 
 from ..application import Application, EstateUnreadable, ScanBusy
-from ..core.analysis import AmbiguousOrUnknownName
+from ..core.analysis import AmbiguousOrUnknownName, UnknownAccount
 from ..render import blocks
 
 COMMAND = "/ecr-cost"
@@ -44,6 +44,15 @@ def answer(application: Application, query: str) -> dict:
     if not query:
         return blocks.ranking(scan.repositories, application.labels(scan), application.summary(scan),
                               scan.generated_at, scan.partial)
+    if query.lower().startswith("account "):
+        try:
+            narrowed, name = application.account_view(scan, query[len("account "):])
+        except UnknownAccount as exc:
+            hint = f" Did you mean: {', '.join(f'`{blocks.escape(c)}`' for c in exc.candidates)}?" if exc.candidates \
+                else ""
+            return blocks.plain_message(f"No account `{blocks.escape(exc.query[:200])}` among the scanned ones.{hint}")
+        return blocks.ranking(narrowed.repositories, application.labels(scan), application.summary(narrowed),
+                              scan.generated_at, scan.partial, account=name)
     try:
         return blocks.repository_detail(application.detail(query))
     except AmbiguousOrUnknownName as exc:

@@ -1,0 +1,170 @@
+"""A whole AWS Organization: accounts discovered from Organizations (ACTIVE only), each entered through one
+role name, every enabled region, filters, accounts in the product, and what could not be read named.
+Against moto's server (Organizations, STS role assumption into each account: moto keeps each account's ECR
+apart) through the fault proxy; the CloudFormation templates checked with cfn-lint."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bot.sample import MB, SampleRepository, blob, image
+from tests.conftest import ACCOUNT
+from tests.test_scan_moto import load, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLE = "EcrCostReader"
+
+
+def role_arn(account_id: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{ROLE}"
+
+
+def entered(account_id: str) -> boto3.Session:
+    """A session in ``account_id``, as the bot enters it (moto maps the credentials to that account)."""
+    credentials = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=role_arn(account_id), RoleSessionName="test")["Credentials"]
+    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
+                         aws_secret_access_key=credentials["SecretAccessKey"],
+                         aws_session_token=credentials["SessionToken"], region_name="us-east-1")
+
+
+def repo(name: str, size_mb: int, region: str = "us-east-1") -> SampleRepository:
+    return SampleRepository(region, name, [image([blob(f"{name}-layer", size_mb * MB)], blob(f"{name}-cfg", 500),
+                                                 ("v1",), pushed_days_ago=3)], tags={"owner": "U0OWNER01"})
+
+
+@pytest.fixture
+def organisation(aws, monkeypatch):
+    """The bot's (management) account with one repository; team-a (2 repositories, one in eu-west-1), team-b,
+    locked (its role will be refused) and closed (SUSPENDED) created in Organizations."""
+    org = boto3.client("organizations", region_name="us-east-1")
+    org.create_organization(FeatureSet="ALL")
+    ids = {name: org.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]["AccountId"]
+           for name in ("team-a", "team-b", "locked", "closed")}
+    load([repo("mgmt-tools", 3)])
+    for name, repos in (("team-a", [repo("a-api", 10), repo("a-eu", 7, "eu-west-1")]),
+                        ("team-b", [repo("b-web", 5)]), ("locked", [repo("l-secret", 9)]),
+                        ("closed", [repo("c-old", 4)])):
+        load(repos, account=ids[name], session=entered(ids[name]))
+    org.close_account(AccountId=ids["closed"])
+    monkeypatch.setenv("ECR_COST_ORG_ROLE_NAME", ROLE)
+    return ids
+
+
+def scan(capsys, *args) -> dict:
+    code, out, err = run_cli(capsys, "scan", "--format", "json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_every_active_account_is_scanned_and_one_that_cannot_be_entered_is_named(organisation, aws, capsys,
+                                                                                monkeypatch, caplog):
+    aws.deny_roles.add(role_arn(organisation["locked"]))
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    caplog.set_level(logging.INFO, logger="bot.aws")
+    result = scan(capsys)
+    assert "scan finished: 3 of 3 accounts done, 3 repositories read" in caplog.text  # the progress line
+    rows = {r["repository"]: r for r in result["repositories"]}
+    assert set(rows) == {"mgmt-tools", "a-api", "b-web"}  # closed is SUSPENDED; locked refused its role
+    assert rows["a-api"]["account_id"] == organisation["team-a"] and rows["a-api"]["account_name"] == "team-a"
+    assert rows["mgmt-tools"]["account_id"] == ACCOUNT
+    assert result["partial"] is True
+    [error] = result["errors"]
+    assert error["account_id"] == organisation["locked"] and role_arn(organisation["locked"]) in error["message"]
+    accounts = {a["account_id"]: a for a in result["summary"]["accounts"]}
+    assert set(accounts) == {ACCOUNT, organisation["team-a"], organisation["team-b"]}
+    assert accounts[organisation["team-a"]]["account_name"] == "team-a"
+    assert accounts[organisation["team-a"]]["repository_count"] == 1
+    for account_id, totals in accounts.items():  # each account's totals are its rows' sums
+        mine = [r for r in result["repositories"] if r["account_id"] == account_id]
+        assert totals["stored_bytes"] == sum(r["stored_bytes"] for r in mine)
+        assert totals["monthly_cost_usd"] == pytest.approx(sum(r["monthly_cost_usd"] for r in mine), abs=1e-3)
+    assert [a["account_id"] for a in result["summary"]["accounts"]][0] == organisation["team-a"]  # costliest first
+    assert aws.calls["ListAccounts"] >= 1
+
+
+def test_all_regions_are_those_each_account_has_enabled_and_a_refusing_region_is_named(organisation, aws, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("ECR_COST_REGIONS", "all")
+    aws.deny_regions.add("ap-southeast-2")
+    aws.deny_roles.add(role_arn(organisation["locked"]))
+    result = scan(capsys)
+    assert {r["repository"] for r in result["repositories"]} == {"mgmt-tools", "a-api", "a-eu", "b-web"}
+    a_eu = next(r for r in result["repositories"] if r["repository"] == "a-eu")
+    assert a_eu["region"] == "eu-west-1" and a_eu["account_name"] == "team-a"
+    refused = {(e["account_id"], e["region"]) for e in result["errors"]}
+    # every account entered names the refusing region; the locked account is named once, for its role
+    assert {(a, "ap-southeast-2") for a in (ACCOUNT, organisation["team-a"], organisation["team-b"])} <= refused
+    assert (organisation["locked"], "*") in refused
+    assert aws.calls["DescribeRegions"] == 3  # once per account entered
+
+
+def test_accounts_filters_keep_or_leave_out_accounts_and_scan_narrows_to_one(organisation, aws, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    monkeypatch.setenv("ECR_COST_ACCOUNTS", f"{organisation['team-a']},{organisation['team-b']}")
+    assert {r["repository"] for r in scan(capsys)["repositories"]} == {"a-api", "b-web"}
+    monkeypatch.delenv("ECR_COST_ACCOUNTS")
+    monkeypatch.setenv("ECR_COST_EXCLUDE_ACCOUNTS", f"{organisation['team-b']},{organisation['locked']}")
+    result = scan(capsys)
+    assert {r["repository"] for r in result["repositories"]} == {"mgmt-tools", "a-api"}
+    assert result["partial"] is False
+    narrowed = scan(capsys, "--account", organisation["team-a"])
+    assert [r["repository"] for r in narrowed["repositories"]] == ["a-api"]
+    assert narrowed["summary"]["repository_count"] == 1
+    code, _, err = run_cli(capsys, "scan", "--account", "999999999999")
+    assert code == 1 and "999999999999" in err
+
+
+def test_role_arns_keep_working_beside_the_organisation_and_without_one(aws, capsys, monkeypatch):
+    """No organisation (AWSOrganizationsNotInUseException): the bot's account and ECR_COST_ROLE_ARNS are still
+    scanned, and the report says the organisation could not be listed."""
+    other = "210987654321"
+    load([repo("mgmt-tools", 3)])
+    load([repo("x-svc", 2)], account=other, session=entered(other))
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    monkeypatch.setenv("ECR_COST_ROLE_ARNS", role_arn(other))
+    monkeypatch.setenv("ECR_COST_ORG_ROLE_NAME", ROLE)
+    # moto answers an empty list where AWS refuses: the proxy answers as AWS does
+    aws.fail["ListAccounts"] = ("AWSOrganizationsNotInUseException",
+                                "Your account is not a member of an organization.")
+    result = scan(capsys)
+    assert {r["repository"] for r in result["repositories"]} == {"mgmt-tools", "x-svc"}
+    [error] = result["errors"]
+    assert "organizations:ListAccounts" in error["message"] and "AWSOrganizationsNotInUseException" in error["message"]
+
+
+def test_slack_and_the_report_show_the_top_accounts(organisation, aws, capsys, monkeypatch):
+    from bot.config import load_settings
+    from bot.slack.commands import answer
+    from bot.wiring import build
+
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    code, out, _ = run_cli(capsys, "report", "--format", "json")
+    report = json.loads(out)
+    assert [a["account_name"] for a in report["accounts"]][:3] == ["team-a", "locked", "team-b"]  # costliest first
+    built = build(load_settings())
+    try:
+        ranking = json.dumps(answer(built.application, ""))
+        assert "team-a" in ranking  # the top accounts line
+        narrowed = json.dumps(answer(built.application, "account team-b"))
+        assert "b-web" in narrowed and "a-api" not in narrowed
+        by_id = json.dumps(answer(built.application, f"account {organisation['team-a']}"))
+        assert "a-api" in by_id and "b-web" not in by_id
+        assert "No account" in json.dumps(answer(built.application, "account nobody"))
+    finally:
+        built.close()
+
+
+def test_the_deploy_templates_pass_cfn_lint():
+    templates = sorted(str(p) for p in (ROOT / "deploy" / "cloudformation").glob("*.yaml"))
+    assert len(templates) == 2
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")  # the test extra's console script, beside this Python
+    done = subprocess.run([str(cfn_lint), *templates], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
