@@ -430,6 +430,15 @@ class PolicyChanges:
             except Exception as exc:  # noqa: BLE001 - whatever the channel, the person must have it first
                 raise PolicyOperationError(f"the export of {ref.name} (#{export_id}, kept by the bot) could not be "
                                            f"delivered to you ({exc}); nothing was deleted") from None
+            try:  # an image pushed while the export was taken or delivered would go unexported: look again
+                now_there = self._collector.image_digests(ref)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._read_error(ref, exc) from None
+            if now_there != {i.digest for i in inventory.images}:
+                raise PolicyOperationError(f"{ref.name} changed while it was being exported "
+                                           f"({len(now_there - {i.digest for i in inventory.images})} image(s) "
+                                           f"pushed, {len({i.digest for i in inventory.images} - now_there)} gone); "
+                                           f"nothing was deleted: look again before deleting it")
             decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
                                     row.monthly_cost_usd, None, born=born,
                                     note=f"export #{export_id}: {row.image_count} images, {row.stored_bytes} bytes")
@@ -483,16 +492,18 @@ class PolicyChanges:
         if status != "pending":
             return Change(None, f"this claim on {ref.name} was already {status}; nothing was changed")
         with self._claimed(ref):
-            tags, born = self._live(ref)
-            if not approve:
+            if not approve:  # nothing changes in AWS: a repository deleted since can still be rejected
                 if not self._store.decide_ownership_claim(claim_id, "rejected", actor.user_id):
                     return Change(None, f"this claim on {ref.name} was already decided; nothing was changed")
-                return Change(self._record(ref, "claim_rejected", actor, (), None, None, None, None, born=born,
+                return Change(self._record(ref, "claim_rejected", actor, (), None, None, None, None,
                                            note=f"claimed by {claimer}"))
+            tags, born = self._live(ref)
             key = self._settings.owner_tag
             owners, _ = parse_owners(owner_tag_value(tags, key))
             if owners:
-                self._store.decide_ownership_claim(claim_id, "superseded", actor.user_id)
+                if self._store.decide_ownership_claim(claim_id, "superseded", actor.user_id):
+                    self._record(ref, "claim_rejected", actor, owners, None, None, None, None, born=born,
+                                 note=f"claimed by {claimer}; owners were tagged meanwhile")
                 raise HasOwners(ref, owners)
             if not self._store.decide_ownership_claim(claim_id, "approved", actor.user_id):
                 return Change(None, f"this claim on {ref.name} was already decided; nothing was changed")

@@ -57,6 +57,9 @@ def default_session_factory(base: boto3.Session | None = None, region_name: str 
             client_creator=base._session.create_client, source_credentials=base.get_credentials(),
             role_arn=role_arn, extra_args={"RoleSessionName": "ecr-cost-bot"})
         session = botocore.session.Session()
+        # one loader for all: each session would otherwise parse the service models again (seen: 10 MB and
+        # 0.1 s per account), which across an organisation is most of the scan's memory and time
+        session.register_component("data_loader", base._session.get_component("data_loader"))
         session._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
                                                               method="assume-role")
         return boto3.Session(botocore_session=session, region_name=base.region_name)
@@ -137,6 +140,7 @@ class EcrCollector:
         self._exclude = frozenset(exclude_accounts)
         self._progress_every = progress_every
         self._roles: dict[str, str] = {}  # account -> the role ARN that enters it (organisation accounts)
+        self._sessions: dict[str | None, boto3.Session] = {}  # role ARN -> its session: one AssumeRole each
         self._own: tuple[str, str] | None = None  # (the bot's own account, its partition), once known
         self.account_names: dict[str, str] = {}  # account -> its name in the organisation
         self._cache = manifest_cache
@@ -156,7 +160,8 @@ class EcrCollector:
 
     def client(self, session: boto3.Session, service: str, region: str | None = None, retries: bool = True):
         """A client with adaptive retries (or none) whose requests are counted in ``api_calls``."""
-        config = self._config if retries else self._config.merge(Config(retries={"max_attempts": 1}))
+        config = self._config if retries else self._config.merge(Config(retries={"mode": "standard",
+                                                                                 "total_max_attempts": 1}))
         with self._session_lock:  # boto3 sessions are not thread-safe; the clients they make are
             client = session.client(service, region_name=region, config=config)
         client.meta.events.register("before-send", self._count_call)
@@ -205,11 +210,21 @@ class EcrCollector:
     def _wanted(self, account_id: str) -> bool:
         return (not self._only or account_id in self._only) and account_id not in self._exclude
 
+    def _session(self, role_arn: str | None) -> boto3.Session:
+        """The session of ``role_arn`` (None: the bot's own), made once: its credentials refresh themselves."""
+        with self._lock:
+            session = self._sessions.get(role_arn)
+        if session is None:
+            session = self._session_factory(role_arn)
+            with self._lock:
+                session = self._sessions.setdefault(role_arn, session)
+        return session
+
     def _enter(self, role_arn: str | None) -> tuple[Account | None, Exception | None]:
         """(the account ``role_arn`` enters, or the bot's own with None; or the error). Its regions: the
         configured ones, or with ECR_COST_REGIONS=all the ones enabled in that account."""
         try:
-            session = self._session_factory(role_arn)
+            session = self._session(role_arn)
             home = self._regions[0] if self._regions else session.region_name or ("us-east-1" if self._all_regions
                                                                                  else None)
             if not home:
@@ -300,7 +315,7 @@ class EcrCollector:
             self._pull_time_checked.add((account_id, region))
         principal = _role_arn(self._principals.get(account_id, ""))
         try:  # asked once, without retries: an endpoint that lacks the API must not slow the scan
-            client = self.client(self._session_factory(self._role_of(account_id)), "ecr", region, retries=False)
+            client = self.client(self._session(self._role_of(account_id)), "ecr", region, retries=False)
             excluded, token = set(), None
             while True:
                 page = client.list_pull_time_update_exclusions(**({"nextToken": token} if token else {}))
@@ -417,7 +432,7 @@ class EcrCollector:
         with self._lock:
             client = self._clients.get(key)
         if client is None:
-            client = self.client(self._session_factory(self._role_of(ref.account_id)), "ecr", ref.region)
+            client = self.client(self._session(self._role_of(ref.account_id)), "ecr", ref.region)
             with self._lock:
                 client = self._clients.setdefault(key, client)
         return client
@@ -487,6 +502,13 @@ class EcrCollector:
     def tag_repository(self, ref: RepositoryRef, key: str, value: str) -> None:
         self.client_for(ref).tag_resource(resourceArn=ref.arn, tags=[{"Key": key, "Value": value}])
 
+    def image_digests(self, ref: RepositoryRef) -> set[str]:
+        """The digests of every image in the repository now (any status)."""
+        pages = self.client_for(ref).get_paginator("describe_images").paginate(
+            repositoryName=ref.name, registryId=ref.account_id, filter={"imageStatus": "ANY"},
+            PaginationConfig={"PageSize": PAGE_SIZE})
+        return {detail["imageDigest"] for page in pages for detail in page["imageDetails"]}
+
     def delete_repository(self, ref: RepositoryRef) -> None:
         """Deletes the repository and every image in it (force): callers export it first."""
         self.client_for(ref).delete_repository(repositoryName=ref.name, registryId=ref.account_id, force=True)
@@ -526,8 +548,11 @@ class EcrCollector:
         algorithm, _, expected = digest.partition(":")
         hasher = hashlib.new(algorithm) if algorithm in ("sha256", "sha512") else None
         chunks, total = [], 0
+        deadline = time.monotonic() + 2 * timeout  # a server dripping bytes must not hold `size` for long
         with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "*/*"}), timeout=timeout) as answer:
             while True:
+                if time.monotonic() > deadline:
+                    raise BlobRefused(f"config blob {digest} took longer than {2 * timeout:.0f} s: not read")
                 chunk = answer.read(min(65536, limit + 1 - total))
                 if not chunk:
                     break

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from bot.adoption import compact
+from bot.adoption import Actor, PolicyOperationError, compact
 from bot.config import shipped_base_policy_text
 from bot.core.analysis import exemption_of
 from bot.core.inuse import protected
@@ -73,7 +73,7 @@ def test_every_valid_form_is_a_policy_ecr_accepts_and_reads_back(tuning):
     ("overall", "", "whole number"), ("latest", "1.5", "whole number"), ("latest", "-3", "whole number"),
     ("untagged_days", "0", "out of range"), ("untagged_days", "99999", "out of range"),
     ("prefix", "has space", "no spaces"), ("prefix", "v" * 200, "At most 128"), ("prefix", " ", "Enter the prefix"),
-    ("prefix", "latest", "overlaps"), ("prefix", "-v", "starts with"),
+    ("prefix", "latest", "overlaps"), ("prefix", "-v", "starts with"), ("prefix", "v\n", "no spaces"),
 ])
 def test_a_bad_value_is_named_on_its_own_input(field, value, says):
     values = {k: None if v is None else str(v) for k, v in Tuning().as_dict().items()} | {field: value}
@@ -241,6 +241,16 @@ def test_bad_or_hostile_submissions_are_answered_on_the_inputs_and_change_nothin
     for metadata in ("arn:aws:ecr:us-east-1:999999999999:repository/shop", "", "{\"arn\": 1}"):
         status, answer = interact(served, submission(view, tuning_state(), OWNER, private_metadata=metadata))
         assert status == 200 and "not in the latest scan" in json.dumps(answer)
+    # the bot's own keep prefix would collide with the rule that protects in-use images: said on the input
+    status, answer = interact(served, submission(view, tuning_state(prefix="ecr-cost-keep"), OWNER))
+    assert answer["response_action"] == "errors" and "keeps in-use images" in answer["errors"]["prefix"]
+    # malformed state (values a list, an element a list): errors on the inputs, never a 500 (nor a traceback:
+    # the fixture checks the log)
+    for state in ({"values": []}, {"values": {"untagged": []}}, []):
+        payload = submission(view, {}, OWNER)
+        payload["view"]["state"] = state
+        status, answer = interact(served, payload)
+        assert status == 200 and answer["response_action"] == "errors"
     assert decisions(settings.db_path) == [] and current_policy() == CUSTOM
     # the same submission twice (a double click, a retry): acted on once
     first = interact(served, submission(view, tuning_state(versions="5"), OWNER))[1]
@@ -399,4 +409,55 @@ def test_a_claim_is_approved_by_an_admin_only_and_sets_the_owner_tag(served, sla
     assert "already approved" in json.dumps(responses_to(slack, response_id))
     _, response_id = click(served, slack, blocks.APPROVE_CLAIM, ADMIN, value="12345")
     assert "no such ownership claim" in json.dumps(responses_to(slack, response_id))
+    for value in ("99999999999999999999", "-1", "1e3"):
+        _, response_id = click(served, slack, blocks.APPROVE_CLAIM, ADMIN, value=value)
+        assert "not an ownership claim" in json.dumps(responses_to(slack, response_id))
     assert len(decisions(settings.db_path)) == 1
+
+
+def test_an_image_pushed_while_the_export_is_delivered_stops_the_deletion(aws, settings):
+    """The export must hold everything deleted: the repository is listed again just before DeleteRepository."""
+    from bot.wiring import build, cli_actor
+    load(estate())
+    built = build(settings)
+    try:
+        scan = built.application.scan()
+        row = next(r for r in scan.repositories if r.repository == "attic")
+
+        def deliver(export_id: int, content: str) -> None:  # a CI push lands during the upload
+            pushed = image([blob("hotfix", MB)], blob("hotfix-cfg", 300), ("hotfix",))
+            ecr().put_image(repositoryName="attic", imageManifest=pushed.manifest, imageTag="hotfix",
+                            imageManifestMediaType=pushed.media_type)
+
+        with pytest.raises(PolicyOperationError, match="changed while it was being exported"):
+            built.application.delete_repository(row, cli_actor("ops"), deliver=deliver)
+        assert ecr().describe_repositories(repositoryNames=["attic"])["repositories"]
+        assert built.store.decisions() == []
+    finally:
+        built.close()
+
+
+def test_a_claim_on_a_repository_deleted_since_can_still_be_rejected(aws, settings):
+    from bot.wiring import build
+    load(estate())
+    built = build(settings)
+    try:
+        scan = built.application.scan()
+        orphan = next(r for r in scan.repositories if r.repository == "orphan")
+        claim_id, _ = built.application.claim_ownership(orphan, ALICE)
+        ecr().delete_repository(repositoryName="orphan", force=True)
+        admin = Actor(ADMIN, "slack", is_admin=True)
+        change = built.application.decide_claim(claim_id, False, admin)
+        assert change.decision.action == "claim_rejected"
+        assert built.application.claim_of(claim_id)[2] == "rejected"
+    finally:
+        built.close()
+
+
+def test_the_delete_form_holds_slacks_limits_for_the_longest_names():
+    from bot.core.models import RepositoryCost
+    row = RepositoryCost("n" * 256, ACCOUNT, "us-east-1", "arn:" + "n" * 256, 1, 1, 1, 1, 0.1, None, None, True,
+                         False, None, (), {})
+    form = blocks.delete_modal(row, row.arn)
+    placeholder = form["blocks"][1]["element"]["placeholder"]["text"]
+    assert len(placeholder) <= 150 and len(form["title"]["text"]) <= 24

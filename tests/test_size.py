@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import statistics
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -179,7 +179,8 @@ def test_size_json_gives_the_figures_of_the_layer_structure(estate, aws, capsys)
     texts = {a["text"].split(" ")[0]: a["text"] for a in doc["advice"]}
     rebuilt = next(a["text"] for a in doc["advice"] if a["text"].startswith("layer "))
     assert rebuilt.startswith("layer 4 of 4 (RUN pip install -r requirements.txt), 50 MB, new in 20 of the last 20 "
-                              "pushes: it is rebuilt every time; put dependency installation before copying the code")
+                              "pushes: it is rebuilt every time, because layer 3 below it changes with every push; "
+                              "put dependency installation before copying the code")
     assert f"${rebuilt_usd:,.2f}/month" in rebuilt
     assert texts["built"].startswith("built on base/python:3.12 (0.20 GB, in 4 repositories)")
     assert texts["1"].startswith(f"1 image above 0.25 GB (largest: v1.23, {sum(newest.values()) / GIB:.2f} GB)")
@@ -349,3 +350,48 @@ def test_a_failing_analysis_answers_the_click_instead_of_silence():
     outcome = act(application, None, "why_so_big", STOREFRONT_ARN, STRANGER, "click-1")
     assert outcome.ephemeral == ":x: Could not work out why &lt;!channel&gt; is big: RuntimeError"
     assert outcome.replace is None
+
+
+# -- the rebuilt-layer advice on shapes a review found misread -------------------------------------------
+
+REVIEW_NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+def _pushes_of(layers_of_push):
+    from bot.core.models import Image, Manifest
+    images, manifests = [], {}
+    for i, layers in enumerate(layers_of_push):
+        config = blob(f"review-cfg-{i}", 500)
+        digest = blob(f"review-manifest-{i}", 1)[0]
+        manifests[digest] = Manifest(digest, "application/vnd.docker.distribution.manifest.v2+json",
+                                     blobs=(config, *layers))
+        images.append(Image(digest, (f"v{i}",), sum(s for _, s in layers), REVIEW_NOW - timedelta(days=40 - i)))
+    return images, manifests
+
+
+def _advice(layers_of_push) -> list[str]:
+    import dataclasses
+
+    from bot.core.models import RepositoryCost
+    from bot.core.size import EstateShare, pushes, size_report
+    images, manifests = _pushes_of(layers_of_push)
+    found, unknown = pushes(images, manifests)
+    row = RepositoryCost(**{f.name: None for f in dataclasses.fields(RepositoryCost)} | dict(
+        repository="r", arn="arn", account_id="1", region="r", monthly_cost_usd=0.0, stored_bytes=0))
+    report = size_report(row, found, unknown, EstateShare("arn", "r", found), {}, price_per_gb_month=0.10,
+                         large_image_bytes=10**12, now=REVIEW_NOW)
+    return [a.text for a in report.advice if a.kind == "rebuilt-layer"]
+
+
+def test_one_big_layer_new_in_every_push_above_unchanged_code_is_advised():
+    base, code = [blob("os", 30 * MB)], blob("code", 1 * MB)
+    [advice] = _advice([base + [code, blob(f"deps-{i}", 800 * MB)] for i in range(20)])
+    assert advice.startswith("layer 3 of 3, 0.78 GB, new in 20 of the last 20 pushes: it changes although the "
+                             "layers below it do not")
+    assert "$1.48/month" in advice  # 19 repeated copies of 800 MB at $0.10/GB-month
+
+
+def test_a_large_lower_layer_that_changes_is_named_as_the_cause_not_the_code_above_it():
+    base = [blob("os", 30 * MB)]
+    advice = _advice([base + [blob(f"deps-{i}", 50 * MB), blob(f"assets-{i}", 300 * MB)] for i in range(20)])
+    assert advice[0].startswith("layer 3 of 3, 0.29 GB") and "because layer 2 below it changes" in advice[0]
+    assert advice[1].startswith("layer 2 of 3, 50 MB") and "changes although the layers below it do not" in advice[1]

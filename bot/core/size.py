@@ -25,6 +25,7 @@ LARGEST_IMAGES = 10  # images shown, and whose config blobs are read for the Doc
 TOP_LAYERS = 20
 CHURN_PUSHES = 20  # churn is measured over the last this many pushes
 CHURN_DAYS = 28  # new_bytes_per_week is measured over this many days
+SMALL_CHANGE = 16 * 2**20  # a layer this small that changes with every push is the code: it must change
 MAX_STEP = 300  # characters of a Dockerfile step kept
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -297,6 +298,7 @@ class RebuiltLayer:
     pushes: int
     stored_copies_bytes: int  # the distinct blobs stored at this position, all but the largest
     created_by: str | None
+    after: int | None = None  # the lower layer (1-based) whose change rebuilds this one; None: it changes itself
 
 
 @dataclass(frozen=True)
@@ -370,10 +372,12 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
             new_in[position] += 1
             sizes.setdefault(position, []).append(size)
     rebuilt = [p for p, n in new_in.items() if n * 2 > len(recent)]
-    if len(rebuilt) < 2:
+    if not rebuilt:
         return []
     median = {p: round(statistics.median(sizes[p])) for p in rebuilt}
-    code = min(rebuilt, key=lambda p: (median[p], -p))
+    # the lowest layer new in most pushes is what changes; every layer above it is rebuilt because of it. When it
+    # is small it is the code, which must change: only what it drags along is waste
+    cause = min(rebuilt)
     newest = found[-1].leaves[0] if found[-1].leaves else None
     of = len(layers_of(newest)) if newest else 0
     at_position: dict[int, dict[str, int]] = {p: {} for p in rebuilt}
@@ -386,12 +390,12 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
                     copies[digest] = size
     out = []
     for position in rebuilt:
-        if position == code:
+        if position == cause and median[position] < SMALL_CHANGE:
             continue
         copies = at_position[position].values()
         step = steps_at.get((config_of(newest), position)) if newest else None
         out.append(RebuiltLayer(position + 1, of, median[position], new_in[position], len(recent),
-                                sum(copies) - max(copies), step))
+                                sum(copies) - max(copies), step, None if position == cause else cause + 1))
     return sorted(out, key=lambda r: (-r.stored_copies_bytes, r.position))
 
 
@@ -436,10 +440,13 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
     advice = []
     for layer in rebuilt:
         step = f" ({layer.created_by})" if layer.created_by else ""
+        why = (f"it is rebuilt every time, because layer {layer.after} below it changes with every push; put "
+               f"dependency installation before copying the code so it is cached" if layer.after is not None else
+               f"it changes although the layers below it do not, so it is stored again with every push; pin what it "
+               f"installs (lock files, exact versions) or split what changes from what does not, stable part first")
         advice.append(Advice("rebuilt-layer", (
             f"layer {layer.position} of {layer.of}{step}, {human(layer.bytes)}, new in {layer.new_in} of the last "
-            f"{layer.pushes} pushes: it is rebuilt every time; put dependency installation before copying the code so "
-            f"it is cached. Its {human(layer.stored_copies_bytes)} of repeated copies cost "
+            f"{layer.pushes} pushes: {why}. Its {human(layer.stored_copies_bytes)} of repeated copies cost "
             f"{_usd(usd(layer.stored_copies_bytes))}"), usd(layer.stored_copies_bytes)))
     large = sorted((p for p in found if p.bytes > large_image_bytes), key=lambda p: (-p.bytes, p.image.digest))
     if large:

@@ -16,7 +16,7 @@ from .inuse import unprotected
 MAX_COUNT = 100_000  # ECR's images-per-repository quota: a larger count can never expire anything
 MAX_DAYS = 3_650
 MAX_PREFIX = 128  # a tag is at most 128 characters: a longer prefix can never match
-TAG_CHARACTERS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # the characters a Docker/OCI tag may hold
+TAG_CHARACTERS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # the characters a Docker/OCI tag may hold
 FIELDS = ("untagged", "latest", "prefix", "versions", "overall", "untagged_days")
 
 
@@ -111,7 +111,7 @@ def parse_tuning(values: Mapping[str, str | None]) -> tuple[Tuning | None, dict[
         problems["prefix"] = "Enter the prefix your version tags start with, e.g. v or release-."
     elif len(prefix) > MAX_PREFIX:
         problems["prefix"] = f"At most {MAX_PREFIX} characters (a tag is never longer); this one has {len(prefix)}."
-    elif not TAG_CHARACTERS.match(prefix):
+    elif not TAG_CHARACTERS.fullmatch(prefix):
         problems["prefix"] = ("A tag prefix holds only letters, digits, _ . and - (no spaces), and starts with a "
                               "letter, a digit or _.")
     elif prefix.startswith("latest") or "latest".startswith(prefix):

@@ -39,7 +39,7 @@ OPENS_A_MODAL = (ADJUST, DECLINE, DELETE)
 ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "delete_repository_view"
 VIEW_IDS = (ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW)
 TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
-MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE = 24, 3000, 500
+MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE, MAX_PLACEHOLDER = 24, 3000, 500, 150
 WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
 ACTION_IDS += (WHY_BIG,)
 
@@ -488,7 +488,7 @@ def delete_modal(row: RepositoryCost, arn: str) -> dict:
                 f"tags, push and pull times and manifest are exported, kept by the bot and sent to you as a file."),
         {"type": "input", "block_id": "confirm_name", "label": plain("Type the repository's name to confirm"),
          "element": {"type": "plain_text_input", "action_id": "confirm_name", "max_length": 256,
-                     "placeholder": plain(row.repository)}},
+                     "placeholder": plain(row.repository, MAX_PLACEHOLDER)}},
     ]
     return modal(DELETE_VIEW, "Delete repository", blocks, arn, submit="Delete")
 

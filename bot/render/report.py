@@ -47,8 +47,7 @@ def report_message(report: WeeklyReport) -> dict:
                  + (f", by {blocks.mention(e.exemption.by)}" if e.exemption.by else "") for e in report.exempt[:15]]
         if len(report.exempt) > 15:
             lines.append(f"… and {len(report.exempt) - 15} more")
-        body.append(blocks.section(f"*Exempt* ({len(report.exempt)}, {usd(exempt_total(report))}/month)\n"
-                                   + "\n".join(lines)))
+        body += blocks.sections([f"*Exempt* ({len(report.exempt)}, {usd(exempt_total(report))}/month)", *lines])
     if report.unowned:
         lines = [f"{blocks.escape(label)} {usd(row.monthly_cost_usd)}" for label, row in report.unowned[:15]]
         more = f" and {len(report.unowned) - 15} more" if len(report.unowned) > 15 else ""

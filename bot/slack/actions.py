@@ -44,6 +44,8 @@ def decide_claim(application: Application, directory: SlackDirectory, value: str
     try:
         claim_id = int(value)
     except ValueError:
+        claim_id = 0
+    if not 0 < claim_id < 2**63:  # SQLite's integers
         return Outcome(ephemeral="That is not an ownership claim; nothing was changed.")
     try:
         ref, claimer, _ = application.claim_of(claim_id)

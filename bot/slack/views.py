@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from ..adoption import HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, compact
 from ..application import Application
+from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
@@ -31,6 +32,8 @@ TUNING_INPUTS = re.compile(f"^{re.escape(blocks.TUNE_PREFIX)}({'|'.join(FIELDS)}
 def state_value(view: dict, block_id: str, action_id: str) -> str | None:
     """One input's value as the submission carries it (None when absent or malformed)."""
     values = view.get("state", {}).get("values", {}) if isinstance(view.get("state"), dict) else {}
+    if not isinstance(values, dict):
+        return None
     element = values.get(block_id, {}).get(action_id) if isinstance(values.get(block_id), dict) else None
     if not isinstance(element, dict):
         return None
@@ -58,7 +61,13 @@ def tuning_problems(values: dict[str, str | None]):
     tuning, problems = parse_tuning(values)
     if tuning is None:
         return None, problems
-    _, invalid = validate_policy(compact(tuned_policy(tuning)))
+    try:  # as it is adopted: with the bot's own rule that keeps in-use images first
+        _, invalid = validate_policy(compact(protected(tuned_policy(tuning))))
+    except ValueError as exc:
+        invalid = [str(exc)]
+    if any(PIN_PREFIX in problem for problem in invalid):
+        return None, {"prefix": f"{PIN_PREFIX} is the prefix the bot keeps in-use images with; use your version tags' "
+                                f"own prefix."}
     if invalid:
         return None, {"overall": "ECR would refuse this policy: " + "; ".join(invalid)[:1500]}
     return tuning, {}
@@ -68,7 +77,7 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
     """Recomputes the Adjust form's preview from what the form holds now (``views.update`` with the view's hash,
     so an older refresh never overwrites a newer one)."""
     row = repository_of(application, view)
-    if row is None:
+    if row is None or not isinstance(view.get("id"), str):
         return
     values = tuning_values(view)
     if all(v is None for v in values.values()):  # just opened: its initial values
@@ -133,6 +142,9 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         return row
 
     def finish(client, view: dict, title: str, text: str) -> None:
+        if not isinstance(view.get("id"), str):
+            logger.warning("a modal without an id: its outcome cannot be shown (%s)", text[:200])
+            return
         try:
             client.views_update(view_id=view["id"], view=blocks.notice_modal(title, text))
         except SlackApiError as exc:
