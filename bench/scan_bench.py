@@ -152,7 +152,7 @@ def moto_server():
     """A moto server on a free port of 127.0.0.1, in this process; yields its URL."""
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # no line per request, nor per unimplemented API
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: the OS picks a free one
     server.start()
     host, port = server.get_host_and_port()

@@ -10,7 +10,7 @@ import logging
 import threading
 import urllib.request
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
 MANIFESTS_PER_CALL = 100  # BatchGetImage's limit
 DEFAULT_WORKERS = 16
+SESSIONS_KEPT = 4 * DEFAULT_WORKERS  # accounts whose session is kept for reuse
 PROGRESS_EVERY = 30.0  # seconds between the scan's progress lines in the log
 MAX_CONFIG_BYTES = 4 * 2**20  # an image config blob read for its history; larger ones are left unread
 
@@ -140,7 +141,7 @@ class EcrCollector:
         self._exclude = frozenset(exclude_accounts)
         self._progress_every = progress_every
         self._roles: dict[str, str] = {}  # account -> the role ARN that enters it (organisation accounts)
-        self._sessions: dict[str | None, boto3.Session] = {}  # role ARN -> its session: one AssumeRole each
+        self._sessions: OrderedDict[str | None, boto3.Session] = OrderedDict()  # role ARN -> its session (LRU)
         self._own: tuple[str, str] | None = None  # (the bot's own account, its partition), once known
         self.account_names: dict[str, str] = {}  # account -> its name in the organisation
         self._cache = manifest_cache
@@ -171,11 +172,11 @@ class EcrCollector:
         with self._lock:
             self.api_calls += 1
 
-    def accounts(self) -> tuple[list[Account], list[ScanProblem]]:
-        """Every account we can enter, with its regions and name; the others as problems. The bot's own account
-        (its own credentials), each role of ECR_COST_ROLE_ARNS, and with ECR_COST_ORG_ROLE_NAME every ACTIVE
-        account of the organisation entered through that role; ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS
-        filter them. Accounts are entered concurrently. Raises EstateUnreadable when not one can be read."""
+    def _plan(self) -> tuple[Account | None, list[tuple[str, str]], list[ScanProblem], list[Exception]]:
+        """(the bot's own account, entered: it lists the organisation; the (role ARN, account ID) of every other
+        account to enter; the problems met; their causes). The others are each role of ECR_COST_ROLE_ARNS and,
+        with ECR_COST_ORG_ROLE_NAME, every ACTIVE account of the organisation entered through that role;
+        ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS filter them all."""
         own, own_error = self._enter(None)
         problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
                                                                         f"{_message(own_error)}")]
@@ -188,36 +189,54 @@ class EcrCollector:
             entries += [(f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}", account_id)
                         for account_id in found if account_id != own.account_id and account_id not in explicit]
         entries = [(arn, account_id) for arn, account_id in entries if self._wanted(account_id)]
-        self._roles.update({account_id: arn for arn, account_id in entries})
-        accounts, causes = ([own] if own is not None and self._wanted(own.account_id) else []), \
-            ([own_error] if own is None else [])
+        with self._lock:
+            self._roles.update({account_id: arn for arn, account_id in entries})
+        if own is not None:
+            own = replace(own, name=self.account_names.get(own.account_id)) if self._wanted(own.account_id) else None
+            if own is None and not entries:
+                raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none")
+        elif not entries:
+            raise EstateUnreadable(unreadable_cause(own_error))
+        return own, entries, problems, [] if own_error is None else [own_error]
+
+    def accounts(self) -> tuple[list[Account], list[ScanProblem]]:
+        """Every account we can enter (see _plan), with its regions and name, entered concurrently; the others as
+        problems. Raises EstateUnreadable when not one can be read."""
+        own, entries, problems, causes = self._plan()
+        accounts = [own] if own is not None else []
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-accounts") as pool:
             for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries)):
                 if account is None:
                     causes.append(error)
-                    problems.append(ScanProblem(account_id, "*", f"cannot assume {arn}: {_message(error)}"))
+                    problems.append(self._unentered(arn, account_id, error))
                 else:
                     accounts.append(account)
         if not accounts:
-            if own is not None:
-                raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none"
-                                       if not causes else unreadable_cause(causes[0]))
             raise EstateUnreadable(unreadable_cause(causes[0]) + (
                 f" (and {len(causes) - 1} assumed roles failed too)" if len(causes) > 1 else ""))
-        accounts = [replace(a, name=self.account_names.get(a.account_id)) for a in accounts]
         return accounts, sorted(problems, key=lambda p: (p.account_id, p.message))
+
+    @staticmethod
+    def _unentered(arn: str, account_id: str, error: Exception) -> ScanProblem:
+        return ScanProblem(account_id, "*", f"cannot assume {arn}: {_message(error)}")
 
     def _wanted(self, account_id: str) -> bool:
         return (not self._only or account_id in self._only) and account_id not in self._exclude
 
     def _session(self, role_arn: str | None) -> boto3.Session:
-        """The session of ``role_arn`` (None: the bot's own), made once: its credentials refresh themselves."""
+        """The session of ``role_arn`` (None: the bot's own), reused while it is among the latest used (its
+        credentials refresh themselves); the least recently used are let go, so memory does not follow the
+        organisation's size."""
         with self._lock:
             session = self._sessions.get(role_arn)
-        if session is None:
-            session = self._session_factory(role_arn)
-            with self._lock:
-                session = self._sessions.setdefault(role_arn, session)
+            if session is not None:
+                self._sessions.move_to_end(role_arn)
+                return session
+        session = self._session_factory(role_arn)
+        with self._lock:
+            session = self._sessions.setdefault(role_arn, session)
+            while len(self._sessions) > SESSIONS_KEPT:
+                self._sessions.popitem(last=False)
         return session
 
     def _enter(self, role_arn: str | None) -> tuple[Account | None, Exception | None]:
@@ -243,7 +262,7 @@ class EcrCollector:
                 regions = self._regions or (home,)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
             return None, exc
-        return Account(account_id, session, regions), None
+        return Account(account_id, session, regions, self.account_names.get(account_id)), None
 
     def _organisation(self, own: Account) -> tuple[list[str], ScanProblem | None]:
         """The ACTIVE accounts of the organisation as the bot's account sees them (it must be the management
@@ -359,18 +378,20 @@ class EcrCollector:
     def scan(self) -> Iterator[RepositoryInventory | ScanProblem]:
         """Yields each repository's inventory as soon as it is read, and each problem met.
 
-        ECR's rate limits are per account and region, so the work is spread: regions are listed across
-        accounts in turn, and repositories are read round-robin across (account, region). At most twice as
-        many repositories as workers are in flight, and regions are listed only while few repositories wait: a
-        slow consumer (pricing, storing) holds the readers back, so memory follows the repositories being read,
-        not the organisation. A region's client lives as long as its repositories are being read.
+        ECR's rate limits are per account and region, so the work is spread: repositories are read
+        round-robin across (account, region). Memory follows the work in flight, not the organisation:
+        accounts are entered as the work reaches them (at most one batch of workers ahead), regions are listed
+        only while few repositories wait, and at most twice as many repositories as workers are read at once
+        (a slow consumer, pricing and storing, holds the readers back). A region's client lives as long as its
+        repositories are being read; an account's session is let go once others have replaced it.
         """
-        accounts, problems = self.accounts()
+        own, entries, problems, _ = self._plan()
         yield from problems
-        targets = deque((account, account.regions[depth])
-                        for depth in range(max((len(a.regions) for a in accounts), default=0))
-                        for account in accounts if depth < len(account.regions))
-        progress = _Progress({a.account_id: len(a.regions) for a in accounts}, self._progress_every)
+        to_enter = deque(entries)
+        targets: deque[tuple[Account, str]] = deque((own, region) for region in own.regions) if own else deque()
+        progress = _Progress(len(entries) + (own is not None), self._progress_every)
+        if own is not None:
+            progress.entered(own.account_id, len(own.regions))
         queues: dict[tuple[str, str], deque] = {}  # (account, region) -> repositories waiting to be read
         turns: deque[tuple[str, str]] = deque()  # the keys of non-empty queues, in turn
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-scan") as pool:
@@ -387,12 +408,18 @@ class EcrCollector:
                     else:
                         del queues[key]
                 waiting = sum(len(q) for q in queues.values())
-                listing = sum(1 for kind, *_ in pending.values() if kind == "region")
-                while targets and listing < self._workers and waiting < 4 * self._workers:
+                busy = {kind: 0 for kind in ("region", "account")}
+                for kind, *_ in pending.values():
+                    busy[kind] = busy.get(kind, 0) + 1
+                while targets and busy["region"] < self._workers and waiting < 4 * self._workers:
                     account, region = targets.popleft()
                     target = _Region(account.account_id, region, self.client(account.session, "ecr", region))
                     pending[pool.submit(self._list_repositories, target)] = ("region", target)
-                    listing += 1
+                    busy["region"] += 1
+                while to_enter and busy["account"] < self._workers and len(targets) < self._workers:
+                    arn, account_id = to_enter.popleft()
+                    pending[pool.submit(self._enter, arn)] = ("account", arn, account_id)
+                    busy["account"] += 1
 
             fill()
             while pending:
@@ -400,6 +427,15 @@ class EcrCollector:
                 for future in done:
                     kind, target, *rest = pending.pop(future)
                     error = future.exception()
+                    if kind == "account":
+                        account, failure = future.result()
+                        if account is None:
+                            progress.entered(rest[0], 0)
+                            yield self._unentered(target, rest[0], failure)
+                        else:
+                            progress.entered(account.account_id, len(account.regions))
+                            targets.extend((account, region) for region in account.regions)
+                        continue
                     if kind == "region":
                         found = [] if error is not None else future.result()
                         progress.listed(target.account_id, len(found))
@@ -605,12 +641,17 @@ def _role_arn(principal: str) -> str:
 class _Progress:
     """Accounts done of total, their rate and the time left, logged every ``every`` seconds (and at the end)."""
 
-    def __init__(self, regions_per_account: dict[str, int], every: float):
-        self._regions = dict(regions_per_account)  # regions not yet listed
-        self._reading: dict[str, int] = dict.fromkeys(regions_per_account, 0)  # repositories listed, not yet read
-        self._total, self._done, self._repositories = len(regions_per_account), 0, 0
+    def __init__(self, total: int, every: float):
+        self._regions: dict[str, int] = {}  # account -> regions not yet listed
+        self._reading: dict[str, int] = {}  # account -> repositories listed, not yet read
+        self._total, self._done, self._repositories = total, 0, 0
         self._every = every
         self._started = self._last = time.monotonic()
+
+    def entered(self, account_id: str, regions: int) -> None:
+        """An account entered with its regions (0: it could not be entered, so it is done)."""
+        self._regions[account_id], self._reading[account_id] = regions, 0
+        self._settle(account_id)
 
     def listed(self, account_id: str, repositories: int) -> None:
         self._regions[account_id] -= 1
@@ -625,7 +666,7 @@ class _Progress:
     def _settle(self, account_id: str) -> None:
         if self._regions[account_id] == 0 and self._reading[account_id] == 0:
             self._done += 1
-            self._regions[account_id] = -1  # counted once
+            del self._regions[account_id], self._reading[account_id]  # counted once; nothing kept per account
         if time.monotonic() - self._last >= self._every:
             self.log()
 

@@ -69,7 +69,7 @@ def test_every_active_account_is_scanned_and_one_that_cannot_be_entered_is_named
     monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
     caplog.set_level(logging.INFO, logger="bot.aws")
     result = scan(capsys)
-    assert "scan finished: 3 of 3 accounts done, 3 repositories read" in caplog.text  # the progress line
+    assert "scan finished: 4 of 4 accounts done, 3 repositories read" in caplog.text  # locked: done, named
     rows = {r["repository"]: r for r in result["repositories"]}
     assert set(rows) == {"mgmt-tools", "a-api", "b-web"}  # closed is SUSPENDED; locked refused its role
     assert rows["a-api"]["account_id"] == organisation["team-a"] and rows["a-api"]["account_name"] == "team-a"
