@@ -162,6 +162,12 @@ def m009_config_steps(db: Database) -> None:
     db["config_steps"].create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
 
 
+@migrations()
+def m010_billing_cache(db: Database) -> None:
+    # Cost Explorer charges each request and the CUR is large: one answer per source and period per UTC day
+    db["billing_cache"].create({"key": str, "day": str, "payload": str, "fetched_at": str}, pk="key")
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -565,6 +571,17 @@ class Store:
             cursor = self.db.execute("insert or ignore into nudges (period, arn, user_id, sent_at) values (?, ?, ?, ?)",
                                      [period, arn, user_id, _iso(datetime.now(timezone.utc))])
         return cursor.rowcount == 1
+
+    # -- billing cache -------------------------------------------------------------------------
+
+    def cached_billing(self, key: str, day: str) -> str | None:
+        """The answer stored for ``key`` on the UTC ``day`` (an ISO date), or None."""
+        rows = list(self.db["billing_cache"].rows_where("key = ? AND day = ?", [key, day]))
+        return rows[0]["payload"] if rows else None
+
+    def cache_billing(self, key: str, day: str, payload: str) -> None:
+        self.db["billing_cache"].upsert({"key": key, "day": day, "payload": payload,
+                                         "fetched_at": _iso(datetime.now(timezone.utc))}, pk="key")
 
     def cost_before(self, arn: str, moment: datetime) -> float | None:
         """The repository's monthly cost in the newest complete scan at or before ``moment``."""
