@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from .adoption import Actor, PolicyChanges
 from .application import Application
 from .aws import EcrCollector, SessionFactory, default_session_factory
+from .billing_sources import billing_sources
 from .config import Settings
 from .runtimes import RuntimeCollector
 from .store import Store
@@ -35,8 +36,8 @@ class Components:
 def build(settings: Settings, session_factory: SessionFactory | None = None,
           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Components:
     store = Store(settings.db_path)
-    collector = EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
-                             settings.regions, settings.role_arns, store)
+    session_factory = session_factory or default_session_factory(region_name=settings.aws_region)
+    collector = EcrCollector(session_factory, settings.regions, settings.role_arns, store)
     kubernetes = None
     if settings.kube_contexts:
         from .kube import KubernetesReader
@@ -45,7 +46,8 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     runtimes = RuntimeCollector(collector, store, kubernetes)
     in_use = InUseFinder(runtimes, store, settings, clock)
     changes = PolicyChanges(collector, store, settings, in_use, clock)
-    application = Application(store, collector, changes, in_use, settings, clock)
+    application = Application(store, collector, changes, in_use, settings, clock,
+                              billing_sources=billing_sources(settings, session_factory))
     return Components(settings, store, collector, changes, application, runtimes, in_use)
 
 
