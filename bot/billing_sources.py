@@ -99,45 +99,70 @@ def cur_query(table: str, start: str, end: str) -> str:
     return _AGGREGATE.format(suffix=STORAGE_SUFFIX, table=table, start=start, end=end)
 
 
-def _cur_libraries():
+def _duckdb():
     try:
         import duckdb
+    except ImportError:
+        raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
+    return duckdb
+
+
+def _pyarrow():
+    try:
+        import pyarrow
         import pyarrow.dataset
         import pyarrow.fs
     except ImportError:
         raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
-    return duckdb, pyarrow.dataset, pyarrow.fs
+    return pyarrow
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _bounds(start: date, end: date, time_zone: bool) -> tuple[str, str]:
+    if time_zone:
+        return (f"TIMESTAMPTZ '{start.isoformat()} 00:00:00+00'", f"TIMESTAMPTZ '{end.isoformat()} 00:00:00+00'")
+    return f"TIMESTAMP '{start.isoformat()}'", f"TIMESTAMP '{end.isoformat()}'"
 
 
 class CurReader:
     """A CUR 2.0 data export in Parquet: a local path, a glob, or s3://bucket/prefix. Only the Parquet files are
-    read (an export folder also holds its metadata JSON files)."""
+    read (an export folder also holds its metadata JSON files).
+
+    Local files are read by DuckDB's own Parquet reader (row group by row group, only the columns and row groups the
+    query needs). Objects on S3 are read through pyarrow's S3 filesystem, with the credential chain's credentials and
+    AWS_ENDPOINT_URL, as a dataset scanner that streams record batches into DuckDB (columns and filters pushed down).
+    Either way only the aggregate (a few thousand rows) reaches Python. ``via_arrow`` forces the second path (the
+    bench measures both on one file)."""
 
     def __init__(self, location: str, session_factory: SessionFactory, env: dict | None = None,
-                 memory_limit: str = "512MB", threads: int = 2):
+                 memory_limit: str = "512MB", threads: int = 2, via_arrow: bool = False):
         self.location = location
         self._session_factory = session_factory
         self._env = os.environ if env is None else env
         self._memory_limit = memory_limit
         self._threads = threads
+        self._via_arrow = via_arrow
 
-    def _filesystem_and_files(self, fs_module) -> tuple[object | None, list[str]]:
-        if self.location.startswith("s3://"):
-            filesystem = self._s3(fs_module)
-            prefix = self.location[len("s3://"):].rstrip("/")
-            try:
-                info = filesystem.get_file_info(fs_module.FileSelector(prefix, recursive=True))
-            except OSError as exc:
-                raise BillingUnavailable(f"cannot list {self.location}: {exc} (the bot needs s3:ListBucket and "
-                                         f"s3:GetObject on the export)") from None
-            files = sorted(i.path for i in info if i.type == fs_module.FileType.File and _parquet(i.path))
-            return filesystem, files
+    def _local_files(self) -> list[str]:
         path = Path(self.location).expanduser()
         if path.is_dir():
             candidates = [str(p) for p in path.rglob("*") if p.is_file()]
         else:
             candidates = glob.glob(str(path), recursive=True)
-        return None, sorted(c for c in candidates if _parquet(c))
+        return sorted(c for c in candidates if _parquet(c))
+
+    def _s3_files(self, pa) -> tuple[object, list[str]]:
+        filesystem = self._s3(pa.fs)
+        prefix = self.location[len("s3://"):].rstrip("/")
+        try:
+            info = filesystem.get_file_info(pa.fs.FileSelector(prefix, recursive=True))
+        except OSError as exc:
+            raise BillingUnavailable(f"cannot list {self.location}: {exc} (the bot needs s3:ListBucket and "
+                                     f"s3:GetObject on the export)") from None
+        return filesystem, sorted(i.path for i in info if i.type == pa.fs.FileType.File and _parquet(i.path))
 
     def _s3(self, fs_module):
         """pyarrow's S3 filesystem with the credential chain's credentials and AWS_ENDPOINT_URL (which pyarrow does
@@ -157,45 +182,58 @@ class CurReader:
         return fs_module.S3FileSystem(**options)
 
     def lines(self, start: date, end: date) -> list[CurLine]:
-        """The ECR usage of the days [start, end), summed by DuckDB as pyarrow streams the files (projection and
-        filters pushed down; the file is never loaded into Python objects). Raises BillingUnavailable naming what
-        is missing."""
-        duckdb, dataset_module, fs_module = _cur_libraries()
-        filesystem, files = self._filesystem_and_files(fs_module)
+        """The ECR usage of the days [start, end), summed by DuckDB (the file is never loaded into Python objects).
+        Raises BillingUnavailable naming what is missing."""
+        duckdb = _duckdb()
+        remote = self.location.startswith("s3://")
+        if remote or self._via_arrow:
+            pa = _pyarrow()
+            filesystem, files = self._s3_files(pa) if remote else (None, self._local_files())
+        else:
+            files = self._local_files()
         if not files:
             raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data export in "
                                      f"Parquet format)")
-        try:
-            dataset = dataset_module.dataset(files, format="parquet", filesystem=filesystem)
-        except (OSError, ValueError) as exc:
-            raise BillingUnavailable(f"ECR_COST_CUR: cannot read {self.location}: {exc}") from None
-        missing = [c for c in CUR_COLUMNS if c not in dataset.schema.names]
-        if missing:
-            raise BillingUnavailable(f"the CUR at {self.location} lacks the column(s) {', '.join(missing)} (a CUR "
-                                     f"2.0 export with resource IDs is needed)")
         connection = duckdb.connect(config={"memory_limit": self._memory_limit, "threads": self._threads})
         try:
             connection.execute("SET TimeZone = 'UTC'")
-            connection.register("cur", dataset)
-            query = cur_query("cur", f"TIMESTAMPTZ '{start.isoformat()} 00:00:00+00'",
-                              f"TIMESTAMPTZ '{end.isoformat()} 00:00:00+00'")
-            if not _has_time_zone(dataset.schema.field("line_item_usage_start_date").type):
-                query = cur_query("cur", f"TIMESTAMP '{start.isoformat()}'", f"TIMESTAMP '{end.isoformat()}'")
-            rows = connection.execute(query).fetchall()
-        except duckdb.Error as exc:
-            raise BillingUnavailable(f"the CUR at {self.location} could not be aggregated: {exc}") from None
+            if remote or self._via_arrow:
+                table, columns = self._arrow_table(pa, connection, filesystem, files)
+            else:
+                table = f"read_parquet({_sql_list(files)}, union_by_name = true)"
+                columns = {name: kind for name, kind, *_ in connection.execute(f"DESCRIBE SELECT * FROM {table}")
+                           .fetchall()}
+            missing = [c for c in CUR_COLUMNS if c not in columns]
+            if missing:
+                raise BillingUnavailable(f"the CUR at {self.location} lacks the column(s) {', '.join(missing)} (a CUR "
+                                         f"2.0 export with resource IDs is needed)")
+            time_zone = "TIME ZONE" in columns["line_item_usage_start_date"].upper()
+            rows = connection.execute(cur_query(table, *_bounds(start, end, time_zone))).fetchall()
+        except (duckdb.Error, OSError, ValueError) as exc:
+            raise BillingUnavailable(f"the CUR at {self.location} could not be read: {exc}") from None
         finally:
             connection.close()
         return [CurLine(day, account or "", region or "", resource, bool(storage), currency or "USD", float(usd or 0))
                 for day, account, region, resource, storage, currency, usd in rows]
 
+    def _arrow_table(self, pa, connection, filesystem, files: list[str]) -> tuple[str, dict[str, str]]:
+        """The files as a pyarrow dataset scanner registered in DuckDB (a stream of record batches)."""
+        dataset = pa.dataset.dataset(files, format="parquet", filesystem=filesystem)
+        names = dataset.schema.names
+        columns = {name: ("TIMESTAMP WITH TIME ZONE" if getattr(dataset.schema.field(name).type, "tz", None)
+                          else str(dataset.schema.field(name).type)) for name in names}
+        if all(c in names for c in CUR_COLUMNS):
+            field = pa.dataset.field
+            scanner = dataset.scanner(
+                columns=list(CUR_COLUMNS), batch_size=64 * 1024, batch_readahead=2, fragment_readahead=1,
+                filter=(field("line_item_product_code") == "AmazonECR") & (field("line_item_line_item_type") == "Usage"),
+                memory_pool=pa.system_memory_pool())
+            connection.register("cur", scanner.to_reader())
+        return "cur", columns
+
 
 def _parquet(path: str) -> bool:
     return path.lower().endswith(".parquet")
-
-
-def _has_time_zone(arrow_type) -> bool:
-    return getattr(arrow_type, "tz", None) is not None
 
 
 # -- the CUR in Athena ------------------------------------------------------------------------------------------

@@ -381,3 +381,20 @@ def test_billing_settings_defaults():
     assert settings.billing == "cost-explorer" and settings.cur is None and settings.cur_athena is None
     settings = load_settings({"ECR_COST_BILLING": "cur", "ECR_COST_CUR": "s3://billing-exports/cur2/ecr"})
     assert settings.billing == "cur" and settings.cur_configured
+
+
+def test_both_readers_of_the_cur_agree(tmp_path):
+    """DuckDB's own Parquet reader (local files) and pyarrow's scanner streamed into DuckDB (the S3 path)."""
+    from bot.billing_sources import CurReader
+
+    items = estate_items(TODAY)
+    folder = export_folder(tmp_path, items, time_zone=True)
+    start, end = TODAY - timedelta(days=30), TODAY
+    native = CurReader(str(folder), lambda role: None).lines(start, end)
+    arrow = CurReader(str(folder), lambda role: None, via_arrow=True).lines(start, end)
+    key = lambda line: (line.day, line.account_id, line.region, line.resource_id or "", line.storage)  # noqa: E731
+    assert [(key(a), round(a.usd, 9)) for a in sorted(native, key=key)] == \
+        [(key(b), round(b.usd, 9)) for b in sorted(arrow, key=key)]
+    expected = aggregate(items, start, end - timedelta(days=1))
+    assert {(line.day, line.account_id, line.region, line.resource_id, line.storage, line.currency): line.usd
+            for line in native} == pytest.approx(expected)
