@@ -10,7 +10,7 @@ IDs as ARNs and as bare names, 35 days), written by a child process. Then each c
 35 days of ECR usage per (day, account, region, resource, storage or not, currency):
 
 - duckdb: `bot.billing_sources.CurReader.lines` on a local file — what the bot runs for ECR_COST_CUR=path: DuckDB's own
-  Parquet reader (memory_limit 512MB, 2 threads), projection and filters pushed down;
+  Parquet reader (memory_limit 128MB, spilling to disk beyond it; 2 threads), projection and filters pushed down;
 - duckdb-arrow: the same with ``via_arrow`` — the bot's path for s3:// exports: pyarrow's dataset scanner streaming
   record batches into DuckDB (here over the local file, so the network is not measured);
 - pandas: `pandas.read_parquet(file, columns=[the 9 columns it needs])`, the same filter, `groupby(...).sum()`:

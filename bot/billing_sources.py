@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class CurReader:
     bench measures both on one file)."""
 
     def __init__(self, location: str, session_factory: SessionFactory, env: dict | None = None,
-                 memory_limit: str = "512MB", threads: int = 2, via_arrow: bool = False):
+                 memory_limit: str = "128MB", threads: int = 2, via_arrow: bool = False):
         self.location = location
         self._session_factory = session_factory
         self._env = os.environ if env is None else env
@@ -194,7 +195,9 @@ class CurReader:
         if not files:
             raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data export in "
                                      f"Parquet format)")
-        connection = duckdb.connect(config={"memory_limit": self._memory_limit, "threads": self._threads})
+        # a small memory limit keeps the Parquet reader lean; an aggregate that outgrows it spills to disk
+        connection = duckdb.connect(config={"memory_limit": self._memory_limit, "threads": self._threads,
+                                            "temp_directory": os.path.join(tempfile.gettempdir(), "ecr-cost-duckdb")})
         try:
             connection.execute("SET TimeZone = 'UTC'")
             if remote or self._via_arrow:
