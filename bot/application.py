@@ -83,6 +83,7 @@ class Application:
                  sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):
         self.billing_sources = billing_sources or BillingSources()
         self._billing_warned: set[str] = set()
+        self._repository_bills: tuple[tuple, dict[str, RepositoryBill]] | None = None
         self.store = store
         self.collector = collector
         self.changes = changes
@@ -626,13 +627,17 @@ class Application:
         if self.billing_sources.cur is None:
             return None
         today = self._today()
-        try:
-            found = cur_billing(self._cur_lines(today - timedelta(days=CE_DAYS), today), _estimated(scan),
-                                today - timedelta(days=CE_DAYS), today - timedelta(days=1))
-        except Exception as exc:  # noqa: BLE001 - the detail stands without the bill
-            self._warn_once(f"billed cost per repository unavailable: {exc}")
-            return None
-        return next((r for r in found.repositories if r.arn == row.arn), None)
+        key = (scan.scan_id, scan.generated_at, today)
+        memo = self._repository_bills  # one read: listener threads may replace it meanwhile
+        if memo is None or memo[0] != key:  # computed once per scan and day, not once per view (App Home)
+            try:
+                found = cur_billing(self._cur_lines(today - timedelta(days=CE_DAYS), today), _estimated(scan),
+                                    today - timedelta(days=CE_DAYS), today - timedelta(days=1))
+            except Exception as exc:  # noqa: BLE001 - the detail stands without the bill
+                self._warn_once(f"billed cost per repository unavailable: {exc}")
+                return None
+            memo = self._repository_bills = (key, {r.arn: r for r in found.repositories})
+        return memo[1].get(row.arn)
 
 
 def _estimated(scan: ScanResult) -> list[EstimatedRepository]:
