@@ -201,7 +201,7 @@ def billing_lines(billing: BillingSummary, escape, bold: str = "") -> list[str]:
     """The bill beside the estimate, as lines (Block Kit with ``bold="*"``, plain text without)."""
     b = bold
     if billing.source is None or billing.storage_last_7_days_usd is None:
-        return [f"{b}Billed{b} {escape(billing.note or 'no billing data')}"
+        return [f"{b}The bill{b}: {escape(billing.note or 'no billing data')}"
                 + (f"; estimate {usd(billing.estimate_daily_usd)}/day" if billing.estimate_daily_usd is not None
                    else "")]
     currency = "" if billing.currency in (None, "USD") else f" ({billing.currency})"
