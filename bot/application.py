@@ -19,9 +19,6 @@ from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationErr
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .aws import BlobRefused, describe_error, error_code
 from .config import Settings
-from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLine, EstateFacts, EstimatedRepository,
-                           RepositoryBill, cost_explorer_lines, cur_billing, cur_service_bill, daily_estimate, denied_note,
-                           service_bill, summarize_bill, unavailable)
 from .core.analysis import Summary, display_names, exemption_of, find_repository, rank, summarize
 from .core.cost import price_repository, reachable_manifests
 from .core.cost import GIB
@@ -32,6 +29,9 @@ from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyD
 from .core.report import WeeklyReport, build_report
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
+from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLine, EstateFacts, EstimatedRepository,
+                           RepositoryBill, cost_explorer_lines, cur_billing, cur_service_bill, daily_estimate, denied_note,
+                           service_bill, summarize_bill, unavailable)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .usage import InUseFinder

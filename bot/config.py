@@ -45,21 +45,17 @@ class Settings:
     base_policy: dict = field(default_factory=dict)
     db_path: str = "ecr-cost.db"
     port: int = 3000
+    billing: str = "cost-explorer"  # where the report's billed figures come from: cost-explorer | cur | off
+    cur: str | None = None  # a CUR 2.0 Parquet export: a local path or glob, or s3://bucket/prefix
+    cur_athena: str | None = None  # database.table of the CUR in Athena
+    athena_workgroup: str | None = None
+    athena_output: str | None = None  # s3://bucket/prefix/ for the query results (else the workgroup's)
     snapshot_max_age_hours: float = 24.0  # older: /ecr-cost NAME re-reads that repository
     recent_pull_days: int = 14  # an image pulled within this many days counts as in use (0: off)
     kube_contexts: tuple[str, ...] = ()  # kubeconfig contexts whose pods and workloads count as in use
     kubeconfig: str | None = None  # KUBECONFIG (the client's default, ~/.kube/config, when unset)
     guard_schedule: str = "0 6 * * *"
     large_image_gb: float = 1.0  # `size` flags images above this many GB (2^30 bytes)
-    billing: str = "cost-explorer"  # where the report's billed figures come from: cost-explorer | cur | off
-    cur: str | None = None  # a CUR 2.0 Parquet export: a local path or glob, or s3://bucket/prefix
-    cur_athena: str | None = None  # database.table of the CUR in Athena
-    athena_workgroup: str | None = None
-    athena_output: str | None = None  # s3://bucket/prefix/ for the query results (else the workgroup's)
-
-    @property
-    def cur_configured(self) -> bool:
-        return bool(self.cur or self.cur_athena)
 
 
 def shipped_base_policy_text() -> str:

@@ -36,8 +36,8 @@ class Components:
 def build(settings: Settings, session_factory: SessionFactory | None = None,
           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Components:
     store = Store(settings.db_path)
-    session_factory = session_factory or default_session_factory(region_name=settings.aws_region)
-    collector = EcrCollector(session_factory, settings.regions, settings.role_arns, store)
+    collector = EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
+                             settings.regions, settings.role_arns, store)
     kubernetes = None
     if settings.kube_contexts:
         from .kube import KubernetesReader
@@ -47,7 +47,8 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     in_use = InUseFinder(runtimes, store, settings, clock)
     changes = PolicyChanges(collector, store, settings, in_use, clock)
     application = Application(store, collector, changes, in_use, settings, clock,
-                              billing_sources=billing_sources(settings, session_factory))
+                              billing_sources=billing_sources(settings, session_factory or default_session_factory(
+                                  region_name=settings.aws_region)))
     return Components(settings, store, collector, changes, application, runtimes, in_use)
 
 

@@ -380,7 +380,7 @@ def test_billing_settings_defaults():
     settings = load_settings({})
     assert settings.billing == "cost-explorer" and settings.cur is None and settings.cur_athena is None
     settings = load_settings({"ECR_COST_BILLING": "cur", "ECR_COST_CUR": "s3://billing-exports/cur2/ecr"})
-    assert settings.billing == "cur" and settings.cur_configured
+    assert settings.billing == "cur" and settings.cur == "s3://billing-exports/cur2/ecr"
 
 
 def test_both_readers_of_the_cur_agree(tmp_path):
