@@ -5,14 +5,16 @@ store) and the pure core, and returns core models for the renderers. Nothing her
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
+from .billing_sources import BillingSources, BillingUnavailable
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .aws import BlobRefused, describe_error, error_code
@@ -27,6 +29,9 @@ from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyD
 from .core.report import WeeklyReport, build_report
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
+from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLine, EstateFacts, EstimatedRepository,
+                           RepositoryBill, cost_explorer_lines, cur_billing, cur_service_bill, daily_estimate, denied_note,
+                           service_bill, summarize_bill, unavailable)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .usage import InUseFinder
@@ -75,7 +80,10 @@ def ref_of(row: RepositoryCost) -> RepositoryRef:
 class Application:
     def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
                  settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):
+        self.billing_sources = billing_sources or BillingSources()
+        self._billing_warned: set[str] = set()
+        self._repository_bills: tuple[tuple, dict[str, RepositoryBill]] | None = None
         self.store = store
         self.collector = collector
         self.changes = changes
@@ -289,7 +297,7 @@ class Application:
             change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
             last_decision=history[-1] if history else None,
             adopted=bool(self.changes.undo_stack(row.arn)), scanned_at=scan.generated_at, previous=previous,
-            exemption=exemption_of(row.tags, history), **in_use)
+            exemption=exemption_of(row.tags, history), billed=self.repository_bill(scan, row), **in_use)
 
     def _with_latest_change(self, row: RepositoryCost, scan: ScanResult) -> RepositoryCost:
         """The row with the policy the bot put after ``scan`` was taken (the scan predates the change)."""
@@ -527,7 +535,8 @@ class Application:
                 except PolicyOperationError as exc:
                     logger.warning("no base policy preview for %s: %s", row.arn, exc)
         return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,
-                            self.store.cost_trend(), period, growth=self.weekly_growth(scan))
+                            self.store.cost_trend(), period, growth=self.weekly_growth(scan),
+                            billing=self.billing_summary(scan, previous, decisions))
 
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
         """The costliest repositories without a policy that are not exempt, nor snoozed lately."""
@@ -542,3 +551,106 @@ class Application:
                 continue
             chosen.append(row)
         return chosen
+
+    # -- the bill beside the estimate (Cost Explorer, the CUR) ----------------------------------------
+
+    def _today(self) -> date:
+        """Today in UTC: the days before it are complete."""
+        return self._clock().astimezone(timezone.utc).date()
+
+    def _cost_explorer_lines(self, today: date) -> list[CostLine]:
+        """The last 35 days from one GetCostAndUsage request (its pages aside), asked once per UTC day: each request
+        costs $0.01."""
+        start = today - timedelta(days=CE_DAYS)
+        key = f"cost-explorer:{start}:{today}"
+        cached = self.store.cached_billing(key, today.isoformat())
+        if cached is not None:
+            return cost_explorer_lines(json.loads(cached))
+        if self.billing_sources.cost_explorer is None:
+            raise BillingUnavailable("billing unavailable: no Cost Explorer reader was wired")
+        pages = self.billing_sources.cost_explorer.pages(start, today)
+        self.store.cache_billing(key, today.isoformat(), json.dumps(pages))
+        return cost_explorer_lines(pages)
+
+    def _cur_lines(self, start: date, today: date) -> list[CurLine]:
+        """The CUR's ECR lines of the days [start, today), read (and aggregated) once per UTC day."""
+        reader = self.billing_sources.cur
+        if reader is None:
+            raise BillingUnavailable("no CUR configured: set ECR_COST_CUR (a CUR 2.0 Parquet export: a path, a glob "
+                                     "or s3://bucket/prefix) or ECR_COST_CUR_ATHENA (database.table)")
+        key = f"cur:{self.billing_sources.cur_location}:{start}:{today}"
+        cached = self.store.cached_billing(key, today.isoformat())
+        if cached is not None:
+            return [CurLine(date.fromisoformat(d), a, r, res, bool(st), c, u) for d, a, r, res, st, c, u
+                    in json.loads(cached)]
+        lines = reader.lines(start, today)
+        self.store.cache_billing(key, today.isoformat(), json.dumps(
+            [[line.day.isoformat(), line.account_id, line.region, line.resource_id, line.storage, line.currency,
+              line.usd] for line in lines]))
+        return lines
+
+    def _warn_once(self, note: str) -> None:
+        if note not in self._billing_warned:
+            self._billing_warned.add(note)
+            logger.warning("%s", note)
+
+    def billing_summary(self, scan: ScanResult, previous: ScanResult | None,
+                        decisions: list[PolicyDecision]) -> BillingSummary:
+        """The report's billed figures (ECR_COST_BILLING): never an error; what keeps the bill away is the note."""
+        today = self._today()
+        estimate = sum(r.monthly_cost_usd for r in scan.repositories)
+        if self.settings.billing == "off":
+            return unavailable("billing is off (ECR_COST_BILLING=off)", daily_estimate(estimate, today - timedelta(days=1)))
+        try:
+            if self.settings.billing == "cur":
+                bill = cur_service_bill(self._cur_lines(today - timedelta(days=CE_DAYS), today), _estimated(scan))
+            else:
+                bill = service_bill(self._cost_explorer_lines(today), "cost-explorer")
+        except BillingUnavailable as exc:
+            note = denied_note() if str(exc) == "denied" else str(exc)
+            self._warn_once(note)
+            return unavailable(note, daily_estimate(estimate, today - timedelta(days=1)))
+        except Exception as exc:  # noqa: BLE001 - the report stands without the bill
+            note = f"billing unavailable: {describe_error(exc)}"
+            self._warn_once(note)
+            return unavailable(note, daily_estimate(estimate, today - timedelta(days=1)))
+        labels = display_names(scan.repositories)
+        latest: dict[str, PolicyDecision] = {}
+        for decision in decisions:
+            if decision.action in (*ADOPTIONS, "rolled_back"):
+                latest[decision.arn] = decision
+        adoptions = [(labels[arn], arn, d.at) for arn, d in latest.items() if d.action in ADOPTIONS and arn in labels]
+        before = sum(r.monthly_cost_usd for r in previous.repositories) if previous else None
+        facts = EstateFacts(partial=scan.partial, price_per_gb_month=scan.price_per_gb_month,
+                            estimate_change_usd=None if before is None else estimate - before)
+        return summarize_bill(bill, today, estimate, adoptions, facts)
+
+    def billing(self, days: int = 30) -> CurBilling:
+        """Billed cost per repository from the CUR over the ``days`` complete UTC days ending yesterday, beside the
+        latest scan's estimate. Raises BillingUnavailable naming what is missing."""
+        today = self._today()
+        start = today - timedelta(days=days)
+        return cur_billing(self._cur_lines(start, today), _estimated(self.latest()), start,
+                           today - timedelta(days=1))
+
+    def repository_bill(self, scan: ScanResult, row: RepositoryCost) -> RepositoryBill | None:
+        """What the CUR billed this repository per day (None without a CUR, or when it cannot be read)."""
+        if self.billing_sources.cur is None:
+            return None
+        today = self._today()
+        key = (scan.scan_id, scan.generated_at, today)
+        memo = self._repository_bills  # one read: listener threads may replace it meanwhile
+        if memo is None or memo[0] != key:  # computed once per scan and day, not once per view (App Home)
+            try:
+                found = cur_billing(self._cur_lines(today - timedelta(days=CE_DAYS), today), _estimated(scan),
+                                    today - timedelta(days=CE_DAYS), today - timedelta(days=1))
+            except Exception as exc:  # noqa: BLE001 - the detail stands without the bill
+                self._warn_once(f"billed cost per repository unavailable: {exc}")
+                return None
+            memo = self._repository_bills = (key, {r.arn: r for r in found.repositories})
+        return memo[1].get(row.arn)
+
+
+def _estimated(scan: ScanResult) -> list[EstimatedRepository]:
+    return [EstimatedRepository(r.arn, r.repository, r.account_id, r.region, r.monthly_cost_usd)
+            for r in scan.repositories]

@@ -313,6 +313,24 @@ def cmd_size(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_billing(args, settings: Settings) -> int:
+    """Billed cost per repository from the CUR (a Parquet export or Athena) beside the estimate."""
+    from .billing_sources import BillingUnavailable
+    from .render.text import cur_billing_json, cur_billing_table
+
+    if args.days < 1 or args.days > 400:
+        raise UsageError(f"--days: expected 1 to 400, got {args.days}")
+    with _components(settings) as built:
+        try:
+            found = built.application.billing(args.days)
+        except BillingUnavailable as exc:
+            raise UserError(str(exc)) from None
+    print(json.dumps(cur_billing_json(found), indent=2) if args.format == "json" else cur_billing_table(found))
+    for note in found.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return 0
+
+
 def cmd_decisions(args, settings: Settings) -> int:
     with _components(settings) as built:
         decisions = built.application.decisions()
@@ -405,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("name", metavar="NAME", help="repository name, region/name, or repository ARN")
     size.add_argument("--format", choices=["text", "json"], default="text")
     size.set_defaults(handler=cmd_size)
+
+    billing = commands.add_parser("billing", help="billed cost per repository from the CUR (ECR_COST_CUR or "
+                                                  "ECR_COST_CUR_ATHENA) beside the estimate")
+    billing.add_argument("--days", type=int, default=30, help="the complete UTC days ending yesterday (default 30)")
+    billing.add_argument("--format", choices=["table", "json"], default="table")
+    billing.set_defaults(handler=cmd_billing)
 
     report = commands.add_parser("report", help="the weekly report from a fresh scan: printed, or posted")
     report.add_argument("--post", action="store_true",

@@ -46,6 +46,11 @@ class Settings:
     base_policy: dict = field(default_factory=dict)
     db_path: str = "ecr-cost.db"
     port: int = 3000
+    billing: str = "cost-explorer"  # where the report's billed figures come from: cost-explorer | cur | off
+    cur: str | None = None  # a CUR 2.0 Parquet export: a local path or glob, or s3://bucket/prefix
+    cur_athena: str | None = None  # database.table of the CUR in Athena
+    athena_workgroup: str | None = None
+    athena_output: str | None = None  # s3://bucket/prefix/ for the query results (else the workgroup's)
     snapshot_max_age_hours: float = 24.0  # older: /ecr-cost NAME re-reads that repository
     recent_pull_days: int = 14  # an image pulled within this many days counts as in use (0: off)
     kube_contexts: tuple[str, ...] = ()  # kubeconfig contexts whose pods and workloads count as in use
@@ -99,6 +104,37 @@ def _base_policy(path: str | None) -> dict:
             if len(problems) > 1 else ""
         raise ConfigError(f"{name}: ECR would reject {path!r}: {problems[0]}{more}")
     return policy
+
+
+BILLING_SOURCES = ("cost-explorer", "cur", "off")
+_S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_ATHENA_TABLE = re.compile(r"^[A-Za-z0-9_-]{1,255}\.[A-Za-z0-9_-]{1,255}$")
+_WORKGROUP = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def _billing(get) -> dict:
+    """ECR_COST_BILLING, ECR_COST_CUR, ECR_COST_CUR_ATHENA, ECR_COST_ATHENA_WORKGROUP, ECR_COST_ATHENA_OUTPUT."""
+    billing = (get("ECR_COST_BILLING") or "cost-explorer").lower()
+    if billing not in BILLING_SOURCES:
+        raise ConfigError(f"ECR_COST_BILLING: expected one of {', '.join(BILLING_SOURCES)}, got {billing!r}")
+    cur, athena = get("ECR_COST_CUR"), get("ECR_COST_CUR_ATHENA")
+    if cur and athena:
+        raise ConfigError("ECR_COST_CUR: set either ECR_COST_CUR (files) or ECR_COST_CUR_ATHENA (a table), not both")
+    if cur and cur.lower().startswith("s3:") and not _S3_URL.match(cur):
+        raise ConfigError(f"ECR_COST_CUR: expected s3://bucket/prefix, a local path or a glob, got {cur!r}")
+    if athena and not _ATHENA_TABLE.match(athena):
+        raise ConfigError(f"ECR_COST_CUR_ATHENA: expected database.table, got {athena!r}")
+    workgroup, output = get("ECR_COST_ATHENA_WORKGROUP"), get("ECR_COST_ATHENA_OUTPUT")
+    if workgroup and not _WORKGROUP.match(workgroup):
+        raise ConfigError(f"ECR_COST_ATHENA_WORKGROUP: not an Athena workgroup name: {workgroup!r}")
+    if output and not _S3_URL.match(output):
+        raise ConfigError(f"ECR_COST_ATHENA_OUTPUT: expected s3://bucket/prefix/, got {output!r}")
+    if (workgroup or output) and not athena:
+        name = "ECR_COST_ATHENA_WORKGROUP" if workgroup else "ECR_COST_ATHENA_OUTPUT"
+        raise ConfigError(f"{name}: goes with ECR_COST_CUR_ATHENA (database.table), which is not set")
+    if billing == "cur" and not (cur or athena):
+        raise ConfigError("ECR_COST_BILLING: 'cur' needs ECR_COST_CUR (a Parquet export) or ECR_COST_CUR_ATHENA")
+    return dict(billing=billing, cur=cur, cur_athena=athena, athena_workgroup=workgroup, athena_output=output)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -197,4 +233,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         guard_schedule=guard_schedule,
         large_image_gb=_number("ECR_COST_LARGE_IMAGE_GB", get("ECR_COST_LARGE_IMAGE_GB") or "1", float, 0.001,
                                1024.0),
+        **_billing(get),
     )

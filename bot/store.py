@@ -163,6 +163,12 @@ def m009_config_steps(db: Database) -> None:
 
 
 @migrations()
+def m010_billing_cache(db: Database) -> None:
+    # Cost Explorer charges each request and the CUR is large: one answer per source and period per UTC day
+    db["billing_cache"].create({"key": str, "day": str, "payload": str, "fetched_at": str}, pk="key")
+
+
+@migrations()
 def m011_account_names(db: Database) -> None:
     # a repository's account, by its name in the AWS Organization (null outside one)
     db["repository_snapshots"].add_column("account_name", str)
@@ -571,6 +577,17 @@ class Store:
             cursor = self.db.execute("insert or ignore into nudges (period, arn, user_id, sent_at) values (?, ?, ?, ?)",
                                      [period, arn, user_id, _iso(datetime.now(timezone.utc))])
         return cursor.rowcount == 1
+
+    # -- billing cache -------------------------------------------------------------------------
+
+    def cached_billing(self, key: str, day: str) -> str | None:
+        """The answer stored for ``key`` on the UTC ``day`` (an ISO date), or None."""
+        rows = list(self.db["billing_cache"].rows_where("key = ? AND day = ?", [key, day]))
+        return rows[0]["payload"] if rows else None
+
+    def cache_billing(self, key: str, day: str, payload: str) -> None:
+        self.db["billing_cache"].upsert({"key": key, "day": day, "payload": payload,
+                                         "fetched_at": _iso(datetime.now(timezone.utc))}, pk="key")
 
     def cost_before(self, arn: str, moment: datetime) -> float | None:
         """The repository's monthly cost in the newest complete scan at or before ``moment``."""

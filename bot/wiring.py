@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from .adoption import Actor, PolicyChanges
 from .application import Application
 from .aws import EcrCollector, SessionFactory, default_session_factory
+from .billing_sources import billing_sources
 from .config import Settings
 from .runtimes import RuntimeCollector
 from .store import Store
@@ -46,7 +47,9 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     runtimes = RuntimeCollector(collector, store, kubernetes)
     in_use = InUseFinder(runtimes, store, settings, clock)
     changes = PolicyChanges(collector, store, settings, in_use, clock)
-    application = Application(store, collector, changes, in_use, settings, clock)
+    application = Application(store, collector, changes, in_use, settings, clock,
+                              billing_sources=billing_sources(settings, session_factory or default_session_factory(
+                                  region_name=settings.aws_region)))
     return Components(settings, store, collector, changes, application, runtimes, in_use)
 
 

@@ -48,7 +48,7 @@ class AwsProxy:
             def do_POST(self):
                 proxy._handle(self)
 
-            do_GET = do_PUT = do_DELETE = do_POST
+            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -113,14 +113,23 @@ class AwsProxy:
             size = params.pop("maxResults", 100)
             page = (min(size, self.max_page.get(operation, size)), int(params.pop("nextToken", None) or 0))
             body = json.dumps(params).encode()
+        if operation == "GetQueryResults" and operation in self.max_page:  # Athena pages rows; moto does not
+            params = json.loads(body or b"{}")
+            page = (min(params.pop("MaxResults", 1000), self.max_page[operation]), int(params.pop("NextToken", None) or 0))
+            body = json.dumps(params).encode()
         status, headers, payload = self._forward(request, body)
-        if page is not None and status == 200:
+        if page is not None and status == 200 and operation == "GetQueryResults":
+            payload = _page_rows(payload, *page)
+        elif page is not None and status == 200:
             payload = _page(payload, PAGED[operation], *page)
         request.send_response(status)
+        head = request.command == "HEAD"  # S3's HeadObject: the object's length, no body
         for name, value in headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server") or (
+                    head and name.lower() == "content-length"):
                 request.send_header(name, value)
-        request.send_header("Content-Length", str(len(payload)))
+        if not head:
+            request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
         request.wfile.write(payload)
 
@@ -169,6 +178,16 @@ def _page(payload: bytes, key: str, size: int, offset: int) -> bytes:
     doc.pop("nextToken", None)
     if offset + size < len(items):
         doc["nextToken"] = str(offset + size)
+    return json.dumps(doc).encode()
+
+
+def _page_rows(payload: bytes, size: int, offset: int) -> bytes:
+    doc = json.loads(payload)
+    rows = doc.get("ResultSet", {}).get("Rows", [])
+    doc["ResultSet"]["Rows"] = rows[offset:offset + size]
+    doc.pop("NextToken", None)
+    if offset + size < len(rows):
+        doc["NextToken"] = str(offset + size)
     return json.dumps(doc).encode()
 
 

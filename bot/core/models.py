@@ -5,6 +5,10 @@ import re
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .billing import RepositoryBill
 
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # what an owner tag entry or an admin must look like
 SNOOZE = timedelta(days=30)  # "Not now" keeps nudges away this long
@@ -181,6 +185,7 @@ class RepositoryView:
     in_use_where: tuple[str, ...] = ()  # e.g. "ecs-service prod/api", "lambda thumbnails:live"
     in_use_blind: tuple[str, ...] = ()  # runtimes that could not be read: the in-use check is partial
     exemption: Exemption | None = None
+    billed: RepositoryBill | None = None  # billed cost per day from the CUR, when one is configured
 
     @property
     def may_delete(self) -> bool:

@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .billing import BillingSummary
 from .analysis import Summary, display_names, exemption_of, summarize
 from .cost import monthly_cost
 from .models import ADOPTIONS, Exemption, PolicyDecision, RepositoryCost, ScanResult
@@ -69,6 +70,7 @@ class WeeklyReport:
     errors: list[str]
     trend: list[tuple[datetime, float]]  # (scan time, total monthly cost), oldest first
     growth: list[Growth] = field(default_factory=list)  # costliest new layers per week first
+    billing: BillingSummary | None = None  # the bill beside the estimate (None: not asked)
 
     @property
     def change_usd(self) -> float | None:
@@ -82,7 +84,7 @@ class WeeklyReport:
 def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Sequence[PolicyDecision],
                  cost_at_adoption: Mapping[int, float], base_savings: Mapping[str, float], base_policy: dict,
                  trend: Sequence[tuple[datetime, float]], period_start: datetime,
-                 growth: Mapping[str, int] | None = None) -> WeeklyReport:
+                 growth: Mapping[str, int] | None = None, billing: BillingSummary | None = None) -> WeeklyReport:
     """``cost_at_adoption``: decision id -> the repository's monthly cost in the last scan before it;
     ``base_savings``: ARN -> what the base policy would save there (repositories without a policy);
     ``growth``: ARN -> bytes of new layers per week."""
@@ -116,7 +118,8 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         unowned=[(labels[r.arn], r) for r in ranked if not r.owners],
         realised=sorted(realised, key=lambda s: -s.saved_usd), partial=scan.partial,
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend),
-        growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month))
+        growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month),
+        billing=billing)
 
 
 def fastest_growing(ranked: Sequence[RepositoryCost], labels: Mapping[str, str], growth: Mapping[str, int],

@@ -137,8 +137,19 @@ def _detail_text(view: RepositoryView) -> str:
         by = f" by {mention(view.exemption.by)} {date_text(view.exemption.at)}" if view.exemption.by else ""
         lines.append(f"*Exempt* {escape(view.exemption.text)}{by}: no nudges, not counted in the base policy's "
                      f"savings")
+    if view.billed is not None:
+        lines.append(billed_line(view))
     lines += in_use_lines(view)
     return "\n".join(lines)
+
+
+def billed_line(view: RepositoryView) -> str:
+    """What the CUR billed this repository per day (storage, mean of the last 7 complete days) against the estimate."""
+    billed = view.billed
+    shown = "nothing billed" if billed.billed_daily_usd is None else f"*{usd(billed.billed_daily_usd)}/day*"
+    estimate = "" if billed.estimate_daily_usd is None else f" · estimate {usd(billed.estimate_daily_usd)}/day"
+    difference = "" if billed.difference_pct is None else f" ({billed.difference_pct:+.0f}%)"
+    return f"*Billed (CUR)* {shown}{estimate}{difference}"
 
 
 def in_use_lines(view: RepositoryView, limit: int = 5) -> list[str]:

@@ -17,9 +17,14 @@ def chart_figure(report: WeeklyReport):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 4.8), dpi=100, layout="constrained")
+    billed = report.billing is not None and bool(report.billing.storage_daily)
+    figure = Figure(figsize=(15 if billed else 11, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    bars, trend = figure.subplots(1, 2, width_ratios=[3, 2])
+    if billed:
+        bars, trend, bill = figure.subplots(1, 3, width_ratios=[3, 2, 2])
+        billed_series(bill, report)
+    else:
+        bars, trend = figure.subplots(1, 2, width_ratios=[3, 2])
     labels = [line.label if len(line.label) <= 32 else line.label[:31] + "…" for line in report.top]
     costs = [line.row.monthly_cost_usd for line in report.top]
     bars.barh(range(len(costs)), costs, color="#ff9900")
@@ -39,3 +44,17 @@ def chart_figure(report: WeeklyReport):
     trend.set_ylim(bottom=0)
     trend.tick_params(axis="x", labelrotation=30, labelsize=8)
     return figure
+
+
+def billed_series(axes, report: WeeklyReport) -> None:
+    """Billed ECR storage per day (the last 14 complete days in the bill) beside the estimate per day."""
+    billing = report.billing
+    days = [day for day, _ in billing.storage_daily]
+    axes.bar(days, [amount for _, amount in billing.storage_daily], color="#ff9900", label="billed storage")
+    if billing.estimate_daily_usd is not None:
+        axes.axhline(billing.estimate_daily_usd, color="#232f3e", linestyle="--", label="estimate")
+    axes.set_title("Billed ECR storage per day")
+    axes.set_ylabel(f"{billing.currency or 'USD'} / day")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=7)
+    axes.tick_params(axis="x", labelrotation=30, labelsize=7)

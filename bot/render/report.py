@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..core.billing import BillingSummary
 from ..core.report import WeeklyReport
 from . import blocks
 from .text import account_json, account_lines, account_name, gib, iso, text_table, usd
@@ -63,6 +64,9 @@ def report_message(report: WeeklyReport) -> dict:
             lines.append(f"… and {len(report.realised) - 20} more")
         body.append(blocks.section(f"*Saved by policies adopted through the bot* "
                                    f"{usd(report.realised_total_usd)}/month\n" + "\n".join(lines)))
+    if report.billing is not None:
+        body.append(blocks.section(blocks.clip("\n".join(billing_lines(report.billing, blocks.escape, bold="*")),
+                                               blocks.MAX_SECTION)))
     if report.partial:
         body.append(blocks.section(":warning: *Partial result*: " + "; ".join(
             blocks.escape(e) for e in report.errors[:10]) + (" …" if len(report.errors) > 10 else "")))
@@ -117,6 +121,8 @@ def report_text(report: WeeklyReport) -> str:
         lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
         lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
                   f"({usd(r.saved_usd)}/month), adopted by {r.adopted_by} {iso(r.adopted_at)}" for r in report.realised]
+    if report.billing is not None:
+        lines += billing_lines(report.billing, str)
     if report.partial:
         lines.append("PARTIAL RESULT: " + "; ".join(report.errors))
     return "\n".join(lines)
@@ -148,12 +154,14 @@ def report_json(report: WeeklyReport) -> dict:
                     for label, row in report.unowned],
         "realised_savings": [{"repository": r.label, "adopted_by": r.adopted_by, "adopted_at": iso(r.adopted_at),
                               "cost_at_adoption_usd": round(r.cost_at_adoption_usd, 4),
-                              "cost_now_usd": round(r.cost_now_usd, 4), "saved_usd": round(r.saved_usd, 4)}
+                              "cost_now_usd": round(r.cost_now_usd, 4), "saved_usd": round(r.saved_usd, 4),
+                              **billed_effect_json(report.billing, r.label, r.adopted_at)}
                              for r in report.realised],
         "realised_savings_usd": round(report.realised_total_usd, 4),
         "trend": [{"at": iso(t), "monthly_cost_usd": round(c, 4)} for t, c in report.trend],
         "growth": [{"repository": g.label, "new_bytes_per_week": g.new_bytes_per_week,
                     "monthly_usd_added_per_week": round(g.monthly_usd_added_per_week, 4)} for g in report.growth],
+        "billing": billing_json(report.billing),
     }
 
 
@@ -162,3 +170,62 @@ def growth_line(report: WeeklyReport, escape) -> str:
     shown = ", ".join(f"{escape(g.label)} +{gib(g.new_bytes_per_week)} GB/week (+{usd(g.monthly_usd_added_per_week)}"
                       f"/month each week)" for g in report.growth)
     return f"*Growing fastest* (new layers per week): {shown}; `ecr-cost-bot size NAME` shows why"
+
+
+def _round(amount: float | None) -> float | None:
+    return None if amount is None else round(amount, 4)
+
+
+def billing_json(billing: BillingSummary | None) -> dict:
+    """The report's `billing` object: the bill beside the estimate."""
+    if billing is None:
+        return {"source": None, "currency": None, "storage_daily": [], "storage_last_7_days_usd": None,
+                "storage_previous_7_days_usd": None, "other_last_7_days_usd": None, "estimate_daily_usd": None,
+                "note": None}
+    return {"source": billing.source, "currency": billing.currency,
+            "storage_daily": [{"date": day.isoformat(), "usd": round(amount, 4)} for day, amount in billing.storage_daily],
+            "storage_last_7_days_usd": _round(billing.storage_last_7_days_usd),
+            "storage_previous_7_days_usd": _round(billing.storage_previous_7_days_usd),
+            "other_last_7_days_usd": _round(billing.other_last_7_days_usd),
+            "estimate_daily_usd": _round(billing.estimate_daily_usd), "note": billing.note}
+
+
+def billed_effect_json(billing: BillingSummary | None, label: str, adopted_at) -> dict:
+    """An adoption's billed storage per day before and after it (null when too recent or without a bill)."""
+    effect = next((e for e in (billing.adoptions if billing else []) if e.label == label
+                   and e.adopted_at == adopted_at), None)
+    return {"billed_daily_before_usd": _round(effect.before_daily_usd) if effect else None,
+            "billed_daily_after_usd": _round(effect.after_daily_usd) if effect else None,
+            "billed_scope": effect.scope if effect else None}
+
+
+SOURCES = {"cost-explorer": "Cost Explorer", "cur": "the CUR"}
+
+
+def billing_lines(billing: BillingSummary, escape, bold: str = "") -> list[str]:
+    """The bill beside the estimate, as lines (Block Kit with ``bold="*"``, plain text without)."""
+    b = bold
+    if billing.source is None or billing.storage_last_7_days_usd is None:
+        return [f"{b}The bill{b}: {escape(billing.note or 'no billing data')}"
+                + (f"; estimate {usd(billing.estimate_daily_usd)}/day" if billing.estimate_daily_usd is not None
+                   else "")]
+    currency = "" if billing.currency in (None, "USD") else f" ({billing.currency})"
+    change = billing.change_usd or 0.0
+    lines = [f"{b}Billed ECR storage{b} ({SOURCES.get(billing.source, billing.source)}{currency}): "
+             f"{usd(billing.storage_last_7_days_usd)} in the last 7 days, {usd(billing.storage_previous_7_days_usd or 0)}"
+             f" the 7 before ({'+' if change >= 0 else '-'}{usd(abs(change))}); other ECR "
+             f"{usd(billing.other_last_7_days_usd or 0)}"]
+    if billing.estimate_daily_usd is not None:
+        days = [amount for _, amount in billing.storage_daily[-7:]]
+        billed = f"{usd(sum(days) / len(days))}/day billed" if days else "nothing billed"
+        difference = "" if billing.difference_pct is None else f" ({billing.difference_pct:+.0f}%)"
+        lines.append(f"{b}Estimate{b} {usd(billing.estimate_daily_usd)}/day, {billed}{difference}")
+    lines.append("per day: " + ", ".join(f"{day:%d %b} {usd(amount)}" for day, amount in billing.storage_daily))
+    if billing.reasons:
+        lines.append("likely reasons: " + "; ".join(escape(r) for r in billing.reasons))
+    lines += [escape(note) for note in billing.notes]
+    for effect in billing.adoptions:
+        lines.append(f"{escape(effect.label)} (adopted {effect.adopted_at:%d %b}): billed storage "
+                     f"{usd(effect.before_daily_usd)}/day before, {usd(effect.after_daily_usd)}/day after "
+                     f"({'the whole service' if effect.scope == 'service' else 'the repository'})")
+    return lines

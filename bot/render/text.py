@@ -377,3 +377,35 @@ def size_text(report: SizeReport, label: str | None = None) -> str:
                                              right={1, 2, 3})]
     lines += [f"note: {n}" for n in report.notices]
     return "\n".join(lines)
+
+
+def cur_billing_json(billing) -> dict:
+    """`billing --format json`: billed cost per repository from the CUR (core.billing.CurBilling)."""
+    def rounded(amount):
+        return None if amount is None else round(amount, 4)
+
+    return {"source": billing.source, "currency": billing.currency,
+            "period": {"start": billing.start.isoformat(), "end": billing.end.isoformat()},
+            "repositories": [{"repository": r.repository, "account_id": r.account_id, "region": r.region,
+                              "billed_usd": rounded(r.billed_usd), "billed_daily_usd": rounded(r.billed_daily_usd),
+                              "estimate_daily_usd": rounded(r.estimate_daily_usd),
+                              "difference_pct": None if r.difference_pct is None else round(r.difference_pct, 1)}
+                             for r in billing.repositories],
+            "unmatched_usd": round(billing.unmatched_usd, 4), "total_usd": round(billing.total_usd, 4)}
+
+
+def cur_billing_table(billing) -> str:
+    currency = billing.currency or "USD"
+    rows = [[r.repository, r.region, r.account_id, f"{r.billed_usd:,.2f}",
+             "-" if r.billed_daily_usd is None else f"{r.billed_daily_usd:,.4f}",
+             "-" if r.estimate_daily_usd is None else f"{r.estimate_daily_usd:,.4f}",
+             "-" if r.difference_pct is None else f"{r.difference_pct:+.0f}%"] for r in billing.repositories]
+    lines = [f"billed ECR cost per repository from the CUR, {billing.start} to {billing.end} ({currency})", "",
+             *text_table(["repository", "region", "account", "billed", "billed/day", "estimate/day", "difference"],
+                         rows, right={3, 4, 5, 6}), "",
+             f"total {billing.total_usd:,.2f} {currency}; unmatched (no scanned repository) "
+             f"{billing.unmatched_usd:,.2f} {currency}"]
+    lines += [f"  unmatched: {resource} {amount:,.2f}" for resource, amount in billing.unmatched[:10]]
+    lines.append("billed/day: storage, the mean of the last 7 complete days in the CUR; billed: everything ECR "
+                 "billed in the period (storage, data transfer ...)")
+    return "\n".join(lines)

@@ -1,0 +1,341 @@
+"""Where the bill comes from: Cost Explorer, a CUR 2.0 Parquet export (pyarrow + DuckDB) or the CUR in Athena.
+
+Adapters only: each returns plain rows (bot.core.billing's CostLine and CurLine); the figures are computed in the core.
+Sessions come from the factory passed in; nothing connects at import. DuckDB and pyarrow are an extra
+(`pip install 'ecr-cost-bot[cur]'`), imported when a CUR is read.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws import SessionFactory, describe_error, error_code
+from .core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
+
+logger = logging.getLogger(__name__)
+CE_REGION = "us-east-1"  # Cost Explorer's one endpoint
+DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "OptInRequired")
+ATHENA_PAGE = 1000  # GetQueryResults' largest page
+ATHENA_TIMEOUT = 600.0  # seconds a query may run
+_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+
+
+class BillingUnavailable(Exception):
+    """The bill cannot be read: the message says what is missing (a permission, the extra, a column ...)."""
+
+
+def _client(session_factory: SessionFactory, service: str, region: str | None = None):
+    session = session_factory(None)
+    return session.client(service, region_name=region or session.region_name or CE_REGION, config=_CONFIG)
+
+
+# -- Cost Explorer --------------------------------------------------------------------------------------------
+
+
+class CostExplorerReader:
+    def __init__(self, session_factory: SessionFactory):
+        self._session_factory = session_factory
+
+    def request(self, start: date, end: date) -> dict:
+        """GetCostAndUsage's parameters for the days [start, end) (End is exclusive)."""
+        return dict(TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="DAILY",
+                    Metrics=["UnblendedCost", "UsageQuantity"],
+                    Filter={"Dimensions": {"Key": "SERVICE", "Values": [CE_SERVICE]}},
+                    GroupBy=[{"Type": "DIMENSION", "Key": "USAGE_TYPE"}])
+
+    def pages(self, start: date, end: date) -> list[dict]:
+        """Every page of one GetCostAndUsage request. Raises BillingUnavailable on a refusal."""
+        try:
+            client = _client(self._session_factory, "ce", CE_REGION)
+            params, pages = self.request(start, end), []
+            while True:
+                page = client.get_cost_and_usage(**params)
+                pages.append({"ResultsByTime": page.get("ResultsByTime", [])})
+                token = page.get("NextPageToken")
+                if not token:
+                    return pages
+                params["NextPageToken"] = token
+        except ClientError as exc:
+            if error_code(exc) in DENIED or "not enabled for cost explorer" in str(exc).lower():
+                raise BillingUnavailable("denied") from exc
+            raise BillingUnavailable(f"Cost Explorer failed: {describe_error(exc)}") from exc
+        except BotoCoreError as exc:
+            raise BillingUnavailable(f"Cost Explorer failed: {exc}") from exc
+
+    @staticmethod
+    def lines(pages: list[dict]) -> list[CostLine]:
+        return cost_explorer_lines(pages)
+
+
+# -- the CUR: Parquet files read with pyarrow, aggregated with DuckDB ----------------------------------------------
+
+# one row per resource, account, region, UTC day, storage or not, currency: a few thousand rows for any CUR
+_AGGREGATE = """
+SELECT CAST(line_item_usage_start_date AS DATE) AS day,
+       CAST(line_item_usage_account_id AS VARCHAR) AS account_id,
+       CAST(product_region_code AS VARCHAR) AS region,
+       CAST(line_item_resource_id AS VARCHAR) AS resource_id,
+       line_item_usage_type LIKE '%{suffix}' AS storage,
+       CAST(line_item_currency_code AS VARCHAR) AS currency,
+       SUM(CAST(line_item_unblended_cost AS DOUBLE)) AS usd
+FROM {table}
+WHERE line_item_product_code = 'AmazonECR' AND line_item_line_item_type = 'Usage'
+  AND line_item_usage_start_date >= {start} AND line_item_usage_start_date < {end}
+GROUP BY 1, 2, 3, 4, 5, 6
+ORDER BY day, account_id, region, resource_id
+"""
+
+
+def cur_query(table: str, start: str, end: str) -> str:
+    return _AGGREGATE.format(suffix=STORAGE_SUFFIX, table=table, start=start, end=end)
+
+
+def _duckdb():
+    try:
+        import duckdb
+    except ImportError:
+        raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
+    return duckdb
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.dataset
+        import pyarrow.fs
+    except ImportError:
+        raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
+    return pyarrow
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _bounds(start: date, end: date, time_zone: bool) -> tuple[str, str]:
+    if time_zone:
+        return (f"TIMESTAMPTZ '{start.isoformat()} 00:00:00+00'", f"TIMESTAMPTZ '{end.isoformat()} 00:00:00+00'")
+    return f"TIMESTAMP '{start.isoformat()}'", f"TIMESTAMP '{end.isoformat()}'"
+
+
+class CurReader:
+    """A CUR 2.0 data export in Parquet: a local path, a glob, or s3://bucket/prefix. Only the Parquet files are
+    read (an export folder also holds its metadata JSON files).
+
+    Local files are read by DuckDB's own Parquet reader (row group by row group, only the columns and row groups the
+    query needs). Objects on S3 are read through pyarrow's S3 filesystem, with the credential chain's credentials and
+    AWS_ENDPOINT_URL, as a dataset scanner that streams record batches into DuckDB (columns and filters pushed down).
+    Either way only the aggregate (a few thousand rows) reaches Python. ``via_arrow`` forces the second path (the
+    bench measures both on one file)."""
+
+    def __init__(self, location: str, session_factory: SessionFactory, env: dict | None = None,
+                 memory_limit: str = "128MB", threads: int = 2, via_arrow: bool = False):
+        self.location = location
+        self._session_factory = session_factory
+        self._env = os.environ if env is None else env
+        self._memory_limit = memory_limit
+        self._threads = threads
+        self._via_arrow = via_arrow
+
+    def _local_files(self) -> list[str]:
+        path = Path(self.location).expanduser()
+        if path.is_dir():
+            candidates = [str(p) for p in path.rglob("*") if p.is_file()]
+        else:
+            candidates = glob.glob(str(path), recursive=True)
+        return sorted(c for c in candidates if _parquet(c))
+
+    def _s3_files(self, pa) -> tuple[object, list[str]]:
+        filesystem = self._s3(pa.fs)
+        prefix = self.location[len("s3://"):].rstrip("/")
+        try:
+            info = filesystem.get_file_info(pa.fs.FileSelector(prefix, recursive=True))
+        except OSError as exc:
+            raise BillingUnavailable(f"cannot list {self.location}: {exc} (the bot needs s3:ListBucket and "
+                                     f"s3:GetObject on the export)") from None
+        return filesystem, sorted(i.path for i in info if i.type == pa.fs.FileType.File and _parquet(i.path))
+
+    def _s3(self, fs_module):
+        """pyarrow's S3 filesystem with the credential chain's credentials and AWS_ENDPOINT_URL (which pyarrow does
+        not read by itself)."""
+        session = self._session_factory(None)
+        credentials = session.get_credentials()
+        options = {"region": session.region_name or "us-east-1"}
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            options.update(access_key=frozen.access_key, secret_key=frozen.secret_key,
+                           session_token=frozen.token)
+        endpoint = self._env.get("AWS_ENDPOINT_URL_S3") or self._env.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            scheme, _, rest = endpoint.partition("://")
+            options.update(endpoint_override=rest.rstrip("/") if rest else scheme,
+                           scheme=scheme if rest else "https")
+        return fs_module.S3FileSystem(**options)
+
+    def lines(self, start: date, end: date) -> list[CurLine]:
+        """The ECR usage of the days [start, end), summed by DuckDB (the file is never loaded into Python objects).
+        Raises BillingUnavailable naming what is missing."""
+        duckdb = _duckdb()
+        remote = self.location.startswith("s3://")
+        if remote or self._via_arrow:
+            pa = _pyarrow()
+            filesystem, files = self._s3_files(pa) if remote else (None, self._local_files())
+        else:
+            files = self._local_files()
+        if not files:
+            raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data export in "
+                                     f"Parquet format)")
+        # a small memory limit keeps the Parquet reader lean; an aggregate that outgrows it spills to disk
+        connection = duckdb.connect(config={"memory_limit": self._memory_limit, "threads": self._threads,
+                                            "temp_directory": os.path.join(tempfile.gettempdir(), "ecr-cost-duckdb")})
+        try:
+            connection.execute("SET TimeZone = 'UTC'")
+            if remote or self._via_arrow:
+                table, columns = self._arrow_table(pa, connection, filesystem, files)
+            else:
+                table = f"read_parquet({_sql_list(files)}, union_by_name = true)"
+                columns = {name: kind for name, kind, *_ in connection.execute(f"DESCRIBE SELECT * FROM {table}")
+                           .fetchall()}
+            missing = [c for c in CUR_COLUMNS if c not in columns]
+            if missing:
+                raise BillingUnavailable(f"the CUR at {self.location} lacks the column(s) {', '.join(missing)} (a CUR "
+                                         f"2.0 export with resource IDs is needed)")
+            time_zone = "TIME ZONE" in columns["line_item_usage_start_date"].upper()
+            rows = connection.execute(cur_query(table, *_bounds(start, end, time_zone))).fetchall()
+        except (duckdb.Error, OSError, ValueError) as exc:
+            raise BillingUnavailable(f"the CUR at {self.location} could not be read: {exc}") from None
+        finally:
+            connection.close()
+        return [CurLine(day, account or "", region or "", resource, bool(storage), currency or "USD", float(usd or 0))
+                for day, account, region, resource, storage, currency, usd in rows]
+
+    def _arrow_table(self, pa, connection, filesystem, files: list[str]) -> tuple[str, dict[str, str]]:
+        """The files as a pyarrow dataset scanner registered in DuckDB (a stream of record batches)."""
+        dataset = pa.dataset.dataset(files, format="parquet", filesystem=filesystem)
+        names = dataset.schema.names
+        columns = {name: ("TIMESTAMP WITH TIME ZONE" if getattr(dataset.schema.field(name).type, "tz", None)
+                          else str(dataset.schema.field(name).type)) for name in names}
+        if all(c in names for c in CUR_COLUMNS):
+            field = pa.dataset.field
+            scanner = dataset.scanner(
+                columns=list(CUR_COLUMNS), batch_size=64 * 1024, batch_readahead=2, fragment_readahead=1,
+                filter=(field("line_item_product_code") == "AmazonECR") & (field("line_item_line_item_type") == "Usage"),
+                memory_pool=pa.system_memory_pool())
+            connection.register("cur", scanner.to_reader())
+        return "cur", columns
+
+
+def _parquet(path: str) -> bool:
+    return path.lower().endswith(".parquet")
+
+
+# -- the CUR in Athena ------------------------------------------------------------------------------------------
+
+
+class AthenaCurReader:
+    """The same aggregation as an Athena query over the CUR table: StartQueryExecution, poll, GetQueryResults."""
+
+    def __init__(self, table: str, session_factory: SessionFactory, workgroup: str | None = None,
+                 output: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 timeout: float = ATHENA_TIMEOUT):
+        self.database, self.table = table.split(".", 1)
+        self._session_factory = session_factory
+        self._workgroup = workgroup
+        self._output = output
+        self._sleep = sleep
+        self._timeout = timeout
+
+    def query(self, start: date, end: date) -> str:
+        return cur_query(f'"{self.database}"."{self.table}"', f"TIMESTAMP '{start.isoformat()} 00:00:00'",
+                         f"TIMESTAMP '{end.isoformat()} 00:00:00'")
+
+    def lines(self, start: date, end: date) -> list[CurLine]:
+        try:
+            client = _client(self._session_factory, "athena")
+            params = dict(QueryString=self.query(start, end), QueryExecutionContext={"Database": self.database})
+            if self._workgroup:
+                params["WorkGroup"] = self._workgroup
+            if self._output:
+                params["ResultConfiguration"] = {"OutputLocation": self._output}
+            execution_id = client.start_query_execution(**params)["QueryExecutionId"]
+            self._wait(client, execution_id)
+            return [_athena_line(row) for row in self._rows(client, execution_id)]
+        except ClientError as exc:
+            if error_code(exc) in DENIED:
+                raise BillingUnavailable(f"Athena refused the CUR query ({describe_error(exc)}): grant the Athena, "
+                                         f"Glue and S3 permissions listed in the README") from None
+            raise BillingUnavailable(f"Athena failed: {describe_error(exc)}") from None
+        except BotoCoreError as exc:
+            raise BillingUnavailable(f"Athena failed: {exc}") from None
+
+    def _wait(self, client, execution_id: str) -> None:
+        deadline, delay = time.monotonic() + self._timeout, 0.2
+        while True:
+            status = client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]["Status"]
+            state = status.get("State")
+            if state == "SUCCEEDED":
+                return
+            if state in ("FAILED", "CANCELLED"):
+                reason = status.get("StateChangeReason") or state.lower()
+                if "COLUMN_NOT_FOUND" in reason or "cannot be resolved" in reason:
+                    raise BillingUnavailable(f"the CUR table {self.database}.{self.table} lacks a column: {reason} "
+                                             f"(a CUR 2.0 export with resource IDs is needed)")
+                raise BillingUnavailable(f"the Athena query over {self.database}.{self.table} {state.lower()}: "
+                                         f"{reason}")
+            if time.monotonic() > deadline:
+                client.stop_query_execution(QueryExecutionId=execution_id)
+                raise BillingUnavailable(f"the Athena query over {self.database}.{self.table} ran longer than "
+                                         f"{self._timeout:.0f} s; it was stopped")
+            self._sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _rows(client, execution_id: str) -> Iterator[list[str | None]]:
+        params = dict(QueryExecutionId=execution_id, MaxResults=ATHENA_PAGE)
+        first = True
+        while True:
+            page = client.get_query_results(**params)
+            rows = page.get("ResultSet", {}).get("Rows", [])
+            for i, row in enumerate(rows):
+                if first and i == 0:
+                    continue  # the header row
+                yield [cell.get("VarCharValue") for cell in row.get("Data", [])]
+            first = False
+            token = page.get("NextToken")
+            if not token:
+                return
+            params["NextToken"] = token
+
+
+def _athena_line(cells: list[str | None]) -> CurLine:
+    day, account, region, resource, storage, currency, usd = (cells + [None] * 7)[:7]
+    return CurLine(date.fromisoformat((day or "")[:10]), account or "", region or "", resource or None,
+                   (storage or "").lower() == "true", currency or "USD", float(usd or 0))
+
+
+@dataclass(frozen=True)
+class BillingSources:
+    """What wiring configured: Cost Explorer (the report's default) and the CUR (files or Athena), if any."""
+
+    cost_explorer: CostExplorerReader | None = None
+    cur: CurReader | AthenaCurReader | None = None
+    cur_location: str | None = None  # ECR_COST_CUR or ECR_COST_CUR_ATHENA: part of the cache key
+
+
+def billing_sources(settings, session_factory: SessionFactory) -> BillingSources:
+    cur: CurReader | AthenaCurReader | None = None
+    if settings.cur:
+        cur = CurReader(settings.cur, session_factory)
+    elif settings.cur_athena:
+        cur = AthenaCurReader(settings.cur_athena, session_factory, settings.athena_workgroup, settings.athena_output)
+    return BillingSources(CostExplorerReader(session_factory), cur, settings.cur or settings.cur_athena)
