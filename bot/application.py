@@ -227,7 +227,11 @@ class Application:
     def account_view(self, scan: ScanResult, query: str) -> tuple[ScanResult, str]:
         """The scan narrowed to the account ``query`` names (its ID or its name in the organisation), and how to
         call it; raises UnknownAccount."""
-        account_id = find_account(scan.repositories, query)
+        unread = {e.account_id for e in scan.errors} - {r.account_id for r in scan.repositories}
+        if query.strip() in unread:  # an account the scan could not read: its errors say why
+            account_id = query.strip()
+        else:
+            account_id = find_account(scan.repositories, query)
         rows = [r for r in scan.repositories if r.account_id == account_id]
         name = next((r.account_name for r in rows if r.account_name), None)
         narrowed = replace(scan, repositories=rows, errors=[e for e in scan.errors if e.account_id == account_id])
@@ -562,7 +566,8 @@ class Application:
         """The last 35 days from one GetCostAndUsage request (its pages aside), asked once per UTC day: each request
         costs $0.01."""
         start = today - timedelta(days=CE_DAYS)
-        key = f"cost-explorer:{start}:{today}"
+        reader = self.billing_sources.cost_explorer
+        key = f"cost-explorer:{start}:{today}:{reader.scope if reader is not None else ''}"
         cached = self.store.cached_billing(key, today.isoformat())
         if cached is not None:
             return cost_explorer_lines(json.loads(cached))
@@ -573,7 +578,13 @@ class Application:
         return cost_explorer_lines(pages)
 
     def _cur_lines(self, start: date, today: date) -> list[CurLine]:
-        """The CUR's ECR lines of the days [start, today), read (and aggregated) once per UTC day."""
+        """The CUR's ECR lines of the days [start, today), read (and aggregated) once per UTC day, of the accounts
+        the scan covers (ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS): the bill compares with the estimate."""
+        return [line for line in self._all_cur_lines(start, today)
+                if (not self.settings.accounts or line.account_id in self.settings.accounts)
+                and line.account_id not in self.settings.exclude_accounts]
+
+    def _all_cur_lines(self, start: date, today: date) -> list[CurLine]:
         reader = self.billing_sources.cur
         if reader is None:
             raise BillingUnavailable("no CUR configured: set ECR_COST_CUR (a CUR 2.0 Parquet export: a path, a glob "

@@ -72,6 +72,13 @@ class BlobRefused(Exception):
     """A blob that was served but is not used: too large, or not what its digest names."""
 
 
+class AccountLeftOut(BotoCoreError):
+    """A request for an account that ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave out."""
+
+    fmt = ("account {account_id} is left out by ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS: the bot does not act "
+           "there")
+
+
 class EstateUnreadable(Exception):
     """Not one account could be read: the message is one line naming the cause and the fix."""
 
@@ -112,6 +119,7 @@ class Account:
     session: boto3.Session
     regions: tuple[str, ...]
     name: str | None = None
+    problem: str | None = None  # entered, but its enabled regions could not be listed: its home region only
 
 
 @dataclass
@@ -188,7 +196,17 @@ class EcrCollector:
             partition = self._own[1]
             entries += [(f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}", account_id)
                         for account_id in found if account_id != own.account_id and account_id not in explicit]
-        entries = [(arn, account_id) for arn, account_id in entries if self._wanted(account_id)]
+        kept: dict[str, str] = {}  # account -> the first role that enters it; the bot's own needs none
+        for arn, account_id in entries:
+            if self._wanted(account_id) and account_id not in kept and (own is None or account_id != own.account_id):
+                kept[account_id] = arn
+        entries = [(arn, account_id) for account_id, arn in kept.items()]
+        missing = sorted(self._only - set(kept) - ({own.account_id} if own is not None else set()))
+        problems += [ScanProblem(account_id, "*", "in ECR_COST_ACCOUNTS, but neither the bot's own account, an ACTIVE "
+                                                  "account of the organisation, nor one of ECR_COST_ROLE_ARNS: not "
+                                                  "scanned") for account_id in missing]
+        if own is not None and own.problem and self._wanted(own.account_id):
+            problems.append(ScanProblem(own.account_id, "*", own.problem))
         with self._lock:
             self._roles.update({account_id: arn for arn, account_id in entries})
         if own is not None:
@@ -211,6 +229,8 @@ class EcrCollector:
                     problems.append(self._unentered(arn, account_id, error))
                 else:
                     accounts.append(account)
+                    if account.problem:
+                        problems.append(ScanProblem(account.account_id, "*", account.problem))
         if not accounts:
             raise EstateUnreadable(unreadable_cause(causes[0]) + (
                 f" (and {len(causes) - 1} assumed roles failed too)" if len(causes) > 1 else ""))
@@ -255,14 +275,17 @@ class EcrCollector:
                 self._principals[account_id] = identity.get("Arn", "")
                 if role_arn is None:
                     self._own = (account_id, identity.get("Arn", "arn:aws:").split(":")[1] or "aws")
-            if self._all_regions:
-                found = self.client(session, "ec2", home).describe_regions()["Regions"]  # those enabled only
-                regions = tuple(sorted(r["RegionName"] for r in found))
-            else:
-                regions = self._regions or (home,)
         except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
             return None, exc
-        return Account(account_id, session, regions, self.account_names.get(account_id)), None
+        regions, problem = self._regions or (home,), None
+        if self._all_regions:
+            try:
+                found = self.client(session, "ec2", home).describe_regions()["Regions"]  # those enabled only
+                regions = tuple(sorted(r["RegionName"] for r in found))
+            except Exception as exc:  # noqa: BLE001 - the account is entered: read what can be read
+                problem = (f"cannot list the regions enabled in this account (ec2:DescribeRegions): {_message(exc)}; "
+                           f"only {home} was read")
+        return Account(account_id, session, regions, self.account_names.get(account_id), problem), None
 
     def _organisation(self, own: Account) -> tuple[list[str], ScanProblem | None]:
         """The ACTIVE accounts of the organisation as the bot's account sees them (it must be the management
@@ -435,6 +458,8 @@ class EcrCollector:
                         else:
                             progress.entered(account.account_id, len(account.regions))
                             targets.extend((account, region) for region in account.regions)
+                            if account.problem:
+                                yield ScanProblem(account.account_id, "*", account.problem)
                         continue
                     if kind == "region":
                         found = [] if error is not None else future.result()
@@ -463,7 +488,10 @@ class EcrCollector:
     # -- one repository on demand (detail views, policy operations) --------------------------
 
     def client_for(self, ref: RepositoryRef):
-        """The ECR client of ``ref``'s account and region (assuming the account's role), reused."""
+        """The ECR client of ``ref``'s account and region (assuming the account's role), reused. An account that
+        ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave out is never entered, not even on demand."""
+        if not self._wanted(ref.account_id):
+            raise AccountLeftOut(account_id=ref.account_id)
         key = (ref.account_id, ref.region)
         with self._lock:
             client = self._clients.get(key)

@@ -43,14 +43,28 @@ def _client(session_factory: SessionFactory, service: str, region: str | None = 
 
 
 class CostExplorerReader:
-    def __init__(self, session_factory: SessionFactory):
+    def __init__(self, session_factory: SessionFactory, only_accounts: tuple[str, ...] = (),
+                 exclude_accounts: tuple[str, ...] = ()):
         self._session_factory = session_factory
+        self._only, self._exclude = tuple(only_accounts), tuple(exclude_accounts)
+
+    @property
+    def scope(self) -> str:
+        """What the request covers beyond ECR (part of its cache key)."""
+        return f"only={','.join(self._only)};exclude={','.join(self._exclude)}"
 
     def request(self, start: date, end: date) -> dict:
-        """GetCostAndUsage's parameters for the days [start, end) (End is exclusive)."""
+        """GetCostAndUsage's parameters for the days [start, end) (End is exclusive): ECR, in the accounts the
+        scan covers (ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS), so the bill compares with the estimate."""
+        service = {"Dimensions": {"Key": "SERVICE", "Values": [CE_SERVICE]}}
+        narrowed = [service]
+        if self._only:
+            narrowed.append({"Dimensions": {"Key": "LINKED_ACCOUNT", "Values": list(self._only)}})
+        if self._exclude:
+            narrowed.append({"Not": {"Dimensions": {"Key": "LINKED_ACCOUNT", "Values": list(self._exclude)}}})
         return dict(TimePeriod={"Start": start.isoformat(), "End": end.isoformat()}, Granularity="DAILY",
                     Metrics=["UnblendedCost", "UsageQuantity"],
-                    Filter={"Dimensions": {"Key": "SERVICE", "Values": [CE_SERVICE]}},
+                    Filter=service if len(narrowed) == 1 else {"And": narrowed},
                     GroupBy=[{"Type": "DIMENSION", "Key": "USAGE_TYPE"}])
 
     def pages(self, start: date, end: date) -> list[dict]:
@@ -338,4 +352,5 @@ def billing_sources(settings, session_factory: SessionFactory) -> BillingSources
         cur = CurReader(settings.cur, session_factory)
     elif settings.cur_athena:
         cur = AthenaCurReader(settings.cur_athena, session_factory, settings.athena_workgroup, settings.athena_output)
-    return BillingSources(CostExplorerReader(session_factory), cur, settings.cur or settings.cur_athena)
+    return BillingSources(CostExplorerReader(session_factory, settings.accounts, settings.exclude_accounts), cur,
+                          settings.cur or settings.cur_athena)

@@ -67,7 +67,8 @@ def shipped_base_policy_text() -> str:
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+    """Comma-separated items, each once, in order."""
+    return tuple(dict.fromkeys(item.strip() for item in (value or "").split(",") if item.strip()))
 
 
 def _number(name: str, value: str, cast, minimum, maximum=None):

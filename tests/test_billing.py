@@ -398,3 +398,24 @@ def test_both_readers_of_the_cur_agree(tmp_path):
     expected = aggregate(items, start, end - timedelta(days=1))
     assert {(line.day, line.account_id, line.region, line.resource_id, line.storage, line.currency): line.usd
             for line in native} == pytest.approx(expected)
+
+
+def test_the_bill_covers_only_the_accounts_the_scan_covers(aws, capsys, monkeypatch, tmp_path):
+    """An account left out of the scan is left out of the bill too: the two compare (a review found the bill of
+    the whole organisation set beside the estimate of the scanned accounts)."""
+    from tests.curgen import OTHER_ACCOUNT, Item, arn
+    estimate = scanned(capsys, monkeypatch)
+    items = estate_items(TODAY)
+    items += [Item(TODAY - timedelta(days=n), "AmazonECR", "USE1-TimedStorage-ByteHrs",
+                   arn("theirs", account=OTHER_ACCOUNT), 5.0, account=OTHER_ACCOUNT) for n in range(1, 15)]
+    monkeypatch.setenv("ECR_COST_CUR", str(export_folder(tmp_path, items)))
+    monkeypatch.setenv("ECR_COST_EXCLUDE_ACCOUNTS", OTHER_ACCOUNT)
+    doc, _ = billing_json(capsys, "--days", "14")
+    assert doc == expected_billing(estate_items(TODAY), estimate, 14)  # as if the other account's lines were not there
+
+    from bot.billing_sources import CostExplorerReader
+    request = CostExplorerReader(lambda role: None, ("111111111111",), (OTHER_ACCOUNT,)).request(TODAY, TODAY)
+    assert request["Filter"] == {"And": [
+        {"Dimensions": {"Key": "SERVICE", "Values": ["Amazon EC2 Container Registry (ECR)"]}},
+        {"Dimensions": {"Key": "LINKED_ACCOUNT", "Values": ["111111111111"]}},
+        {"Not": {"Dimensions": {"Key": "LINKED_ACCOUNT", "Values": [OTHER_ACCOUNT]}}}]}

@@ -168,3 +168,51 @@ def test_the_deploy_templates_pass_cfn_lint():
     cfn_lint = Path(sys.executable).with_name("cfn-lint")  # the test extra's console script, beside this Python
     done = subprocess.run([str(cfn_lint), *templates], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_account_reached_twice_is_scanned_once_and_the_regions_once(aws, capsys, monkeypatch):
+    """Two roles into one account, a role into the bot's own account, a region listed twice: each repository
+    once (a review found them counted twice, and the progress count crashing)."""
+    other = "210987654321"
+    load([repo("mgmt-tools", 3)])
+    load([repo("x-svc", 2)], account=other, session=entered(other))
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1,us-east-1")
+    monkeypatch.setenv("ECR_COST_ROLE_ARNS", f"{role_arn(other)},arn:aws:iam::{other}:role/Another,"
+                                             f"{role_arn(ACCOUNT)}")
+    result = scan(capsys)
+    assert sorted(r["repository"] for r in result["repositories"]) == ["mgmt-tools", "x-svc"]
+
+
+def test_regions_that_cannot_be_listed_leave_the_home_region_read_and_say_so(organisation, aws, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setenv("ECR_COST_REGIONS", "all")
+    aws.fail["DescribeRegions"] = ("UnauthorizedOperation", "not authorized to perform ec2:DescribeRegions")
+    result = scan(capsys)
+    # every account, the bot's own included, is still entered and its home region read
+    assert {r["repository"] for r in result["repositories"]} == {"mgmt-tools", "a-api", "b-web", "l-secret"}
+    named = [e for e in result["errors"] if "ec2:DescribeRegions" in e["message"]]
+    assert len(named) == 4 and all("only us-east-1 was read" in e["message"] for e in named)
+
+
+def test_wanted_accounts_never_found_are_named_and_left_out_ones_are_never_changed(organisation, aws, capsys,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    monkeypatch.setenv("ECR_COST_ACCOUNTS", f"{organisation['team-a']},111122223333,{organisation['closed']}")
+    result = scan(capsys)
+    assert [r["repository"] for r in result["repositories"]] == ["a-api"]
+    assert {e["account_id"] for e in result["errors"]} == {"111122223333", organisation["closed"]}
+    # the scan stored a-api; then team-a is left out: a change there is refused, and nothing is written
+    monkeypatch.delenv("ECR_COST_ACCOUNTS")
+    monkeypatch.setenv("ECR_COST_EXCLUDE_ACCOUNTS", organisation["team-a"])
+    code, _, err = run_cli(capsys, "policy", "apply", "a-api", "--yes")
+    assert code == 1 and "left out by ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS" in err
+    client = entered(organisation["team-a"]).client("ecr")
+    with pytest.raises(client.exceptions.LifecyclePolicyNotFoundException):
+        client.get_lifecycle_policy(repositoryName="a-api")
+
+
+def test_an_account_that_could_not_be_read_can_still_be_looked_at(organisation, aws, capsys, monkeypatch):
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    aws.deny_roles.add(role_arn(organisation["locked"]))
+    result = scan(capsys, "--account", organisation["locked"])
+    assert result["repositories"] == [] and result["errors"][0]["account_id"] == organisation["locked"]

@@ -50,7 +50,8 @@ def answer(application: Application, query: str) -> dict:
         except UnknownAccount as exc:
             hint = f" Did you mean: {', '.join(f'`{blocks.escape(c)}`' for c in exc.candidates)}?" if exc.candidates \
                 else ""
-            return blocks.plain_message(f"No account `{blocks.escape(exc.query[:200])}` among the scanned ones.{hint}")
+            shown = blocks.escape(exc.query[:200].replace("`", "'"))  # a backtick would end the code span
+            return blocks.plain_message(f"No account `{shown}` among the scanned ones.{hint}")
         return blocks.ranking(narrowed.repositories, application.labels(scan), application.summary(narrowed),
                               scan.generated_at, scan.partial, account=name)
     try:
