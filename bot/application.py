@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 
-from .billing_sources import BillingSources, BillingUnavailable
+from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .aws import BlobRefused, describe_error, error_code
@@ -24,8 +24,8 @@ from .core.cost import price_repository, reachable_manifests
 from .core.cost import GIB
 from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, same_document, validate_policy
-from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost, RepositoryInventory,
-                          RepositoryRef, RepositoryView, ScanProblem, ScanResult)
+from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost,
+                          RepositoryInventory, RepositoryRef, RepositoryView, ScanProblem, ScanResult)
 from .core.report import WeeklyReport, build_report
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report

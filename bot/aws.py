@@ -600,6 +600,7 @@ class EcrCollector:
                                                 documents[digest]["manifest"] or "").children}
             wanted = sorted(children - asked)
         return documents, failures
+
     def config_blob(self, ref: RepositoryRef, digest: str, limit: int = MAX_CONFIG_BYTES,
                     timeout: float = 20.0) -> bytes:
         """An image config blob: GetDownloadUrlForLayer, then the presigned URL read as a stream, at most ``limit``

@@ -315,7 +315,7 @@ def cmd_size(args, settings: Settings) -> int:
 
 def cmd_billing(args, settings: Settings) -> int:
     """Billed cost per repository from the CUR (a Parquet export or Athena) beside the estimate."""
-    from .billing_sources import BillingUnavailable
+    from .application import BillingUnavailable  # the application layer is what surfaces talk to
     from .render.text import cur_billing_json, cur_billing_table
 
     if args.days < 1 or args.days > 400:
