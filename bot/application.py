@@ -380,9 +380,6 @@ class Application:
                           deliver: Callable[[int, str], None] | None = None) -> Deletion:
         return self.changes.delete_repository(ref_of(row), actor, check_unused, deliver)
 
-    def export(self, export_id: int) -> str:
-        return self.store.export(export_id)
-
     def claim_ownership(self, row: RepositoryCost, claimer: str) -> tuple[int, bool]:
         return self.changes.claim_ownership(ref_of(row), claimer)
 

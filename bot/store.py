@@ -452,9 +452,6 @@ class Store:
                 "user_id": user_id, "taken_at": _iso(datetime.now(timezone.utc)), "content": content})
         return table.last_pk
 
-    def export(self, export_id: int) -> str:
-        return self.db["repository_exports"].get(export_id)["content"]
-
     def add_ownership_claim(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
         """(the claim's id, whether it is new): one pending claim per person and repository."""
         with self.db.conn:

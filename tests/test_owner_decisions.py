@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
@@ -28,7 +29,7 @@ from tests.slack_standin import SlackStandIn, signed_headers
 from tests.test_policy_moto import CUSTOM, current_policy, repository
 from tests.test_scan_moto import BASE, load, run_cli
 from tests.test_slack_e2e import (ADMIN, ALICE, OWNER, SECRET, STRANGER, click, decisions, responses_to,
-                                  serving)
+                                  serving, slack)  # noqa: F401 - slack: the module's stand-in fixture
 
 BASE_POLICY = json.loads(shipped_base_policy_text())
 SHOP = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shop"
@@ -83,7 +84,7 @@ def test_a_bad_value_is_named_on_its_own_input(field, value, says):
 
 def _decision(action: str, at_minutes: int, **fields) -> PolicyDecision:
     return PolicyDecision(None, "r", ACCOUNT, "us-east-1", "arn", action, "U1", "slack",
-                          NOW.replace(microsecond=0) + __import__("datetime").timedelta(minutes=at_minutes),
+                          NOW.replace(microsecond=0) + timedelta(minutes=at_minutes),
                           None, None, None, **fields)
 
 
@@ -116,13 +117,6 @@ def estate() -> list[SampleRepository]:
         image([blob("orphan-1", 7 * MB)], blob("orphan-cfg", 300), ("v1",), pushed_days_ago=3)],
         tags={"team": "data", "owner": "the data team"})
     return [shop, attic, cache, orphan]
-
-
-@pytest.fixture(scope="module")
-def slack():
-    standin = SlackStandIn(emails={"alice@example.com": ALICE})
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture
@@ -415,43 +409,42 @@ def test_a_claim_is_approved_by_an_admin_only_and_sets_the_owner_tag(served, sla
     assert len(decisions(settings.db_path)) == 1
 
 
-def test_an_image_pushed_while_the_export_is_delivered_stops_the_deletion(aws, settings):
-    """The export must hold everything deleted: the repository is listed again just before DeleteRepository."""
-    from bot.wiring import build, cli_actor
-    load(estate())
-    built = build(settings)
-    try:
-        scan = built.application.scan()
-        row = next(r for r in scan.repositories if r.repository == "attic")
-
-        def deliver(export_id: int, content: str) -> None:  # a CI push lands during the upload
-            pushed = image([blob("hotfix", MB)], blob("hotfix-cfg", 300), ("hotfix",))
-            ecr().put_image(repositoryName="attic", imageManifest=pushed.manifest, imageTag="hotfix",
-                            imageManifestMediaType=pushed.media_type)
-
-        with pytest.raises(PolicyOperationError, match="changed while it was being exported"):
-            built.application.delete_repository(row, cli_actor("ops"), deliver=deliver)
-        assert ecr().describe_repositories(repositoryNames=["attic"])["repositories"]
-        assert built.store.decisions() == []
-    finally:
-        built.close()
-
-
-def test_a_claim_on_a_repository_deleted_since_can_still_be_rejected(aws, settings):
+@pytest.fixture
+def in_process(aws, settings):
+    """The estate in moto, scanned by the application in this process: (application, store, rows by name)."""
     from bot.wiring import build
     load(estate())
     built = build(settings)
     try:
-        scan = built.application.scan()
-        orphan = next(r for r in scan.repositories if r.repository == "orphan")
-        claim_id, _ = built.application.claim_ownership(orphan, ALICE)
-        ecr().delete_repository(repositoryName="orphan", force=True)
-        admin = Actor(ADMIN, "slack", is_admin=True)
-        change = built.application.decide_claim(claim_id, False, admin)
-        assert change.decision.action == "claim_rejected"
-        assert built.application.claim_of(claim_id)[2] == "rejected"
+        rows = {r.repository: r for r in built.application.scan().repositories}
+        yield built.application, built.store, rows
     finally:
         built.close()
+
+
+def test_an_image_pushed_while_the_export_is_delivered_stops_the_deletion(in_process):
+    """The export must hold everything deleted: the repository is listed again just before DeleteRepository."""
+    from bot.wiring import cli_actor
+    application, store, rows = in_process
+
+    def deliver(export_id: int, content: str) -> None:  # a CI push lands during the upload
+        pushed = image([blob("hotfix", MB)], blob("hotfix-cfg", 300), ("hotfix",))
+        ecr().put_image(repositoryName="attic", imageManifest=pushed.manifest, imageTag="hotfix",
+                        imageManifestMediaType=pushed.media_type)
+
+    with pytest.raises(PolicyOperationError, match="changed while it was being exported"):
+        application.delete_repository(rows["attic"], cli_actor("ops"), deliver=deliver)
+    assert ecr().describe_repositories(repositoryNames=["attic"])["repositories"]
+    assert store.decisions() == []
+
+
+def test_a_claim_on_a_repository_deleted_since_can_still_be_rejected(in_process):
+    application, _, rows = in_process
+    claim_id, _ = application.claim_ownership(rows["orphan"], ALICE)
+    ecr().delete_repository(repositoryName="orphan", force=True)
+    change = application.decide_claim(claim_id, False, Actor(ADMIN, "slack", is_admin=True))
+    assert change.decision.action == "claim_rejected"
+    assert application.claim_of(claim_id)[2] == "rejected"
 
 
 def test_the_delete_form_holds_slacks_limits_for_the_longest_names():

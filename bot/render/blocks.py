@@ -34,10 +34,8 @@ CLAIM, APPROVE_CLAIM, REJECT_CLAIM = "claim_ownership", "approve_claim", "reject
 LIFT_EXEMPTION = "lift_exemption"
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
               PROTECT_DESPITE_PARTIAL, ADJUST, DELETE, CLAIM, APPROVE_CLAIM, REJECT_CLAIM, LIFT_EXEMPTION)
-OPENS_A_MODAL = (ADJUST, DECLINE, DELETE)
 # modals: their callback ids, and the inputs of the Adjust modal (each change refreshes its preview)
 ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "delete_repository_view"
-VIEW_IDS = (ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW)
 TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
 MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE, MAX_PLACEHOLDER = 24, 3000, 500, 150
 WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, compact
+from ..adoption import (Actor, Change, Deletion, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner,
+                        PolicyOperationError, compact)
 from ..application import Application
 from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
@@ -105,7 +106,8 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
 
 
 def outcome_text(action: Callable[[], object], row: RepositoryCost, done: Callable[[object], str]) -> str:
-    """What a change did, or why it did nothing, in one message."""
+    """What a change did, or why it did nothing (a refusal, or a Change without a decision and its note), in one
+    message."""
     try:
         result = action()
     except NotAnOwner as exc:
@@ -121,6 +123,8 @@ def outcome_text(action: Callable[[], object], row: RepositoryCost, done: Callab
         logger.exception("a modal's change to %s failed", row.arn)
         return ":x: Something went wrong; the error is in the bot's log. Nothing may have changed: check " \
                f"`/ecr-cost {blocks.escape(row.repository)}`."
+    if isinstance(result, Change) and result.decision is None:
+        return blocks.escape(result.note or "Nothing was changed.")
     return done(result)
 
 
@@ -140,6 +144,15 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         ack(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
                                                                      f"*{blocks.escape(row.repository)}*…"))
         return row
+
+    def submit(ack, body, view: dict, client, title: str, action: Callable[[RepositoryCost, Actor], object],
+               done: Callable[[RepositoryCost, object], str]) -> None:
+        """A valid submission: acknowledged with a "working" view, acted on as the signed user, the outcome shown."""
+        row = begin(ack, view, title)
+        if row is None:
+            return
+        actor = directory.actor(body["user"]["id"])
+        finish(client, view, title, outcome_text(lambda: action(row, actor), row, lambda result: done(row, result)))
 
     def finish(client, view: dict, title: str, text: str) -> None:
         if not isinstance(view.get("id"), str):
@@ -162,22 +175,15 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         if problems:
             ack(response_action="errors", errors=problems)
             return
-        title = "Adjust the policy"
-        row = begin(ack, view, title)
-        if row is None:
-            return
-        actor = directory.actor(body["user"]["id"])
-
-        def done(change) -> str:
-            if change.decision is None:
-                return blocks.escape(change.note or "Nothing was changed.")
+        def done(row: RepositoryCost, change: Change) -> str:
             note = f"\n{blocks.escape(change.note)}" if change.note else ""
             return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
                     f"({blocks.escape(describe_tuning(tuning))}), projected to save "
                     f"*{usd(change.decision.projected_monthly_savings_usd or 0)}/month*. The previous policy is "
                     f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}")
 
-        finish(client, view, title, outcome_text(lambda: application.adopt_tuned(row, actor, tuning), row, done))
+        submit(ack, body, view, client, "Adjust the policy",
+               lambda row, actor: application.adopt_tuned(row, actor, tuning), done)
 
     @app.view(blocks.DECLINE_VIEW)
     def on_decline(ack, body, view, client):
@@ -189,20 +195,12 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         if len(note) > blocks.MAX_NOTE:
             ack(response_action="errors", errors={"note": f"At most {blocks.MAX_NOTE} characters ({len(note)} now)."})
             return
-        title = "Decline the policy"
-        row = begin(ack, view, title)
-        if row is None:
-            return
-        actor = directory.actor(body["user"]["id"])
-
-        def done(change) -> str:
-            if change.decision is None:
-                return blocks.escape(change.note or "Nothing was changed.")
+        def done(row: RepositoryCost, _change: Change) -> str:
             return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
                     f"weekly report lists it with your reason. An admin can lift the exemption.")
 
-        finish(client, view, title, outcome_text(lambda: application.decline(row, actor, reason, note or None), row,
-                                                 done))
+        submit(ack, body, view, client, "Decline the policy",
+               lambda row, actor: application.decline(row, actor, reason, note or None), done)
 
     @app.view(blocks.DELETE_VIEW)
     def on_delete(ack, body, view, client):
@@ -213,23 +211,19 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
             ack(response_action="errors", errors={"confirm_name": f"That is not this repository's name: type "
                                                                   f"{row.repository[:200]} exactly."})
             return
-        row = begin(ack, view, title)
-        if row is None:
-            return
         user_id = body["user"]["id"]
-        actor = directory.actor(user_id)
 
-        def done(deletion) -> str:
+        def done(row: RepositoryCost, deletion: Deletion) -> str:
             return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: {deletion.row.image_count} images, "
                     f"{gib(deletion.row.stored_bytes)} GB, *{usd(deletion.row.monthly_cost_usd)}/month* saved. "
                     f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
                     f"and is kept by the bot as export #{deletion.export_id}.")
 
-        def deliver(export_id: int, content: str) -> None:
-            send_export(client, user_id, row, export_id, content)
+        def delete(row: RepositoryCost, actor: Actor) -> Deletion:
+            return application.delete_repository(row, actor, deliver=lambda export_id, content: send_export(
+                client, user_id, row, export_id, content))
 
-        finish(client, view, title, outcome_text(lambda: application.delete_repository(row, actor, deliver=deliver),
-                                                 row, done))
+        submit(ack, body, view, client, title, delete, done)
 
 
 def send_export(client, user_id: str, row: RepositoryCost, export_id: int, content: str) -> None:
