@@ -204,6 +204,39 @@ class ReportJob:
         return sent
 
 
+class OncePerPeriod:
+    """Runs a daily (or any cron) job's work exactly once per period across processes and restarts: the period
+    is claimed in the store, the claim kept alive while the work runs, given back when the work fails (a later
+    run retries), and finished when it succeeds. The guard, and every job like it, is built on this."""
+
+    def __init__(self, name: str, store: Store, settings: Settings, schedule_setting: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.name, self._store, self._settings = name, store, settings
+        self._schedule_setting, self._clock, self._heartbeat_seconds = schedule_setting, clock, heartbeat_seconds
+        self._who = PROCESS
+
+    def current_period(self) -> str:
+        schedule = getattr(self._settings, self._schedule_setting)
+        return f"{self.name}:" + period_start(self._settings, self._clock(), schedule).isoformat()
+
+    def run(self, work: Callable[[str], str]) -> str:
+        """``work(period)`` returns the run's one-line outcome; an exception gives the period back."""
+        period = self.current_period()
+        if self._store.claim_period(period, self._who, lease=CLAIM_LEASE) is None:
+            return f"the {self.name} for {period} was already run"
+        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds,
+                       f"{self.name}-claim"):
+            try:
+                outcome = work(period)
+            except Exception as exc:  # noqa: BLE001 - the period is given back: a later run may retry
+                logger.exception("the %s for %s failed", self.name, period)
+                self._store.release_period(period, self._who)
+                return f"the {self.name} for {period} failed: {exc}"
+            self._store.finish_period(period, self._who, "posted")
+        return outcome
+
+
 class GuardJob:
     """The daily guard: exactly once per period (ECR_COST_GUARD_SCHEDULE), like the report. Owners of in-use
     images at risk under a policy the bot did not adopt get a direct message with a Protect button."""
@@ -214,25 +247,17 @@ class GuardJob:
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self._app, self._store, self._settings = application, store, settings
         self._client, self._owner_ids, self._clock = client, owner_ids, clock
-        self._heartbeat_seconds = heartbeat_seconds
-        self._who = PROCESS
+        self._once = OncePerPeriod("guard", store, settings, "guard_schedule", clock, heartbeat_seconds)
 
     def current_period(self) -> str:
-        return "guard:" + period_start(self._settings, self._clock(), self._settings.guard_schedule).isoformat()
+        return self._once.current_period()
 
     def run(self) -> str:
-        period = self.current_period()
-        if self._store.claim_period(period, self._who, lease=CLAIM_LEASE) is None:
-            return f"the guard for {period} was already run"
-        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds, "guard-claim"):
-            try:
-                result = self._app.guard()
-            except Exception as exc:  # noqa: BLE001 - nothing was done: a later run may retry
-                logger.exception("the guard for %s failed", period)
-                self._store.release_period(period, self._who)
-                return f"the guard for {period} failed: {exc}"
-            sent = self._warn_owners(result, period)
-            self._store.finish_period(period, self._who, "posted")
+        return self._once.run(self._run)
+
+    def _run(self, period: str) -> str:
+        result = self._app.guard()
+        sent = self._warn_owners(result, period)
         return (f"guard {period}: {len(result.at_risk)} in-use images at risk, {len(result.protected)} protected, "
                 f"{len(result.released)} released{' (PARTIAL)' if result.partial else ''}; {sent} owner messages")
 

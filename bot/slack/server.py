@@ -30,7 +30,7 @@ def wsgi_app(bolt_app):
 
 def serve(settings: Settings) -> int:
     from ..scheduler import build_scheduler
-    from ..wiring import build, build_guard_job, build_report_job, build_slack
+    from ..wiring import build, build_report_job, build_slack, scheduled_jobs
 
     if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN: required for serve")
@@ -45,15 +45,13 @@ def serve(settings: Settings) -> int:
     for problem in built.collector.check_access():  # raises EstateUnreadable when no account can be read
         logger.warning("%s %s: %s", problem.account_id, problem.region, problem.message)
     app, directory, client = build_slack(built)
-    guard = build_guard_job(built, client, directory)
+    scheduler = build_scheduler(settings, scheduled_jobs(built, client, directory))
     if settings.report_channel:
         job = build_report_job(built, client, directory)
-        scheduler = build_scheduler(settings, job.run, guard.run)
         # a run missed while the bot was down: posted once now, if this period has no report yet
         threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), daemon=True).start()
     else:
         logger.warning("ECR_COST_REPORT_CHANNEL is not set: the weekly job only rescans, no report is posted")
-        scheduler = build_scheduler(settings, built.application.scan, guard.run)
     scheduler.start()
     stop = _on_sigterm(raise_exit=not settings.slack_app_token)
     runner = build_runner(settings, app)
