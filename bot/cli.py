@@ -159,7 +159,11 @@ def _post_report(settings: Settings) -> int:
         raise ConfigError("ECR_COST_REPORT_CHANNEL: required for report --post")
     with _components(settings) as built:
         built.collector.check_access()  # no account readable: one line and exit 1, not a report of zeros
-        _, directory, client = build_slack(built)
+        from .slack.app import check_slack, web_client
+
+        client = web_client(settings)
+        check_slack(settings, client)
+        _, directory, client = build_slack(built, client)
         outcome = build_report_job(built, client, directory, scan_now=lambda: scan_and_log(built.application)).run()
     print(outcome)
     return 0 if "posted (ts" in outcome or "already posted" in outcome else 1

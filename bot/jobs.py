@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 
 from .application import Application
 from .config import Settings
+from .errors import SLACK_FIX_HINTS
 from .core.models import ScanResult
 from .core.report import WeeklyReport
 from .render import blocks
@@ -34,16 +35,6 @@ logger = logging.getLogger(__name__)
 REPORT_EVENT = "ecr_cost_report"  # the message metadata that marks a posted report and its period
 # errors with which Slack says it did not post and that pass by themselves: retried within the run
 RETRYABLE_POST_ERRORS = {"ratelimited", "service_unavailable", "request_timeout"}
-FIX_HINTS = {
-    "not_in_channel": "invite the bot to the channel (/invite @ecr-cost), then run `ecr-cost-bot report --post`",
-    "channel_not_found": "check ECR_COST_REPORT_CHANNEL (a channel ID like C012AB3CD the bot can see)",
-    "is_archived": "the report channel is archived: unarchive it or set ECR_COST_REPORT_CHANNEL to another",
-    "invalid_auth": "check the token: SLACK_BOT_TOKEN is not valid for this workspace",
-    "not_authed": "check the token: SLACK_BOT_TOKEN is missing",
-    "token_revoked": "check the token: SLACK_BOT_TOKEN was revoked; reinstall the app",
-    "account_inactive": "check the token: the app's bot user is deactivated; reinstall the app",
-    "missing_scope": "reinstall the app from manifest.yml so it has the scopes it needs",
-}
 
 
 def period_start(settings: Settings, now: datetime, schedule: str | None = None) -> datetime:
@@ -59,6 +50,12 @@ def period_start(settings: Settings, now: datetime, schedule: str | None = None)
                 fire = following
             return fire
     return now  # a schedule that never fired in five years: the period starts now
+
+
+def next_fire(settings: Settings, now: datetime, schedule: str | None = None) -> datetime:
+    """When the schedule (default: the weekly report's) fires next after ``now``, in ECR_COST_TIMEZONE."""
+    trigger = CronTrigger.from_crontab(schedule or settings.schedule, timezone=settings.timezone)
+    return trigger.get_next_fire_time(None, now.astimezone(ZoneInfo(settings.timezone)))
 
 
 def _not_sent(exc: BaseException) -> bool:
@@ -89,6 +86,10 @@ class ReportJob:
         run = self._store.period_run(self.current_period())
         if run is not None and run["status"] == "posted":
             return "this period's report was already handled"
+        if run is None and not self._store.has_reported():  # a first start is no missed run: nothing to catch up
+            return (f"no report was ever posted from this database: the first one is due "
+                    f"{next_fire(self._settings, self._clock()).isoformat()} (ECR_COST_SCHEDULE); "
+                    f"`ecr-cost-bot report --post` posts one now")
         return self.run()
 
     def run(self) -> str:
@@ -123,7 +124,7 @@ class ReportJob:
             ts = self._post(report, period)
         except SlackApiError as exc:  # Slack answered "no": nothing was posted
             error = exc.response.get("error") if exc.response is not None else "unknown"
-            hint = FIX_HINTS.get(error, "see Slack's error reference for chat.postMessage")
+            hint = SLACK_FIX_HINTS.get(error, "see Slack's error reference for chat.postMessage")
             logger.error("Slack refused the weekly report for %s (%s): %s", period, error, hint)
             self._store.release_period(period, self._who)
             return f"the report for the period of {period} was not posted: Slack said {error}; {hint}"

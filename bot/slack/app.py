@@ -1,12 +1,16 @@
 """The Bolt app, built by a function: nothing connects or registers at import time."""
 from __future__ import annotations
 
+import logging
+
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from ..application import Application
-from ..config import Settings
+from ..config import ConfigError, Settings
+from ..errors import slack_failure
 from . import actions, commands, home, views
 from .directory import SlackDirectory
 
@@ -16,6 +20,20 @@ def web_client(settings: Settings) -> WebClient:
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
                      retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=3),
                                      ConnectionErrorRetryHandler(max_retry_count=3)])
+
+
+def check_slack(settings: Settings, client: WebClient) -> str:
+    """Before serving or posting: the bot token works (auth.test). A failure is one ConfigError line naming
+    the variable and Slack's answer (or why Slack was not reached). Returns the bot's user ID."""
+    quiet = logging.getLogger("slack_sdk")  # its retries log tracebacks; the failure is said once, below
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return client.auth_test().get("user_id", "")
+    except (SlackApiError, OSError, ValueError) as exc:  # OSError: unreachable (URLError, timeouts)
+        raise ConfigError(slack_failure(exc, "SLACK_BOT_TOKEN", settings.slack_api_url)) from None
+    finally:
+        quiet.setLevel(level)
 
 
 def build_app(settings: Settings, application: Application, directory: SlackDirectory, client: WebClient) -> App:

@@ -29,6 +29,9 @@ def wsgi_app(bolt_app):
 
 
 def serve(settings: Settings) -> int:
+    from slack_sdk.errors import SlackApiError
+
+    from ..errors import slack_failure
     from ..scheduler import build_scheduler
     from ..wiring import build, build_report_job, build_slack, scheduled_jobs
 
@@ -38,13 +41,17 @@ def serve(settings: Settings) -> int:
         raise ConfigError("SLACK_SIGNING_SECRET: required for serve in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from .app import check_slack, web_client
+
+    client = web_client(settings)
+    check_slack(settings, client)  # a bad token or an unreachable Slack: one line, exit 2
     built = build(settings)
     abandoned = built.store.abandon_dead_scans()  # scans a killed process left running
     if abandoned:
         logger.warning("marked %d scans that never finished as abandoned: %s", len(abandoned), abandoned)
     for problem in built.collector.check_access():  # raises EstateUnreadable when no account can be read
         logger.warning("%s %s: %s", problem.account_id, problem.region, problem.message)
-    app, directory, client = build_slack(built)
+    app, directory, client = build_slack(built, client)
     scheduler = build_scheduler(settings, scheduled_jobs(built, client, directory))
     if settings.report_channel:
         job = build_report_job(built, client, directory)
@@ -58,7 +65,10 @@ def serve(settings: Settings) -> int:
     try:
         if settings.slack_app_token:
             logger.info("serving in Socket Mode")
-            runner.connect()
+            try:
+                runner.connect()
+            except SlackApiError as exc:  # apps.connections.open refused the app-level token
+                raise ConfigError(slack_failure(exc, "SLACK_APP_TOKEN", settings.slack_api_url)) from None
             stop.wait()
             runner.close()
         else:
