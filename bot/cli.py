@@ -335,6 +335,15 @@ def cmd_billing(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_health(args, settings: Settings) -> int:
+    """For a container's HEALTHCHECK: exit 0 when the `serve` using this database is alive."""
+    from .health import check
+
+    healthy, why = check(settings)
+    print(why, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
 def cmd_decisions(args, settings: Settings) -> int:
     with _components(settings) as built:
         decisions = built.application.decisions()
@@ -439,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
     report.add_argument("--format", choices=["text", "json"], default="text")
     report.set_defaults(handler=cmd_report)
+
+    health = commands.add_parser("health", help="exit 0 when the `serve` using this ECR_COST_DB is alive (its "
+                                                "heartbeat, its Socket Mode connection, GET /healthz in HTTP mode)")
+    health.set_defaults(handler=cmd_health)
 
     demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
     demo.add_argument("--out", metavar="DIR", default="ecr-cost-demo",

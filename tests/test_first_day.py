@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -89,3 +91,79 @@ def test_report_post_with_a_rejected_token_says_one_line(aws, capsys, monkeypatc
         assert not [m for m, _ in standin.calls if m == "chat.postMessage"]
     finally:
         standin.stop()
+
+
+def health(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bot", "health"], env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+def wait_healthy(env: dict, process: subprocess.Popen, log_path, seconds: float = 30) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + seconds
+    while (done := health(env)).returncode != 0:
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text() + done.stderr
+        time.sleep(0.3)
+    return done
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+def test_health_follows_the_running_serve_in_both_modes(aws, capsys, tmp_path, mode):
+    standin = SlackStandIn(socket_mode=mode == "socket")
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_API_URL": standin.api_url,
+           "ECR_COST_DB": str(tmp_path / "ecr-cost.db"), "PORT": str(free_port())}
+    env.pop("ECR_COST_REPORT_CHANNEL", None)
+    if mode == "socket":
+        env["SLACK_APP_TOKEN"] = "xapp-1-test"
+    else:
+        env["SLACK_SIGNING_SECRET"] = "s3cret"
+    log_path = tmp_path / "serve.log"
+    process = None
+    try:
+        load([repository()])
+        assert health(env).returncode == 1 and "no heartbeat" in health(env).stderr  # nothing running yet
+        with open(log_path, "w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+        done = wait_healthy(env, process, log_path)
+        assert f"{mode} mode" in done.stdout
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log_path.read_text()
+        stopped = health(env)
+        assert stopped.returncode == 1 and "no heartbeat" in stopped.stderr
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        standin.stop()
+
+
+def test_a_stale_heartbeat_or_a_dropped_socket_is_unhealthy(tmp_path):
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from bot.config import load_settings
+    from bot.health import check, write_alive
+
+    settings = replace(load_settings({}), db_path=str(tmp_path / "x.db"))
+    write_alive(settings, "socket", connected=True)
+    assert check(settings)[0]
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    healthy, why = check(settings, now=later)
+    assert not healthy and "hung or stopped" in why
+    write_alive(settings, "socket", connected=False)
+    healthy, why = check(settings)
+    assert not healthy and "connection is down" in why
+
+
+def test_the_docker_image_has_every_extra_a_numeric_user_and_a_healthcheck():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    lines = [line.strip() for line in (root / "Dockerfile").read_text().splitlines()]
+    install = next(line for line in lines if "pip install" in line)
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "'.[kube,cur]'" in install and {"kube", "cur"} <= set(extras)
+    user = next(line for line in lines if line.startswith("USER "))
+    assert user.split()[1].replace(":", "").isdigit() and not user.split()[1].startswith("0")
+    assert any(line.startswith("HEALTHCHECK") and '"ecr-cost-bot", "health"' in line for line in lines)

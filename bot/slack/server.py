@@ -7,6 +7,8 @@ import signal
 import threading
 
 from ..config import ConfigError, Settings
+from ..health import BEAT_SECONDS, alive_path, write_alive
+from ..heartbeat import heartbeat
 
 logger = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -29,9 +31,6 @@ def wsgi_app(bolt_app):
 
 
 def serve(settings: Settings) -> int:
-    from slack_sdk.errors import SlackApiError
-
-    from ..errors import slack_failure
     from ..scheduler import build_scheduler
     from ..wiring import build, build_report_job, build_slack, scheduled_jobs
 
@@ -62,23 +61,39 @@ def serve(settings: Settings) -> int:
     scheduler.start()
     stop = _on_sigterm(raise_exit=not settings.slack_app_token)
     runner = build_runner(settings, app)
+    mode = "socket" if settings.slack_app_token else "http"
+
+    def connected() -> bool:
+        return runner.client.is_connected() if settings.slack_app_token else True
+
     try:
-        if settings.slack_app_token:
-            logger.info("serving in Socket Mode")
-            try:
-                runner.connect()
-            except SlackApiError as exc:  # apps.connections.open refused the app-level token
-                raise ConfigError(slack_failure(exc, "SLACK_APP_TOKEN", settings.slack_api_url)) from None
-            stop.wait()
-            runner.close()
-        else:
-            logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
-            runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
+        write_alive(settings, mode, connected=not settings.slack_app_token)  # up to the first beat
+        with heartbeat(lambda: write_alive(settings, mode, connected()), BEAT_SECONDS, "alive"):
+            _run(settings, runner, stop)
     finally:
+        alive_path(settings).unlink(missing_ok=True)  # stopped: `health` says so at once
         scheduler.shutdown(wait=False)
         built.close()
         logger.info("stopped")
     return 0
+
+
+def _run(settings: Settings, runner, stop: threading.Event) -> None:
+    from slack_sdk.errors import SlackApiError
+
+    from ..errors import slack_failure
+
+    if settings.slack_app_token:
+        logger.info("serving in Socket Mode")
+        try:
+            runner.connect()
+        except SlackApiError as exc:  # apps.connections.open refused the app-level token
+            raise ConfigError(slack_failure(exc, "SLACK_APP_TOKEN", settings.slack_api_url)) from None
+        stop.wait()
+        runner.close()
+    else:
+        logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
+        runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
 
 
 def build_runner(settings: Settings, app):
