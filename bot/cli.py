@@ -172,7 +172,11 @@ def _post_report(settings: Settings) -> int:
 def cmd_demo(args, settings: Settings) -> int:
     from .demo import run_demo
 
-    return run_demo(settings, out=sys.stdout, folder=Path(args.out))
+    if args.port is not None and not args.keep:
+        raise UsageError("--port goes with --keep")
+    if not 1 <= (args.port or 4566) <= 65535:
+        raise UsageError(f"--port: expected 1 to 65535, got {args.port}")
+    return run_demo(settings, out=sys.stdout, folder=Path(args.out), keep=args.keep, port=args.port or 4566)
 
 
 def _read_policy_file(path: str | None) -> str | None:
@@ -456,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
     demo.add_argument("--out", metavar="DIR", default="ecr-cost-demo",
                       help="where the report's Block Kit JSON and chart PNG are written (default: ecr-cost-demo)")
+    demo.add_argument("--keep", action="store_true",
+                      help="after the story, keep the sample registry running (a moto server) and print the "
+                           "`export` lines with which every command, and serve, work on it; Ctrl-C stops it")
+    demo.add_argument("--port", type=int, metavar="N", help="with --keep: the sample registry's port (default 4566)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

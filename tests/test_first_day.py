@@ -167,3 +167,48 @@ def test_the_docker_image_has_every_extra_a_numeric_user_and_a_healthcheck():
     user = next(line for line in lines if line.startswith("USER "))
     assert user.split()[1].replace(":", "").isdigit() and not user.split()[1].startswith("0")
     assert any(line.startswith("HEALTHCHECK") and '"ecr-cost-bot", "health"' in line for line in lines)
+
+
+def test_demo_keep_leaves_a_sample_registry_every_command_works_on(tmp_path):
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "ECR_COST_", "SLACK_"))}
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "w") as log:
+        demo = subprocess.Popen([sys.executable, "-m", "bot", "demo", "--keep", "--port", str(port), "--out",
+                                 str(tmp_path / "out")], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while "Ctrl-C (or SIGTERM) stops it." not in log_path.read_text():
+            assert demo.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in log_path.read_text().splitlines()
+                       if line.startswith("export "))
+        assert exports["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{port}"
+        done = subprocess.run([sys.executable, "-m", "bot", "repo", "legacy/monolith", "--format", "json"],
+                              env={**env, **exports}, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert '"repository": "legacy/monolith"' in done.stdout
+        done = subprocess.run([sys.executable, "-m", "bot", "scan", "--format", "json"], env={**env, **exports},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and '"partial": false' in done.stdout, done.stderr
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=30) == 0
+        assert not (tmp_path / "ecr-cost.db").exists()  # everything went to the demo's own database
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=10)
+
+
+def test_demo_keep_on_a_taken_port_says_so(tmp_path, capsys):
+    import socket
+
+    from bot.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code = main(["demo", "--keep", "--port", str(taken.getsockname()[1]), "--out", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "choose another with --port N" in out + err
+    assert main(["demo", "--port", "5000"]) == 2 and "--port goes with --keep" in capsys.readouterr().err
