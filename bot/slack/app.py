@@ -36,11 +36,24 @@ def check_slack(settings: Settings, client: WebClient) -> str:
         quiet.setLevel(level)
 
 
+def _bolt_logger() -> logging.Logger:
+    """Bolt's own logger, without the line saying SLACK_BOT_TOKEN (which Bolt reads by itself) is unused."""
+    bolt_logger = logging.getLogger("slack_bolt.App")
+    if not any(isinstance(f, _UnusedTokenFilter) for f in bolt_logger.filters):
+        bolt_logger.addFilter(_UnusedTokenFilter())
+    return bolt_logger
+
+
+class _UnusedTokenFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
 def build_app(settings: Settings, application: Application, directory: SlackDirectory, client: WebClient) -> App:
-    """Socket Mode needs no signing secret (the app token authenticates the socket); HTTP mode does."""
-    app = App(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret or "",
-              client=client, process_before_response=False,
-              request_verification_enabled=settings.slack_app_token is None)
+    """Socket Mode needs no signing secret (the app token authenticates the socket); HTTP mode does. The token
+    is the client's; Bolt also reads SLACK_BOT_TOKEN itself and warns that it is unused: that line is muted."""
+    app = App(signing_secret=settings.slack_signing_secret or "", client=client, process_before_response=False,
+              request_verification_enabled=settings.slack_app_token is None, logger=_bolt_logger())
     commands.register(app, application)
     actions.register(app, application, directory)
     home.register(app, application, directory)
