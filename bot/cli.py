@@ -7,7 +7,8 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -356,11 +357,21 @@ def cmd_decisions(args, settings: Settings) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ecr-cost-bot")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecr-cost-bot",
         description="Rank AWS ECR repositories by what they really store and cost. "
                     "Configuration comes from environment variables (see README).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the Slack app (Socket Mode when SLACK_APP_TOKEN is set, else "
@@ -470,9 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    created: Path | None = None
+    code = 1
     try:
         settings = load_settings()
-        return args.handler(args, settings)
+        created = None if Path(settings.db_path).exists() else Path(settings.db_path)
+        with _database_in_use(settings.db_path) as in_use:
+            code = args.handler(args, settings)
+            if created is not None and (code != 0 or _empty(created)):  # failed, or never used it
+                _remove_new_database(created, in_use)
+            created = None
+        return code
     except ConfigError as exc:
         print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -495,6 +514,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if created is not None:  # the handler raised: the error was printed above
+            with _database_in_use(str(created)) as in_use:
+                _remove_new_database(created, in_use)
+
+
+@contextmanager
+def _database_in_use(db_path: str) -> Iterator[Callable[[], bool]]:
+    """Holds a shared flock on the database file while the command runs (SQLite's own locks are fcntl locks,
+    independent of these). Yields ``alone()``: True when no other ecr-cost-bot process holds the file."""
+    try:
+        import fcntl
+        handle = open(db_path, "ab")  # an empty file is a new SQLite database
+    except (ImportError, OSError):  # no flock here, or the path is not writable: the Store will say so
+        yield lambda: False
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+
+        def alone() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                return False
+
+        yield alone
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _remove_new_database(path: Path, alone: Callable[[], bool]) -> None:
+    """A command that failed leaves no database it created (a typo must not leave ecr-cost.db behind), unless
+    something was written to it (a stored scan or decision is never thrown away) or another process uses it."""
+    if not alone():
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = [name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")
+                      if not name.startswith(("_", "sqlite_"))]
+            kept = {"scans": "where status = 'complete'"}  # a scan that failed on its way holds nothing
+            if any(conn.execute(f'select 1 from "{name}" {kept.get(name, "")} limit 1').fetchone()
+                   for name in tables):
+                return
+    except sqlite3.Error:
+        return  # not ours to judge: leave it
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        leftover.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -214,3 +214,30 @@ def test_demo_keep_on_a_taken_port_says_so(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and "choose another with --port N" in out + err
     assert main(["demo", "--port", "5000"]) == 2 and "--port goes with --keep" in capsys.readouterr().err
+
+
+def test_a_failed_command_leaves_no_database_but_never_one_in_use(tmp_path, capsys, monkeypatch):
+    import fcntl
+
+    from bot.cli import main
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens: unreadable
+    db = tmp_path / "ecr-cost.db"
+    monkeypatch.setenv("ECR_COST_DB", str(db))
+    assert main(["repo", "shop"]) == 1 and "cannot read" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert main(["policy", "validate", "-"]) == 1  # a command that needs no database creates none
+    assert list(tmp_path.iterdir()) == []
+    with open(db, "ab") as other:  # another process started on the same fresh database meanwhile
+        fcntl.flock(other, fcntl.LOCK_SH)
+        assert main(["repo", "shop"]) == 1
+        assert db.exists()
+
+
+def test_version():
+    done = subprocess.run([sys.executable, "-m", "bot", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("ecr-cost-bot ")
