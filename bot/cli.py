@@ -75,14 +75,30 @@ def repository_detail(application: Application, name: str, fmt: str, refresh: bo
     return repository_detail_text(row, view.rank, view.rank_of, view.previous, view.lifecycle_status)
 
 
-def _components(settings: Settings):
+def _components(settings: Settings, args=None):
+    """The object graph; a scan it runs shows its progress on stderr unless ``args.quiet``."""
     from .wiring import components
 
-    return components(settings)
+    if args is None or getattr(args, "quiet", True):
+        return components(settings)
+    return _showing_progress(components(settings), args.command)
+
+
+@contextmanager
+def _showing_progress(built_components, what: str):
+    from .progress import StderrProgress
+
+    with built_components as built:
+        sink = StderrProgress(what)
+        built.collector.progress = sink
+        try:
+            yield built
+        finally:
+            sink.close()
 
 
 def cmd_scan(args, settings: Settings) -> int:
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         result = scan_and_log(built.application)
         if args.account:
             try:
@@ -144,7 +160,7 @@ def cmd_report(args, settings: Settings) -> int:
 
     if args.post:
         return _post_report(settings)
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         scan = scan_and_log(built.application)
         report = built.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
     print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
@@ -357,6 +373,11 @@ def cmd_decisions(args, settings: Settings) -> int:
     return 0
 
 
+def _quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (a bar on a terminal, else a line every 10 s)")
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -380,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = commands.add_parser("scan", help="collect every repository now, store a snapshot, print the ranking")
     scan.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _quiet_flag(scan)
     scan.add_argument("--account", metavar="ID", help="print one account's repositories (its ID or its name in the "
                                                      "organisation); the whole estate is scanned and stored")
     scan.set_defaults(handler=cmd_scan)
@@ -462,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--post", action="store_true",
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
     report.add_argument("--format", choices=["text", "json"], default="text")
+    _quiet_flag(report)
     report.set_defaults(handler=cmd_report)
 
     health = commands.add_parser("health", help="exit 0 when the `serve` using this ECR_COST_DB is alive (its "

@@ -241,3 +241,39 @@ def test_a_failed_command_leaves_no_database_but_never_one_in_use(tmp_path, caps
 def test_version():
     done = subprocess.run([sys.executable, "-m", "bot", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("ecr-cost-bot ")
+
+
+def test_scan_shows_its_progress_on_stderr_unless_quiet(aws, capsys, monkeypatch):
+    import bot.progress
+
+    monkeypatch.setattr(bot.progress, "LINE_EVERY", 0.0)  # a line at every step, not every 10 s
+    load([repository()])
+    code, _, err = run_cli(capsys, "scan")
+    assert code == 0 and "scan: 1 of 1 accounts, 1 of 1 repositories read" in err
+    code, _, err = run_cli(capsys, "scan", "--quiet")
+    assert code == 0 and "accounts," not in err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_every_10_seconds_elsewhere():
+    import io
+
+    from bot.progress import Progress, StderrProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    bar = StderrProgress("scan", terminal)
+    bar(Progress(1, 4, 50, 200, 3.0))
+    bar.close()
+    assert "50/200" in terminal.getvalue() and "1/4 accounts" in terminal.getvalue()
+
+    now = [0.0]
+    log = io.StringIO()
+    lines = StderrProgress("scan", log, clock=lambda: now[0])
+    for second in range(1, 31):  # a snapshot every second for 30 s: a line every 10 s
+        now[0] = float(second)
+        lines(Progress(second // 10, 4, second * 10, 400, float(second)))
+    assert log.getvalue().count("\n") == 3
+    assert "scan: 1 of 4 accounts, 100 of 400 repositories read, 10 s elapsed, about 30 s left" in log.getvalue()
