@@ -9,11 +9,9 @@ import sys
 import time
 
 from bot.store import Store
-from tests.conftest import free_port
+from tests.helpers.aws import free_port, load, repository, run_cli
+from tests.helpers.slack import ROOT
 from tests.slack_standin import SlackStandIn
-from tests.test_policy_moto import repository
-from tests.test_scan_moto import load, run_cli
-from tests.test_slack_e2e import ROOT
 
 
 def start_serve(env: dict, log_path) -> subprocess.Popen:
