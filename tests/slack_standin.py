@@ -167,7 +167,13 @@ class SlackStandIn:
     def wait_for(self, predicate, timeout: float = 15.0):
         """Waits until predicate(calls, responses) returns something truthy, and returns it."""
         return wait_until(self._changed, lambda: predicate(self.calls, self.responses), timeout,
-                          lambda: f"stand-in saw calls {[c[0] for c in self.calls]} and {len(self.responses)} responses")
+                          lambda: f"stand-in saw calls {[c[0] for c in self.calls]} and {len(self.responses)} "
+                                  f"responses:{self.described_responses()}")
+
+    def described_responses(self) -> str:
+        """Every response received, one per line: its response_url id, how it was posted, its text."""
+        return "".join(f"\n  {i}: {'replace' if r.get('replace_original') in (True, 'true') else 'add'} "
+                       f"{r.get('response_type', '')} {str(r.get('text', ''))[:300]!r}" for i, r in self.responses)
 
 
 def wait_until(changed: threading.Condition, predicate, timeout: float, describe):

@@ -117,21 +117,48 @@ def test_an_owner_named_by_email_and_an_admin_may_act(served, slack, settings):
     assert [(d.action, d.user_id) for d in decisions(settings.db_path)] == [("snoozed", ALICE), ("adopted", ADMIN)]
 
 
+NOTHING_CHANGED = ("shop already has these rules; nothing was changed",
+                   "another change to shop is in progress; nothing was changed")
+
+
 def test_the_same_click_twice_and_a_slack_retry_act_once(served, slack, settings):
     first = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.000100")
-    again = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.000100", retry=1)
+    # Slack's redelivery of the first click: the identical payload (its response_url too), marked as a retry
+    again = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.000100", retry=1,
+                  response_id=first[1])
     double = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.900100")
     assert first[0] == again[0] == double[0] == 200
-    # whichever of the two distinct clicks runs first adopts (the message replaced); the other one finds
-    # the rules already in force, or the change still in progress: a note, nothing changed; the redelivery
-    # is ignored
-    def both_answered(calls, responses):
-        notes = [r for i, r in responses if "already has these rules" in all_text(r) or "in progress" in all_text(r)]
-        return {i for i, _ in responses} == {first[1], double[1]} and notes
-    assert len(slack.wait_for(both_answered)) == 1
-    time.sleep(0.5)  # a bounded look for a late answer to the redelivery
-    assert again[1] not in {i for i, _ in slack.responses}
+
+    # Whichever of the two distinct clicks runs first adopts: its message replaced, no note. The other finds the
+    # change still in progress (a note only) or the rules already in force (the message replaced with the
+    # repository as it now is, and a note): nothing changed, and it says why. Whichever delivery of the first
+    # click runs first is its only one: the redelivery adds no answer.
+    def answers(responses) -> dict[str, list[dict]]:
+        return {c: [r for i, r in responses if i == c] for c in (first[1], double[1])}
+
+    def noted(found: list[dict]) -> bool:
+        return any(r.get("response_type") == "ephemeral" and any(n in all_text(r) for n in NOTHING_CHANGED)
+                   for r in found)
+
+    settled = slack.wait_for(lambda calls, responses: (found := answers(responses)) and sorted(
+        map(noted, found.values())) == [False, True] and all(found.values()) and list(responses))
+    with pytest.raises(TimeoutError):  # a bounded look for a late answer more: to the redelivery, or a second one
+        slack.wait_for(lambda calls, responses: len(responses) > len(settled), timeout=1.0)
+    found = answers(slack.responses)
+    [adopting] = [c for c, rs in found.items() if not noted(rs)]
+    [other] = [c for c in found if c != adopting]
+    [adoption] = found[adopting]
+    assert adoption.get("replace_original") and f"Base policy adopted by <@{OWNER}>" in all_text(adoption), \
+        slack.described_responses()
+    *replaced, note = found[other]
+    if NOTHING_CHANGED[0] in all_text(note):  # it ran after the adoption: the message shows it, and the note
+        [detail] = replaced
+        assert detail.get("replace_original") and f"Base policy adopted by <@{OWNER}>" in all_text(detail), \
+            slack.described_responses()
+    else:
+        assert NOTHING_CHANGED[1] in all_text(note) and replaced == [], slack.described_responses()
     assert [d.action for d in decisions(settings.db_path)] == ["adopted"]
+    assert json.loads(current_policy()) == adopted_base()
     store = Store(settings.db_path)
     assert store.backup_count(ARN) == 1
     store.close()

@@ -84,8 +84,10 @@ def slash(base: str, slack: SlackStandIn, text: str, user: str = OWNER, **header
 
 
 def click(base: str, slack: SlackStandIn, action_id: str, user: str, action_ts: str = None, value: str = ARN,
-          retry: int | None = None, container: dict | None = None) -> tuple[int, str]:
-    response_url = slack.response_url()
+          retry: int | None = None, container: dict | None = None, response_id: str | None = None) -> tuple[int, str]:
+    """A signed block_actions request; (HTTP status, the id of its response_url). ``response_id`` reuses the
+    response_url of an earlier click (Slack's redelivery of that very payload)."""
+    response_url = f"{slack.base}/response/{response_id}" if response_id else slack.response_url()
     payload = {"type": "block_actions", "user": {"id": user, "username": "x", "team_id": "T0EXAMPLE"},
                "api_app_id": "A0ECRCOST", "team": {"id": "T0EXAMPLE", "domain": "example"},
                "container": container or {"type": "message", "is_ephemeral": True, "channel_id": "C0CHAN001"},
