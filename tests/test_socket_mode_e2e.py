@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.aws import CUSTOM, adopted_base, current_policy, load, repository, run_cli
 from tests.helpers.slack import ADMIN, ARN, OWNER, ROOT, STRANGER, all_text
-from tests.slack_standin import SlackStandIn
+from tests.slack_standin import DEADLINE, SlackStandIn
 
 APP_TOKEN = "xapp-1-test"
 
@@ -58,10 +58,11 @@ def socket_served(aws, socket_slack, capsys, tmp_path):
             process.wait(timeout=10)
 
 
-def response_to(socket_slack: SlackStandIn, response_url: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
+def response_to(socket_slack: SlackStandIn, response_url: str, count: int = 1,
+                timeout: float = DEADLINE) -> list[dict]:
     response_id = response_url.rsplit("/", 1)[1]
     return socket_slack.wait_for(lambda calls, responses: (found := [r for i, r in responses if i == response_id])
-                          and len(found) >= count and found, timeout)
+                                 and len(found) >= count and found, timeout)
 
 
 def test_socket_mode_serve_end_to_end(socket_served, socket_slack):
