@@ -28,8 +28,7 @@ from bot.core.models import RepositoryRef
 from bot.core.tuning import Tuning, tuned_policy
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
-from tests.conftest import ACCOUNT, ecr
-from tests.test_scan_moto import BASE, load
+from tests.helpers.aws import ACCOUNT, BASE, ecr, load
 
 USERS = ("U0ALICE01", "U0BOBBY01", "U0CAROL01")
 ADMIN = "U0ADMIN01"
@@ -242,6 +241,7 @@ class AdoptionMachine(RuleBasedStateMachine):
                 assert (text if had else None) == self.bottom
 
 
+@pytest.mark.slow
 def test_adoption_promises_hold_over_random_sequences(aws, tmp_path):
     AdoptionMachine.db_dir = tmp_path
     run_state_machine_as_test(AdoptionMachine, settings=settings(

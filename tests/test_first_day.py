@@ -12,10 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bot.errors import brief
-from tests.conftest import free_port
+from tests.helpers.aws import free_port, load, repository, run_cli
 from tests.slack_standin import SlackStandIn
-from tests.test_policy_moto import repository
-from tests.test_scan_moto import load, run_cli
 
 
 def serve_once(env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
