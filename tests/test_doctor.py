@@ -315,3 +315,11 @@ def _principal() -> str:
     import boto3
 
     return boto3.client("sts", region_name="us-east-1").get_caller_identity()["Arn"]
+
+
+def test_nothing_configured_says_what_to_set_first_without_a_traceback(capsys):
+    code, answer, table = doctor(capsys)
+    assert code == 1 and "Traceback" not in table
+    assert check(answer, "AWS identity")["fix"] == "set ECR_COST_REGIONS (or AWS_REGION)"
+    assert "set SLACK_BOT_TOKEN" in check(answer, "Slack token")["fix"]
+    assert check(answer, "database")["status"] == "ok" and not list(Path.cwd().iterdir())
