@@ -31,6 +31,7 @@ DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Una
 PROBE = "ecr-cost-bot-doctor-probe"  # a name no resource has: a read of it is refused, or answers "not found"
 PROBE_DIGEST = "sha256:" + "0" * 64
 WORKERS = 16
+ACCOUNT_LINES = 20  # more accounts read without a problem than this: one line says how many
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ def aws_checks(settings: Settings, session_factory=None, collector: EcrCollector
                 for p in problems]
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="doctor") as pool:
         checked = list(pool.map(lambda a: _account(collector, a, own=a.account_id == identity["Account"]), accounts))
-    results += [line for line, _ in checked]
+    lines = [line for line, _ in checked]
+    quiet = [line for line, found in checked if line.status == OK and found.account_id != identity["Account"]]
+    if len(quiet) > ACCOUNT_LINES:  # an organisation: its failures one by one, the others counted
+        lines = [line for line in lines if line not in quiet] + [Result(
+            "other accounts", OK, f"{_count(len(quiet), 'more account')} readable: ECR listed in each of their regions")]
+    results += lines
     results += _permission_lines(settings, [found for _, found in checked], identity["Account"])
     return results
 
@@ -186,8 +192,7 @@ def _account(collector: EcrCollector, account: Account, own: bool) -> tuple[Resu
                       f"grant ecr:DescribeRepositories to {principal}, or leave those regions out of ECR_COST_REGIONS")
     else:
         regions = ", ".join(account.regions)
-        line = Result(name, OK, f"ECR readable as {principal} in {regions}" + (
-            f" ({account.problem})" if account.problem else ""))
+        line = Result(name, OK, f"ECR readable as {principal} in {regions}")
     wanted = [p for p in PERMISSIONS if own or not p.own_only]
     return line, _permissions(collector, session, home, account.account_id, principal, wanted)
 
@@ -199,7 +204,7 @@ def _permissions(collector: EcrCollector, session, region: str, account_id: str,
         decisions = _simulate(collector.client(session, "iam", region, retries=False), principal, actions)
     except Exception as exc:  # noqa: BLE001 - not allowed, or not an IAM principal: try harmless reads instead
         why = brief(_message(exc))
-        tried = _probe(collector, session, region)
+        tried = _probe(collector, session, region, account_id)
         denied = {p.feature: [a for a in p.actions if tried.get(a) is False] for p in wanted}
         unchecked = {p.feature: [a for a in p.actions if tried.get(a) is None] for p in wanted}
         return _Found(account_id, principal, False, denied, unchecked, why)
@@ -217,13 +222,14 @@ def _simulate(iam, principal: str, actions: list[str]) -> dict[str, str]:
     return decisions
 
 
-def _probe(collector: EcrCollector, session, region: str) -> dict[str, bool | None]:
+def _probe(collector: EcrCollector, session, region: str, account_id: str) -> dict[str, bool | None]:
     """action -> True (allowed), False (denied), absent (not tried: a write, or no harmless call), by harmless reads
     of names that do not exist. Never a write, never Cost Explorer (each of its calls is billed)."""
     ecr = collector.client(session, "ecr", region, retries=False)
     ecs = collector.client(session, "ecs", region, retries=False)
     lam = collector.client(session, "lambda", region, retries=False)
-    arn = f"arn:aws:ecr:{region}:000000000000:repository/{PROBE}"
+    # in the account's own registry: another account's resource would be refused by its policy, not by IAM
+    arn = f"arn:{session.get_partition_for_region(region)}:ecr:{region}:{account_id}:repository/{PROBE}"
     calls: dict[str, Callable[[], object]] = {
         "ecr:DescribeRepositories": lambda: ecr.describe_repositories(maxResults=1),
         "ecr:DescribeImages": lambda: ecr.describe_images(repositoryName=PROBE, maxResults=1),
@@ -305,7 +311,7 @@ def _how(found: list[_Found]) -> str:
     if simulated == len(found):
         return "simulated with iam:SimulatePrincipalPolicy"
     if not simulated:
-        return "tried with harmless reads: iam:SimulatePrincipalPolicy is not allowed"
+        return "tried with harmless reads: no policy simulation"
     return f"simulated in {simulated}, tried with harmless reads in {len(found) - simulated}"
 
 

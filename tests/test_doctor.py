@@ -193,6 +193,17 @@ def test_an_account_whose_role_cannot_be_assumed_fails_its_line(aws, slack, caps
     assert "\n" not in other["detail"] and len(line(table, f"account {OTHER}")) < 600
 
 
+def test_an_organisation_s_readable_accounts_are_counted_on_one_line(aws, slack, capsys, monkeypatch):
+    import bot.doctor
+
+    monkeypatch.setattr(bot.doctor, "ACCOUNT_LINES", 0)
+    monkeypatch.setenv("ECR_COST_ROLE_ARNS", OTHER_ROLE)
+    code, answer, _ = doctor(capsys)
+    assert code == 0 and check(answer, f"account {ACCOUNT}")["status"] == "ok"  # the bot's own: always its line
+    assert check(answer, "other accounts")["detail"] == "1 more account readable: ECR listed in each of their regions"
+    assert not [c for c in answer["checks"] if c["check"] == f"account {OTHER}"]
+
+
 def test_a_region_that_refuses_fails_its_account(aws, slack, capsys, monkeypatch):
     monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1,eu-west-1")
     aws.deny_regions.add("eu-west-1")
