@@ -125,8 +125,6 @@ def aws_checks(settings: Settings, session_factory=None, collector: EcrCollector
         accounts, problems = collector.accounts()
     except EstateUnreadable as exc:
         return results + [Result("accounts", FAIL, brief(str(exc)), "see the lines above and docs/doctor.md")]
-    results += [Result(f"account {p.account_id}", FAIL, brief(p.message), _account_fix(p.message, settings))
-                for p in problems]
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="doctor") as pool:
         checked = list(pool.map(lambda a: _account(collector, a, own=a.account_id == identity["Account"]), accounts))
     lines = [line for line, _ in checked]
@@ -134,7 +132,8 @@ def aws_checks(settings: Settings, session_factory=None, collector: EcrCollector
     if len(quiet) > ACCOUNT_LINES:  # an organisation: its failures one by one, the others counted
         lines = [line for line in lines if line not in quiet] + [Result(
             "other accounts", OK, f"{_count(len(quiet), 'more account')} readable: ECR listed in each of their regions")]
-    results += lines
+    results += lines + [Result(f"account {p.account_id}", FAIL, brief(p.message), _account_fix(p.message, settings))
+                        for p in problems]
     results += _permission_lines(settings, [found for _, found in checked], identity["Account"])
     return results
 
@@ -170,6 +169,7 @@ class _Found:
     denied: dict[str, list[str]]
     unchecked: dict[str, list[str]]
     why: str = ""  # why it was not simulated
+    never_tried: frozenset[str] = frozenset()  # writes and billed calls: no harmless read exists
 
 
 def _account(collector: EcrCollector, account: Account, own: bool) -> tuple[Result, _Found]:
@@ -204,10 +204,11 @@ def _permissions(collector: EcrCollector, session, region: str, account_id: str,
         decisions = _simulate(collector.client(session, "iam", region, retries=False), principal, actions)
     except Exception as exc:  # noqa: BLE001 - not allowed, or not an IAM principal: try harmless reads instead
         why = brief(_message(exc))
-        tried = _probe(collector, session, region, account_id)
+        tried, probed = _probe(collector, session, region, account_id)
         denied = {p.feature: [a for a in p.actions if tried.get(a) is False] for p in wanted}
         unchecked = {p.feature: [a for a in p.actions if tried.get(a) is None] for p in wanted}
-        return _Found(account_id, principal, False, denied, unchecked, why)
+        return _Found(account_id, principal, False, denied, unchecked, why,
+                      frozenset(a for p in wanted for a in p.actions) - probed)
     return _Found(account_id, principal, True,
                   {p.feature: [a for a in p.actions if decisions.get(a) != "allowed"] for p in wanted},
                   {p.feature: [] for p in wanted})
@@ -222,14 +223,16 @@ def _simulate(iam, principal: str, actions: list[str]) -> dict[str, str]:
     return decisions
 
 
-def _probe(collector: EcrCollector, session, region: str, account_id: str) -> dict[str, bool | None]:
-    """action -> True (allowed), False (denied), absent (not tried: a write, or no harmless call), by harmless reads
-    of names that do not exist. Never a write, never Cost Explorer (each of its calls is billed)."""
+def _probe(collector: EcrCollector, session, region: str, account_id: str) -> tuple[dict[str, bool], frozenset[str]]:
+    """(action -> True (allowed) or False (denied), the actions tried), by harmless reads of names that do not
+    exist; an action tried but not answered is absent. Never a write, never Cost Explorer (each call is billed)."""
     ecr = collector.client(session, "ecr", region, retries=False)
     ecs = collector.client(session, "ecs", region, retries=False)
     lam = collector.client(session, "lambda", region, retries=False)
     # in the account's own registry: another account's resource would be refused by its policy, not by IAM
-    arn = f"arn:{session.get_partition_for_region(region)}:ecr:{region}:{account_id}:repository/{PROBE}"
+    partition = session.get_partition_for_region(region)
+    arn = f"arn:{partition}:ecr:{region}:{account_id}:repository/{PROBE}"
+    revision = f"arn:{partition}:ecs:{region}:{account_id}:service-revision/{PROBE}/{PROBE}/1"
     calls: dict[str, Callable[[], object]] = {
         "ecr:DescribeRepositories": lambda: ecr.describe_repositories(maxResults=1),
         "ecr:DescribeImages": lambda: ecr.describe_images(repositoryName=PROBE, maxResults=1),
@@ -247,6 +250,7 @@ def _probe(collector: EcrCollector, session, region: str, account_id: str) -> di
         "ecs:ListServices": lambda: ecs.list_services(cluster=PROBE, maxResults=1),
         "ecs:DescribeServices": lambda: ecs.describe_services(cluster=PROBE, services=[PROBE]),
         "ecs:ListTasks": lambda: ecs.list_tasks(cluster=PROBE, maxResults=1),
+        "ecs:DescribeServiceRevisions": lambda: ecs.describe_service_revisions(serviceRevisionArns=[revision]),
         "ecs:DescribeTasks": lambda: ecs.describe_tasks(cluster=PROBE, tasks=[PROBE]),
         "ecs:DescribeTaskDefinition": lambda: ecs.describe_task_definition(taskDefinition=f"{PROBE}:1"),
         "lambda:ListFunctions": lambda: lam.list_functions(MaxItems=1),
@@ -268,7 +272,7 @@ def _probe(collector: EcrCollector, session, region: str, account_id: str) -> di
                 found[action] = True  # authorised, then refused for the name: the action is allowed
         except (BotoCoreError, OSError):
             pass  # not answered: unknown
-    return {action: value for action, value in found.items() if value is not None}
+    return {action: value for action, value in found.items() if value is not None}, frozenset(calls)
 
 
 def _permission_lines(settings: Settings, found: list[_Found], own_account: str) -> list[Result]:
@@ -292,14 +296,23 @@ def _permission_lines(settings: Settings, found: list[_Found], own_account: str)
         elif unknown and all(set(f.unchecked[permission.feature]) == set(permission.actions) for f in unknown):
             results.append(Result(name, UNCHECKED, (
                 f"cannot check without iam:SimulatePrincipalPolicy ({unknown[0].why}); "
-                f"{', '.join(permission.actions)} are writes or billed calls, never tried"),
+                f"{_unchecked(permission.feature, unknown)}"),
                 f"grant iam:SimulatePrincipalPolicy on {unknown[0].principal} to check it"))
         else:
-            untried = sorted({a for f in unknown for a in f.unchecked[permission.feature]})
-            results.append(Result(name, OK, f"{_count(len(permission.actions), 'action')} allowed in "
+            unsure = {a for f in unknown for a in f.unchecked[permission.feature]}
+            allowed = f"{len(permission.actions) - len(unsure)} of " if unsure else ""
+            results.append(Result(name, OK, f"{allowed}{_count(len(permission.actions), 'action')} allowed in "
                                             f"{_count(len(mine), 'account')} ({how})" +
-                                  (f"; not tried (no harmless call): {', '.join(untried)}" if untried else "")))
+                                  (f"; not checked: {_unchecked(permission.feature, unknown)}" if unknown else "")))
     return results
+
+
+def _unchecked(feature: str, found: list[_Found]) -> str:
+    actions = {a for f in found for a in f.unchecked[feature]}
+    never = sorted(a for a in actions if any(a in f.never_tried for f in found))
+    unanswered = sorted(actions - set(never))
+    return "; ".join(([f"{', '.join(never)}: writes or billed calls, never tried"] if never else []) +
+                     ([f"{', '.join(unanswered)}: the harmless read got no answer"] if unanswered else []))
 
 
 def _count(number: int, noun: str) -> str:
@@ -341,7 +354,7 @@ def slack_checks(settings: Settings) -> list[Result]:
     if not settings.slack_bot_token:
         return [Result("Slack token", FAIL, "SLACK_BOT_TOKEN is not set",
                        "install the app from manifest.yml and set SLACK_BOT_TOKEN to its Bot User OAuth Token "
-                       "(xoxb-..., OAuth & Permissions)")]
+                       "(xoxb-..., OAuth & Permissions)")] + _socket(settings, WebClient, SlackApiError, slack_failure)
     client = web_client(settings)
     try:
         answer = auth_test(settings, client)
