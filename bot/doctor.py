@@ -61,9 +61,10 @@ PERMISSIONS = (
                          "ecr:BatchDeleteImage"), False,
                "owners cannot adopt, roll back or pin: deploy the roles with AllowChanges=true (the OwnerChanges "
                "statement)"),
-    Permission("in-use", ("ecs:ListClusters", "ecs:ListServices", "ecs:DescribeServices", "ecs:DescribeServiceRevisions",
-                          "ecs:ListTasks", "ecs:DescribeTasks", "ecs:DescribeTaskDefinition", "lambda:ListFunctions",
-                          "lambda:ListVersionsByFunction", "lambda:ListAliases", "lambda:GetFunction"), True,
+    Permission("in-use", ("ecs:ListClusters", "ecs:ListServices", "ecs:DescribeServices",
+                          "ecs:DescribeServiceRevisions", "ecs:ListTasks", "ecs:DescribeTasks",
+                          "ecs:DescribeTaskDefinition", "lambda:ListFunctions", "lambda:ListVersionsByFunction",
+                          "lambda:ListAliases", "lambda:GetFunction"), True,
                "grant the WhereImagesRun statement: without it the in-use check is partial and adoption refuses"),
     Permission("who may pull", ("ecr:GetRepositoryPolicy", "ecr:GetRegistryPolicy"), True,
                "grant ecr:GetRepositoryPolicy and ecr:GetRegistryPolicy: without them the accounts that may pull an "
@@ -131,7 +132,8 @@ def aws_checks(settings: Settings, session_factory=None, collector: EcrCollector
     quiet = [line for line, found in checked if line.status == OK and found.account_id != identity["Account"]]
     if len(quiet) > ACCOUNT_LINES:  # an organisation: its failures one by one, the others counted
         lines = [line for line in lines if line not in quiet] + [Result(
-            "other accounts", OK, f"{_count(len(quiet), 'more account')} readable: ECR listed in each of their regions")]
+            "other accounts", OK,
+            f"{_count(len(quiet), 'more account')} readable: ECR listed in each of their regions")]
     results += lines + [Result(f"account {p.account_id}", FAIL, brief(p.message), _account_fix(p.message, settings))
                         for p in problems]
     results += _permission_lines(settings, [found for _, found in checked], identity["Account"])
@@ -402,7 +404,8 @@ def _channel(settings: Settings, client, bot_name: str, api_error, slack_failure
                                                                          settings.slack_api_url)))
         return Result("report channel", OK, f"{channel}: the bot is a member")
     except OSError as exc:
-        return Result("report channel", FAIL, f"cannot reach Slack: {brief(exc)}", "check SLACK_API_URL and the network")
+        return Result("report channel", FAIL, f"cannot reach Slack: {brief(exc)}",
+                      "check SLACK_API_URL and the network")
     label = f"#{info['name']} ({channel})" if info.get("name") else channel
     if info.get("is_archived"):
         return Result("report channel", FAIL, f"{label} is archived",
@@ -479,8 +482,8 @@ def _cur_files(settings: Settings, factory) -> Result:
     try:
         files = CurReader(settings.cur, factory).files()
     except BillingUnavailable as exc:
-        return Result("CUR", FAIL, brief(str(exc)), "check the bucket and prefix in ECR_COST_CUR, and that the bot "
-                                                   "may s3:ListBucket and s3:GetObject there (README 'IAM permissions')")
+        return Result("CUR", FAIL, brief(str(exc)), "check the bucket and prefix in ECR_COST_CUR, and that the bot may "
+                                                   "s3:ListBucket and s3:GetObject there (README 'IAM permissions')")
     if not files:
         return Result("CUR", FAIL, f"no Parquet file under ECR_COST_CUR={settings.cur}",
                       "point ECR_COST_CUR at the CUR 2.0 export's folder, a glob like /data/cur/**/*.parquet, or "
