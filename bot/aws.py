@@ -660,6 +660,11 @@ class EcrCollector:
             sleep(2)
 
 
+def principal_role_arn(principal: str) -> str:
+    """The IAM role behind an assumed-role session ARN (what IAM's policy simulator takes); others as they are."""
+    return _role_arn(principal)
+
+
 def _role_arn(principal: str) -> str:
     """The IAM role behind an assumed-role session ARN (what the exclusion list names); others as they are."""
     parts = principal.split(":")

@@ -179,6 +179,10 @@ class CurReader:
                                      f"s3:GetObject on the export)") from None
         return filesystem, sorted(i.path for i in info if i.type == pa.fs.FileType.File and _parquet(i.path))
 
+    def files(self) -> list[str]:
+        """The export's Parquet files, as `lines` finds them (what `doctor` checks). Raises BillingUnavailable."""
+        return self._s3_files(_pyarrow())[1] if self.location.startswith("s3://") else self._local_files()
+
     def _s3(self, fs_module):
         """pyarrow's S3 filesystem with the credential chain's credentials and AWS_ENDPOINT_URL (which pyarrow does
         not read by itself)."""

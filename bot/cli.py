@@ -365,6 +365,15 @@ def cmd_health(args, settings: Settings) -> int:
     return 0 if healthy else 1
 
 
+def cmd_doctor(args, settings: Settings) -> int:
+    """Checks the setup end to end: one line per check with its fix; exit 0 when none failed."""
+    from .doctor import doctor_json, doctor_table, passed, run_checks
+
+    results = run_checks(settings)
+    print(doctor_json(results) if args.format == "json" else doctor_table(results))
+    return 0 if passed(results) else 1
+
+
 def cmd_decisions(args, settings: Settings) -> int:
     with _components(settings) as built:
         decisions = built.application.decisions()
@@ -490,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="exit 0 when the `serve` using this ECR_COST_DB is alive (its "
                                                 "heartbeat, its Socket Mode connection, GET /healthz in HTTP mode)")
     health.set_defaults(handler=cmd_health)
+
+    doctor = commands.add_parser("doctor", help="check the setup end to end (AWS identity, accounts, IAM, Slack "
+                                                "token, scopes, channel, database, billing sources): one line per "
+                                                "check with its fix; exit 0 when none failed")
+    doctor.add_argument("--format", choices=["table", "json"], default="table")
+    doctor.set_defaults(handler=cmd_doctor)
 
     demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
     demo.add_argument("--out", metavar="DIR", default="ecr-cost-demo",

@@ -33,12 +33,17 @@ class Components:
         self.store.close()
 
 
+def build_collector(settings: Settings, manifest_cache, session_factory: SessionFactory | None = None) -> EcrCollector:
+    """The AWS reader of the configured accounts and regions (`build`'s, and doctor's without a database)."""
+    return EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
+                        settings.regions, settings.role_arns, manifest_cache, org_role_name=settings.org_role_name,
+                        only_accounts=settings.accounts, exclude_accounts=settings.exclude_accounts)
+
+
 def build(settings: Settings, session_factory: SessionFactory | None = None,
           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Components:
     store = Store(settings.db_path)
-    collector = EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
-                             settings.regions, settings.role_arns, store, org_role_name=settings.org_role_name,
-                             only_accounts=settings.accounts, exclude_accounts=settings.exclude_accounts)
+    collector = build_collector(settings, store, session_factory)
     kubernetes = None
     if settings.kube_contexts:
         from .kube import KubernetesReader

@@ -35,6 +35,9 @@ class AwsProxy:
         self.blobs: dict[str, bytes] = {}  # digest -> bytes served through GetDownloadUrlForLayer
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
+        # IAM's policy simulator, which moto lacks: None leaves SimulatePrincipalPolicy to moto (which refuses it);
+        # a dict answers it here, every action allowed but those listed for the PolicySourceArn (see the end)
+        self.simulated_denials: dict[str, set[str]] | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -73,6 +76,7 @@ class AwsProxy:
             self.fail = {}
             self.canned = {}
             self.blobs = {}
+            self.simulated_denials = None
 
     # -- request handling --------------------------------------------------------------
 
@@ -100,6 +104,8 @@ class AwsProxy:
                                                                 "authorized to perform: sts:AssumeRole")
         if operation in self.fail:
             return _reply_error(request, json_protocol, *self.fail[operation])
+        if operation == "SimulatePrincipalPolicy" and self.simulated_denials is not None:
+            return _reply_simulation(request, body, self.simulated_denials)
         if operation in self.canned:
             return _reply_json(request, self.canned[operation])
         if operation == "GetDownloadUrlForLayer":
@@ -211,6 +217,35 @@ def _reply_error(request: BaseHTTPRequestHandler, json_protocol: bool, code: str
     request.send_response(400)
     request.send_header("Content-Type", content_type)
     request.send_header("x-amzn-ErrorType", code)
+    request.send_header("Content-Length", str(len(payload)))
+    request.end_headers()
+    request.wfile.write(payload)
+
+
+# -- IAM's policy simulator (moto has no SimulatePrincipalPolicy) ----------------------------------------------
+
+
+def _reply_simulation(request: BaseHTTPRequestHandler, body: bytes, denials: dict[str, set[str]]) -> None:
+    """SimulatePrincipalPolicy as IAM answers it (query protocol, XML): one EvaluationResult per action asked,
+    "allowed" unless ``denials`` lists it for the PolicySourceArn ("implicitDeny")."""
+    from xml.sax.saxutils import escape
+
+    params = parse_qs(body.decode(errors="replace"))
+    principal = params.get("PolicySourceArn", [""])[0]
+    actions = [params[k][0] for k in sorted((k for k in params if k.startswith("ActionNames.member.")),
+                                            key=lambda k: int(k.rsplit(".", 1)[1]))]
+    denied = denials.get(principal, set())
+    members = "".join(
+        f"<member><EvalActionName>{escape(a)}</EvalActionName><EvalResourceName>*</EvalResourceName>"
+        f"<EvalDecision>{'implicitDeny' if a in denied else 'allowed'}</EvalDecision>"
+        f"<MatchedStatements/><MissingContextValues/></member>" for a in actions)
+    payload = (f'<SimulatePrincipalPolicyResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+               f"<SimulatePrincipalPolicyResult><IsTruncated>false</IsTruncated>"
+               f"<EvaluationResults>{members}</EvaluationResults></SimulatePrincipalPolicyResult>"
+               f"<ResponseMetadata><RequestId>proxy</RequestId></ResponseMetadata>"
+               f"</SimulatePrincipalPolicyResponse>").encode()
+    request.send_response(200)
+    request.send_header("Content-Type", "text/xml")
     request.send_header("Content-Length", str(len(payload)))
     request.end_headers()
     request.wfile.write(payload)

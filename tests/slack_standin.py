@@ -36,6 +36,8 @@ class SlackStandIn:
         self.fail_methods: dict[str, str] = {}  # API method -> the error it answers with
         self.history: dict[str, list[dict]] = {}  # channel -> messages posted (newest first), for conversations.history
         self.views: dict[str, dict] = {}  # view id -> the modal as last opened or updated (with its "hash")
+        self.scopes: list[str] | None = None  # auth.test's x-oauth-scopes header (None: no header)
+        self.channels: dict[str, dict] = {}  # channel id -> {"name", "is_member", ...} for conversations.info
         self._changed = threading.Condition()
         standin = self
 
@@ -54,6 +56,8 @@ class SlackStandIn:
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
+                if self.path == "/api/auth.test" and standin.scopes is not None:  # as Slack: the token's scopes
+                    self.send_header("x-oauth-scopes", ",".join(standin.scopes))
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -81,6 +85,8 @@ class SlackStandIn:
             self.history.clear()
             self.first_arrival.clear()
             self.views.clear()
+            self.channels.clear()
+            self.scopes = None
 
     def response_url(self) -> str:
         return f"{self.base}/response/{uuid.uuid4().hex}"
@@ -145,6 +151,12 @@ class SlackStandIn:
         if method in ("chat.postEphemeral", "chat.update"):
             return {"ok": True, "channel": args.get("channel"), "ts": f"{time.time():.6f}",
                     "message": {"text": args.get("text")}}
+        if method == "conversations.info":
+            channel = self.channels.get(args.get("channel"))
+            if channel is None:
+                return {"ok": False, "error": "channel_not_found"}
+            return {"ok": True, "channel": {"id": args.get("channel"), "is_channel": True, "is_archived": False,
+                                            "is_member": False, **channel}}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D0DMCHANNEL"}}
         if method in ("views.open", "views.update"):  # like Slack: a new hash per version; a stale hash refused

@@ -6,6 +6,7 @@ import logging
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from ..application import Application
@@ -22,14 +23,24 @@ def web_client(settings: Settings) -> WebClient:
                                      ConnectionErrorRetryHandler(max_retry_count=3)])
 
 
+# the bot scopes the app needs: manifest.yml's oauth_config.scopes.bot (a test keeps the two equal)
+BOT_SCOPES = ("commands", "chat:write", "files:write", "im:write", "users:read", "users:read.email",
+              "channels:history")
+
+
 def check_slack(settings: Settings, client: WebClient) -> str:
     """Before serving or posting: the bot token works (auth.test). A failure is one ConfigError line naming
     the variable and Slack's answer (or why Slack was not reached). Returns the bot's user ID."""
+    return auth_test(settings, client).get("user_id", "")
+
+
+def auth_test(settings: Settings, client: WebClient) -> SlackResponse:
+    """auth.test's answer (its headers say the token's scopes), or one ConfigError line as check_slack's."""
     quiet = logging.getLogger("slack_sdk")  # its retries log tracebacks; the failure is said once, below
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        return client.auth_test().get("user_id", "")
+        return client.auth_test()
     except (SlackApiError, OSError, ValueError) as exc:  # OSError: unreachable (URLError, timeouts)
         raise ConfigError(slack_failure(exc, "SLACK_BOT_TOKEN", settings.slack_api_url)) from None
     finally:
