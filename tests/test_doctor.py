@@ -12,7 +12,7 @@ import yaml
 from bot.cli import main
 from bot.doctor import PERMISSIONS
 from bot.slack.app import BOT_SCOPES
-from tests.conftest import ACCOUNT, ecr
+from tests.helpers.aws import ACCOUNT, ecr
 from tests.slack_standin import SlackStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
