@@ -39,6 +39,18 @@ def scan_and_log(application: Application, log=None, now: datetime | None = None
     return result
 
 
+def recent_or_scan(application: Application) -> ScanResult:
+    """The report's scan: a recent complete one (said on stderr), else a new one."""
+    recent = application.recent_scan()
+    if recent is None:
+        return scan_and_log(application)
+    minutes = (datetime.now(timezone.utc) - recent.generated_at).total_seconds() / 60
+    print(f"using the scan of {recent.generated_at:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min old; a new one after "
+          f"ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES={application.settings.report_scan_max_age_minutes:g})",
+          file=sys.stderr)
+    return recent
+
+
 def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> None:
     out = out or sys.stdout
     if fmt == "json":
@@ -137,14 +149,15 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_report(args, settings: Settings) -> int:
-    """A fresh scan, then the report: printed, or posted (once per period) to the report channel."""
+    """The report from a complete scan younger than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES, else a new scan: printed,
+    or posted (once per period) to the report channel."""
     from .jobs import period_start
     from .render.report import report_json, report_text
 
     if args.post:
         return _post_report(settings)
     with _components(settings) as built:
-        scan = scan_and_log(built.application)
+        scan = recent_or_scan(built.application)
         report = built.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
     print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
     return 0
@@ -430,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     billing.add_argument("--format", choices=["table", "json"], default="table")
     billing.set_defaults(handler=cmd_billing)
 
-    report = commands.add_parser("report", help="the weekly report from a fresh scan: printed, or posted")
+    report = commands.add_parser("report", help="the weekly report from a recent or a new scan: printed, or posted")
     report.add_argument("--post", action="store_true",
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
     report.add_argument("--format", choices=["text", "json"], default="text")
