@@ -10,14 +10,14 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .adoption import HandEdited, InUsePartial, PolicyOperationError
-from .application import Application, EstateUnreadable, ScanBusy
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
 from .core.models import RepositoryCost, ScanResult
-from .render.text import (decision_json, decisions_table, preview_json, preview_text, repository_detail_json,
-                          repository_detail_text, scan_csv, scan_json, scan_table)
+
+if TYPE_CHECKING:  # boto3, sqlite-utils, matplotlib ...: imported by the commands that use them, not by --help
+    from .application import Application
 
 
 class UserError(Exception):
@@ -52,6 +52,8 @@ def recent_or_scan(application: Application) -> ScanResult:
 
 
 def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> None:
+    from .render.text import scan_csv, scan_json, scan_table
+
     out = out or sys.stdout
     if fmt == "json":
         print(json.dumps(scan_json(result), indent=2), file=out)
@@ -76,6 +78,8 @@ def resolve(application: Application, name: str, refresh: bool = False) -> tuple
 
 def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> str:
     """What `repo NAME` prints: the detail of one repository from the latest scan."""
+    from .render.text import repository_detail_json, repository_detail_text
+
     scan, row = resolve(application, name, refresh)
     view = application.view(scan, row)
     if fmt == "json":
@@ -206,8 +210,9 @@ def cmd_policy_validate(args, settings: Settings) -> int:
 
 
 def cmd_policy_preview(args, settings: Settings) -> int:
-    from .adoption import protection_note
+    from .adoption import PolicyOperationError, protection_note
     from .application import ref_of
+    from .render.text import preview_json, preview_text
 
     text = _read_policy_file(args.policy)
     with _components(settings) as built:
@@ -260,6 +265,7 @@ def cmd_policy_apply(args, settings: Settings) -> int:
 
 
 def cmd_policy_rollback(args, settings: Settings) -> int:
+    from .adoption import HandEdited
     from .wiring import cli_actor
 
     _require_yes(args, "policy rollback")
@@ -345,6 +351,8 @@ def cmd_billing(args, settings: Settings) -> int:
 
 
 def cmd_decisions(args, settings: Settings) -> int:
+    from .render.text import decision_json, decisions_table
+
     with _components(settings) as built:
         decisions = built.application.decisions()
     print(json.dumps([decision_json(d) for d in decisions], indent=2) if args.format == "json"
@@ -464,22 +472,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (EstateUnreadable, ScanBusy) as exc:
-        print(f"ecr-cost-bot: {exc}", file=sys.stderr)
-        return 1
     except UserError as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
-    except PolicyOperationError as exc:
+    except sqlite3.Error as exc:
+        print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the application's own errors: imported here, as the command that raised them did
+        from .adoption import InUsePartial, PolicyOperationError
+        from .application import EstateUnreadable, ScanBusy
+
+        if isinstance(exc, (EstateUnreadable, ScanBusy)):
+            print(f"ecr-cost-bot: {exc}", file=sys.stderr)
+            return 1
+        if not isinstance(exc, PolicyOperationError):
+            raise
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         if isinstance(exc, InUsePartial):
             print("  add --accept-partial-in-use to adopt anyway (images running there are not protected)",
                   file=sys.stderr)
-        return 1
-    except sqlite3.Error as exc:
-        print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
