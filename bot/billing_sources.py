@@ -118,7 +118,7 @@ def _duckdb():
     try:
         import duckdb
     except ImportError:
-        raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
+        raise BillingUnavailable("reading a CUR needs DuckDB: pip install 'ecr-cost-bot[cur]'") from None
     return duckdb
 
 
