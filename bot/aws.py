@@ -71,12 +71,22 @@ def default_session_factory(base: boto3.Session | None = None, region_name: str 
     ``region_name``: AWS_REGION or AWS_DEFAULT_REGION (boto3 alone reads only the latter); None leaves it to
     the profile."""
     base = base or boto3.Session(region_name=region_name)
+    sts: dict[str, tuple[tuple, object]] = {}  # the one STS client every AssumeRole goes through (per source keys)
+    making = threading.Lock()
+
+    def sts_client(service_name: str, **kwargs):
+        key = tuple(sorted(kwargs.items()))
+        with making:
+            known = sts.get(service_name)
+            if known is None or known[0] != key:  # the source credentials were refreshed: a client for the new ones
+                known = sts[service_name] = (key, base._session.create_client(service_name, **kwargs))
+            return known[1]
 
     def factory(role_arn: str | None) -> boto3.Session | AccountSession:
         if role_arn is None:
             return base
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=base._session.create_client, source_credentials=base.get_credentials(),
+            client_creator=sts_client, source_credentials=base.get_credentials(),
             role_arn=role_arn, extra_args={"RoleSessionName": "ecr-cost-bot"})
         return AccountSession(base, DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
                                                                    method="assume-role"))
