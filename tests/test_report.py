@@ -225,7 +225,8 @@ def test_a_run_that_fails_before_posting_gives_the_period_back(job_parts):
 
     assert "failed before posting" in make_job(scan_now=failing_scan).run()
     assert store.period_run("2026-11-23T09:00:00+00:00") is None
-    assert "posted" in make_job().catch_up()
+    assert "first one is due" in make_job().catch_up()  # never posted: a first start catches nothing up
+    assert "posted" in make_job().run()
 
 
 def test_the_job_reports_from_a_recent_complete_scan_and_rescans_an_older_one(job_parts):
@@ -331,3 +332,11 @@ def test_the_claim_is_kept_alive_while_a_long_run_is_so_no_replica_takes_over(jo
     runner.join(timeout=30)
     assert "posted (ts" in outcome[0]
     assert len(posts(standin, "C0REPORTS")) == 1
+
+
+def test_the_first_start_posts_nothing_and_says_when_the_first_report_is_due(job_parts):
+    make_job, standin, store, _ = job_parts
+    outcome = make_job().catch_up()  # a fresh database: no report was ever posted
+    assert "first one is due 2026-11-30T09:00:00+00:00" in outcome and "report --post" in outcome
+    assert posts(standin, "C0REPORTS") == [] and store.period_run(PERIOD) is None
+    assert not [a for m, a in standin.calls if m == "chat.postMessage"]  # no owner DMs either

@@ -38,9 +38,15 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
                "SLACK_API_URL": standin.api_url, "ECR_COST_SCHEDULE": "* * * * *",
                "ECR_COST_REPORT_CHANNEL": "C0REPORTS"}
         env.pop("SLACK_APP_TOKEN", None)
+        store = Store(settings.db_path)  # a report posted long ago: the start-up catches up on this period
+        with store.db.conn:
+            store.db["report_runs"].insert({"period": "2020-01-06T09:00:00+00:00", "claimed_by": "old",
+                                            "claimed_at": "2020-01-06T09:00:00+00:00", "status": "posted",
+                                            "message_ts": "1578301200.000100"})
+        store.close()
         first, second = start_serve(env, tmp_path / "a.log"), start_serve(env, tmp_path / "b.log")
         deadline = time.monotonic() + 150
-        while len(posted_runs(settings.db_path)) < 2:  # the start-up period, then at least one scheduled one
+        while len(posted_runs(settings.db_path)) < 3:  # the start-up period, then at least one scheduled one
             assert time.monotonic() < deadline, (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
             time.sleep(1)
         first.send_signal(signal.SIGTERM)
@@ -53,7 +59,7 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
         for process in (second, restarted):
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0
-        runs = posted_runs(settings.db_path)
+        runs = posted_runs(settings.db_path)[1:]  # after the seeded one
         reports = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
         assert len(reports) == len(runs) >= 2
         assert len({r["period"] for r in runs}) == len(runs)
