@@ -178,6 +178,7 @@ class EcrCollector:
         self._progress_every = progress_every
         self._roles: dict[str, str] = {}  # account -> the role ARN that enters it (organisation accounts)
         self._sessions: OrderedDict[str | None, boto3.Session] = OrderedDict()  # role ARN -> its session (LRU)
+        self._entered: dict[str, object] = {}  # account -> the session that entered it (small: credentials)
         self._own: tuple[str, str] | None = None  # (the bot's own account, its partition), once known
         self.account_names: dict[str, str] = {}  # account -> its name in the organisation
         self._cache = manifest_cache
@@ -301,6 +302,7 @@ class EcrCollector:
             account_id = identity["Account"]
             with self._lock:
                 self._principals[account_id] = identity.get("Arn", "")
+                self._entered[account_id] = session
                 if role_arn is None:
                     self._own = (account_id, identity.get("Arn", "arn:aws:").split(":")[1] or "aws")
         except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
@@ -385,7 +387,8 @@ class EcrCollector:
             self._pull_time_checked.add((account_id, region))
         principal = _role_arn(self._principals.get(account_id, ""))
         try:  # asked once, without retries: an endpoint that lacks the API must not slow the scan
-            client = self.client(self._session(self._role_of(account_id)), "ecr", region, retries=False)
+            session = self._entered.get(account_id) or self._session(self._role_of(account_id))  # no new AssumeRole
+            client = self.client(session, "ecr", region, retries=False)
             excluded, token = set(), None
             while True:
                 page = client.list_pull_time_update_exclusions(**({"nextToken": token} if token else {}))
