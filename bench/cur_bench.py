@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +115,7 @@ def _result(lines_or_grouped, started: float, imports_mb: float) -> dict:
 def contender_bot(location: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import duckdb  # noqa: F401 - imported before the baseline RSS is read, as the reader will
+
     from bot.aws import default_session_factory
     from bot.billing_sources import CurReader
 
@@ -227,7 +228,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
-                raise SystemExit("moto's server did not start")
+                raise SystemExit("moto's server did not start") from None
             time.sleep(0.2)
 
 

@@ -225,7 +225,6 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    now = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="size-bench-") as folder:
         db_path = os.path.join(folder, "bench.db")
         started = time.perf_counter()

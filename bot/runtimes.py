@@ -149,16 +149,9 @@ class RuntimeCollector:
                 for listed in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
                     versions += [v["Version"] for v in listed.get("Versions", []) if v["Version"] != "$LATEST"]
                 images: dict[str, tuple[str | None, str | None]] = {}  # version -> (as written, resolved)
-
-                def image_of(version: str) -> tuple[str | None, str | None]:
-                    if version not in images:
-                        code = client.get_function(FunctionName=name, Qualifier=version).get("Code", {})
-                        images[version] = (code.get("ImageUri"), code.get("ResolvedImageUri"))
-                    return images[version]
-
                 for version in versions:
                     usage = Usage("lambda", f"{name}:{version}", account.account_id, region)
-                    for uri in image_of(version):
+                    for uri in _function_image(client, name, version, images):
                         _add(found, unreadable, uri, usage)
                 # an alias runs the version(s) it points at, already read above: no GetFunction of its own
                 for page_of_aliases in client.get_paginator("list_aliases").paginate(FunctionName=name):
@@ -166,9 +159,17 @@ class RuntimeCollector:
                         usage = Usage("lambda", f"{name}:{alias['Name']}", account.account_id, region)
                         weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
                         for version in [alias.get("FunctionVersion") or "$LATEST", *weights]:
-                            for uri in image_of(version):
+                            for uri in _function_image(client, name, version, images):
                                 _add(found, unreadable, uri, usage)
         return found
+
+
+def _function_image(client, name: str, version: str, images: dict) -> tuple[str | None, str | None]:
+    """(image as written, image resolved) of one version of a function: one GetFunction per version, kept."""
+    if version not in images:
+        code = client.get_function(FunctionName=name, Qualifier=version).get("Code", {})
+        images[version] = (code.get("ImageUri"), code.get("ResolvedImageUri"))
+    return images[version]
 
 
 def _add(found: list[Reference], unreadable: list[str], uri: str | None, usage: Usage) -> None:
