@@ -19,6 +19,18 @@ of every repository and the manifests they reach:
 
 Prints the best wall time of ``--repeat`` runs of each, the ratio size / baseline (target: under 2x) and each one's
 peak Python memory (tracemalloc, a separate run).
+
+Then peak RSS, each contender in a process of its own (ru_maxrss from os.wait4; this process forks them before it
+writes anything large, so their high-water marks are their own):
+
+- plain read: plain sqlite3 and json, no bot import: every repository's image list and manifests read as above, the
+  subject's (``big``) rows kept decoded, the others' dropped after reading. Why this is the fair baseline: `size`
+  needs all of the subject's images and manifests at once (its pushes, churn and shared layers span the whole
+  history), and the others only one at a time; a good engineer's hand-written script would hold exactly that.
+- size: `ecr-cost-bot size big --format json` as a user runs it (imports, wiring and the store included), from this
+  interpreter (no pandas: sqlite-utils imports it whenever installed).
+
+Target: size's peak RSS at most 2x the plain read's.
 """
 from __future__ import annotations
 
@@ -151,20 +163,75 @@ def peak(function) -> int:
         tracemalloc.stop()
 
 
+def plain_read(db_path: str, subject: str = "big") -> int:
+    """The fair baseline for memory (see the docstring): the subject's rows held decoded, the others streamed."""
+    connection = sqlite3.connect(db_path)
+    held = None
+    try:
+        scan_id = connection.execute("select id from scans where status = 'complete' order by id desc limit 1"
+                                     ).fetchone()[0]
+        for arn, images in connection.execute("select arn, images from snapshot_images where scan_id = ?", [scan_id]):
+            listed = json.loads(images)
+            digests = [i["digest"] for i in listed]
+            manifests = {}
+            for start in range(0, len(digests), 500):
+                chunk = digests[start:start + 500]
+                for digest, blobs, children in connection.execute(
+                        f"select digest, blobs, children from manifests where digest in ({','.join('?' * len(chunk))})",
+                        chunk):
+                    manifests[digest] = (json.loads(blobs), json.loads(children))
+            if arn.endswith(f"/{subject}"):
+                held = (listed, manifests)
+        return len(held[1])
+    finally:
+        connection.close()
+
+
+def rss_child(argv: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout) of one process."""
+    import subprocess
+
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, **(env or {})})
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{argv} failed with status {status}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, out.decode()
+
+
+def rss_contest(db_path: str) -> None:
+    plain_s, plain_mb, _ = rss_child([sys.executable, __file__, "--plain-read", db_path])
+    size_s, size_mb, out = rss_child([sys.executable, "-m", "bot", "size", "big", "--format", "json"],
+                                     {"ECR_COST_DB": db_path, "AWS_ACCESS_KEY_ID": "none", "AWS_SECRET_ACCESS_KEY":
+                                      "none", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert json.loads(out)["repository"] == "big"
+    print(f"{'process':<12}  {'wall s':>7}  {'peak RSS MB':>11}")
+    print(f"{'plain read':<12}  {plain_s:>7.2f}  {plain_mb:>11.0f}")
+    print(f"{'size':<12}  {size_s:>7.2f}  {size_mb:>11.0f}")
+    print(f"size / plain read, peak RSS: {size_mb / plain_mb:.2f}x (target: at most 2x)")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--plain-read"]:
+        print(plain_read(sys.argv[2]))
+        return
+    if sys.argv[1:2] == ["--write"]:  # in a child: this process stays small until the RSS contest has run
+        write_estate(sys.argv[2], *map(int, sys.argv[3:6]), datetime.now(timezone.utc))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--others", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    now = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="size-bench-") as folder:
         db_path = os.path.join(folder, "bench.db")
         started = time.perf_counter()
-        write_estate(db_path, args.images, args.layers, args.others, now)
+        rss_child([sys.executable, __file__, "--write", db_path, str(args.images), str(args.layers), str(args.others)])
         print(f"store written in {time.perf_counter() - started:.1f} s: 'big' with {args.images:,} images and "
               f"{args.images * args.layers:,} layer references, {args.others} other repositories of 200 images")
+        rss_contest(db_path)
         rows = baseline(db_path)
         size_once = Sized(db_path)
         report = size_once()  # warms the page cache for both, and checks the answer

@@ -170,6 +170,16 @@ class Application:
                                          now=now)
         return replace(row, account_name=self.collector.account_names.get(row.account_id)), problems
 
+    def recent_scan(self) -> ScanResult | None:
+        """The latest scan, if it is complete, at today's price and younger than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES:
+        the report builds on it rather than rescan (a scan of 2,000 repositories is 90% of a report's time)."""
+        latest = self.store.latest_scan()
+        if latest is None or latest.partial or latest.price_per_gb_month != self.settings.price_per_gb_month:
+            return None
+        if self._clock() - latest.generated_at >= timedelta(minutes=self.settings.report_scan_max_age_minutes):
+            return None
+        return self._without_deleted(latest)
+
     def is_stale(self, scan: ScanResult | None) -> bool:
         return scan is None or self._clock() - scan.generated_at > timedelta(hours=self.settings.snapshot_max_age_hours)
 
@@ -513,11 +523,6 @@ class Application:
             steps[digest] = parsed
         return steps, notices
 
-    def weekly_growth(self, scan: ScanResult) -> dict[str, int]:
-        """ARN -> bytes of new layers per week (last 28 days), for every repository of the scan."""
-        return {row.arn: new_bytes_per_week(*self._images_and_manifests(scan, row), scan.generated_at)
-                for row in scan.repositories}
-
     # -- the weekly report ----------------------------------------------------------------------
 
     def weekly_report(self, scan: ScanResult, period: datetime) -> WeeklyReport:
@@ -528,15 +533,19 @@ class Application:
         history: dict[str, list[PolicyDecision]] = {}
         for decision in decisions:
             history.setdefault(decision.arn, []).append(decision)
-        base_savings = {}
-        for row in scan.repositories:
+        base_savings, growth = {}, {}
+        for row in scan.repositories:  # each repository's images and manifests read and decoded once
+            stored = self.store.snapshot_images(scan.scan_id, row.arn) if scan.scan_id is not None else None
+            manifests = reachable_manifests((i.digest for i in stored or []), self.store.get_manifests)
+            growth[row.arn] = new_bytes_per_week(stored or [], manifests, scan.generated_at)
             if not row.has_lifecycle_policy and exemption_of(row.tags, history.get(row.arn, [])) is None:
-                try:
-                    base_savings[row.arn] = self.preview(row, scan=scan).monthly_savings_usd
+                try:  # no stored image list (a scan from before they were kept): a fresh read
+                    base_savings[row.arn] = self.changes.preview(
+                        ref_of(row), images=stored, manifests=None if stored is None else manifests).monthly_savings_usd
                 except PolicyOperationError as exc:
                     logger.warning("no base policy preview for %s: %s", row.arn, exc)
         return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,
-                            self.store.cost_trend(), period, growth=self.weekly_growth(scan),
+                            self.store.cost_trend(), period, growth=growth,
                             billing=self.billing_summary(scan, previous, decisions))
 
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:

@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 import boto3
-import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
@@ -42,29 +41,56 @@ class ManifestCache(Protocol):
     def put_manifests(self, manifests: Iterable[Manifest]) -> None: ...
 
 
-SessionFactory = Callable[[str | None], boto3.Session]
+class AccountSession:
+    """An account entered through a role, over the one shared session: its clients are made by the shared botocore
+    session (one copy of the service models, endpoint data and handlers, however many accounts) and sign with this
+    account's credentials, which botocore refreshes before they expire (a long-running `serve` keeps its clients).
+    Across an organisation a botocore session per account was most of the scan's memory and start-up time."""
+
+    def __init__(self, base: boto3.Session, credentials: DeferredRefreshableCredentials):
+        self._base = base
+        self._credentials = credentials
+        self.region_name = base.region_name
+
+    def get_credentials(self) -> DeferredRefreshableCredentials:
+        return self._credentials
+
+    def client(self, service_name: str, region_name: str | None = None, config: Config | None = None, **kwargs):
+        client = self._base.client(service_name, region_name=region_name, config=config, **kwargs)
+        # the signer reads its credentials at each request: this account's, assumed at the first request (not here,
+        # where the collector holds its lock) and refreshed before they expire
+        client._request_signer._credentials = self._credentials
+        return client
+
+
+SessionFactory = Callable[[str | None], "boto3.Session | AccountSession"]
 
 
 def default_session_factory(base: boto3.Session | None = None, region_name: str | None = None) -> SessionFactory:
-    """role ARN -> session: None is the ambient credential chain, a role ARN is assumed through STS.
+    """role ARN -> session: None is the ambient credential chain, a role ARN is assumed through STS (an
+    AccountSession over the same base session).
     ``region_name``: AWS_REGION or AWS_DEFAULT_REGION (boto3 alone reads only the latter); None leaves it to
     the profile."""
     base = base or boto3.Session(region_name=region_name)
+    sts: dict[str, tuple[tuple, object]] = {}  # the one STS client every AssumeRole goes through (per source keys)
+    making = threading.Lock()
 
-    def factory(role_arn: str | None) -> boto3.Session:
+    def sts_client(service_name: str, **kwargs):
+        key = tuple(sorted(kwargs.items()))
+        with making:
+            known = sts.get(service_name)
+            if known is None or known[0] != key:  # the source credentials were refreshed: a client for the new ones
+                known = sts[service_name] = (key, base._session.create_client(service_name, **kwargs))
+            return known[1]
+
+    def factory(role_arn: str | None) -> boto3.Session | AccountSession:
         if role_arn is None:
             return base
-        # botocore refreshes these before they expire: a long-running `serve` keeps its clients
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=base._session.create_client, source_credentials=base.get_credentials(),
+            client_creator=sts_client, source_credentials=base.get_credentials(),
             role_arn=role_arn, extra_args={"RoleSessionName": "ecr-cost-bot"})
-        session = botocore.session.Session()
-        # one loader for all: each session would otherwise parse the service models again (seen: 10 MB and
-        # 0.1 s per account), which across an organisation is most of the scan's memory and time
-        session.register_component("data_loader", base._session.get_component("data_loader"))
-        session._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
-                                                              method="assume-role")
-        return boto3.Session(botocore_session=session, region_name=base.region_name)
+        return AccountSession(base, DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
+                                                                   method="assume-role"))
 
     return factory
 
@@ -152,6 +178,7 @@ class EcrCollector:
         self._progress_every = progress_every
         self._roles: dict[str, str] = {}  # account -> the role ARN that enters it (organisation accounts)
         self._sessions: OrderedDict[str | None, boto3.Session] = OrderedDict()  # role ARN -> its session (LRU)
+        self._entered: dict[str, object] = {}  # account -> the session that entered it (small: credentials)
         self._own: tuple[str, str] | None = None  # (the bot's own account, its partition), once known
         self.account_names: dict[str, str] = {}  # account -> its name in the organisation
         self._cache = manifest_cache
@@ -275,6 +302,7 @@ class EcrCollector:
             account_id = identity["Account"]
             with self._lock:
                 self._principals[account_id] = identity.get("Arn", "")
+                self._entered[account_id] = session
                 if role_arn is None:
                     self._own = (account_id, identity.get("Arn", "arn:aws:").split(":")[1] or "aws")
         except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
@@ -359,7 +387,8 @@ class EcrCollector:
             self._pull_time_checked.add((account_id, region))
         principal = _role_arn(self._principals.get(account_id, ""))
         try:  # asked once, without retries: an endpoint that lacks the API must not slow the scan
-            client = self.client(self._session(self._role_of(account_id)), "ecr", region, retries=False)
+            session = self._entered.get(account_id) or self._session(self._role_of(account_id))  # no new AssumeRole
+            client = self.client(session, "ecr", region, retries=False)
             excluded, token = set(), None
             while True:
                 page = client.list_pull_time_update_exclusions(**({"nextToken": token} if token else {}))

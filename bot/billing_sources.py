@@ -1,7 +1,7 @@
-"""Where the bill comes from: Cost Explorer, a CUR 2.0 Parquet export (pyarrow + DuckDB) or the CUR in Athena.
+"""Where the bill comes from: Cost Explorer, a CUR 2.0 Parquet export (DuckDB) or the CUR in Athena.
 
 Adapters only: each returns plain rows (bot.core.billing's CostLine and CurLine); the figures are computed in the core.
-Sessions come from the factory passed in; nothing connects at import. DuckDB and pyarrow are an extra
+Sessions come from the factory passed in; nothing connects at import. DuckDB is an extra
 (`pip install 'ecr-cost-bot[cur]'`), imported when a CUR is read.
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ class CostExplorerReader:
         return cost_explorer_lines(pages)
 
 
-# -- the CUR: Parquet files read with pyarrow, aggregated with DuckDB ----------------------------------------------
+# -- the CUR: Parquet files read and aggregated by DuckDB -------------------------------------------------------------
 
 # one row per resource, account, region, UTC day, storage or not, currency: a few thousand rows for any CUR
 _AGGREGATE = """
@@ -118,18 +118,8 @@ def _duckdb():
     try:
         import duckdb
     except ImportError:
-        raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
+        raise BillingUnavailable("reading a CUR needs DuckDB: pip install 'ecr-cost-bot[cur]'") from None
     return duckdb
-
-
-def _pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.dataset
-        import pyarrow.fs
-    except ImportError:
-        raise BillingUnavailable("reading a CUR needs DuckDB and pyarrow: pip install 'ecr-cost-bot[cur]'") from None
-    return pyarrow
 
 
 def _sql_list(paths: list[str]) -> str:
@@ -146,20 +136,16 @@ class CurReader:
     """A CUR 2.0 data export in Parquet: a local path, a glob, or s3://bucket/prefix. Only the Parquet files are
     read (an export folder also holds its metadata JSON files).
 
-    Local files are read by DuckDB's own Parquet reader (row group by row group, only the columns and row groups the
-    query needs). Objects on S3 are read through pyarrow's S3 filesystem, with the credential chain's credentials and
-    AWS_ENDPOINT_URL, as a dataset scanner that streams record batches into DuckDB (columns and filters pushed down).
-    Either way only the aggregate (a few thousand rows) reaches Python. ``via_arrow`` forces the second path (the
-    bench measures both on one file)."""
+    DuckDB's own Parquet reader reads every file (row group by row group, only the columns and row groups the query
+    needs), so only the aggregate (a few thousand rows) reaches Python. Objects on S3 are downloaded one at a time to a
+    temporary file with boto3 (the credential chain, AWS_ENDPOINT_URL), the next one while DuckDB reads the current
+    one, and each is deleted once read: memory stays that of one local file, disk at most two objects."""
 
-    def __init__(self, location: str, session_factory: SessionFactory, env: dict | None = None,
-                 memory_limit: str = "128MB", threads: int = 2, via_arrow: bool = False):
+    def __init__(self, location: str, session_factory: SessionFactory, memory_limit: str = "128MB", threads: int = 2):
         self.location = location
         self._session_factory = session_factory
-        self._env = os.environ if env is None else env
         self._memory_limit = memory_limit
         self._threads = threads
-        self._via_arrow = via_arrow
 
     def _local_files(self) -> list[str]:
         path = Path(self.location).expanduser()
@@ -169,67 +155,46 @@ class CurReader:
             candidates = glob.glob(str(path), recursive=True)
         return sorted(c for c in candidates if _parquet(c))
 
-    def _s3_files(self, pa) -> tuple[object, list[str]]:
-        filesystem = self._s3(pa.fs)
-        prefix = self.location[len("s3://"):].rstrip("/")
+    def _s3_objects(self, client) -> tuple[str, list[str]]:
+        bucket, _, prefix = self.location[len("s3://"):].partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
         try:
-            info = filesystem.get_file_info(pa.fs.FileSelector(prefix, recursive=True))
-        except OSError as exc:
-            raise BillingUnavailable(f"cannot list {self.location}: {exc} (the bot needs s3:ListBucket and "
-                                     f"s3:GetObject on the export)") from None
-        return filesystem, sorted(i.path for i in info if i.type == pa.fs.FileType.File and _parquet(i.path))
+            keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                                           Prefix=prefix)
+                    for item in page.get("Contents", []) if _parquet(item["Key"])]
+        except ClientError as exc:
+            raise BillingUnavailable(f"cannot list {self.location}: {describe_error(exc)} (the bot needs s3:ListBucket "
+                                     f"and s3:GetObject on the export)") from None
+        except BotoCoreError as exc:
+            raise BillingUnavailable(f"cannot list {self.location}: {exc}") from None
+        return bucket, sorted(keys)
 
     def files(self) -> list[str]:
         """The export's Parquet files, as `lines` finds them (what `doctor` checks). Raises BillingUnavailable."""
-        return self._s3_files(_pyarrow())[1] if self.location.startswith("s3://") else self._local_files()
-
-    def _s3(self, fs_module):
-        """pyarrow's S3 filesystem with the credential chain's credentials and AWS_ENDPOINT_URL (which pyarrow does
-        not read by itself)."""
+        if not self.location.startswith("s3://"):
+            return self._local_files()
         session = self._session_factory(None)
-        credentials = session.get_credentials()
-        options = {"region": session.region_name or "us-east-1"}
-        if credentials is not None:
-            frozen = credentials.get_frozen_credentials()
-            options.update(access_key=frozen.access_key, secret_key=frozen.secret_key,
-                           session_token=frozen.token)
-        endpoint = self._env.get("AWS_ENDPOINT_URL_S3") or self._env.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            scheme, _, rest = endpoint.partition("://")
-            options.update(endpoint_override=rest.rstrip("/") if rest else scheme,
-                           scheme=scheme if rest else "https")
-        return fs_module.S3FileSystem(**options)
+        client = session.client("s3", region_name=session.region_name or CE_REGION, config=_CONFIG)
+        bucket, keys = self._s3_objects(client)
+        return [f"s3://{bucket}/{key}" for key in keys]
 
     def lines(self, start: date, end: date) -> list[CurLine]:
         """The ECR usage of the days [start, end), summed by DuckDB (the file is never loaded into Python objects).
         Raises BillingUnavailable naming what is missing."""
         duckdb = _duckdb()
-        remote = self.location.startswith("s3://")
-        if remote or self._via_arrow:
-            pa = _pyarrow()
-            filesystem, files = self._s3_files(pa) if remote else (None, self._local_files())
-        else:
-            files = self._local_files()
-        if not files:
-            raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data export in "
-                                     f"Parquet format)")
         # a small memory limit keeps the Parquet reader lean; an aggregate that outgrows it spills to disk
         connection = duckdb.connect(config={"memory_limit": self._memory_limit, "threads": self._threads,
                                             "temp_directory": os.path.join(tempfile.gettempdir(), "ecr-cost-duckdb")})
         try:
             connection.execute("SET TimeZone = 'UTC'")
-            if remote or self._via_arrow:
-                table, columns = self._arrow_table(pa, connection, filesystem, files)
+            if self.location.startswith("s3://"):
+                rows = self._remote_rows(connection, start, end)
             else:
-                table = f"read_parquet({_sql_list(files)}, union_by_name = true)"
-                columns = {name: kind for name, kind, *_ in connection.execute(f"DESCRIBE SELECT * FROM {table}")
-                           .fetchall()}
-            missing = [c for c in CUR_COLUMNS if c not in columns]
-            if missing:
-                raise BillingUnavailable(f"the CUR at {self.location} lacks the column(s) {', '.join(missing)} (a CUR "
-                                         f"2.0 export with resource IDs is needed)")
-            time_zone = "TIME ZONE" in columns["line_item_usage_start_date"].upper()
-            rows = connection.execute(cur_query(table, *_bounds(start, end, time_zone))).fetchall()
+                files = self._local_files()
+                if not files:
+                    raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data "
+                                             f"export in Parquet format)")
+                rows = connection.execute(self._query(connection, files, start, end)).fetchall()
         except (duckdb.Error, OSError, ValueError) as exc:
             raise BillingUnavailable(f"the CUR at {self.location} could not be read: {exc}") from None
         finally:
@@ -237,20 +202,57 @@ class CurReader:
         return [CurLine(day, account or "", region or "", resource, bool(storage), currency or "USD", float(usd or 0))
                 for day, account, region, resource, storage, currency, usd in rows]
 
-    def _arrow_table(self, pa, connection, filesystem, files: list[str]) -> tuple[str, dict[str, str]]:
-        """The files as a pyarrow dataset scanner registered in DuckDB (a stream of record batches)."""
-        dataset = pa.dataset.dataset(files, format="parquet", filesystem=filesystem)
-        names = dataset.schema.names
-        columns = {name: ("TIMESTAMP WITH TIME ZONE" if getattr(dataset.schema.field(name).type, "tz", None)
-                          else str(dataset.schema.field(name).type)) for name in names}
-        if all(c in names for c in CUR_COLUMNS):
-            field = pa.dataset.field
-            scanner = dataset.scanner(
-                columns=list(CUR_COLUMNS), batch_size=64 * 1024, batch_readahead=2, fragment_readahead=1,
-                filter=(field("line_item_product_code") == "AmazonECR") & (field("line_item_line_item_type") == "Usage"),
-                memory_pool=pa.system_memory_pool())
-            connection.register("cur", scanner.to_reader())
-        return "cur", columns
+    def _query(self, connection, files: list[str], start: date, end: date) -> str:
+        """The aggregate over these files, once their columns are checked."""
+        table = f"read_parquet({_sql_list(files)}, union_by_name = true)"
+        columns = {name: kind for name, kind, *_ in connection.execute(f"DESCRIBE SELECT * FROM {table}").fetchall()}
+        missing = [c for c in CUR_COLUMNS if c not in columns]
+        if missing:
+            raise BillingUnavailable(f"the CUR at {self.location} lacks the column(s) {', '.join(missing)} (a CUR "
+                                     f"2.0 export with resource IDs is needed)")
+        time_zone = "TIME ZONE" in columns["line_item_usage_start_date"].upper()
+        return cur_query(table, *_bounds(start, end, time_zone))
+
+    def _remote_rows(self, connection, start: date, end: date) -> list[tuple]:
+        """Each object downloaded (the next while this one is read), aggregated into a small table, deleted; then the
+        partial sums summed."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from boto3.s3.transfer import TransferConfig
+
+        session = self._session_factory(None)
+        client = session.client("s3", region_name=session.region_name or CE_REGION, config=_CONFIG)
+        bucket, keys = self._s3_objects(client)
+        if not keys:
+            raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data export in "
+                                     f"Parquet format)")
+        transfer = TransferConfig(max_concurrency=4, multipart_chunksize=8 * 2**20, max_io_queue=16)
+        connection.execute("CREATE TEMP TABLE partial (day DATE, account_id VARCHAR, region VARCHAR, resource_id "
+                           "VARCHAR, storage BOOLEAN, currency VARCHAR, usd DOUBLE)")
+        with tempfile.TemporaryDirectory(prefix="ecr-cost-cur-") as folder, ThreadPoolExecutor(1) as downloader:
+            def download(index: int) -> str:
+                path = os.path.join(folder, f"{index}.parquet")
+                try:
+                    client.download_file(bucket, keys[index], path, Config=transfer)
+                except ClientError as exc:
+                    raise BillingUnavailable(f"cannot read s3://{bucket}/{keys[index]}: {describe_error(exc)} (the "
+                                             f"bot needs s3:GetObject on the export)") from None
+                except BotoCoreError as exc:
+                    raise BillingUnavailable(f"cannot read s3://{bucket}/{keys[index]}: {exc}") from None
+                return path
+
+            pending = downloader.submit(download, 0)
+            for index in range(len(keys)):
+                path = pending.result()
+                if index + 1 < len(keys):
+                    pending = downloader.submit(download, index + 1)
+                try:
+                    connection.execute(f"INSERT INTO partial {self._query(connection, [path], start, end)}")
+                finally:
+                    os.remove(path)
+        return connection.execute(
+            "SELECT day, account_id, region, resource_id, storage, currency, SUM(usd) FROM partial "
+            "GROUP BY ALL ORDER BY day, account_id, region, resource_id").fetchall()
 
 
 def _parquet(path: str) -> bool:

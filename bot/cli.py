@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .adoption import HandEdited, InUsePartial, PolicyOperationError
-from .application import Application, EstateUnreadable, ScanBusy
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
 from .core.models import RepositoryCost, ScanResult
-from .render.text import (decision_json, decisions_table, preview_json, preview_text, repository_detail_json,
-                          repository_detail_text, scan_csv, scan_json, scan_table)
+
+if TYPE_CHECKING:  # boto3, sqlite-utils, matplotlib ...: imported by the commands that use them, not by --help
+    from .application import Application
 
 
 class UserError(Exception):
@@ -40,7 +40,21 @@ def scan_and_log(application: Application, log=None, now: datetime | None = None
     return result
 
 
+def recent_or_scan(application: Application) -> ScanResult:
+    """The report's scan: a recent complete one (said on stderr), else a new one."""
+    recent = application.recent_scan()
+    if recent is None:
+        return scan_and_log(application)
+    minutes = (datetime.now(timezone.utc) - recent.generated_at).total_seconds() / 60
+    print(f"using the scan of {recent.generated_at:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min old; a new one after "
+          f"ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES={application.settings.report_scan_max_age_minutes:g})",
+          file=sys.stderr)
+    return recent
+
+
 def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> None:
+    from .render.text import scan_csv, scan_json, scan_table
+
     out = out or sys.stdout
     if fmt == "json":
         print(json.dumps(scan_json(result), indent=2), file=out)
@@ -65,6 +79,8 @@ def resolve(application: Application, name: str, refresh: bool = False) -> tuple
 
 def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> str:
     """What `repo NAME` prints: the detail of one repository from the latest scan."""
+    from .render.text import repository_detail_json, repository_detail_text
+
     scan, row = resolve(application, name, refresh)
     view = application.view(scan, row)
     if fmt == "json":
@@ -154,14 +170,15 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_report(args, settings: Settings) -> int:
-    """A fresh scan, then the report: printed, or posted (once per period) to the report channel."""
+    """The report from a complete scan younger than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES, else a new scan: printed,
+    or posted (once per period) to the report channel."""
     from .jobs import period_start
     from .render.report import report_json, report_text
 
     if args.post:
         return _post_report(settings)
     with _components(settings, args) as built:
-        scan = scan_and_log(built.application)
+        scan = recent_or_scan(built.application)
         report = built.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
     print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
     return 0
@@ -218,8 +235,9 @@ def cmd_policy_validate(args, settings: Settings) -> int:
 
 
 def cmd_policy_preview(args, settings: Settings) -> int:
-    from .adoption import protection_note
+    from .adoption import PolicyOperationError, protection_note
     from .application import ref_of
+    from .render.text import preview_json, preview_text
 
     text = _read_policy_file(args.policy)
     with _components(settings) as built:
@@ -272,6 +290,7 @@ def cmd_policy_apply(args, settings: Settings) -> int:
 
 
 def cmd_policy_rollback(args, settings: Settings) -> int:
+    from .adoption import HandEdited
     from .wiring import cli_actor
 
     _require_yes(args, "policy rollback")
@@ -375,6 +394,8 @@ def cmd_doctor(args, settings: Settings) -> int:
 
 
 def cmd_decisions(args, settings: Settings) -> int:
+    from .render.text import decision_json, decisions_table
+
     with _components(settings) as built:
         decisions = built.application.decisions()
     print(json.dumps([decision_json(d) for d in decisions], indent=2) if args.format == "json"
@@ -489,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     billing.add_argument("--format", choices=["table", "json"], default="table")
     billing.set_defaults(handler=cmd_billing)
 
-    report = commands.add_parser("report", help="the weekly report from a fresh scan: printed, or posted")
+    report = commands.add_parser("report", help="the weekly report from a recent or a new scan: printed, or posted")
     report.add_argument("--post", action="store_true",
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
     report.add_argument("--format", choices=["text", "json"], default="text")
@@ -533,22 +554,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (EstateUnreadable, ScanBusy) as exc:
-        print(f"ecr-cost-bot: {exc}", file=sys.stderr)
-        return 1
     except UserError as exc:
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
-    except PolicyOperationError as exc:
+    except sqlite3.Error as exc:
+        print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the application's own errors: imported here, as the command that raised them did
+        from .adoption import InUsePartial, PolicyOperationError
+        from .application import EstateUnreadable, ScanBusy
+
+        if isinstance(exc, (EstateUnreadable, ScanBusy)):
+            print(f"ecr-cost-bot: {exc}", file=sys.stderr)
+            return 1
+        if not isinstance(exc, PolicyOperationError):
+            raise
         print(f"ecr-cost-bot: {exc}", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         if isinstance(exc, InUsePartial):
             print("  add --accept-partial-in-use to adopt anyway (images running there are not protected)",
                   file=sys.stderr)
-        return 1
-    except sqlite3.Error as exc:
-        print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -52,6 +52,7 @@ class Settings:
     athena_workgroup: str | None = None
     athena_output: str | None = None  # s3://bucket/prefix/ for the query results (else the workgroup's)
     snapshot_max_age_hours: float = 24.0  # older: /ecr-cost NAME re-reads that repository
+    report_scan_max_age_minutes: float = 60.0  # `report` reuses a complete scan younger than this (0: always scans)
     recent_pull_days: int = 14  # an image pulled within this many days counts as in use (0: off)
     kube_contexts: tuple[str, ...] = ()  # kubeconfig contexts whose pods and workloads count as in use
     kubeconfig: str | None = None  # KUBECONFIG (the client's default, ~/.kube/config, when unset)
@@ -227,6 +228,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=_number("PORT", get("PORT") or "3000", int, 1, 65535),
         snapshot_max_age_hours=_number("ECR_COST_SNAPSHOT_MAX_AGE_HOURS",
                                        get("ECR_COST_SNAPSHOT_MAX_AGE_HOURS") or "24", float, 0.0, 24 * 365),
+        report_scan_max_age_minutes=_number("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES",
+                                            get("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES") or "60", float, 0.0, 10080),
         recent_pull_days=_number("ECR_COST_RECENT_PULL_DAYS", get("ECR_COST_RECENT_PULL_DAYS") or "14", int, 0,
                                  36500),
         kube_contexts=_csv(get("ECR_COST_KUBE_CONTEXTS")),

@@ -112,7 +112,7 @@ class ReportJob:
                         f"history cannot be read to check: not posted again (grant channels:history to let the "
                         f"bot check)")
         try:
-            scan = self._scan_now()
+            scan = self._app.recent_scan() or self._scan_now()
             report = self._app.weekly_report(scan, datetime.fromisoformat(period))
         except Exception as exc:  # noqa: BLE001 - nothing was posted: the claim is given back
             logger.exception("building the weekly report for %s failed", period)

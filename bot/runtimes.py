@@ -17,6 +17,7 @@ from .core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_i
 logger = logging.getLogger(__name__)
 DESCRIBE_SERVICES_MAX = 10  # DescribeServices takes at most 10 services
 DESCRIBE_TASKS_MAX = 100  # DescribeTasks takes at most 100 tasks
+DESCRIBE_SERVICE_REVISIONS_MAX = 20  # DescribeServiceRevisions takes at most 20 revisions
 
 
 class TaskDefinitionCache(Protocol):
@@ -80,6 +81,7 @@ class RuntimeCollector:
         client = self._collector.client(account.session, "ecs", region)
         found: list[Reference] = []
         definitions: dict[str, list[Usage]] = {}  # task definition ARN -> who runs it
+        revisions: dict[str, list[Usage]] = {}  # service revision ARN -> its service: described 20 at a time
 
         def add(uri: str | None, usage: Usage) -> None:
             _add(found, unreadable, uri, usage)
@@ -96,12 +98,9 @@ class RuntimeCollector:
                         for deployment in [*service.get("deployments", []), *service.get("taskSets", [])]:
                             if deployment.get("taskDefinition"):
                                 definitions.setdefault(deployment["taskDefinition"], []).append(usage)
-                        revisions = [r["arn"] for r in service.get("currentServiceRevisions", []) if "arn" in r]
-                        for chunk_of_revisions in _chunks(revisions, 20):
-                            answer = client.describe_service_revisions(serviceRevisionArns=chunk_of_revisions)
-                            for revision in answer.get("serviceRevisions", []):
-                                for image in revision.get("containerImages", []):
-                                    add(_with_digest(image.get("image"), image.get("imageDigest")), usage)
+                        for revision in service.get("currentServiceRevisions", []):
+                            if "arn" in revision:
+                                revisions.setdefault(revision["arn"], []).append(usage)
                 tasks = [arn for p in client.get_paginator("list_tasks").paginate(cluster=cluster,
                                                                                   desiredStatus="RUNNING")
                          for arn in p.get("taskArns", [])]
@@ -114,6 +113,11 @@ class RuntimeCollector:
                             add(_with_digest(container.get("image"), container.get("imageDigest")), usage)
                         if task.get("taskDefinitionArn"):
                             definitions.setdefault(task["taskDefinitionArn"], []).append(usage)
+        for chunk in _chunks(list(revisions), DESCRIBE_SERVICE_REVISIONS_MAX):  # across services and clusters
+            for revision in client.describe_service_revisions(serviceRevisionArns=chunk).get("serviceRevisions", []):
+                for usage in revisions.get(revision.get("serviceRevisionArn", ""), []):
+                    for image in revision.get("containerImages", []):
+                        add(_with_digest(image.get("image"), image.get("imageDigest")), usage)
         for arn, images in self._task_definitions(client, list(definitions)).items():
             for usage in definitions[arn]:
                 for uri in images:
@@ -141,17 +145,31 @@ class RuntimeCollector:
                 if function.get("PackageType") != "Image":
                     continue
                 name = function["FunctionName"]
-                qualifiers = {"$LATEST"}
-                for versions in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
-                    qualifiers |= {v["Version"] for v in versions.get("Versions", [])}
-                for aliases in client.get_paginator("list_aliases").paginate(FunctionName=name):
-                    qualifiers |= {a["Name"] for a in aliases.get("Aliases", [])}
-                for qualifier in sorted(qualifiers):
-                    code = client.get_function(FunctionName=name, Qualifier=qualifier).get("Code", {})
-                    usage = Usage("lambda", f"{name}:{qualifier}", account.account_id, region)
-                    for uri in (code.get("ImageUri"), code.get("ResolvedImageUri")):
+                versions = ["$LATEST"]
+                for listed in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
+                    versions += [v["Version"] for v in listed.get("Versions", []) if v["Version"] != "$LATEST"]
+                images: dict[str, tuple[str | None, str | None]] = {}  # version -> (as written, resolved)
+                for version in versions:
+                    usage = Usage("lambda", f"{name}:{version}", account.account_id, region)
+                    for uri in _function_image(client, name, version, images):
                         _add(found, unreadable, uri, usage)
+                # an alias runs the version(s) it points at, already read above: no GetFunction of its own
+                for page_of_aliases in client.get_paginator("list_aliases").paginate(FunctionName=name):
+                    for alias in page_of_aliases.get("Aliases", []):
+                        usage = Usage("lambda", f"{name}:{alias['Name']}", account.account_id, region)
+                        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+                        for version in [alias.get("FunctionVersion") or "$LATEST", *weights]:
+                            for uri in _function_image(client, name, version, images):
+                                _add(found, unreadable, uri, usage)
         return found
+
+
+def _function_image(client, name: str, version: str, images: dict) -> tuple[str | None, str | None]:
+    """(image as written, image resolved) of one version of a function: one GetFunction per version, kept."""
+    if version not in images:
+        code = client.get_function(FunctionName=name, Qualifier=version).get("Code", {})
+        images[version] = (code.get("ImageUri"), code.get("ResolvedImageUri"))
+    return images[version]
 
 
 def _add(found: list[Reference], unreadable: list[str], uri: str | None, usage: Usage) -> None:

@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,6 +33,10 @@ class AwsProxy:
         self.throttle_next = 0
         self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
         self.canned: dict[str, dict] = {}  # operation -> the JSON answer (for what moto does not implement)
+        # operation -> f(request params) -> the JSON answer, and f(request params, moto's answer) -> the answer sent
+        # (JSON protocols only: what moto lacks, or leaves out of its answer)
+        self.answer: dict[str, Callable[[dict], dict]] = {}
+        self.amend: dict[str, Callable[[dict, dict], dict]] = {}
         self.blobs: dict[str, bytes] = {}  # digest -> bytes served through GetDownloadUrlForLayer
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
@@ -75,6 +80,8 @@ class AwsProxy:
             self.max_page = {}
             self.fail = {}
             self.canned = {}
+            self.answer = {}
+            self.amend = {}
             self.blobs = {}
             self.simulated_denials = None
 
@@ -84,7 +91,7 @@ class AwsProxy:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
         if request.path.startswith(BLOB_PATH):
             return self._serve_blob(request)
-        operation = _operation(request.headers, body)
+        operation = _operation(request.headers, body, request.command, request.path)
         region = (_REGION.search(request.headers.get("Authorization", "")) or [None, None])[1]
         with self._lock:
             self.calls[operation] += 1
@@ -108,6 +115,8 @@ class AwsProxy:
             return _reply_simulation(request, body, self.simulated_denials)
         if operation in self.canned:
             return _reply_json(request, self.canned[operation])
+        if operation in self.answer:
+            return _reply_json(request, self.answer[operation](json.loads(body or b"{}")))
         if operation == "GetDownloadUrlForLayer":
             digest = json.loads(body or b"{}").get("layerDigest", "")
             if digest not in self.blobs:
@@ -128,6 +137,8 @@ class AwsProxy:
             payload = _page_rows(payload, *page)
         elif page is not None and status == 200:
             payload = _page(payload, PAGED[operation], *page)
+        if operation in self.amend and status == 200:
+            payload = json.dumps(self.amend[operation](json.loads(body or b"{}"), json.loads(payload))).encode()
         request.send_response(status)
         head = request.command == "HEAD"  # S3's HeadObject: the object's length, no body
         for name, value in headers:
@@ -169,12 +180,23 @@ class AwsProxy:
             connection.close()
 
 
-def _operation(headers, body: bytes) -> str:
+_LAMBDA_READS = [(re.compile(r"^/2015-03-31/functions/?$"), "ListFunctions"),
+                 (re.compile(r"^/2015-03-31/functions/[^/]+/versions$"), "ListVersionsByFunction"),
+                 (re.compile(r"^/2015-03-31/functions/[^/]+/aliases$"), "ListAliases"),
+                 (re.compile(r"^/2015-03-31/functions/[^/]+$"), "GetFunction")]
+
+
+def _operation(headers, body: bytes, method: str = "POST", path: str = "") -> str:
     target = headers.get("X-Amz-Target")
     if target:
         return target.rsplit(".", 1)[-1]
     action = parse_qs(body.decode(errors="replace")).get("Action")
-    return action[0] if action else "unknown"
+    if action:
+        return action[0]
+    if method == "GET":  # Lambda's REST reads, the ones the in-use check makes
+        route = urlsplit(path).path
+        return next((name for pattern, name in _LAMBDA_READS if pattern.match(route)), "unknown")
+    return "unknown"
 
 
 def _page(payload: bytes, key: str, size: int, offset: int) -> bytes:

@@ -381,21 +381,39 @@ def test_billing_settings_defaults():
     assert settings.billing == "cur" and settings.cur == "s3://billing-exports/cur2/ecr"
 
 
-def test_both_readers_of_the_cur_agree(tmp_path):
-    """DuckDB's own Parquet reader (local files) and pyarrow's scanner streamed into DuckDB (the S3 path)."""
-    from bot.billing_sources import CurReader
+def test_the_cur_from_s3_is_read_object_by_object_and_leaves_no_file_behind(aws, tmp_path, monkeypatch):
+    """Each object is downloaded to a temporary file, read by DuckDB, deleted: the sums across the objects (the same
+    repository and day split over both parts) equal the local read's, and nothing is left in the temporary folder."""
+    import tempfile
+
+    import boto3
+
+    from bot.aws import default_session_factory
+    from bot.billing_sources import BillingUnavailable, CurReader
 
     items = estate_items(TODAY)
     folder = export_folder(tmp_path, items, time_zone=True)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="exports")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), "exports", f"cur2/{path.relative_to(folder)}")
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
     start, end = TODAY - timedelta(days=30), TODAY
-    native = CurReader(str(folder), lambda role: None).lines(start, end)
-    arrow = CurReader(str(folder), lambda role: None, via_arrow=True).lines(start, end)
-    key = lambda line: (line.day, line.account_id, line.region, line.resource_id or "", line.storage)  # noqa: E731
-    assert [(key(a), round(a.usd, 9)) for a in sorted(native, key=key)] == \
-        [(key(b), round(b.usd, 9)) for b in sorted(arrow, key=key)]
-    expected = aggregate(items, start, end - timedelta(days=1))
-    assert {(line.day, line.account_id, line.region, line.resource_id, line.storage, line.currency): line.usd
-            for line in native} == pytest.approx(expected)
+    factory = default_session_factory(region_name="us-east-1")
+    remote = CurReader("s3://exports/cur2", factory).lines(start, end)
+    local = CurReader(str(folder), factory).lines(start, end)
+    keyed = lambda lines: {(x.day, x.account_id, x.region, x.resource_id, x.storage, x.currency): x.usd  # noqa: E731
+                           for x in lines}
+    assert len(remote) == len(local) > 0 and keyed(remote) == pytest.approx(keyed(local))
+    assert [p.name for p in spare.iterdir()] in ([], ["ecr-cost-duckdb"])  # DuckDB's spill folder, if it made one
+    assert not any(spare.rglob("*.parquet"))
+    with pytest.raises(BillingUnavailable, match="no Parquet file at s3://exports/other"):
+        CurReader("s3://exports/other", factory).lines(start, end)
+    with pytest.raises(BillingUnavailable, match="cannot list s3://missing-bucket/cur2: .*s3:ListBucket"):
+        CurReader("s3://missing-bucket/cur2", factory).lines(start, end)
 
 
 def test_the_bill_covers_only_the_accounts_the_scan_covers(aws, capsys, monkeypatch, tmp_path):

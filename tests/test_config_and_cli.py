@@ -173,3 +173,16 @@ def test_demo_shows_the_whole_flow(tmp_path):
     assert message["text"] and message["blocks"][0]["type"] == "header"
     assert (tmp_path / "out" / "report-chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(workdir.glob("*.db")), "demo must not write a database into the working directory"
+
+
+def test_help_imports_none_of_the_heavy_libraries():
+    """`--help` (and argument errors) start fast: boto3, Slack, DuckDB, matplotlib and sqlite-utils (which imports
+    pandas whenever it is installed) are imported by the commands that use them."""
+    heavy = ["boto3", "botocore", "slack_bolt", "slack_sdk", "duckdb", "pyarrow", "matplotlib", "sqlite_utils",
+             "pandas", "numpy", "apscheduler", "waitress", "kubernetes"]
+    probe = ("import sys\nfrom bot.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             f"print([m for m in {heavy!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert "ecr-cost-bot" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"

@@ -340,3 +340,65 @@ def test_slack_adopt_with_a_partial_check_asks_again_and_changes_nothing_until_c
             assert estate["lambda"] in pinned  # what can be seen is still kept
     finally:
         standin.stop()
+
+
+def names(items: list[dict]) -> dict[str, set[str]]:
+    return {i["image_digest"]: {u["name"] for u in i["used_by"] if u["kind"] == "lambda"} for i in items}
+
+
+def test_lambda_aliases_run_the_versions_already_read_without_a_get_function_of_their_own(estate, capsys, aws):
+    """An alias points at a version (and, weighted, a second one) that ListVersionsByFunction lists and GetFunction
+    reads anyway: its images are those versions' images, one GetFunction per version, none per alias."""
+    import boto3
+
+    lambda_function("resize", uri("api", "v1.10"))  # version 1
+    client = boto3.client("lambda", region_name="us-east-1")
+    client.update_function_code(FunctionName="resize", ImageUri=uri("api", "v1.9"))
+    client.publish_version(FunctionName="resize")  # version 2
+    client.create_alias(FunctionName="resize", Name="live", FunctionVersion="1")
+    client.create_alias(FunctionName="resize", Name="canary", FunctionVersion="2",
+                        RoutingConfig={"AdditionalVersionWeights": {"1": 0.1}})
+    aws.calls.clear()
+    found = names(in_use_json(capsys))
+    digests = {i.tags[0]: i.digest for i in estate["repo"].all_images() if i.tags}
+    assert {"resize:1", "resize:live", "resize:canary"} <= found[digests["v1.10"]]  # canary sends 10% to 1
+    assert {"resize:$LATEST", "resize:2", "resize:canary"} <= found[digests["v1.9"]]
+    # (moto rewrites version 1's ImageUri on update_function_code, though not its ResolvedImageUri: only the
+    # resolved digest tells the versions apart here)
+    assert not {"resize:2", "resize:$LATEST"} & found[digests["v1.10"]]
+    # thumbnails: $LATEST and 1; resize: $LATEST, 1 and 2
+    assert aws.calls["GetFunction"] == 5 and aws.calls["ListAliases"] == 2
+
+
+def test_service_revisions_are_described_twenty_at_a_time_across_services(estate, capsys, aws):
+    """DescribeServiceRevisions takes up to 20 ARNs: 25 services in two clusters cost two calls, not 25 (moto has
+    neither the API nor currentServiceRevisions: the proxy adds them, as ECS answers)."""
+    images = {}
+    for n in range(25):
+        cluster, service = f"batch-{n % 2}", f"svc-{n}"
+        ecs_service(cluster, service, uri("api", "candidate"))
+        images[f"arn:aws:ecs:us-east-1:{ACCOUNT}:service-revision/{cluster}/{service}/1"] = \
+            {"image": uri("api", "v1.3"), "imageDigest": estate["repo"].images[4 + 3].digest}
+
+    def with_revisions(_request: dict, answer: dict) -> dict:
+        for service in answer.get("services", []):
+            cluster = service["clusterArn"].rsplit("/", 1)[-1]
+            arn = f"arn:aws:ecs:us-east-1:{ACCOUNT}:service-revision/{cluster}/{service['serviceName']}/1"
+            if arn in images:
+                service["currentServiceRevisions"] = [{"arn": arn, "requestedTaskCount": 1}]
+        return answer
+
+    asked: list[int] = []
+
+    def revisions(request: dict) -> dict:
+        asked.append(len(request["serviceRevisionArns"]))
+        return {"serviceRevisions": [{"serviceRevisionArn": arn, "containerImages": [
+            {"containerName": "app", **images[arn]}]} for arn in request["serviceRevisionArns"]], "failures": []}
+
+    aws.amend["DescribeServices"] = with_revisions
+    aws.answer["DescribeServiceRevisions"] = revisions
+    items = in_use_json(capsys)
+    assert sorted(asked) == [5, 20] and aws.calls["DescribeServiceRevisions"] == 2
+    v13 = estate["repo"].images[4 + 3].digest
+    services = {u["name"] for i in items if i["image_digest"] == v13 for u in i["used_by"] if u["kind"] == "ecs-service"}
+    assert services == {f"batch-{n % 2}/svc-{n}" for n in range(25)}

@@ -15,6 +15,7 @@ from bot.config import load_settings
 from bot.core.models import PolicyDecision, ScanProblem, ScanResult
 from bot.core.report import build_report
 from bot.jobs import period_start
+from bot.store import _iso
 from bot.render.chart import chart_figure, chart_png
 from bot.render.report import report_json, report_message, report_text
 from bot.wiring import build_report_job, build_slack
@@ -176,6 +177,35 @@ def test_a_run_that_fails_before_posting_gives_the_period_back(job_parts):
     assert store.period_run("2026-11-23T09:00:00+00:00") is None
     assert "first one is due" in make_job().catch_up()  # never posted: a first start catches nothing up
     assert "posted" in make_job().run()
+
+
+def test_the_job_reports_from_a_recent_complete_scan_and_rescans_an_older_one(job_parts):
+    """ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES (60): a scan made minutes ago is the report's; one older is not."""
+    make_job, standin, store, built = job_parts
+    scans = []
+
+    def counted():
+        scans.append(1)
+        raise RuntimeError("scanned")
+
+    assert "failed before posting" in make_job(scan_now=counted).run() and len(scans) == 1  # nothing stored yet
+    made = job_parts_scan(store)
+    assert "posted" in make_job(scan_now=counted).run() and len(scans) == 1  # the recent scan, no new one
+    store.db.execute("update scans set generated_at = ? where id = ?",
+                     [_iso(made.generated_at - timedelta(minutes=61)), made.scan_id])
+    store.db.conn.commit()
+    next_week = make_job(scan_now=counted, clock=lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc))
+    assert "failed before posting" in next_week.run() and len(scans) == 2  # 61 minutes old: scanned again
+
+
+def job_parts_scan(store) -> ScanResult:
+    rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1",)), row("small", GB)])
+    scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
+    for r in rows:
+        store.save_repository(scan_id, r, [])
+    result = ScanResult(datetime.now(timezone.utc), 0.1, rows, [], [], scan_id=scan_id)
+    store.finish_scan(result)
+    return result
 
 
 def test_a_claim_whose_holder_died_is_taken_over_after_the_lease(job_parts):

@@ -89,3 +89,53 @@ def test_report_cli_prints_and_posts_once(aws, capsys, monkeypatch):
         assert len([a for m, a in standin.calls if m == "chat.postMessage" and a["channel"] == "C0REPORTS"]) == 1
     finally:
         standin.stop()
+
+
+def test_report_reuses_a_recent_complete_scan_and_rescans_an_old_or_partial_one(aws, capsys, monkeypatch):
+    """Right after a scan, `report` builds on it (no ECR request); older than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES,
+    or partial, it scans again. The scheduled job decides the same way."""
+    from datetime import datetime, timedelta, timezone
+
+    from bot.config import load_settings
+    from bot.wiring import build
+
+    load([repository()])
+    code, _, err = run_cli(capsys, "scan")
+    assert code == 0 and "scanned 1 repositories" in err
+    aws.calls.clear()
+    code, out, err = run_cli(capsys, "report", "--format", "json")
+    assert code == 0 and json.loads(out)["top"][0]["repository"] == "shop"
+    assert "using the scan of" in err and "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES=60" in err
+    assert aws.calls["DescribeRepositories"] == 0 and aws.calls["DescribeImages"] == 0
+    monkeypatch.setenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES", "0")
+    code, _, err = run_cli(capsys, "report")
+    assert code == 0 and "scanned 1 repositories" in err and aws.calls["DescribeRepositories"] >= 1
+    code, _, err = run_cli(capsys, "report", "--format", "json")
+    assert "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES: " not in err  # 0 is valid: always scan
+    monkeypatch.delenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES")
+
+    def recent(clock=lambda: datetime.now(timezone.utc)):
+        built = build(load_settings(), clock=clock)
+        try:
+            return built.application.recent_scan(), built.store.latest_scan()
+        finally:
+            built.close()
+
+    found, latest = recent()
+    assert found.scan_id == latest.scan_id
+    assert recent(lambda: latest.generated_at + timedelta(minutes=61))[0] is None  # too old: the job rescans
+    monkeypatch.setenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES", "90")
+    assert recent(lambda: latest.generated_at + timedelta(minutes=61))[0] is not None
+    aws.deny_regions.add("eu-west-1")
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1,eu-west-1")
+    code, _, err = run_cli(capsys, "scan")
+    found, latest = recent()
+    assert latest.partial and found is None  # a partial scan is never reused
+    code, _, err = run_cli(capsys, "report", "--format", "json")
+    assert "scanned 1 repositories" in err
+
+
+def test_a_bad_report_scan_max_age_is_one_line(aws, capsys, monkeypatch):
+    monkeypatch.setenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES", "soon")
+    code, _, err = run_cli(capsys, "report")
+    assert code == 2 and err.strip().count("\n") == 0 and "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES" in err
