@@ -49,9 +49,11 @@ def json_usd(amount: float | None) -> float | None:
 # -- sizes ---------------------------------------------------------------------------------------------
 
 def size(byte_count: int) -> str:
-    """``12.34 GB`` from 1 GB up, ``512.0 MB`` below (GB = 2^30 bytes, MB = 2^20)."""
+    """``12.34 GB`` from 1 GB up, ``512 MB`` below (``8.5 MB`` below 10 MB); GB = 2^30 bytes, MB = 2^20."""
     if abs(byte_count) >= GIB:
         return f"{byte_count / GIB:,.2f} GB"
+    if abs(byte_count) >= 10 * MIB:
+        return f"{byte_count / MIB:,.0f} MB"
     return f"{byte_count / MIB:,.1f} MB"
 
 

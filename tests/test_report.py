@@ -13,7 +13,7 @@ from matplotlib import image as mpimg
 
 from bot.config import load_settings
 from bot.core.analysis import rank
-from bot.core.models import PolicyDecision, ScanProblem, ScanResult
+from bot.core.models import PolicyDecision, PolicySavings, ScanProblem, ScanResult
 from bot.core.report import build_report
 from bot.jobs import period_start
 from bot.render.chart import chart_figure, chart_png
@@ -26,6 +26,11 @@ from tests.test_slack_units import check_limits, huge_estate
 T0 = datetime(2026, 11, 16, 9, tzinfo=timezone.utc)
 BASE = load_settings({}).base_policy
 GB = 2**30
+
+
+def adopting(usd: float, expiring: int = 3, images: int = 10) -> PolicySavings:
+    """What adopting the base policy frees (the protected form), with the policy as written freeing more."""
+    return PolicySavings(images, expiring, int(usd * 10 * GB), usd, expiring + 2, 2, int(usd * 20 * GB), usd * 2)
 
 
 def crafted():
@@ -41,7 +46,7 @@ def crafted():
 
 def test_report_content_order_totals_change_and_realised_savings():
     previous, current, adopted = crafted()
-    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: 0.5, row("d", 0).arn: 0.1},
+    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: adopting(0.5), row("d", 0).arn: adopting(0.1)},
                           BASE, [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
     assert [line.label for line in report.top] == ["a", "d", "b", "c"]
     assert report.summary.monthly_cost_usd == pytest.approx(1.7)
@@ -57,7 +62,7 @@ def test_report_content_order_totals_change_and_realised_savings():
 
     text = report_text(report)
     assert text.index(" a ") < text.index(" d ") < text.index(" b ")
-    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: $0.30/month" in text
+    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: estimated $0.30/month" in text
     doc = report_json(report)
     assert doc["summary"]["change_usd"] == pytest.approx(0.2) and doc["realised_savings_usd"] == pytest.approx(0.3)
     message = report_message(report)
@@ -80,7 +85,7 @@ def test_report_message_holds_the_limits_for_10000_repositories():
     scan = ScanResult(T0, 0.1, rows, [ScanProblem("1", f"r{n}", "<!channel> " * 50) for n in range(40)], [])
     decisions = [PolicyDecision(n, r.repository, r.account_id, r.region, r.arn, "adopted", "U012AB3CD", "slack", T0,
                                 None, "{}", 1.0) for n, r in enumerate(rows[:500])]
-    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: 1.0 for r in rows}, BASE,
+    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: adopting(1.0) for r in rows}, BASE,
                           [(T0, 1.0)] * 26, T0)
     message = report_message(report)
     check_limits(message)
