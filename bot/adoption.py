@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.analysis import exemption_of
-from .format import iso
+from .format import iso, plural, size
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
 from .core.inuse import InUseSet, PinPlan, Usage, after_plan, pin_tag, plan_pins, protected, unprotected
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
@@ -458,7 +458,7 @@ class PolicyChanges:
                                            f"nothing was deleted: look again before deleting it")
             decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
                                     row.monthly_cost_usd, None, born=born,
-                                    note=f"export #{export_id}: {row.image_count} images, {row.stored_bytes} bytes")
+                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, {size(row.stored_bytes)}")
             try:
                 self._collector.delete_repository(ref)
             except (ClientError, BotoCoreError) as exc:

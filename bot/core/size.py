@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .cost import GIB, image_manifests, monthly_cost
+from .cost import image_manifests, monthly_cost
 from ..format import per_month, size
 from .models import Image, Manifest, RepositoryCost
 

@@ -16,7 +16,7 @@ from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, Repo
 from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
 from ..core.inuse import is_pin
 from ..core.size import SizeReport
-from ..format import iso, per_day, per_month, plural, signed, size, slack_date, status, usd
+from ..format import per_day, per_month, plural, signed, size, slack_date, status
 from .text import adopting_sentence, as_written_sentence
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100

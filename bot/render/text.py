@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
 from ..core.lifecycle import Preview
