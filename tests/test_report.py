@@ -306,3 +306,28 @@ def test_the_claim_is_kept_alive_while_a_long_run_is_so_no_replica_takes_over(jo
     runner.join(timeout=30)
     assert "posted (ts" in outcome[0]
     assert len(posts(standin, "C0REPORTS")) == 1
+
+
+def test_savings_realised_are_estimated_and_billed_on_the_projections_basis():
+    """Each adoption: the stored cost before and now (the projection's basis), the projection recorded at adoption,
+    and with a per-repository bill (the CUR) the billed storage saved: "estimated $X, billed $Y"."""
+    from bot.core.billing import AdoptionEffect, BillingSummary
+
+    previous, current, adopted = crafted()
+    effect = AdoptionEffect("b", adopted.at, "repository", before_daily_usd=0.02, after_daily_usd=0.01)
+    billing = BillingSummary("cur", "USD", [], 1.0, 1.0, 0.0, 0.05, None, [], [], adoptions=[effect])
+    report = build_report(current, previous, [adopted], {7: 0.4}, {}, BASE, [], T0 + timedelta(days=7),
+                          billing=billing)
+    [saving] = report.realised
+    assert saving.projected_usd == pytest.approx(0.3) and saving.billed_usd == pytest.approx(0.01 * 30)  # November
+    text = report_text(report)
+    assert "saved by policies adopted through the bot: estimated $0.30/month, billed $0.30/month" in text
+    assert "b: $0.40/month → $0.10/month, saved: estimated $0.30/month, billed $0.30/month; projected $0.30/month" \
+           in text
+    [entry] = report_json(report)["realised_savings"]
+    assert entry["billed_saved_usd"] == pytest.approx(0.3) and entry["projected_monthly_savings_usd"] == 0.3
+    assert "billed *$0.30/month*" not in json.dumps(report_message(report))  # bold is the estimate only
+    assert "estimated $0.30/month*, billed $0.30/month" in json.dumps(report_message(report))
+    without_bill = build_report(current, previous, [adopted], {7: 0.4}, {}, BASE, [], T0)
+    assert without_bill.realised[0].billed_usd is None and "billed" not in report_text(without_bill).split(
+        "saved by policies")[1]
