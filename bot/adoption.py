@@ -25,11 +25,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.analysis import exemption_of
+from .format import iso, plural, size
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
 from .core.inuse import InUseSet, PinPlan, Usage, after_plan, pin_tag, plan_pins, protected, unprotected
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
 from .core.models import (ADOPTIONS, EXEMPT_TAG, EXEMPTION_REASONS, SNOOZE, Image, Manifest, PolicyDecision,
-                          RepositoryCost, RepositoryInventory, RepositoryRef)
+                          PolicySavings, RepositoryCost, RepositoryInventory, RepositoryRef)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
@@ -121,6 +122,22 @@ class PolicyPreview:
     @property
     def used(self) -> dict[str, list[Usage]]:
         return {} if self.in_use is None else self.in_use.of(self.ref.account_id, self.ref.region, self.ref.name)
+
+    @property
+    def savings(self) -> PolicySavings:
+        """What adopting does (the protected form) beside what the policy as written would: the one place these
+        figures are computed for every surface."""
+        adopted = self.adopted or self.result
+        used = self.used
+        expiring = [d.image.digest for d in self.result.decisions if d.action == "expire"]
+        return PolicySavings(
+            image_count=self.image_count,
+            expiring_count=sum(1 for d in adopted.decisions if d.action == "expire"),
+            bytes_freed=adopted.bytes_freed,
+            monthly_usd=self.monthly_savings_usd if self.adopted is None else (self.adopted_savings_usd or 0.0),
+            written_expiring_count=len(expiring), written_in_use_expiring=sum(1 for d in expiring if d in used),
+            written_bytes_freed=self.result.bytes_freed, written_monthly_usd=self.monthly_savings_usd,
+            in_use_checked=self.adopted is not None)
 
     @property
     def in_use_expiring(self) -> list[str]:
@@ -441,7 +458,7 @@ class PolicyChanges:
                                            f"nothing was deleted: look again before deleting it")
             decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
                                     row.monthly_cost_usd, None, born=born,
-                                    note=f"export #{export_id}: {row.image_count} images, {row.stored_bytes} bytes")
+                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, {size(row.stored_bytes)}")
             try:
                 self._collector.delete_repository(ref)
             except (ClientError, BotoCoreError) as exc:
@@ -607,7 +624,6 @@ def export_document(inventory: RepositoryInventory, documents: dict[str, dict], 
                     at: datetime) -> str:
     """A repository as it was before its deletion: enough to know what was there and to rebuild its images'
     manifests (the layers themselves go with the repository)."""
-    iso = lambda moment: moment.isoformat() if moment else None  # noqa: E731
     ref = inventory.ref
     return json.dumps({
         "exported_at": iso(at), "repository": ref.name, "account_id": ref.account_id, "region": ref.region,

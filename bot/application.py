@@ -287,11 +287,8 @@ class Application:
         in_use = {}
         try:
             found = self.preview(row, scan=scan, inventory=inventory)
-            # what adopting really does: the protected form, every in-use image kept
-            adopted = found.adopted or found.result
-            expiring = sum(1 for d in adopted.decisions if d.action == "expire")
-            freed = adopted.bytes_freed
-            savings = found.adopted_savings_usd if found.adopted is not None else found.monthly_savings_usd
+            savings = found.savings  # what adopting really does: the protected form, every in-use image kept
+            expiring, freed = savings.expiring_count, savings.bytes_freed
             used = found.used
             in_use = dict(in_use_count=len(used), in_use_kept=len(found.in_use_expiring),
                           in_use_where=tuple(sorted({f"{u.kind} {u.name}" for us in used.values() for u in us})),
@@ -307,7 +304,8 @@ class Application:
         return RepositoryView(
             row=row, label=labels.get(row.arn, row.repository), rank=position, rank_of=len(scan.repositories),
             lifecycle_status=lifecycle_status(row.lifecycle_policy, self.settings.base_policy, tuned_text),
-            expiring_count=expiring, bytes_freed=freed, savings_usd=savings,
+            expiring_count=expiring, bytes_freed=freed, savings_usd=None if savings is None else savings.monthly_usd,
+            savings=savings,
             change_usd=None if previous is None else row.monthly_cost_usd - previous.monthly_cost_usd,
             last_decision=history[-1] if history else None,
             adopted=bool(self.changes.undo_stack(row.arn)), scanned_at=scan.generated_at, previous=previous,
@@ -343,11 +341,11 @@ class Application:
         return self.changes.preview(ref, policy_text, images=images)
 
     def expiring(self, row: RepositoryCost, scan: ScanResult) -> tuple[RepositoryView, list, list[str]]:
-        """The Preview button: the view, the decisions that expire as written, and the in-use digests among them
-        (which adopting through the bot keeps)."""
+        """The Preview button: the view, the decisions that expire when the base policy is adopted (its protected
+        form: in-use images kept), and the in-use digests the policy as written would expire (adopting keeps them)."""
         found = self.preview(row, scan=scan)
-        return (self.view(scan, row), [d for d in found.result.decisions if d.action == "expire"],
-                found.in_use_expiring)
+        adopted = found.adopted or found.result
+        return (self.view(scan, row), [d for d in adopted.decisions if d.action == "expire"], found.in_use_expiring)
 
     # -- changes (each checked by PolicyChanges: live owners, backups, undo stack, hand edits) ---------
 
@@ -539,9 +537,10 @@ class Application:
             manifests = reachable_manifests((i.digest for i in stored or []), self.store.get_manifests)
             growth[row.arn] = new_bytes_per_week(stored or [], manifests, scan.generated_at)
             if not row.has_lifecycle_policy and exemption_of(row.tags, history.get(row.arn, [])) is None:
-                try:  # no stored image list (a scan from before they were kept): a fresh read
+                try:  # what adopting frees (the protected form), as every other surface states it; no stored
+                    # image list (a scan from before they were kept): a fresh read
                     base_savings[row.arn] = self.changes.preview(
-                        ref_of(row), images=stored, manifests=None if stored is None else manifests).monthly_savings_usd
+                        ref_of(row), images=stored, manifests=None if stored is None else manifests).savings
                 except PolicyOperationError as exc:
                     logger.warning("no base policy preview for %s: %s", row.arn, exc)
         return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
 from .core.models import RepositoryCost, ScanResult
+from .format import iso, per_month, plural, size
 
 if TYPE_CHECKING:  # boto3, sqlite-utils, matplotlib ...: imported by the commands that use them, not by --help
     from .application import Application
@@ -79,16 +80,16 @@ def resolve(application: Application, name: str, refresh: bool = False) -> tuple
 
 def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> str:
     """What `repo NAME` prints: the detail of one repository from the latest scan."""
-    from .render.text import repository_detail_json, repository_detail_text
+    from .render.text import repository_detail_json, view_text
 
     scan, row = resolve(application, name, refresh)
     view = application.view(scan, row)
     if fmt == "json":
-        detail = repository_detail_json(row, view.rank, view.rank_of, view.previous)
+        detail = repository_detail_json(row, view.rank, view.rank_of, view.previous, view.savings)
         detail["lifecycle_status"] = view.lifecycle_status
-        detail["scanned_at"] = scan.generated_at.isoformat()
+        detail["scanned_at"] = iso(scan.generated_at)
         return json.dumps(detail, indent=2)
-    return repository_detail_text(row, view.rank, view.rank_of, view.previous, view.lifecycle_status)
+    return view_text(view)
 
 
 def _components(settings: Settings, args=None):
@@ -157,8 +158,8 @@ def repo_delete(args, settings: Settings, name: str) -> int:
         deletion = built.application.delete_repository(row, cli_actor(getpass.getuser()),
                                                        check_unused=not args.force, deliver=deliver)
     where = f"written to {export_path} and " if export_path is not None else ""
-    print(f"deleted {row.repository} ({row.account_id} {row.region}): {deletion.row.image_count} images, "
-          f"{deletion.row.stored_bytes:,} bytes, ${deletion.row.monthly_cost_usd:,.2f}/month; its export is "
+    print(f"deleted {row.repository} ({row.account_id} {row.region}): {plural(deletion.row.image_count, 'image')}, "
+          f"{size(deletion.row.stored_bytes)}, {per_month(deletion.row.monthly_cost_usd)}; its export is "
           f"{where}kept in the database as export #{deletion.export_id} (decision #{deletion.decision.id})")
     return 0
 
@@ -254,7 +255,7 @@ def cmd_policy_preview(args, settings: Settings) -> int:
                                           in_use=found.in_use, images=found.images, adopted=found.adopted,
                                           adopted_savings=found.adopted_savings_usd), indent=2))
         else:
-            print(preview_text(found.ref, found.result, found.image_count, found.monthly_savings_usd, found.source,
+            print(preview_text(found.ref, found.adopted or found.result, found.savings, found.source,
                                note=protection_note(found)))
         if args.aws_preview:
             print(built.changes.aws_cross_check(found), file=sys.stderr)
@@ -283,7 +284,7 @@ def cmd_policy_apply(args, settings: Settings) -> int:
     print(f"adopted on {decision.repository} ({decision.account_id} {decision.region}); the previous policy "
           f"({'none' if decision.policy_before is None else 'backed up'}) can be restored with "
           f"`ecr-cost-bot policy rollback {args.repo} --yes`; projected savings "
-          f"${decision.projected_monthly_savings_usd:,.2f}/month (decision #{decision.id})")
+          f"{per_month(decision.projected_monthly_savings_usd or 0.0)} (decision #{decision.id})")
     if change.note:
         print(change.note)
     return 0

@@ -54,7 +54,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
     except ImportError:
         out.write("demo needs the sample registry: pip install 'ecr-cost-bot[demo]'\n")
         return 1
-    from .render.text import repository_detail_text, scan_table
+    from .render.text import scan_table, view_text
     from .sample import KUBERNETES_LIST_PATHS, SampleKubernetesApi, load_estate, sample_estate
     from .wiring import build, cli_actor
 
@@ -89,7 +89,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
             top = result.repositories[0]
             view = application.view(result, top)
             out.write(f"\nThe costliest repository, as `ecr-cost-bot repo {top.repository}` shows it:\n\n")
-            out.write(repository_detail_text(top, view.rank, view.rank_of, view.previous, view.lifecycle_status) + "\n")
+            out.write(view_text(view) + "\n")
             _size(result, application, out)
             adopted = _base_policy_savings(result, application, out)
             _workloads(adopted, result, application, session, kube, out)
@@ -168,28 +168,32 @@ def _size(result, application, out: TextIO, name: str = "tools/ci-runner") -> No
 
 
 def _base_policy_savings(result, application, out: TextIO) -> list:
-    """What adopting the base policy would save, repository by repository; returns the top 3 rows."""
+    """What adopting the base policy would free (its protected form: in-use images kept), repository by repository,
+    the same figures every surface states; returns the top 3 rows."""
+    from .adoption import protection_note
     from .core.analysis import display_names
-    from .render.text import gib, preview_text, text_table, usd
+    from .format import per_month, size, usd
+    from .render.text import preview_text, text_table
 
     without = [row for row in result.repositories if not row.has_lifecycle_policy]
     previews = sorted(((row, application.preview(row, scan=result)) for row in without),
-                      key=lambda pair: -pair[1].result.bytes_freed)
+                      key=lambda pair: -pair[1].savings.bytes_freed)
     labels = display_names(result.repositories)
-    rows = [[labels[row.arn], str(sum(1 for d in p.result.decisions if d.action == "expire")), str(p.image_count),
-             gib(p.result.bytes_freed), usd(p.monthly_savings_usd)] for row, p in previews[:10]]
-    total_bytes = sum(p.result.bytes_freed for _, p in previews)
-    total_usd = sum(p.monthly_savings_usd for _, p in previews)
-    out.write(f"\nAdopting the base policy (untagged keep 1, latest keep 1, v* keep 9, any keep 20) on the "
-              f"{len(without)} repositories without a policy would free {gib(total_bytes)} GB, "
-              f"{usd(total_usd)}/month of {usd(sum(r.monthly_cost_usd for r in without))}/month:\n\n")
-    out.write("\n".join(text_table(["repository", "expire", "of", "GB freed", "USD/month"], rows,
+    rows = [[labels[row.arn], str(p.savings.expiring_count), str(p.image_count), size(p.savings.bytes_freed),
+             usd(p.savings.monthly_usd)] for row, p in previews[:10]]
+    total_bytes = sum(p.savings.bytes_freed for _, p in previews)
+    total_usd = sum(p.savings.monthly_usd for _, p in previews)
+    out.write(f"\nAdopting the base policy (untagged keep 1, latest keep 1, v* keep 9, any keep 20; in-use images "
+              f"kept) on the {len(without)} repositories without a policy would free {size(total_bytes)}, "
+              f"{per_month(total_usd)} of {per_month(sum(r.monthly_cost_usd for r in without))}:\n\n")
+    out.write("\n".join(text_table(["repository", "expire", "of", "freed", "USD/month"], rows,
                                     right={1, 2, 3, 4})))
     if previews:
         row, best = previews[0]
-        out.write(f"\n\nWhat it would expire in the first one (`ecr-cost-bot policy preview {row.repository}`):\n\n")
-        out.write(preview_text(best.ref, best.result, best.image_count, best.monthly_savings_usd, best.source,
-                               limit=12) + "\n")
+        out.write(f"\n\nWhat adopting it expires in the first one (`ecr-cost-bot policy preview {row.repository}`):"
+                  f"\n\n")
+        out.write(preview_text(best.ref, best.adopted or best.result, best.savings, best.source, limit=12,
+                               note=protection_note(best)) + "\n")
     return [row for row, _ in previews[:3]]
 
 
@@ -198,7 +202,7 @@ def _workloads(rows, scan, application, session, kube, out: TextIO) -> None:
     repository, a Lambda function on an old release of the second, a Kubernetes Deployment scaled to zero on the
     third; what the base policy as written would do."""
     from .adoption import protection_note
-    from .render.text import text_table
+    from .render.text import adopting_sentence, as_written_sentence, text_table
     from .sample import deploy_sample_workloads, sample_deployment
 
     first, second, third = rows[0], rows[1], rows[2]
@@ -232,8 +236,9 @@ def _workloads(rows, scan, application, session, kube, out: TextIO) -> None:
                                     right=set())) + "\n\n")
     for row in (first, second, third):
         found = application.preview(row, fresh=True)
-        out.write(f"{row.repository}: the base policy as written would expire {found.expiring_count} images. "
-                  f"{protection_note(found)}\n")
+        written = as_written_sentence(found.savings)
+        out.write(f"{row.repository}: adopting the base policy {adopting_sentence(found.savings)}"
+                  + (f"; {written}" if written else "") + f". {protection_note(found)}\n")
 
 
 def _adopt_and_expire(rows, application, actor_for, session, out: TextIO) -> None:
@@ -277,6 +282,7 @@ def _owner_decisions(scan, adopted, application, actor_for, session, out: TextIO
     """Two more owners decide, as the Slack modals let them: one tunes the base policy, one declines it with a
     reason (an exemption the report lists)."""
     from .core.tuning import Tuning
+    from .format import per_month
 
     chosen = {r.arn for r in adopted}
     candidates = [r for r in scan.repositories if not r.has_lifecycle_policy and r.owners and r.arn not in chosen]
@@ -289,7 +295,7 @@ def _owner_decisions(scan, adopted, application, actor_for, session, out: TextIO
     change = application.adopt_tuned(tuner, actor_for(tuner.owners[0]), tuning)
     view = application.view_after_change(tuner.arn)
     out.write(f"{tuner.owners[0]} tuned the base policy on {tuner.repository} (keep 3 versions, 10 overall), "
-              f"previewed at ${found.adopted_savings_usd:,.2f}/month (decision #{change.decision.id}); its status is "
+              f"previewed at {per_month(found.savings.monthly_usd)} (decision #{change.decision.id}); its status is "
               f"now \"{view.lifecycle_status}\"; ECR's lifecycle run expired "
               f"{_lifecycle_run(tuner, change.decision.policy_after, application, session)} images\n")
     application.decline(decliner, actor_for(decliner.owners[0]), "data_retention", "audit: images kept 7 years")

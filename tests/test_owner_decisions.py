@@ -176,7 +176,7 @@ def test_adjust_previews_each_change_and_adopts_exactly_the_tuned_policy_with_it
         assert word in labels
     assert view["private_metadata"] == SHOP
     # the base policy's preview follows the opening: of 30 images it expires 2 untagged, 1 latest, 16 releases
-    view_text(slack, view["id"], "19 of 30 images expire")
+    view_text(slack, view["id"], "expires 19 of 30 images")
     # keep 2 versions instead of 9: 23 of the 25 releases expire too (2 of 3 untagged, 1 of 2 latest: 26)
     status, _ = interact(served, {
         "type": "block_actions", "user": {"id": OWNER}, "team": {"id": "T0EXAMPLE"}, "api_app_id": "A0ECRCOST",
@@ -185,14 +185,16 @@ def test_adjust_previews_each_change_and_adopts_exactly_the_tuned_policy_with_it
         "actions": [{"type": "number_input", "block_id": "versions", "action_id": "tune_versions", "value": "2",
                      "action_ts": f"{time.time():.6f}"}]})
     assert status == 200
-    shown = view_text(slack, view["id"], "26 of 30 images expire")
-    assert "saved" in shown
+    shown = view_text(slack, view["id"], "expires 26 of 30 images")
+    assert "/month" in shown
     # the same figure as the CLI's preview of that very policy
     policy_file = settings.db_path + ".tuned.json"
     with open(policy_file, "w") as f:
         f.write(compact(tuned_policy(Tuning(versions=2))))
     code, out, _ = run_cli(capsys, "policy", "preview", "shop", "--policy", policy_file, "--format", "json")
-    assert code == 0 and json.loads(out)["expiring_image_count"] == 26
+    doc = json.loads(out)
+    assert code == 0 and doc["expiring_image_count"] == 26 and doc["adopted_form"]["expiring_image_count"] == 26
+    assert f"${doc['adopted_form']['monthly_savings_usd']:,.2f}/month" in shown
 
     status, answer = interact(served, submission(slack.views[view["id"]], tuning_state(versions="2"), OWNER))
     assert status == 200 and answer["response_action"] == "update"

@@ -35,7 +35,7 @@ def test_preview_names_the_images_and_the_bytes_freed(aws, capsys):
     assert doc["monthly_savings_usd"] == pytest.approx(expected / 2**30 * 0.1, abs=1e-4)
 
     code, out, _ = run_cli(capsys, "policy", "preview", "shop")
-    assert code == 0 and "19 of 30 images would expire" in out and "latest-old" in out
+    assert code == 0 and "adopting it (in-use images kept) expires 19 of 30 images" in out and "latest-old" in out
 
 
 def test_preview_with_an_invalid_policy_is_valid_false_and_exit_1(aws, capsys, tmp_path):

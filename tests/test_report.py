@@ -12,7 +12,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from bot.config import load_settings
-from bot.core.models import PolicyDecision, ScanProblem, ScanResult
+from bot.core.analysis import rank
+from bot.core.models import PolicyDecision, PolicySavings, ScanProblem, ScanResult
 from bot.core.report import build_report
 from bot.jobs import period_start
 from bot.store import _iso
@@ -23,9 +24,17 @@ from tests.helpers.report import BASE_POLICY as BASE, PERIOD, T0, crafted, posts
 from tests.helpers.rows import huge_estate, row
 from tests.helpers.slack import check_limits
 
+GB = 2**30
+
+
+def adopting(usd: float, expiring: int = 3, images: int = 10) -> PolicySavings:
+    """What adopting the base policy frees (the protected form), with the policy as written freeing more."""
+    return PolicySavings(images, expiring, int(usd * 10 * GB), usd, expiring + 2, 2, int(usd * 20 * GB), usd * 2)
+
+
 def test_report_content_order_totals_change_and_realised_savings():
     previous, current, adopted = crafted()
-    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: 0.5, row("d", 0).arn: 0.1},
+    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: adopting(0.5), row("d", 0).arn: adopting(0.1)},
                           BASE, [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
     assert [line.label for line in report.top] == ["a", "d", "b", "c"]
     assert report.summary.monthly_cost_usd == pytest.approx(1.7)
@@ -41,7 +50,7 @@ def test_report_content_order_totals_change_and_realised_savings():
 
     text = report_text(report)
     assert text.index(" a ") < text.index(" d ") < text.index(" b ")
-    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: $0.30/month" in text
+    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: estimated $0.30/month" in text
     doc = report_json(report)
     assert doc["summary"]["change_usd"] == pytest.approx(0.2) and doc["realised_savings_usd"] == pytest.approx(0.3)
     message = report_message(report)
@@ -64,7 +73,7 @@ def test_report_message_holds_the_limits_for_10000_repositories():
     scan = ScanResult(T0, 0.1, rows, [ScanProblem("1", f"r{n}", "<!channel> " * 50) for n in range(40)], [])
     decisions = [PolicyDecision(n, r.repository, r.account_id, r.region, r.arn, "adopted", "U012AB3CD", "slack", T0,
                                 None, "{}", 1.0) for n, r in enumerate(rows[:500])]
-    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: 1.0 for r in rows}, BASE,
+    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: adopting(1.0) for r in rows}, BASE,
                           [(T0, 1.0)] * 26, T0)
     message = report_message(report)
     check_limits(message)
@@ -287,3 +296,28 @@ def test_the_first_start_posts_nothing_and_says_when_the_first_report_is_due(job
     assert "first one is due 2026-11-30T09:00:00+00:00" in outcome and "report --post" in outcome
     assert posts(standin, "C0REPORTS") == [] and store.period_run(PERIOD) is None
     assert not [a for m, a in standin.calls if m == "chat.postMessage"]  # no owner DMs either
+
+
+def test_savings_realised_are_estimated_and_billed_on_the_projections_basis():
+    """Each adoption: the stored cost before and now (the projection's basis), the projection recorded at adoption,
+    and with a per-repository bill (the CUR) the billed storage saved: "estimated $X, billed $Y"."""
+    from bot.core.billing import AdoptionEffect, BillingSummary
+
+    previous, current, adopted = crafted()
+    effect = AdoptionEffect("b", adopted.at, "repository", before_daily_usd=0.02, after_daily_usd=0.01)
+    billing = BillingSummary("cur", "USD", [], 1.0, 1.0, 0.0, 0.05, None, [], [], adoptions=[effect])
+    report = build_report(current, previous, [adopted], {7: 0.4}, {}, BASE, [], T0 + timedelta(days=7),
+                          billing=billing)
+    [saving] = report.realised
+    assert saving.projected_usd == pytest.approx(0.3) and saving.billed_usd == pytest.approx(0.01 * 30)  # November
+    text = report_text(report)
+    assert "saved by policies adopted through the bot: estimated $0.30/month, billed $0.30/month" in text
+    assert "b: $0.40/month → $0.10/month, saved: estimated $0.30/month, billed $0.30/month; projected $0.30/month" \
+           in text
+    [entry] = report_json(report)["realised_savings"]
+    assert entry["billed_saved_usd"] == pytest.approx(0.3) and entry["projected_monthly_savings_usd"] == 0.3
+    assert "billed *$0.30/month*" not in json.dumps(report_message(report))  # bold is the estimate only
+    assert "estimated $0.30/month*, billed $0.30/month" in json.dumps(report_message(report))
+    without_bill = build_report(current, previous, [adopted], {7: 0.4}, {}, BASE, [], T0)
+    assert without_bill.realised[0].billed_usd is None and "billed" not in report_text(without_bill).split(
+        "saved by policies")[1]

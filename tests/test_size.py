@@ -181,8 +181,8 @@ def test_size_json_gives_the_figures_of_the_layer_structure(estate, aws, capsys)
                               "pushes: it is rebuilt every time, because layer 3 below it changes with every push; "
                               "put dependency installation before copying the code")
     assert f"${rebuilt_usd:,.2f}/month" in rebuilt
-    assert texts["built"].startswith("built on base/python:3.12 (0.20 GB, in 4 repositories)")
-    assert texts["1"].startswith(f"1 image above 0.25 GB (largest: v1.23, {sum(newest.values()) / GIB:.2f} GB)")
+    assert texts["built"].startswith("built on base/python:3.12 (200 MB, in 4 repositories)")
+    assert texts["1"].startswith(f"1 image above 256 MB (largest: v1.23, {sum(newest.values()) / 2**20:,.0f} MB)")
     assert doc["base"] == {"name": "base/python:3.12", "bytes": BASE_BYTES, "layer_count": 2, "repository_count": 4}
     assert doc["notices"] == []
 
@@ -238,7 +238,7 @@ def test_size_text_unknown_names_and_a_repository_without_images(estate, aws, ca
     scan(capsys)
     code_, out, err = run_cli(capsys, "size", "storefront")
     assert code_ == 0, err
-    assert "built on base/python:3.12 (0.20 GB, 2 layers, in 4 repositories)" in out
+    assert "built on base/python:3.12 (200 MB, 2 layers, in 4 repositories)" in out
     assert "layer 4 of 4 (RUN pip install -r requirements.txt)" in out and "largest layers:" in out
     code_, out, err = run_cli(capsys, "size", "storefrnt")
     assert code_ == 1 and "did you mean: storefront" in err and "Traceback" not in err
@@ -274,8 +274,8 @@ def test_why_so_big_over_signed_http_for_anyone(estate, served, slack):
     assert message["response_type"] == "ephemeral" and message["replace_original"] is False
     text = json.dumps(message)
     newest = estate.blobs_of(PUSHES - 1)
-    assert "Why is storefront so big?" in text and "Built on *base/python:3.12* (0.20 GB, in 4 repositories)" in text
-    assert f"{sum(newest.values()) / MB:,.1f} MB" in text  # the largest image
+    assert "Why is storefront so big?" in text and "Built on *base/python:3.12* (200 MB, in 4 repositories)" in text
+    assert f"{sum(newest.values()) / MB:,.0f} MB" in text  # the largest image
     assert "layer 4 of 4 (RUN pip install -r requirements.txt), 50 MB, new in 20 of the last 20 pushes" in text
     assert "`RUN pip install -r requirements.txt`" in text
     assert len(message["blocks"]) <= 50 and all(len(b.get("text", {}).get("text", "")) <= 3000
@@ -384,7 +384,7 @@ def _advice(layers_of_push) -> list[str]:
 def test_one_big_layer_new_in_every_push_above_unchanged_code_is_advised():
     base, code = [blob("os", 30 * MB)], blob("code", 1 * MB)
     [advice] = _advice([base + [code, blob(f"deps-{i}", 800 * MB)] for i in range(20)])
-    assert advice.startswith("layer 3 of 3, 0.78 GB, new in 20 of the last 20 pushes: it changes although the "
+    assert advice.startswith("layer 3 of 3, 800 MB, new in 20 of the last 20 pushes: it changes although the "
                              "layers below it do not")
     assert "$1.48/month" in advice  # 19 repeated copies of 800 MB at $0.10/GB-month
 
@@ -392,5 +392,5 @@ def test_one_big_layer_new_in_every_push_above_unchanged_code_is_advised():
 def test_a_large_lower_layer_that_changes_is_named_as_the_cause_not_the_code_above_it():
     base = [blob("os", 30 * MB)]
     advice = _advice([base + [blob(f"deps-{i}", 50 * MB), blob(f"assets-{i}", 300 * MB)] for i in range(20)])
-    assert advice[0].startswith("layer 3 of 3, 0.29 GB") and "because layer 2 below it changes" in advice[0]
+    assert advice[0].startswith("layer 3 of 3, 300 MB") and "because layer 2 below it changes" in advice[0]
     assert advice[1].startswith("layer 2 of 3, 50 MB") and "changes although the layers below it do not" in advice[1]

@@ -23,7 +23,7 @@ def test_a_signed_slash_command_is_acknowledged_at_once_and_the_detail_follows(s
     assert message["blocks"][0] == {"type": "header", "text": {"type": "plain_text", "text": "shop", "emoji": True}}
     text = all_text(message)
     assert "rank *#1* of 1" in text and f"<@{OWNER}>" in text and "custom (1 rule)" in text
-    assert "would expire 19 images" in text
+    assert "adopting it (in-use images kept) expires 19 of 30 images" in text
     action_ids = [e["action_id"] for e in message["blocks"][-1]["elements"]]
     assert action_ids == ["adopt_base_policy", "adjust_policy", "preview_policy", "snooze", "decline"]
     assert all(e["value"] == ARN for e in message["blocks"][-1]["elements"])
@@ -38,7 +38,7 @@ def test_a_stale_snapshot_is_answered_from_one_fresh_read(stale_snapshots, serve
     aws.calls.clear()
     _, _, response_id = slash(served, slack, "shop")
     [message] = responses_to(slack, response_id)
-    assert "would expire 19 images" in all_text(message) and "rank *#1* of 1" in all_text(message)
+    assert "expires 19 of 30 images" in all_text(message) and "rank *#1* of 1" in all_text(message)
     assert aws.calls["DescribeImages"] == 1 and aws.calls["GetLifecyclePolicy"] == 1  # one read, not two
 
 
@@ -168,7 +168,7 @@ def test_preview_button_lists_what_would_expire_for_anyone(served, slack):
     _, response_id = click(served, slack, "preview_policy", STRANGER)
     [message] = responses_to(slack, response_id)
     text = all_text(message)
-    assert message["response_type"] == "ephemeral" and "would expire *19* of 30 images" in text
+    assert message["response_type"] == "ephemeral" and "Adopting the base policy on *shop* expires 19 of 30 images" in text
     assert "latest-old" in text and current_policy() == CUSTOM
 
 

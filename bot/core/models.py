@@ -164,6 +164,28 @@ class Exemption:
 
 
 @dataclass(frozen=True)
+class PolicySavings:
+    """What adopting a policy through the bot does, the one figure every surface states: its protected form, every
+    in-use image kept (``expiring_count``, ``bytes_freed``, ``monthly_usd``); and what the policy as written would do,
+    which a surface may mention only on a line that says so."""
+
+    image_count: int
+    expiring_count: int
+    bytes_freed: int
+    monthly_usd: float
+    written_expiring_count: int
+    written_in_use_expiring: int  # of the images the policy as written would expire, how many run somewhere
+    written_bytes_freed: int
+    written_monthly_usd: float
+    in_use_checked: bool = True  # False: no in-use check was made; the adopted figures are the written ones
+
+    @property
+    def differs(self) -> bool:
+        """Whether the policy as written would do something else than adopting does."""
+        return (self.written_expiring_count, self.written_bytes_freed) != (self.expiring_count, self.bytes_freed)
+
+
+@dataclass(frozen=True)
 class RepositoryView:
     """Everything the detail of one repository shows."""
 
@@ -186,6 +208,7 @@ class RepositoryView:
     in_use_blind: tuple[str, ...] = ()  # runtimes that could not be read: the in-use check is partial
     exemption: Exemption | None = None
     billed: RepositoryBill | None = None  # billed cost per day from the CUR, when one is configured
+    savings: PolicySavings | None = None  # what adopting the base policy does (and the policy as written would)
 
     @property
     def may_delete(self) -> bool:

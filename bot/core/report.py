@@ -1,6 +1,7 @@
 """The weekly report's model: from the latest scan, last period's and the decision log. Pure."""
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -8,7 +9,7 @@ from datetime import datetime
 from .billing import BillingSummary
 from .analysis import Summary, display_names, exemption_of, summarize
 from .cost import monthly_cost
-from .models import ADOPTIONS, Exemption, PolicyDecision, RepositoryCost, ScanResult
+from .models import ADOPTIONS, Exemption, PolicyDecision, PolicySavings, RepositoryCost, ScanResult
 from .tuning import lifecycle_status
 
 TOP = 10
@@ -26,11 +27,17 @@ class ReportLine:
 
 @dataclass(frozen=True)
 class RealisedSaving:
+    """An adoption in force: the repository's stored cost in the last scan before it against now (the basis of the
+    projection: stored bytes at the configured price), the projection recorded at adoption (what its protected form
+    would free), and what the bill says (the CUR's storage per day for this repository, before and after)."""
+
     label: str
     adopted_by: str
     adopted_at: datetime
     cost_at_adoption_usd: float
     cost_now_usd: float
+    projected_usd: float | None = None
+    billed_usd: float | None = None  # billed storage saved, per month (None: no per-repository bill yet)
 
     @property
     def saved_usd(self) -> float:
@@ -62,7 +69,7 @@ class WeeklyReport:
     top: list[ReportLine]
     unused: list[str]  # labels, costliest first
     without_policy_count: int  # exempt repositories aside
-    base_policy_savings_usd: float  # what the base policy would save across the repositories without one
+    base_policy_savings_usd: float  # what adopting the base policy frees across the repositories without one
     exempt: list[ExemptLine]  # costliest first
     unowned: list[tuple[str, RepositoryCost]]  # (label, row) without a valid owner tag, costliest first
     realised: list[RealisedSaving]
@@ -71,6 +78,7 @@ class WeeklyReport:
     trend: list[tuple[datetime, float]]  # (scan time, total monthly cost), oldest first
     growth: list[Growth] = field(default_factory=list)  # costliest new layers per week first
     billing: BillingSummary | None = None  # the bill beside the estimate (None: not asked)
+    base_policy_savings: list[tuple[str, PolicySavings]] = field(default_factory=list)  # (label, what adopting does)
 
     @property
     def change_usd(self) -> float | None:
@@ -82,11 +90,12 @@ class WeeklyReport:
 
 
 def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Sequence[PolicyDecision],
-                 cost_at_adoption: Mapping[int, float], base_savings: Mapping[str, float], base_policy: dict,
+                 cost_at_adoption: Mapping[int, float], base_savings: Mapping[str, PolicySavings], base_policy: dict,
                  trend: Sequence[tuple[datetime, float]], period_start: datetime,
                  growth: Mapping[str, int] | None = None, billing: BillingSummary | None = None) -> WeeklyReport:
     """``cost_at_adoption``: decision id -> the repository's monthly cost in the last scan before it;
-    ``base_savings``: ARN -> what the base policy would save there (repositories without a policy);
+    ``base_savings``: ARN -> what adopting the base policy does there (repositories without a policy: its
+    protected form, in-use images kept);
     ``growth``: ARN -> bytes of new layers per week."""
     ranked = scan.repositories
     labels = display_names(ranked)
@@ -103,7 +112,9 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
                       lifecycle_status(r.lifecycle_policy, base_policy, tuned.get(r.arn)))
            for i, r in enumerate(ranked[:TOP], 1)]
     current = {r.arn: r for r in ranked}
-    realised = [RealisedSaving(labels[d.arn], d.user_id, d.at, cost_at_adoption[d.id], current[d.arn].monthly_cost_usd)
+    billed = {(e.label, e.adopted_at): e for e in (billing.adoptions if billing else []) if e.scope == "repository"}
+    realised = [RealisedSaving(labels[d.arn], d.user_id, d.at, cost_at_adoption[d.id], current[d.arn].monthly_cost_usd,
+                               d.projected_monthly_savings_usd, billed_per_month(billed.get((labels[d.arn], d.at))))
                 for d in latest_by_repo.values()
                 if d.action in ADOPTIONS and d.arn in current and d.id in cost_at_adoption]
     exempt = [ExemptLine(labels[r.arn], r, found) for r in ranked
@@ -114,12 +125,23 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         period_start=period_start, generated_at=scan.generated_at, summary=summarize(ranked),
         previous_total_usd=sum(r.monthly_cost_usd for r in previous.repositories) if previous else None,
         top=top, unused=[labels[r.arn] for r in ranked if r.unused], without_policy_count=len(without),
-        base_policy_savings_usd=sum(base_savings.get(r.arn, 0.0) for r in without), exempt=exempt,
+        base_policy_savings_usd=sum(base_savings[r.arn].monthly_usd for r in without if r.arn in base_savings),
+        base_policy_savings=sorted(((labels[r.arn], base_savings[r.arn]) for r in without if r.arn in base_savings),
+                                   key=lambda pair: (-pair[1].monthly_usd, pair[0])), exempt=exempt,
         unowned=[(labels[r.arn], r) for r in ranked if not r.owners],
         realised=sorted(realised, key=lambda s: -s.saved_usd), partial=scan.partial,
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend),
         growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month),
         billing=billing)
+
+
+def billed_per_month(effect) -> float | None:
+    """Billed storage saved per month: the repository's billed storage per day before the adoption minus after it,
+    over the days of the month it was adopted in (as AWS prorates GB-months)."""
+    if effect is None:
+        return None
+    return (effect.before_daily_usd - effect.after_daily_usd) * calendar.monthrange(effect.adopted_at.year,
+                                                                                    effect.adopted_at.month)[1]
 
 
 def fastest_growing(ranked: Sequence[RepositoryCost], labels: Mapping[str, str], growth: Mapping[str, int],

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .cost import GIB, image_manifests, monthly_cost
+from .cost import image_manifests, monthly_cost
+from ..format import per_month, size
 from .models import Image, Manifest, RepositoryCost
 
 LARGEST_IMAGES = 10  # images shown, and whose config blobs are read for the Dockerfile steps
@@ -400,11 +401,11 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
 
 
 def human(byte_count: int) -> str:
-    return f"{byte_count / GIB:,.2f} GB" if byte_count >= GIB // 10 else f"{byte_count / 2**20:,.0f} MB"
+    return size(byte_count)
 
 
 def _usd(amount: float) -> str:
-    return f"${amount:,.2f}/month"
+    return per_month(amount)
 
 
 def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Image], share: EstateShare,

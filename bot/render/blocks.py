@@ -14,9 +14,10 @@ from ..core.analysis import Summary
 from ..core.lifecycle import fingerprint
 from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
 from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
-from ..core.size import SizeReport, human
-from .text import gib, usd
-from .text import iso, mib
+from ..core.inuse import is_pin
+from ..core.size import SizeReport
+from ..format import per_day, per_month, plural, signed, size, slack_date, status
+from .text import adopting_sentence, as_written_sentence
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
 MAX_SECTION, MAX_FIELD, MAX_HEADER, MAX_CONTEXT = 3000, 2000, 150, 2000
@@ -68,9 +69,8 @@ def owners_text(owners: Sequence[str]) -> str:
 
 
 def date_text(moment: datetime | None) -> str:
-    if moment is None:
-        return "never"
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{moment:%Y-%m-%d %H:%M} UTC>"
+    """A Slack date token (each reader sees their own time zone), or "never"."""
+    return slack_date(moment)
 
 
 def section(text: str) -> dict:
@@ -118,19 +118,18 @@ def confirm_dialog(title: str, text: str, confirm: str, deny: str = "Cancel") ->
 
 def _detail_text(view: RepositoryView) -> str:
     row = view.row
-    change = "" if view.change_usd is None else f" ({'+' if view.change_usd >= 0 else '-'}{usd(abs(view.change_usd))} since last week)"
+    change = "" if view.change_usd is None else f" ({signed(view.change_usd)}/month since last week)"
     lines = [
-        f"*{usd(row.monthly_cost_usd)}/month*{change} · rank *#{view.rank}* of {view.rank_of}",
-        f"*Stored* {gib(row.stored_bytes)} GB (unique layers) · listed {gib(row.listed_bytes)} GB",
+        f"*{per_month(row.monthly_cost_usd)}*{change} · rank *#{view.rank}* of {view.rank_of}",
+        f"*Stored* {size(row.stored_bytes)} (unique layers) · listed {size(row.listed_bytes)}",
         f"*Images* {row.image_count} ({row.tagged_image_count} tagged, {row.untagged_image_count} untagged)",
         f"*Last push* {date_text(row.last_pushed_at)} · *last pull* {date_text(row.last_pulled_at)}"
         + (" · :zzz: *unused*" if row.unused else ""),
         f"*Owners* {owners_text(row.owners)}",
-        f"*Lifecycle policy* {escape(view.lifecycle_status)}",
+        f"*Lifecycle policy* {escape(status(view.lifecycle_status))}",
     ]
-    if view.expiring_count is not None and view.lifecycle_status != "base":
-        lines.append(f"*Base policy* would expire {view.expiring_count} images, freeing "
-                     f"{gib(view.bytes_freed or 0)} GB: *{usd(view.savings_usd or 0)}/month*")
+    if view.savings is not None and view.lifecycle_status != "base":
+        lines += base_policy_lines(view)
     if view.exemption is not None:
         by = f" by {mention(view.exemption.by)} {date_text(view.exemption.at)}" if view.exemption.by else ""
         lines.append(f"*Exempt* {escape(view.exemption.text)}{by}: no nudges, not counted in the base policy's "
@@ -141,11 +140,23 @@ def _detail_text(view: RepositoryView) -> str:
     return "\n".join(lines)
 
 
+def base_policy_lines(view: RepositoryView) -> list[str]:
+    """What adopting the base policy does (its protected form: in-use images kept), then the policy as written on a
+    line that says so."""
+    savings = view.savings
+    kept = " (in-use images kept)" if savings.in_use_checked else ""
+    lines = [f"*Base policy* adopting it{kept} {adopting_sentence(savings, bold='*')}"]
+    if (written := as_written_sentence(savings)) is not None:
+        lines.append(f"_{written[:1].upper()}{written[1:]}: adopting through the bot keeps the running ones_"
+                     if savings.written_in_use_expiring else f"_{written[:1].upper()}{written[1:]}_")
+    return lines
+
+
 def billed_line(view: RepositoryView) -> str:
     """What the CUR billed this repository per day (storage, mean of the last 7 complete days) against the estimate."""
     billed = view.billed
-    shown = "nothing billed" if billed.billed_daily_usd is None else f"*{usd(billed.billed_daily_usd)}/day*"
-    estimate = "" if billed.estimate_daily_usd is None else f" · estimate {usd(billed.estimate_daily_usd)}/day"
+    shown = "nothing billed" if billed.billed_daily_usd is None else f"*{per_day(billed.billed_daily_usd)}*"
+    estimate = "" if billed.estimate_daily_usd is None else f" · estimate {per_day(billed.estimate_daily_usd)}"
     difference = "" if billed.difference_pct is None else f" ({billed.difference_pct:+.0f}%)"
     return f"*Billed (CUR)* {shown}{estimate}{difference}"
 
@@ -159,9 +170,8 @@ def in_use_lines(view: RepositoryView, limit: int = 5) -> list[str]:
     if view.in_use_count:
         where = ", ".join(escape(w) for w in view.in_use_where[:limit]) + \
             (f" and {len(view.in_use_where) - limit} more" if len(view.in_use_where) > limit else "")
-        kept = (f"; the base policy as written would expire *{view.in_use_kept}* of them: adopting through the bot "
-                f"keeps them" if view.in_use_kept else "")
-        lines.append(f"*In use* {view.in_use_count} images ({where}){kept}")
+        lines.append(f"*In use* {plural(view.in_use_count, 'image')} ({where}): every adoption through the bot "
+                     f"keeps them")
     else:
         lines.append("*In use* no image runs in ECS, Lambda or Kubernetes, nor was pulled lately")
     if view.in_use_blind:
@@ -230,7 +240,7 @@ def guard_warning(row: RepositoryCost, items: Sequence, limit: int = 20) -> dict
     if len(items) > limit:
         lines.append(f"… and {len(items) - limit} more (`ecr-cost-bot guard`)")
     blocks = [section(f":rotating_light: The lifecycle policy of *{escape(row.repository)}* ({escape(row.region)}) "
-                      f"would expire *{len(items)}* images that are running. When ECR expires them, the next task "
+                      f"would expire *{plural(len(items), 'image')}* that {'is' if len(items) == 1 else 'are'} running. When ECR expires them, the next task "
                       f"start, scale-out or cold start fails with \"manifest unknown\"."),
               *sections(lines)]
     if _rule_count(row.lifecycle_policy) >= 50:
@@ -244,7 +254,8 @@ def guard_warning(row: RepositoryCost, items: Sequence, limit: int = 20) -> dict
                                "rule that keeps pinned images to this repository's own policy. The current policy "
                                "is backed up first and can be rolled back in one click.", "Protect")),
                            button("Preview", PREVIEW, row.arn)]})
-    return {"text": clip(f"{row.repository}: {len(items)} running images would be expired by its lifecycle policy",
+    return {"text": clip(f"{row.repository}: {plural(len(items), 'running image')} would be expired by its lifecycle "
+                         f"policy",
                          MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
 
@@ -264,9 +275,9 @@ def repository_actions(view: RepositoryView) -> dict:
             "Roll back the policy?", f"Restores exactly the lifecycle policy {view.label} had before the "
             f"adoption (or none).", "Roll back")), button("Preview", PREVIEW, arn)]
     else:
-        savings = "" if view.savings_usd is None else (
-            f"It expires {view.expiring_count} images and saves {usd(view.savings_usd)}/month. ")
-        kept = f"{view.in_use_kept} running images it would expire are kept. " if view.in_use_kept else ""
+        savings = "" if view.savings is None else (
+            f"It {adopting_sentence(view.savings)}. ")
+        kept = "Running images are kept. " if view.in_use_count else ""
         blind = "In-use check PARTIAL: some runtimes could not be read. " if view.in_use_blind else ""
         elements = [
             button("Adopt base policy", ADOPT, arn, "primary", confirm_dialog(
@@ -302,32 +313,32 @@ def repository_detail(view: RepositoryView) -> dict:
         blocks.append(context(decision_line(view.last_decision)))
     blocks.append(why_big_section(row))
     blocks.append(repository_actions(view))
-    text = f"{view.label}: {usd(row.monthly_cost_usd)}/month, rank #{view.rank} of {view.rank_of}"
+    text = f"{view.label}: {per_month(row.monthly_cost_usd)}, rank #{view.rank} of {view.rank_of}"
     return {"text": clip(text, MAX_SECTION), "blocks": blocks}
 
 
 def ranking(rows: Sequence[RepositoryCost], labels: dict[str, str], summary: Summary, scanned_at: datetime,
             partial: bool, limit: int = 10, account: str | None = None) -> dict:
     """`/ecr-cost`: the top repositories by cost, with totals and a help line (``account``: narrowed to it)."""
-    lines = [f"{i}. *{escape(labels[r.arn])}* ({escape(r.region)}) {gib(r.stored_bytes)} GB · "
-             f"*{usd(r.monthly_cost_usd)}/mo*{'' if r.has_lifecycle_policy else ' · no policy'}"
+    lines = [f"{i}. *{escape(labels[r.arn])}* ({escape(r.region)}) {size(r.stored_bytes)} · "
+             f"*{per_month(r.monthly_cost_usd)}*{'' if r.has_lifecycle_policy else ' · no policy'}"
              f"{' · unused' if r.unused else ''}" for i, r in enumerate(rows[:limit], 1)]
     blocks = [
         header(f"ECR cost: top {min(limit, len(rows))} of {summary.repository_count} repositories"
                + (f" in {account}" if account else "")),
-        section(f"*Total* {gib(summary.stored_bytes)} GB stored · *{usd(summary.monthly_cost_usd)}/month* · "
-                f"median {usd(summary.median_monthly_cost_usd)} · {len(summary.above_median)} above median · "
+        section(f"*Total* {size(summary.stored_bytes)} stored · *{per_month(summary.monthly_cost_usd)}* · "
+                f"median {per_month(summary.median_monthly_cost_usd)} · {len(summary.above_median)} above median · "
                 f"{summary.without_policy} without a lifecycle policy · {summary.unused} unused"),
     ]
     blocks += sections(lines)
     if len(summary.accounts) > 1:
         blocks.append(context("*Top accounts* " + " · ".join(
-            f"{escape(a.account_name or a.account_id)} {usd(a.monthly_cost_usd)}/mo" for a in summary.accounts[:5])
+            f"{escape(a.account_name or a.account_id)} {per_month(a.monthly_cost_usd)}" for a in summary.accounts[:5])
             + f" · {len(summary.accounts)} in all · `/ecr-cost account NAME`"))
     note = " · :warning: partial: some accounts or regions could not be read" if partial else ""
     blocks.append(context(f"scanned {date_text(scanned_at)}{note} · `/ecr-cost NAME` for a repository's detail "
                           f"and actions · `/ecr-cost help`"))
-    text = (f"ECR cost: {summary.repository_count} repositories, {usd(summary.monthly_cost_usd)}/month; "
+    text = (f"ECR cost: {plural(summary.repository_count, 'repository')}, {per_month(summary.monthly_cost_usd)}; "
             f"costliest: {', '.join(labels[r.arn] for r in rows[:3])}")
     return {"text": clip(text, MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
@@ -359,27 +370,32 @@ def not_found(query: str, candidates: Sequence[str]) -> dict:
 
 def preview_message(view: RepositoryView, expiring: Sequence[tuple[str, Sequence[str], datetime | None, int]],
                     limit: int = 40, kept: Sequence[str] = ()) -> dict:
-    """The images the base policy would expire: (digest, tags, pushed at, rule priority); ``kept``: those of them
-    that run somewhere, which adopting through the bot keeps."""
-    kept = set(kept)
-    lines = [f"`{digest[7:19]}` {escape(', '.join(tags)) or '_untagged_'} · pushed {date_text(pushed)} · rule {rule}"
-             + (" · :shield: *in use: kept*" if digest in kept else "")
-             for digest, tags, pushed, rule in expiring[:limit]]
+    """The images adopting the base policy would expire (its protected form: in-use images kept): (digest, tags,
+    pushed at, rule priority); the policy as written on a line of its own (``kept``: the running images it would
+    expire, which adopting keeps)."""
+    lines = [f"`{digest[7:19]}` {escape(', '.join(t for t in tags if not is_pin(t))) or '_untagged_'} · pushed "
+             f"{date_text(pushed)} · rule {rule}" for digest, tags, pushed, rule in expiring[:limit]]
     if len(expiring) > limit:
         lines.append(f"… and {len(expiring) - limit} more (`ecr-cost-bot policy preview {escape(view.label)}`)")
-    summary = (f"The base policy would expire *{len(expiring)}* of {view.row.image_count} images in "
-               f"*{escape(view.label)}*, freeing {gib(view.bytes_freed or 0)} GB: "
-               f"*{usd(view.savings_usd or 0)}/month*.")
+    savings = view.savings
+    if savings is None:
+        summary = f"Adopting the base policy on *{escape(view.label)}* would expire *{len(expiring)}* images."
+    else:
+        summary = f"Adopting the base policy on *{escape(view.label)}* {adopting_sentence(savings, bold='*')}."
+        if (written := as_written_sentence(savings)) is not None:
+            summary += (f"\n_{written[:1].upper()}{written[1:]}"
+                        + (f": adopting through the bot keeps the {plural(len(kept), 'running image')}_" if kept
+                           else "_"))
     blocks = [section(summary), *sections(lines)]
-    return {"text": clip(f"Preview for {view.label}: {len(expiring)} images would expire", MAX_SECTION),
-            "blocks": blocks[:MAX_BLOCKS]}
+    return {"text": clip(f"Preview for {view.label}: adopting the base policy expires "
+                         f"{plural(len(expiring), 'image')}", MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
 
 def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: bool) -> dict:
     """App Home: the viewer's repositories with cost, status and buttons, and the estate's totals."""
     blocks = [header("ECR cost"),
-              section(f"*Estate* {summary.repository_count} repositories · {gib(summary.stored_bytes)} GB · "
-                      f"*{usd(summary.monthly_cost_usd)}/month* · {summary.without_policy} without a lifecycle "
+              section(f"*Estate* {plural(summary.repository_count, 'repository')} · {size(summary.stored_bytes)} · "
+                      f"*{per_month(summary.monthly_cost_usd)}* · {summary.without_policy} without a lifecycle "
                       f"policy · {summary.unused} unused")]
     if not own:
         blocks.append(section("You own no repository yet. Ask for your Slack user ID or email in the "
@@ -391,12 +407,12 @@ def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: 
     for view in own[:room]:
         row = view.row
         blocks += [{"type": "divider"},
-                   section(f"*{escape(view.label)}* ({escape(row.region)}) · *{usd(row.monthly_cost_usd)}/month* · "
-                           f"rank #{view.rank} · policy: {escape(view.lifecycle_status)}"
-                           + ("" if view.savings_usd is None or view.lifecycle_status == "base"
-                              else f" · base policy saves {usd(view.savings_usd)}/month")),
+                   section(f"*{escape(view.label)}* ({escape(row.region)}) · *{per_month(row.monthly_cost_usd)}* · "
+                           f"rank #{view.rank} · policy: {escape(status(view.lifecycle_status))}"
+                           + ("" if view.savings is None or view.lifecycle_status == "base"
+                              else f" · adopting the base policy {adopting_sentence(view.savings)}")),
                    context(decision_line(view.last_decision) if view.last_decision else
-                           f"{row.image_count} images · last push {date_text(row.last_pushed_at)}"),
+                           f"{plural(row.image_count, 'image')} · last push {date_text(row.last_pushed_at)}"),
                    repository_actions(view)]
     if len(own) > room:
         blocks.append(context(f"… and {len(own) - room} more of your repositories: `/ecr-cost NAME`"))
@@ -439,14 +455,15 @@ def number_input(block_id: str, label: str, initial: str | None, maximum: int, o
     return block
 
 
-def tuning_preview_text(expiring: int, image_count: int, bytes_freed: int, savings_usd: float, in_use_kept: int,
-                        in_use_count: int, partial: bool) -> str:
-    kept = (f"\n:shield: *{in_use_kept}* of the {in_use_count} images in use would match a rule: adopting keeps "
-            f"them" if in_use_kept else f"\n:shield: {in_use_count} images in use, none matched by a rule"
-            if in_use_count else "\nNo image is in use")
+def tuning_preview_text(savings, in_use_count: int, partial: bool) -> str:
+    """The Adjust form's preview: what adopting the tuned policy does (in-use images kept), the same sentence as
+    every other surface; the policy as written on a line that says so."""
+    written = as_written_sentence(savings)
+    kept = (f"\n:shield: {plural(in_use_count, 'image')} in use: adopting keeps them" if in_use_count
+            else "\nNo image is in use")
     blind = "\n:warning: In-use check partial: images running where the bot cannot see are not kept" if partial else ""
-    return (f"*Preview* {expiring} of {image_count} images expire, freeing {gib(bytes_freed)} GB: "
-            f"*{usd(savings_usd)}/month* saved{kept}{blind}")
+    return (f"*Preview* adopting it {adopting_sentence(savings, bold='*')}{kept}"
+            + (f"\n_{written[:1].upper()}{written[1:]}_" if written else "") + blind)
 
 
 def adjust_modal(repository: str, arn: str, values: dict[str, str | None], preview_text: str) -> dict:
@@ -492,8 +509,8 @@ def delete_modal(row: RepositoryCost, arn: str) -> dict:
     """Delete an unused repository: what it frees, and the name typed to confirm."""
     blocks = [
         section(f":warning: Deleting *{escape(row.repository)}* ({escape(row.account_id)} {escape(row.region)}) "
-                f"removes its *{row.image_count}* images, *{gib(row.stored_bytes)} GB*, and saves "
-                f"*{usd(row.monthly_cost_usd)}/month*. It cannot be undone in AWS: first every image's digest, "
+                f"removes its *{plural(row.image_count, 'image')}*, *{size(row.stored_bytes)}*, and saves "
+                f"*{per_month(row.monthly_cost_usd)}*. It cannot be undone in AWS: first every image's digest, "
                 f"tags, push and pull times and manifest are exported, kept by the bot and sent to you as a file."),
         {"type": "input", "block_id": "confirm_name", "label": plain("Type the repository's name to confirm"),
          "element": {"type": "plain_text_input", "action_id": "confirm_name", "max_length": 256,
@@ -507,7 +524,7 @@ def claim_request(claim_id: int, row: RepositoryCost, claimer: str) -> dict:
     tag = escape(", ".join(f"{k}={v}" for k, v in row.tags.items()) or "none")
     return {"text": clip(f"{claimer} claims {row.repository}", MAX_SECTION), "blocks": [
         section(f"{mention(claimer)} says they own *{escape(row.repository)}* ({escape(row.account_id)} "
-                f"{escape(row.region)}, *{usd(row.monthly_cost_usd)}/month*), which has no valid owner tag "
+                f"{escape(row.region)}, *{per_month(row.monthly_cost_usd)}*), which has no valid owner tag "
                 f"(tags: {tag}). Approving sets its owner tag to {mention(claimer)}."),
         {"type": "actions", "block_id": f"claim:{claim_id}", "elements": [
             button("Approve", APPROVE_CLAIM, str(claim_id), "primary"),
@@ -527,19 +544,19 @@ def size_message(report: SizeReport, label: str | None = None, images: int = 5, 
     """The answer to "Why so big?": advice first (by $/month), then churn, the base, top images and layers."""
     row, churn = report.row, report.churn
     name = escape(label or row.repository)
-    head = (f"*Why is {name} so big?* {gib(row.stored_bytes)} GB stored, *{usd(row.monthly_cost_usd)}/month*, "
-            f"{report.image_count} images")
+    head = (f"*Why is {name} so big?* {size(row.stored_bytes)} stored, *{per_month(row.monthly_cost_usd)}*, "
+            f"{plural(report.image_count, 'image')}")
     if report.base is not None:
-        head += (f"\nBuilt on *{escape(report.base.name)}* ({human(report.base.bytes)}, in "
+        head += (f"\nBuilt on *{escape(report.base.name)}* ({size(report.base.bytes)}, in "
                  f"{report.base.repository_count} repositories)")
     advice = [f"{n}. {escape(a.text)}" for n, a in enumerate(report.advice, 1)] or ["Nothing stands out."]
-    churn_line = (f"*Each push* over the last {churn.pushes}: median {mib(churn.median_new_bytes_per_push)} MB new, "
-                  f"p90 {mib(churn.p90_new_bytes_per_push)} MB; *{gib(churn.new_bytes_per_week)} GB of new layers "
+    churn_line = (f"*Each push* over the last {churn.pushes}: median {size(churn.median_new_bytes_per_push)} new, "
+                  f"p90 {size(churn.p90_new_bytes_per_push)}; *{size(churn.new_bytes_per_week)} of new layers "
                   f"a week* (last 28 days)")
-    image_lines = [f"`{i.digest[7:19]}` {escape(', '.join(i.tags)) or '_untagged_'} · {mib(i.bytes)} MB · "
-                   f"{mib(i.unique_bytes)} MB its own · pushed {iso(i.pushed_at) or '?'}"
+    image_lines = [f"`{i.digest[7:19]}` {escape(', '.join(i.tags)) or '_untagged_'} · {size(i.bytes)} · "
+                   f"{size(i.unique_bytes)} its own · pushed {date_text(i.pushed_at)}"
                    for i in report.largest_images[:images]]
-    layer_lines = [f"`{layer.digest[7:19]}` {mib(layer.bytes)} MB · in {layer.image_count} images, "
+    layer_lines = [f"`{layer.digest[7:19]}` {size(layer.bytes)} · in {plural(layer.image_count, 'image')}, "
                    f"{layer.repository_count} repositories"
                    + (f" · `{escape(clip(layer.created_by, 200))}`" if layer.created_by else "")
                    for layer in report.layers[:layers]]
@@ -548,5 +565,5 @@ def size_message(report: SizeReport, label: str | None = None, images: int = 5, 
     if report.notices:
         blocks.append(context(" · ".join(escape(n) for n in report.notices[:5])))
     blocks.append(context(f"`ecr-cost-bot size {escape(label or row.repository)}` for the full list"))
-    text = f"Why is {label or row.repository} so big? {gib(row.stored_bytes)} GB, {usd(row.monthly_cost_usd)}/month"
+    text = f"Why is {label or row.repository} so big? {size(row.stored_bytes)}, {per_month(row.monthly_cost_usd)}"
     return {"text": clip(text, MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}

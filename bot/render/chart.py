@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 
 from ..core.report import WeeklyReport
+from ..format import per_month, plural, usd
 
 
 def chart_png(report: WeeklyReport) -> bytes:
@@ -32,10 +33,13 @@ def chart_figure(report: WeeklyReport):
     bars.invert_yaxis()
     bars.set_xlabel("USD / month")
     bars.margins(x=0.12)  # room for the value labels
-    bars.set_title(f"Top {len(costs)} repositories by stored cost")
+    bars.set_title(f"Top {plural(len(costs), 'repository')} by stored cost")
     for y, cost in enumerate(costs):
-        bars.annotate(f"${cost:,.2f}", (cost, y), xytext=(3, 0), textcoords="offset points", va="center",
-                      fontsize=7)
+        bars.annotate(usd(cost), (cost, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+    if report.without_policy_count:  # the same figure as the report's text: what adopting the base policy frees
+        figure.suptitle(f"Adopting the base policy on the {plural(report.without_policy_count, 'repository')} "
+                        f"without a lifecycle policy would free {per_month(report.base_policy_savings_usd)} "
+                        f"(in-use images kept)", fontsize=9)
     when = [moment for moment, _ in report.trend]
     totals = [total for _, total in report.trend]
     trend.plot(when, totals, marker="o", color="#232f3e")

@@ -6,13 +6,50 @@ from collections.abc import Sequence
 from ..core.billing import BillingSummary
 from ..core.report import WeeklyReport
 from . import blocks
-from .text import account_json, account_lines, account_name, gib, iso, text_table, usd
+from ..core.report import RealisedSaving
+from ..format import day as calendar_day, iso, json_usd, local_time, per_day, per_month, plural, signed, size, status, usd
+from .text import account_json, account_lines, account_name, adopting_sentence, savings_json, text_table
+
+SAVINGS_LISTED = 5  # the repositories without a policy named with what adopting frees there
 
 
 def _change(amount: float | None) -> str:
     if amount is None:
         return "new"
-    return f"{'+' if amount >= 0 else '-'}{usd(abs(amount))}"
+    return signed(amount)
+
+
+def period_text(report: WeeklyReport) -> str:
+    """The week the report covers, in ECR_COST_TIMEZONE (the zone the period was computed in)."""
+    return f"week of {calendar_day(report.period_start)}"
+
+
+def generated_text(report: WeeklyReport) -> str:
+    """When the report was made, in ECR_COST_TIMEZONE (terminal text; Slack shows a date token instead)."""
+    zone = str(report.period_start.tzinfo or "UTC")
+    return local_time(report.generated_at, zone)
+
+
+def base_policy_line(report: WeeklyReport, bold: str = "") -> str:
+    """The total across the repositories without a policy: what adopting the base policy frees (in-use images kept),
+    the sum of the figures each repository's detail states."""
+    b = bold
+    return (f"{b}Without a lifecycle policy{b} {plural(report.without_policy_count, 'repository')}; adopting the base "
+            f"policy on them would free {b}{per_month(report.base_policy_savings_usd)}{b} (in-use images kept)")
+
+
+def base_policy_detail(report: WeeklyReport, escape) -> list[str]:
+    return [f"  {escape(label)}: {adopting_sentence(savings)}" for label, savings
+            in report.base_policy_savings[:SAVINGS_LISTED] if savings.expiring_count]
+
+
+def realised_text(r: RealisedSaving, escape, bold: str = "") -> str:
+    """An adoption's saving on the projection's basis (stored cost before and after), with the bill when it has one:
+    "estimated $X/month, billed $Y/month"."""
+    billed = "" if r.billed_usd is None else f", billed {per_month(r.billed_usd)}"
+    projected = "" if r.projected_usd is None else f"; projected {per_month(r.projected_usd)} at adoption"
+    return (f"{escape(r.label)}: {per_month(r.cost_at_adoption_usd)} → {per_month(r.cost_now_usd)}, saved: "
+            f"{bold}estimated {per_month(r.saved_usd)}{bold}{billed}{projected}")
 
 
 def _names(items: Sequence[str], limit: int) -> str:
@@ -24,46 +61,47 @@ def report_message(report: WeeklyReport) -> dict:
     """The channel message: within Slack's limits for any estate, with a plain-text fallback."""
     s = report.summary
     change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
-    top_lines = [f"{line.rank}. *{blocks.escape(line.label)}* {gib(line.row.stored_bytes)} GB · "
-                 f"*{usd(line.row.monthly_cost_usd)}/mo* ({_change(line.change_usd)}) · policy: "
-                 f"{blocks.escape(line.policy)} · {blocks.owners_text(line.row.owners)}" for line in report.top]
+    top_lines = [f"{line.rank}. *{blocks.escape(line.label)}* {size(line.row.stored_bytes)} · "
+                 f"*{per_month(line.row.monthly_cost_usd)}* ({_change(line.change_usd)}) · policy: "
+                 f"{blocks.escape(status(line.policy))} · {blocks.owners_text(line.row.owners)}" for line in report.top]
     body = [
-        blocks.header(f"ECR cost report: week of {report.period_start:%d %b %Y}"),
-        blocks.section(f"*{usd(s.monthly_cost_usd)}/month*{change} for {s.repository_count} repositories, "
-                       f"{gib(s.stored_bytes)} GB stored"),
+        blocks.header(f"ECR cost report: {period_text(report)}"),
+        blocks.section(f"*{per_month(s.monthly_cost_usd)}*{change} for {plural(s.repository_count, 'repository')}, "
+                       f"{size(s.stored_bytes)} stored"),
         *blocks.sections(["*Top 10 by cost*", *top_lines] if top_lines else ["No repositories."]),
-        blocks.section(f"*Median* {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories "
-                       f"above it"),
+        blocks.section(f"*Median* {per_month(s.median_monthly_cost_usd)}; "
+                       f"{plural(len(s.above_median), 'repository')} above it"),
         *([blocks.section("*Top accounts* " + " · ".join(
-            f"{blocks.escape(account_name(a))} *{usd(a.monthly_cost_usd)}/mo* ({a.repository_count} repositories)"
+            f"{blocks.escape(account_name(a))} *{per_month(a.monthly_cost_usd)}* "
+            f"({plural(a.repository_count, 'repository')})"
             for a in s.accounts[:5]) + (f" · {len(s.accounts)} accounts in all" if len(s.accounts) > 5 else ""))]
           if len(s.accounts) > 1 else []),
-        blocks.section(f"*Without a lifecycle policy* {report.without_policy_count} repositories; the base policy "
-                       f"would save *{usd(report.base_policy_savings_usd)}/month* across them"),
+        *blocks.sections([base_policy_line(report, bold="*"), *base_policy_detail(report, blocks.escape)]),
         blocks.section(f"*Unused* ({len(report.unused)}): {_names(report.unused, 30)}" if report.unused
                        else "*Unused* none"),
     ]
     if report.exempt:
-        lines = [f"• {blocks.escape(e.label)} *{usd(e.row.monthly_cost_usd)}/mo*: {blocks.escape(e.exemption.text)}"
+        lines = [f"• {blocks.escape(e.label)} *{per_month(e.row.monthly_cost_usd)}*: {blocks.escape(e.exemption.text)}"
                  + (f", by {blocks.mention(e.exemption.by)}" if e.exemption.by else "") for e in report.exempt[:15]]
         if len(report.exempt) > 15:
             lines.append(f"… and {len(report.exempt) - 15} more")
-        body += blocks.sections([f"*Exempt* ({len(report.exempt)}, {usd(exempt_total(report))}/month)", *lines])
+        body += blocks.sections([f"*Exempt* ({len(report.exempt)}, {per_month(exempt_total(report))})", *lines])
     if report.unowned:
-        lines = [f"{blocks.escape(label)} {usd(row.monthly_cost_usd)}" for label, row in report.unowned[:15]]
+        lines = [f"{blocks.escape(label)} {per_month(row.monthly_cost_usd)}" for label, row in report.unowned[:15]]
         more = f" and {len(report.unowned) - 15} more" if len(report.unowned) > 15 else ""
         body.append(blocks.section(f"*Without an owner* ({len(report.unowned)}, "
-                                   f"{usd(sum(r.monthly_cost_usd for _, r in report.unowned))}/month): "
+                                   f"{per_month(sum(r.monthly_cost_usd for _, r in report.unowned))}): "
                                    f"{', '.join(lines)}{more}. Owners: press *I own this* in `/ecr-cost NAME`."))
     if report.growth:
         body.append(blocks.section(growth_line(report, blocks.escape)))
     if report.realised:
-        lines = [f"• {blocks.escape(r.label)}: {usd(r.cost_at_adoption_usd)} → {usd(r.cost_now_usd)} "
-                 f"(*{usd(r.saved_usd)}/mo*), adopted by {blocks.mention(r.adopted_by)}" for r in report.realised[:20]]
+        lines = [f"• {realised_text(r, blocks.escape, bold='*')}, adopted by {blocks.mention(r.adopted_by)}"
+                 for r in report.realised[:20]]
         if len(report.realised) > 20:
             lines.append(f"… and {len(report.realised) - 20} more")
-        body.append(blocks.section(f"*Saved by policies adopted through the bot* "
-                                   f"{usd(report.realised_total_usd)}/month\n" + "\n".join(lines)))
+        body.append(blocks.section(f"*Saved by policies adopted through the bot* estimated "
+                                   f"{per_month(report.realised_total_usd)}{billed_total(report)}\n"
+                                   + "\n".join(lines)))
     if report.billing is not None:
         body.append(blocks.section(blocks.clip("\n".join(billing_lines(report.billing, blocks.escape, bold="*")),
                                                blocks.MAX_SECTION)))
@@ -75,6 +113,15 @@ def report_message(report: WeeklyReport) -> dict:
     return {"text": report_text_fallback(report), "blocks": body[:blocks.MAX_BLOCKS]}
 
 
+def billed_total(report: WeeklyReport) -> str:
+    """", billed $Y/month" when the CUR has the repositories' storage before and after their adoptions."""
+    billed = [r.billed_usd for r in report.realised if r.billed_usd is not None]
+    if not billed:
+        return ""
+    some = "" if len(billed) == len(report.realised) else f" ({len(billed)} of {len(report.realised)} in the bill)"
+    return f", billed {per_month(sum(billed))}{some}"
+
+
 def exempt_total(report: WeeklyReport) -> float:
     return sum(e.row.monthly_cost_usd for e in report.exempt)
 
@@ -82,45 +129,45 @@ def exempt_total(report: WeeklyReport) -> float:
 def report_text_fallback(report: WeeklyReport) -> str:
     s = report.summary
     change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
-    top = ", ".join(f"{line.label} {usd(line.row.monthly_cost_usd)}" for line in report.top[:3])
+    top = ", ".join(f"{line.label} {per_month(line.row.monthly_cost_usd)}" for line in report.top[:3])
     partial = " PARTIAL: some accounts or regions could not be read." if report.partial else ""
-    return blocks.clip(f"ECR cost report, week of {report.period_start:%d %b %Y}: {usd(s.monthly_cost_usd)}/month"
-                       f"{change}, {s.repository_count} repositories. Costliest: {top}. "
-                       f"{report.without_policy_count} without a lifecycle policy could save "
-                       f"{usd(report.base_policy_savings_usd)}/month.{partial}", blocks.MAX_SECTION)
+    return blocks.clip(f"ECR cost report, {period_text(report)}: {per_month(s.monthly_cost_usd)}"
+                       f"{change}, {plural(s.repository_count, 'repository')}. Costliest: {top}. "
+                       f"Adopting the base policy on the {report.without_policy_count} without a lifecycle policy "
+                       f"would free {per_month(report.base_policy_savings_usd)}.{partial}", blocks.MAX_SECTION)
 
 
 def report_text(report: WeeklyReport) -> str:
     """A terminal rendering of the same report."""
     s = report.summary
     change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
-    rows = [[str(line.rank), line.label, gib(line.row.stored_bytes), usd(line.row.monthly_cost_usd),
-             _change(line.change_usd), line.policy, " ".join(line.row.owners) or "-"] for line in report.top]
-    lines = [f"ECR cost report: week of {report.period_start:%d %b %Y} (generated {iso(report.generated_at)})",
-             f"{usd(s.monthly_cost_usd)}/month{change} for {s.repository_count} repositories, "
-             f"{gib(s.stored_bytes)} GB stored", "",
-             *text_table(["#", "repository", "GB", "USD/month", "change", "policy", "owners"], rows,
+    rows = [[str(line.rank), line.label, size(line.row.stored_bytes), usd(line.row.monthly_cost_usd),
+             _change(line.change_usd), status(line.policy), " ".join(line.row.owners) or "-"] for line in report.top]
+    lines = [f"ECR cost report: {period_text(report)} (generated {generated_text(report)})",
+             f"{per_month(s.monthly_cost_usd)}{change} for {plural(s.repository_count, 'repository')}, "
+             f"{size(s.stored_bytes)} stored", "",
+             *text_table(["#", "repository", "stored", "USD/month", "change", "policy", "owners"], rows,
                          right={0, 2, 3, 4}), "",
-             f"median {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories above it",
+             f"median {per_month(s.median_monthly_cost_usd)}; {plural(len(s.above_median), 'repository')} above it",
              *account_lines(s.accounts),
-             f"without a lifecycle policy: {report.without_policy_count}; the base policy would save "
-             f"{usd(report.base_policy_savings_usd)}/month across them",
+             base_policy_line(report).replace("Without a lifecycle policy", "without a lifecycle policy:", 1),
+             *base_policy_detail(report, str),
              f"unused ({len(report.unused)}): {', '.join(report.unused[:30]) or 'none'}"
              + (f" and {len(report.unused) - 30} more" if len(report.unused) > 30 else "")]
     if report.exempt:
-        lines.append(f"exempt ({len(report.exempt)}, {usd(exempt_total(report))}/month):")
-        lines += [f"  {e.label} {usd(e.row.monthly_cost_usd)}/month: {e.exemption.text}"
+        lines.append(f"exempt ({len(report.exempt)}, {per_month(exempt_total(report))}):")
+        lines += [f"  {e.label} {per_month(e.row.monthly_cost_usd)}: {e.exemption.text}"
                   + (f" (by {e.exemption.by})" if e.exemption.by else "") for e in report.exempt]
     if report.unowned:
         lines.append(f"without an owner ({len(report.unowned)}): "
-                     + ", ".join(f"{label} {usd(row.monthly_cost_usd)}" for label, row in report.unowned[:30])
+                     + ", ".join(f"{label} {per_month(row.monthly_cost_usd)}" for label, row in report.unowned[:30])
                      + (f" and {len(report.unowned) - 30} more" if len(report.unowned) > 30 else ""))
     if report.growth:
         lines.append(growth_line(report, str).replace("*", ""))
     if report.realised:
-        lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
-        lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
-                  f"({usd(r.saved_usd)}/month), adopted by {r.adopted_by} {iso(r.adopted_at)}" for r in report.realised]
+        lines.append(f"saved by policies adopted through the bot: estimated {per_month(report.realised_total_usd)}"
+                     f"{billed_total(report)}")
+        lines += [f"  {realised_text(r, str)}, adopted by {r.adopted_by} {iso(r.adopted_at)}" for r in report.realised]
     if report.billing is not None:
         lines += billing_lines(report.billing, str)
     if report.partial:
@@ -146,7 +193,9 @@ def report_json(report: WeeklyReport) -> dict:
         "accounts": [account_json(a) for a in s.accounts],
         "unused": report.unused,
         "without_policy_count": report.without_policy_count,
-        "base_policy_savings_usd": round(report.base_policy_savings_usd, 4),
+        "base_policy_savings_usd": json_usd(report.base_policy_savings_usd),  # the sum of what adopting frees
+        "base_policy_savings": [{"repository": label, **savings_json(savings)}
+                                for label, savings in report.base_policy_savings],
         "exempt": [{"repository": e.label, "monthly_cost_usd": round(e.row.monthly_cost_usd, 4),
                     "reason": e.exemption.reason, "note": e.exemption.note, "source": e.exemption.source,
                     "by": e.exemption.by} for e in report.exempt],
@@ -155,6 +204,8 @@ def report_json(report: WeeklyReport) -> dict:
         "realised_savings": [{"repository": r.label, "adopted_by": r.adopted_by, "adopted_at": iso(r.adopted_at),
                               "cost_at_adoption_usd": round(r.cost_at_adoption_usd, 4),
                               "cost_now_usd": round(r.cost_now_usd, 4), "saved_usd": round(r.saved_usd, 4),
+                              "projected_monthly_savings_usd": json_usd(r.projected_usd),
+                              "billed_saved_usd": json_usd(r.billed_usd),
                               **billed_effect_json(report.billing, r.label, r.adopted_at)}
                              for r in report.realised],
         "realised_savings_usd": round(report.realised_total_usd, 4),
@@ -167,8 +218,8 @@ def report_json(report: WeeklyReport) -> dict:
 
 def growth_line(report: WeeklyReport, escape) -> str:
     """The repositories whose new layers cost the most per week (`ecr-cost-bot size NAME` says why)."""
-    shown = ", ".join(f"{escape(g.label)} +{gib(g.new_bytes_per_week)} GB/week (+{usd(g.monthly_usd_added_per_week)}"
-                      f"/month each week)" for g in report.growth)
+    shown = ", ".join(f"{escape(g.label)} +{size(g.new_bytes_per_week)}/week (+{per_month(g.monthly_usd_added_per_week)}"
+                      f" each week)" for g in report.growth)
     return f"*Growing fastest* (new layers per week): {shown}; `ecr-cost-bot size NAME` shows why"
 
 
@@ -207,25 +258,25 @@ def billing_lines(billing: BillingSummary, escape, bold: str = "") -> list[str]:
     b = bold
     if billing.source is None or billing.storage_last_7_days_usd is None:
         return [f"{b}The bill{b}: {escape(billing.note or 'no billing data')}"
-                + (f"; estimate {usd(billing.estimate_daily_usd)}/day" if billing.estimate_daily_usd is not None
+                + (f"; estimate {per_day(billing.estimate_daily_usd)}" if billing.estimate_daily_usd is not None
                    else "")]
     currency = "" if billing.currency in (None, "USD") else f" ({billing.currency})"
     change = billing.change_usd or 0.0
     lines = [f"{b}Billed ECR storage{b} ({SOURCES.get(billing.source, billing.source)}{currency}): "
              f"{usd(billing.storage_last_7_days_usd)} in the last 7 days, {usd(billing.storage_previous_7_days_usd or 0)}"
-             f" the 7 before ({'+' if change >= 0 else '-'}{usd(abs(change))}); other ECR "
+             f" the 7 before ({signed(change)}); other ECR "
              f"{usd(billing.other_last_7_days_usd or 0)}"]
     if billing.estimate_daily_usd is not None:
         days = [amount for _, amount in billing.storage_daily[-7:]]
-        billed = f"{usd(sum(days) / len(days))}/day billed" if days else "nothing billed"
+        billed = f"{per_day(sum(days) / len(days))} billed" if days else "nothing billed"
         difference = "" if billing.difference_pct is None else f" ({billing.difference_pct:+.0f}%)"
-        lines.append(f"{b}Estimate{b} {usd(billing.estimate_daily_usd)}/day, {billed}{difference}")
+        lines.append(f"{b}Estimate{b} {per_day(billing.estimate_daily_usd)}, {billed}{difference}")
     lines.append("per day: " + ", ".join(f"{day:%d %b} {usd(amount)}" for day, amount in billing.storage_daily))
     if billing.reasons:
         lines.append("likely reasons: " + "; ".join(escape(r) for r in billing.reasons))
     lines += [escape(note) for note in billing.notes]
     for effect in billing.adoptions:
         lines.append(f"{escape(effect.label)} (adopted {effect.adopted_at:%d %b}): billed storage "
-                     f"{usd(effect.before_daily_usd)}/day before, {usd(effect.after_daily_usd)}/day after "
+                     f"{per_day(effect.before_daily_usd)} before, {per_day(effect.after_daily_usd)} after "
                      f"({'the whole service' if effect.scope == 'service' else 'the repository'})")
     return lines

@@ -4,21 +4,17 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
-from ..core.cost import GIB
 from ..core.lifecycle import Preview
 from ..core.tuning import lifecycle_status
-from ..core.inuse import InUseSet, Usage
-from ..core.models import Image, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
-from ..core.size import SizeReport, human
+from ..core.inuse import InUseSet, Usage, is_pin
+from ..core.models import (Image, PolicyDecision, PolicySavings, RepositoryCost, RepositoryRef, RepositoryView,
+                           ScanProblem, ScanResult)
+from ..core.size import SizeReport
+from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
 
-MIB = 2**20
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+__all__ = ["iso", "usd"]  # re-exported: the renderers' one way to write times and money (bot/format.py)
 
 
 def repository_json(row: RepositoryCost) -> dict:
@@ -77,14 +73,6 @@ def scan_csv(ranked: Sequence[RepositoryCost]) -> str:
     return out.getvalue()
 
 
-def gib(byte_count: int) -> str:
-    return f"{byte_count / GIB:,.2f}"
-
-
-def usd(amount: float) -> str:
-    return f"${amount:,.2f}"
-
-
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
@@ -99,11 +87,11 @@ def scan_table(result: ScanResult, base_policy: dict, limit: int | None = None) 
     ranked = result.repositories
     labels = display_names(ranked)
     shown = ranked if limit is None else ranked[:limit]
-    rows = [[str(i), labels[r.arn], r.region, str(r.image_count), gib(r.stored_bytes), gib(r.listed_bytes),
-             usd(r.monthly_cost_usd), _policy_cell(r, base_policy), "yes" if r.unused else "",
-             " ".join(r.owners) or "-"]
+    rows = [[str(i), labels[r.arn], r.region, str(r.image_count), size(r.stored_bytes), size(r.listed_bytes),
+             usd(r.monthly_cost_usd), status(lifecycle_status(r.lifecycle_policy, base_policy)),
+             "yes" if r.unused else "", " ".join(r.owners) or "-"]
             for i, r in enumerate(shown, 1)]
-    lines = text_table(["#", "repository", "region", "images", "stored GB", "listed GB", "USD/month",
+    lines = text_table(["#", "repository", "region", "images", "stored", "listed", "USD/month",
                     "policy", "unused", "owners"], rows, right={0, 3, 4, 5, 6})
     if limit is not None and len(ranked) > limit:
         lines.append(f"... and {len(ranked) - limit} more")
@@ -113,20 +101,15 @@ def scan_table(result: ScanResult, base_policy: dict, limit: int | None = None) 
     return "\n".join(lines)
 
 
-def _policy_cell(row: RepositoryCost, base_policy: dict) -> str:
-    status = lifecycle_status(row.lifecycle_policy, base_policy)
-    return "NONE" if status == "none" else status  # shouted: the playbook's first fix
-
-
 def summary_lines(summary: Summary, price: float) -> list[str]:
     saved_by_dedup = summary.listed_bytes - summary.stored_bytes
     return [
-        f"{summary.repository_count} repositories, {gib(summary.stored_bytes)} GB stored, "
-        f"{usd(summary.monthly_cost_usd)}/month at {usd(price)}/GB-month",
-        f"median {usd(summary.median_monthly_cost_usd)}/month; {len(summary.above_median)} repositories above it; "
-        f"{summary.without_policy} without a lifecycle policy; {summary.unused} unused",
-        f"summing imageSizeInBytes (the playbook's script) would say {gib(summary.listed_bytes)} GB: "
-        f"{gib(abs(saved_by_dedup))} GB {'over' if saved_by_dedup >= 0 else 'under'}stated by shared layers",
+        f"{plural(summary.repository_count, 'repository')}, {size(summary.stored_bytes)} stored, "
+        f"{per_month(summary.monthly_cost_usd)} at {usd(price)}/GB-month (GB = 2^30 bytes)",
+        f"median {per_month(summary.median_monthly_cost_usd)}; {plural(len(summary.above_median), 'repository')} "
+        f"above it; {summary.without_policy} without a lifecycle policy; {summary.unused} unused",
+        f"summing imageSizeInBytes (the playbook's script) would say {size(summary.listed_bytes)}: "
+        f"{size(abs(saved_by_dedup))} {'over' if saved_by_dedup >= 0 else 'under'}stated by shared layers",
         *account_lines(summary.accounts),
     ]
 
@@ -140,18 +123,19 @@ def account_lines(accounts: Sequence[AccountTotal], limit: int = 10) -> list[str
     if len(accounts) < 2:
         return []
     lines = [f"top accounts ({len(accounts)} in all):"]
-    lines += [f"  {account_name(a)}: {usd(a.monthly_cost_usd)}/month, {a.repository_count} repositories, "
-              f"{gib(a.stored_bytes)} GB" for a in accounts[:limit]]
+    lines += [f"  {account_name(a)}: {per_month(a.monthly_cost_usd)}, {plural(a.repository_count, 'repository')}, "
+              f"{size(a.stored_bytes)}" for a in accounts[:limit]]
     return lines
 
 
 def problem_lines(result: ScanResult) -> list[str]:
     lines = []
     if result.partial:
-        lines.append(f"PARTIAL RESULT: {len(result.errors)} part(s) of the estate could not be read completely:")
+        lines.append(f"PARTIAL RESULT: {plural(len(result.errors), 'part')} of the estate could not be read "
+                     f"completely:")
         lines.extend(f"  - {_where(p)}: {p.message}" for p in result.errors)
     if result.warnings:
-        lines.append(f"{len(result.warnings)} warning(s):")
+        lines.append(f"{plural(len(result.warnings), 'warning')}:")
         lines.extend(f"  - {_where(p)}: {p.message}" for p in result.warnings)
     return lines
 
@@ -161,7 +145,37 @@ def _where(problem: ScanProblem) -> str:
     return f"{where} {problem.repository}" if problem.repository else where
 
 
-def repository_detail_json(row: RepositoryCost, position: int, total: int, previous: RepositoryCost | None) -> dict:
+def savings_json(savings: PolicySavings | None) -> dict | None:
+    """What adopting the base policy does (its protected form: in-use images kept), and the policy as written."""
+    if savings is None:
+        return None
+    return {"expiring_image_count": savings.expiring_count, "image_count": savings.image_count,
+            "bytes_freed": savings.bytes_freed, "monthly_savings_usd": json_usd(savings.monthly_usd),
+            "in_use_checked": savings.in_use_checked,
+            "as_written": {"expiring_image_count": savings.written_expiring_count,
+                           "in_use_expiring_count": savings.written_in_use_expiring,
+                           "bytes_freed": savings.written_bytes_freed,
+                           "monthly_savings_usd": json_usd(savings.written_monthly_usd)}}
+
+
+def adopting_sentence(savings: PolicySavings, bold: str = "") -> str:
+    """What adopting does, the one way every surface says it: "expires 14 of 45 images, freeing 4.40 GB:
+    $0.44/month"."""
+    return (f"expires {savings.expiring_count} of {plural(savings.image_count, 'image')}, freeing "
+            f"{size(savings.bytes_freed)}: {bold}{per_month(savings.monthly_usd)}{bold}")
+
+
+def as_written_sentence(savings: PolicySavings) -> str | None:
+    """The policy as written, on a line of its own that says so (None when it would do what adopting does)."""
+    if not savings.differs:
+        return None
+    running = f" ({savings.written_in_use_expiring} of them running)" if savings.written_in_use_expiring else ""
+    return (f"as written it would expire {savings.written_expiring_count}{running} and free "
+            f"{per_month(savings.written_monthly_usd)}")
+
+
+def repository_detail_json(row: RepositoryCost, position: int, total: int, previous: RepositoryCost | None,
+                           savings: PolicySavings | None = None) -> dict:
     detail = repository_json(row)
     detail.update({
         "rank": position, "rank_of": total,
@@ -170,33 +184,44 @@ def repository_detail_json(row: RepositoryCost, position: int, total: int, previ
         "lifecycle_policy": row.lifecycle_policy,
         "change_since_previous": None if previous is None else {
             "stored_bytes": row.stored_bytes - previous.stored_bytes,
-            "monthly_cost_usd": round(row.monthly_cost_usd - previous.monthly_cost_usd, 4),
+            "monthly_cost_usd": json_usd(row.monthly_cost_usd - previous.monthly_cost_usd),
         },
+        "base_policy": savings_json(savings),
     })
     return detail
 
 
 def repository_detail_text(row: RepositoryCost, position: int, total: int, previous: RepositoryCost | None,
-                           lifecycle_status: str) -> str:
+                           lifecycle_status: str, savings: PolicySavings | None = None) -> str:
     never = "never"
     lines = [
         f"{row.repository}  ({row.account_id} {row.region})",
         f"  rank            #{position} of {total}",
-        f"  monthly cost    {usd(row.monthly_cost_usd)}",
-        f"  stored          {gib(row.stored_bytes)} GB (unique layers)   listed {gib(row.listed_bytes)} GB "
+        f"  monthly cost    {per_month(row.monthly_cost_usd)}",
+        f"  stored          {size(row.stored_bytes)} (unique layers)   listed {size(row.listed_bytes)} "
         f"(sum of imageSizeInBytes)",
         f"  images          {row.image_count} ({row.tagged_image_count} tagged, {row.untagged_image_count} untagged)",
         f"  last push       {iso(row.last_pushed_at) or never}",
         f"  last pull       {iso(row.last_pulled_at) or never}" + ("   UNUSED" if row.unused else ""),
         f"  owners          {' '.join(row.owners) or 'none (set the owner tag)'}",
-        f"  lifecycle       {lifecycle_status}",
+        f"  lifecycle       {status(lifecycle_status)}",
     ]
+    if savings is not None and lifecycle_status != "base":
+        lines.append(f"  base policy     adopting it {adopting_sentence(savings)}"
+                     + (" (in-use images kept)" if savings.in_use_checked else ""))
+        if (written := as_written_sentence(savings)) is not None:
+            lines.append(f"                  {written}")
     if previous is not None:
         delta = row.monthly_cost_usd - previous.monthly_cost_usd
-        lines.append(f"  since previous  {'+' if delta >= 0 else '-'}{usd(abs(delta))}/month "
-                     f"({(row.stored_bytes - previous.stored_bytes) / GIB:+,.2f} GB)")
+        lines.append(f"  since previous  {signed(delta)}/month ({signed_size(row.stored_bytes - previous.stored_bytes)})")
     lines.append(f"  arn             {row.arn}")
     return "\n".join(lines)
+
+
+def view_text(view: RepositoryView) -> str:
+    """`repo NAME`: the detail, with what the base policy would do (as `/ecr-cost NAME` shows it)."""
+    return repository_detail_text(view.row, view.rank, view.rank_of, view.previous, view.lifecycle_status,
+                                  view.savings)
 
 
 # -- lifecycle policy previews and the decision log -------------------------------------------
@@ -222,9 +247,7 @@ def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, pro
         return doc
     expiring = [d for d in result.decisions if d.action == "expire"]
     doc.update({
-        "expiring": [{"image_digest": d.image.digest, "image_tags": list(d.image.tags),
-                      "image_pushed_at": iso(d.image.pushed_at), "rule_priority": d.rule_priority,
-                      "action": d.action} for d in result.decisions],
+        "expiring": [decision_json_of(d) for d in result.decisions],
         "expiring_image_count": len(expiring),
         "remaining_image_count": result.remaining_image_count,
         "bytes_freed": result.bytes_freed,
@@ -239,11 +262,19 @@ def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, pro
                                   if d in expiring_digests]
         doc["in_use_partial"] = in_use.partial
         doc["in_use_problems"] = [f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in in_use.problems]
-    if adopted is not None:
-        doc["adopted_form"] = {"expiring_image_count": sum(1 for d in adopted.decisions if d.action == "expire"),
+    if adopted is not None:  # what adopting does: the figures every other surface states
+        doc["adopted_form"] = {"expiring": [decision_json_of(d) for d in adopted.decisions],
+                               "expiring_image_count": sum(1 for d in adopted.decisions if d.action == "expire"),
+                               "remaining_image_count": adopted.remaining_image_count,
                                "bytes_freed": adopted.bytes_freed,
-                               "monthly_savings_usd": round(adopted_savings or 0.0, 4)}
+                               "monthly_savings_usd": json_usd(adopted_savings or 0.0)}
     return doc
+
+
+def decision_json_of(decision) -> dict:
+    return {"image_digest": decision.image.digest, "image_tags": list(decision.image.tags),
+            "image_pushed_at": iso(decision.image.pushed_at), "rule_priority": decision.rule_priority,
+            "action": decision.action}
 
 
 def in_use_table(items) -> str:
@@ -272,7 +303,7 @@ def guard_json(result) -> dict:
 
 
 def guard_table(result) -> str:
-    lines = [f"{len(result.at_risk)} in-use images at risk, {len(result.protected)} protected, "
+    lines = [f"{plural(len(result.at_risk), 'in-use image')} at risk, {len(result.protected)} protected, "
              f"{len(result.released)} released" + (" - PARTIAL: some runtimes could not be read" if result.partial
                                                    else "")]
     if result.at_risk:
@@ -284,23 +315,26 @@ def guard_table(result) -> str:
     return "\n".join(lines)
 
 
-def preview_text(ref: RepositoryRef, result: Preview, image_count: int, savings: float, source: str,
-                 limit: int = 50, note: str = "") -> str:
-    expiring = sum(1 for d in result.decisions if d.action == "expire")
+def preview_text(ref: RepositoryRef, adopted: Preview, savings: PolicySavings, source: str, limit: int = 50,
+                 note: str = "") -> str:
+    """`policy preview`: what adopting the policy does (its protected form, in-use images kept) and the images it
+    expires; the policy as written only on a line that says so."""
+    kept = " (in-use images kept)" if savings.in_use_checked else ""
     lines = [f"{ref.name} ({ref.account_id} {ref.region}), images from the {source}:",
-             f"  {expiring} of {image_count} images would expire, freeing {gib(result.bytes_freed)} GB: "
-             f"{usd(savings)}/month; {result.remaining_image_count} remain"]
+             f"  adopting it{kept} {adopting_sentence(savings)}; {adopted.remaining_image_count} remain"]
+    if (written := as_written_sentence(savings)) is not None:
+        lines.append(f"  {written}")
     if note:
         lines.append(f"  {note}")
-    transitions = len(result.decisions) - expiring
+    transitions = sum(1 for d in adopted.decisions if d.action != "expire")
     if transitions:
-        lines.append(f"  {transitions} images would move to the archive storage class")
-    if result.decisions:
-        rows = [[d.image.digest[7:19], ", ".join(d.image.tags) or "<untagged>",
-                 iso(d.image.pushed_at) or "?", str(d.rule_priority), d.action] for d in result.decisions[:limit]]
+        lines.append(f"  {plural(transitions, 'image')} would move to the archive storage class")
+    if adopted.decisions:
+        rows = [[d.image.digest[7:19], ", ".join(t for t in d.image.tags if not is_pin(t)) or "<untagged>",
+                 iso(d.image.pushed_at) or "?", str(d.rule_priority), d.action] for d in adopted.decisions[:limit]]
         lines += ["", *text_table(["digest", "tags", "pushed", "rule", "action"], rows, right={3})]
-        if len(result.decisions) > limit:
-            lines.append(f"... and {len(result.decisions) - limit} more (--format json lists them all)")
+        if len(adopted.decisions) > limit:
+            lines.append(f"... and {len(adopted.decisions) - limit} more (--format json lists them all)")
     return "\n".join(lines)
 
 
@@ -351,29 +385,26 @@ def size_json(report: SizeReport) -> dict:
     }
 
 
-def mib(byte_count: int) -> str:
-    return f"{byte_count / MIB:,.1f}"
-
-
 def size_text(report: SizeReport, label: str | None = None) -> str:
     """`size NAME`: what the repository stores, where the bytes are, what each push adds, and what to do."""
     row, churn = report.row, report.churn
-    lines = [f"{label or row.repository}  ({row.account_id} {row.region}): {gib(row.stored_bytes)} GB stored, "
-             f"{usd(row.monthly_cost_usd)}/month, {report.image_count} images"]
+    lines = [f"{label or row.repository}  ({row.account_id} {row.region}): {size(row.stored_bytes)} stored, "
+             f"{per_month(row.monthly_cost_usd)}, {plural(report.image_count, 'image')}"]
     if report.base is not None:
-        lines.append(f"built on {report.base.name} ({human(report.base.bytes)}, {report.base.layer_count} layers, "
-                     f"in {report.base.repository_count} repositories)")
+        lines.append(f"built on {report.base.name} ({size(report.base.bytes)}, "
+                     f"{plural(report.base.layer_count, 'layer')}, in "
+                     f"{plural(report.base.repository_count, 'repository')})")
     lines += ["", "advice, by what it costs now:"]
     lines += [f"  {n}. {a.text}" for n, a in enumerate(report.advice, 1)] or ["  nothing stands out"]
-    lines += ["", f"churn over the last {churn.pushes} pushes: median {mib(churn.median_new_bytes_per_push)} MB new "
-                  f"per push, p90 {mib(churn.p90_new_bytes_per_push)} MB; {gib(churn.new_bytes_per_week)} GB of new "
-                  f"layers per week (last 28 days)", ""]
-    rows = [[i.digest[7:19], ", ".join(i.tags) or "<untagged>", iso(i.pushed_at) or "?", mib(i.bytes),
-             mib(i.unique_bytes)] for i in report.largest_images]
-    lines += ["largest images:", *text_table(["digest", "tags", "pushed", "MB", "unique MB"], rows, right={3, 4}), ""]
-    rows = [[layer.digest[7:19], mib(layer.bytes), str(layer.image_count), str(layer.repository_count),
+    lines += ["", f"churn over the last {plural(churn.pushes, 'push', 'pushes')}: median "
+                  f"{size(churn.median_new_bytes_per_push)} new per push, p90 {size(churn.p90_new_bytes_per_push)}; "
+                  f"{size(churn.new_bytes_per_week)} of new layers per week (last 28 days)", ""]
+    rows = [[i.digest[7:19], ", ".join(i.tags) or "<untagged>", iso(i.pushed_at) or "?", size(i.bytes),
+             size(i.unique_bytes)] for i in report.largest_images]
+    lines += ["largest images:", *text_table(["digest", "tags", "pushed", "size", "unique"], rows, right={3, 4}), ""]
+    rows = [[layer.digest[7:19], size(layer.bytes), str(layer.image_count), str(layer.repository_count),
              layer.created_by or "-"] for layer in report.layers]
-    lines += ["largest layers:", *text_table(["digest", "MB", "images", "repos", "created by"], rows,
+    lines += ["largest layers:", *text_table(["digest", "size", "images", "repos", "created by"], rows,
                                              right={1, 2, 3})]
     lines += [f"note: {n}" for n in report.notices]
     return "\n".join(lines)

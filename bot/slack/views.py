@@ -23,7 +23,7 @@ from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
 from ..render import blocks
-from ..render.text import gib, usd
+from ..format import per_month, plural, size
 from .directory import SlackDirectory
 
 logger = logging.getLogger(__name__)
@@ -92,11 +92,7 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
         except PolicyOperationError as exc:
             text = f"*Preview* unavailable: {blocks.escape(str(exc))}"
         else:
-            adopted = found.adopted or found.result
-            expiring = sum(1 for d in adopted.decisions if d.action == "expire")
-            savings = found.adopted_savings_usd if found.adopted is not None else found.monthly_savings_usd
-            text = blocks.tuning_preview_text(expiring, found.image_count, adopted.bytes_freed, savings,
-                                              len(found.in_use_expiring), len(found.used),
+            text = blocks.tuning_preview_text(found.savings, len(found.used),
                                               found.in_use is not None and found.in_use.partial)
     try:
         client.views_update(view_id=view["id"], hash=view.get("hash"),
@@ -179,7 +175,7 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
             note = f"\n{blocks.escape(change.note)}" if change.note else ""
             return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
                     f"({blocks.escape(describe_tuning(tuning))}), projected to save "
-                    f"*{usd(change.decision.projected_monthly_savings_usd or 0)}/month*. The previous policy is "
+                    f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
                     f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}")
 
         submit(ack, body, view, client, "Adjust the policy",
@@ -214,8 +210,9 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         user_id = body["user"]["id"]
 
         def done(row: RepositoryCost, deletion: Deletion) -> str:
-            return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: {deletion.row.image_count} images, "
-                    f"{gib(deletion.row.stored_bytes)} GB, *{usd(deletion.row.monthly_cost_usd)}/month* saved. "
+            return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: "
+                    f"{plural(deletion.row.image_count, 'image')}, {size(deletion.row.stored_bytes)}, "
+                    f"*{per_month(deletion.row.monthly_cost_usd)}* saved. "
                     f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
                     f"and is kept by the bot as export #{deletion.export_id}.")
 
