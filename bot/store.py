@@ -174,6 +174,18 @@ def m011_account_names(db: Database) -> None:
     db["repository_snapshots"].add_column("account_name", str)
 
 
+@migrations()
+def m015_watch(db: Database) -> None:
+    # the watch: a repository's createdAt tells the repositories created since the previous scan
+    db["repository_snapshots"].add_column("created_at", str)
+    # a watch finding sent to a person: at most once per period (key: kind and repository)
+    db["watch_findings"].create({"period": str, "finding": str, "user_id": str, "sent_at": str},
+                                pk=("period", "finding", "user_id"))
+    # a limit set through the bot: the tag value before and after (undo restores the one before; null: none)
+    db["decisions"].add_column("tag_before", str)
+    db["decisions"].add_column("tag_after", str)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -301,6 +313,7 @@ class Store:
                 "unused": int(row.unused), "has_lifecycle_policy": int(row.has_lifecycle_policy),
                 "lifecycle_policy": row.lifecycle_policy, "owners": json.dumps(row.owners),
                 "tags": json.dumps(row.tags), "account_name": row.account_name,
+                "created_at": _iso(row.created_at),
             }, replace=True)
             self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
@@ -575,6 +588,26 @@ class Store:
                                      [period, arn, user_id, _iso(datetime.now(timezone.utc))])
         return cursor.rowcount == 1
 
+    def claim_finding(self, period: str, finding: str, user_id: str) -> bool:
+        """True the first time ``finding`` (a watch finding's kind and repository) goes to ``user_id`` in ``period``."""
+        with self.db.conn:
+            cursor = self.db.execute("insert or ignore into watch_findings (period, finding, user_id, sent_at) "
+                                     "values (?, ?, ?, ?)", [period, finding, user_id, _iso(datetime.now(timezone.utc))])
+        return cursor.rowcount == 1
+
+    def release_findings(self, period: str, findings: Sequence[str], user_id: str) -> None:
+        """Gives findings back when their message could not be sent: a later run sends them."""
+        with self.db.conn:
+            self.db.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
+                                [(period, f, user_id) for f in findings])
+
+    def scan_closest_to(self, moment: datetime, before_id: int) -> ScanResult | None:
+        """The complete scan older than scan ``before_id`` whose time is closest to ``moment``."""
+        row = self.db.execute("select generated_at from scans where status = 'complete' and id < ? order by "
+                              "abs(julianday(generated_at) - julianday(?)), id desc limit 1",
+                              [before_id, _iso(moment)]).fetchone()
+        return None if row is None else self.latest_scan(before=_parse(row[0]))
+
     # -- billing cache -------------------------------------------------------------------------
 
     def cached_billing(self, key: str, day: str) -> str | None:
@@ -608,7 +641,8 @@ def _decision(row: dict) -> PolicyDecision:
         policy_before=row["policy_before"], policy_after=row["policy_after"],
         projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
         owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"],
-        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"])
+        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"],
+        tag_before=row.get("tag_before"), tag_after=row.get("tag_after"))
 
 
 def _snapshot(row: dict) -> RepositoryCost:
@@ -620,7 +654,7 @@ def _snapshot(row: dict) -> RepositoryCost:
         last_pushed_at=_parse(row["last_pushed_at"]), last_pulled_at=_parse(row["last_pulled_at"]),
         unused=bool(row["unused"]), has_lifecycle_policy=bool(row["has_lifecycle_policy"]),
         lifecycle_policy=row["lifecycle_policy"], owners=tuple(json.loads(row["owners"])),
-        tags=json.loads(row["tags"]), account_name=row.get("account_name"))
+        tags=json.loads(row["tags"]), account_name=row.get("account_name"), created_at=_parse(row.get("created_at")))
 
 
 def _image_json(image: Image) -> dict:

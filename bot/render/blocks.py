@@ -15,7 +15,7 @@ from ..core.lifecycle import fingerprint
 from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
 from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
 from ..core.size import SizeReport, human
-from .text import gib, usd
+from .text import gib, limit_text, usd
 from .text import iso, mib
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
@@ -39,6 +39,7 @@ ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "
 TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
 MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE, MAX_PLACEHOLDER = 24, 3000, 500, 150
 WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
+SET_LIMIT = "set_limit"  # opens the limit modal (bot/slack/watch.py listens; not in ACTION_IDS)
 ACTION_IDS += (WHY_BIG,)
 
 
@@ -128,6 +129,8 @@ def _detail_text(view: RepositoryView) -> str:
         f"*Owners* {owners_text(row.owners)}",
         f"*Lifecycle policy* {escape(view.lifecycle_status)}",
     ]
+    if (limit := limit_text(row)) is not None:
+        lines.append(f"*Limit* {escape(limit)}")
     if view.expiring_count is not None and view.lifecycle_status != "base":
         lines.append(f"*Base policy* would expire {view.expiring_count} images, freeing "
                      f"{gib(view.bytes_freed or 0)} GB: *{usd(view.savings_usd or 0)}/month*")
@@ -278,6 +281,7 @@ def repository_actions(view: RepositoryView) -> dict:
             button("Not now", SNOOZE, arn),
             button("Decline…", DECLINE, arn),
         ]
+    elements.append(button("Set a limit…", SET_LIMIT, arn))
     if view.may_delete:
         elements.append(button("Delete repository…", DELETE, arn, "danger"))
     if not view.row.owners:
@@ -393,6 +397,7 @@ def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: 
         blocks += [{"type": "divider"},
                    section(f"*{escape(view.label)}* ({escape(row.region)}) · *{usd(row.monthly_cost_usd)}/month* · "
                            f"rank #{view.rank} · policy: {escape(view.lifecycle_status)}"
+                           + (f" · limit: {escape(limit)}" if (limit := limit_text(row)) else "")
                            + ("" if view.savings_usd is None or view.lifecycle_status == "base"
                               else f" · base policy saves {usd(view.savings_usd)}/month")),
                    context(decision_line(view.last_decision) if view.last_decision else

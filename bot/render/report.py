@@ -31,6 +31,7 @@ def report_message(report: WeeklyReport) -> dict:
         blocks.header(f"ECR cost report: week of {report.period_start:%d %b %Y}"),
         blocks.section(f"*{usd(s.monthly_cost_usd)}/month*{change} for {s.repository_count} repositories, "
                        f"{gib(s.stored_bytes)} GB stored"),
+        *blocks.sections(over_limit_lines(report, blocks.escape, "*")),
         *blocks.sections(["*Top 10 by cost*", *top_lines] if top_lines else ["No repositories."]),
         blocks.section(f"*Median* {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories "
                        f"above it"),
@@ -98,7 +99,7 @@ def report_text(report: WeeklyReport) -> str:
              _change(line.change_usd), line.policy, " ".join(line.row.owners) or "-"] for line in report.top]
     lines = [f"ECR cost report: week of {report.period_start:%d %b %Y} (generated {iso(report.generated_at)})",
              f"{usd(s.monthly_cost_usd)}/month{change} for {s.repository_count} repositories, "
-             f"{gib(s.stored_bytes)} GB stored", "",
+             f"{gib(s.stored_bytes)} GB stored", "", *over_limit_lines(report, str, ""),
              *text_table(["#", "repository", "GB", "USD/month", "change", "policy", "owners"], rows,
                          right={0, 2, 3, 4}), "",
              f"median {usd(s.median_monthly_cost_usd)}/month; {len(s.above_median)} repositories above it",
@@ -128,9 +129,23 @@ def report_text(report: WeeklyReport) -> str:
     return "\n".join(lines)
 
 
+def over_limit_lines(report: WeeklyReport, escape, bold: str, limit: int = 10) -> list[str]:
+    """The repositories over their monthly limit, first in the report (none: no lines)."""
+    if not report.over_limit:
+        return []
+    lines = [f"{bold}Over their limit{bold} ({len(report.over_limit)})"]
+    lines += [f"• {escape(label)} {usd(row.monthly_cost_usd)} of {usd(cap)}/month" for label, row, cap
+              in report.over_limit[:limit]]
+    return lines + ([f"… and {len(report.over_limit) - limit} more (`ecr-cost-bot watch`)"]
+                    if len(report.over_limit) > limit else [])
+
+
 def report_json(report: WeeklyReport) -> dict:
     s = report.summary
     return {
+        "over_limit": [{"repository": row.repository, "account_id": row.account_id, "region": row.region,
+                        "monthly_cost_usd": round(row.monthly_cost_usd, 4), "limit_usd": round(cap, 4)}
+                       for _, row, cap in report.over_limit],
         "period_start": iso(report.period_start), "generated_at": iso(report.generated_at),
         "partial": report.partial, "errors": report.errors,
         "summary": {"repository_count": s.repository_count, "stored_bytes": s.stored_bytes,

@@ -13,6 +13,7 @@ from ..core.tuning import lifecycle_status
 from ..core.inuse import InUseSet, Usage
 from ..core.models import Image, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 from ..core.size import SizeReport, human
+from ..core.watch import limit_of
 
 MIB = 2**20
 
@@ -83,6 +84,16 @@ def gib(byte_count: int) -> str:
 
 def usd(amount: float) -> str:
     return f"${amount:,.2f}"
+
+
+def limit_text(row: RepositoryCost) -> str | None:
+    """A repository's limit and how close it is ("$4.10 of $5.00/month"), a malformed limit tag, or None."""
+    limit, problem = limit_of(row)
+    if problem is not None:
+        return f"limit tag malformed: {problem}"
+    if limit is None:
+        return None
+    return f"{usd(row.monthly_cost_usd)} of {usd(limit)}/month" + (" (over)" if row.monthly_cost_usd > limit else "")
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -168,6 +179,7 @@ def repository_detail_json(row: RepositoryCost, position: int, total: int, previ
         "tagged_image_count": row.tagged_image_count,
         "untagged_image_count": row.untagged_image_count,
         "lifecycle_policy": row.lifecycle_policy,
+        "limit_usd": limit_of(row)[0],
         "change_since_previous": None if previous is None else {
             "stored_bytes": row.stored_bytes - previous.stored_bytes,
             "monthly_cost_usd": round(row.monthly_cost_usd - previous.monthly_cost_usd, 4),
@@ -191,6 +203,8 @@ def repository_detail_text(row: RepositoryCost, position: int, total: int, previ
         f"  owners          {' '.join(row.owners) or 'none (set the owner tag)'}",
         f"  lifecycle       {lifecycle_status}",
     ]
+    if (limit := limit_text(row)) is not None:
+        lines.append(f"  limit           {limit}")
     if previous is not None:
         delta = row.monthly_cost_usd - previous.monthly_cost_usd
         lines.append(f"  since previous  {'+' if delta >= 0 else '-'}{usd(abs(delta))}/month "
