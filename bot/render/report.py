@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from ..core.billing import BillingSummary
 from ..core.report import WeeklyReport
 from . import blocks
-from .text import account_json, account_lines, account_name, gib, iso, text_table, usd
+from .text import account_json, account_lines, account_name, gib, iso, limit_text, text_table, usd
 
 
 def _change(amount: float | None) -> str:
@@ -26,7 +26,8 @@ def report_message(report: WeeklyReport) -> dict:
     change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
     top_lines = [f"{line.rank}. *{blocks.escape(line.label)}* {gib(line.row.stored_bytes)} GB · "
                  f"*{usd(line.row.monthly_cost_usd)}/mo* ({_change(line.change_usd)}) · policy: "
-                 f"{blocks.escape(line.policy)} · {blocks.owners_text(line.row.owners)}" for line in report.top]
+                 f"{blocks.escape(line.policy)} · {blocks.owners_text(line.row.owners)}"
+                 + (f" · limit {blocks.escape(limit)}" if (limit := limit_text(line.row)) else "") for line in report.top]
     body = [
         blocks.header(f"ECR cost report: week of {report.period_start:%d %b %Y}"),
         blocks.section(f"*{usd(s.monthly_cost_usd)}/month*{change} for {s.repository_count} repositories, "
