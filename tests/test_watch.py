@@ -366,3 +366,16 @@ def test_a_child_of_a_list_still_in_use_is_not_stale():
     lone = Image("sha256:l", ("v0",), 1, old)
     manifests = {"sha256:p": Manifest("sha256:p", None, children=("sha256:c",))}
     assert [i.digest for i in stale_images([child, parent, lone], manifests, NOW)] == ["sha256:l"]
+
+
+def test_bad_command_lines_are_one_line_and_change_nothing(aws, capsys):
+    code, _, err = run_cli(capsys, "templates", "--yes")
+    assert code == 2 and "--yes goes with" in err
+    code, _, err = run_cli(capsys, "templates", "rollback")
+    assert code == 1 and "add --yes" in err
+    with pytest.raises(SystemExit) as exited:
+        run_cli(capsys, "watch", "--format", "xml")
+    assert exited.value.code == 2
+    code, _, err = run_cli(capsys, "watch", "--post")
+    assert code == 2 and "SLACK_BOT_TOKEN" in err and "Traceback" not in err
+    assert aws.templates.by_region == {}

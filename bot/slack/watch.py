@@ -62,10 +62,15 @@ def register(app: App, application: Application, limits: LimitService, templates
             tell(client, user_id, blocks.plain_message(f"*Default policy for new repositories*\n"
                                                        f"```{blocks.escape(blocks.clip(note, 2800))}```"))
             return
+        def answer(text: str) -> None:  # App Home has no response_url: the app's DM then
+            if body.get("response_url"):
+                respond(response_type="ephemeral", replace_original=False, **blocks.plain_message(text))
+            else:
+                tell(client, user_id, blocks.plain_message(text))
+
         found = application.find_by_arn(value)
         if found is None:
-            respond(response_type="ephemeral", replace_original=False, **blocks.plain_message(
-                "That repository is no longer in the latest scan; nothing was changed."))
+            answer("That repository is no longer in the latest scan; nothing was changed.")
             return
         _, row = found
         if action_id == render.SET_LIMIT:  # the form opens for anyone; the owner check is at the submission
@@ -76,9 +81,8 @@ def register(app: App, application: Application, limits: LimitService, templates
             return
         if not application.first_delivery(f"{user_id}:{action_id}:{action.get('action_ts')}"):
             return
-        text = outcome_text(lambda: limits.undo(row, directory.actor(user_id)), row, lambda change: (
-            f":leftwards_arrow_with_hook: Undone: " + limit_outcome(row, change).removeprefix(":white_check_mark: ")))
-        respond(response_type="ephemeral", replace_original=False, **blocks.plain_message(text))
+        answer(outcome_text(lambda: limits.undo(row, directory.actor(user_id)), row, lambda change: (
+            ":leftwards_arrow_with_hook: Undone: " + limit_outcome(row, change).removeprefix(":white_check_mark: "))))
 
     @app.view(render.LIMIT_VIEW)
     def on_limit(ack, body, view, client):
