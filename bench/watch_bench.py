@@ -13,6 +13,7 @@ rows alone takes: the watch reads one repository's images at a time, so the rest
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -66,6 +67,12 @@ def run_watch(db_path: str, env: dict) -> tuple[float, float, float, object]:
     from bot.wiring import build
 
     settings = load_settings({**env, "ECR_COST_DB": db_path})
+    # no credentials in this process: CloudTrail fails at once (no instance-metadata lookups), and the owner tag
+    # names the creators; moto has no LookupEvents to answer it anyway
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
+                      AWS_SHARED_CREDENTIALS_FILE=os.devnull)
     components = build(settings)
     try:
         store = components.store

@@ -601,12 +601,30 @@ class Store:
             self.db.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
                                 [(period, f, user_id) for f in findings])
 
-    def scan_closest_to(self, moment: datetime, before_id: int) -> ScanResult | None:
-        """The complete scan older than scan ``before_id`` whose time is closest to ``moment``."""
-        row = self.db.execute("select generated_at from scans where status = 'complete' and id < ? order by "
-                              "abs(julianday(generated_at) - julianday(?)), id desc limit 1",
-                              [before_id, _iso(moment)]).fetchone()
-        return None if row is None else self.latest_scan(before=_parse(row[0]))
+    def scan_sizes_closest_to(self, moment: datetime, before_id: int
+                              ) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
+        """The complete scan older than scan ``before_id`` whose time is closest to ``moment``: the scan without its
+        rows, and ARN -> (stored bytes, monthly cost) of each repository (what a comparison needs, read lean)."""
+        scan = self.db.execute("select id, generated_at, price_per_gb_month, errors, warnings from scans where "
+                               "status = 'complete' and id < ? order by abs(julianday(generated_at) - julianday(?)), "
+                               "id desc limit 1", [before_id, _iso(moment)]).fetchone()
+        if scan is None:
+            return None
+        sizes = {arn: (stored, cost) for arn, stored, cost in self.db.execute(
+            "select arn, stored_bytes, monthly_cost_usd from repository_snapshots where scan_id = ?", [scan[0]])}
+        return ScanResult(generated_at=_parse(scan[1]), price_per_gb_month=scan[2], repositories=[],
+                          errors=[ScanProblem(**p) for p in json.loads(scan[3] or "[]")],
+                          warnings=[ScanProblem(**p) for p in json.loads(scan[4] or "[]")], scan_id=scan[0]), sizes
+
+    def with_stale_images(self, scan_id: int, cutoff: datetime) -> set[str]:
+        """ARNs of the scan's repositories holding an image neither pushed nor pulled since ``cutoff`` (SQLite reads
+        the image lists: no repository's list is parsed here)."""
+        rows = self.db.execute(
+            "select distinct s.arn from snapshot_images s, json_each(s.images) i where s.scan_id = ? and "
+            "coalesce(json_extract(i.value, '$.pushed_at'), json_extract(i.value, '$.last_pulled_at')) is not null "
+            "and max(coalesce(json_extract(i.value, '$.pushed_at'), ''), "
+            "coalesce(json_extract(i.value, '$.last_pulled_at'), '')) < ?", [scan_id, _iso(cutoff)])
+        return {arn for (arn,) in rows}
 
     # -- billing cache -------------------------------------------------------------------------
 

@@ -32,16 +32,18 @@ class WatchService:
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self._app, self._store, self._settings, self._registry, self._clock = application, store, settings, registry, clock
 
-    def previous(self, latest: ScanResult) -> ScanResult | None:
+    def previous(self, latest: ScanResult) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
+        """The previous scan (without its rows) and ARN -> (stored bytes, monthly cost) in it."""
         if latest.scan_id is None:
             return None
-        return self._store.scan_closest_to(latest.generated_at - PREVIOUS, latest.scan_id)
+        return self._store.scan_sizes_closest_to(latest.generated_at - PREVIOUS, latest.scan_id)
 
     def watch(self, scan: ScanResult | None = None, read_steps: bool = True) -> core.WatchResult:
         """The findings of ``scan`` (default: the latest scan, scanning when there is none). With ``read_steps``,
         the config blobs of a grown repository's largest new images name its new layers' Dockerfile steps."""
         latest = scan or self._app.latest()
-        previous = self.previous(latest)
+        found_previous = self.previous(latest)
+        previous, before = found_previous if found_previous is not None else (None, {})
         result = core.WatchResult(latest.generated_at, previous.generated_at if previous else None, latest.partial,
                                   list(latest.errors))
         for row in latest.repositories:
@@ -56,27 +58,32 @@ class WatchService:
                                 "`ecr-cost-bot scan`)")
             core.sort_findings(result)
             return result
-        before = {r.arn: r for r in previous.repositories}
         blind = core.Blind(latest.errors, previous.errors)
+        cutoff = latest.generated_at - timedelta(days=core.STALE_DAYS)
+        stale = self._store.with_stale_images(latest.scan_id, cutoff) if latest.scan_id is not None else set()
+        policies: dict[str, tuple] = {}  # policy text -> (policy, problems): many repositories share one
         min_bytes = core.growth_threshold_bytes(self._settings.growth_min_gb)
         new: list[RepositoryCost] = []
         for row in latest.repositories:
             earlier = before.get(row.arn)
             if row not in blind:
-                if earlier is not None and core.grew(earlier.stored_bytes, row.stored_bytes,
-                                                     self._settings.growth_pct, min_bytes):
+                if earlier is not None and core.grew(earlier[0], row.stored_bytes, self._settings.growth_pct,
+                                                     min_bytes):
                     result.growth.append(self._growth(latest, previous, row, earlier, read_steps, result))
                 elif core.is_new(row, previous.generated_at):
                     new.append(row)
-            if row.has_lifecycle_policy:
-                found = self._ineffective(latest, row)
+            if row.has_lifecycle_policy and row.arn in stale:
+                text = row.lifecycle_policy or ""
+                if text not in policies:
+                    policies[text] = validate_policy(text)
+                found = self._ineffective(latest, row, *policies[text])
                 if found is not None:
                     result.ineffective_policies.append(found)
         result.new_without_policy = self._creators(new, previous.generated_at, latest.generated_at, result)
         core.sort_findings(result)
         return result
 
-    def _growth(self, latest: ScanResult, previous: ScanResult, row: RepositoryCost, earlier: RepositoryCost,
+    def _growth(self, latest: ScanResult, previous: ScanResult, row: RepositoryCost, earlier: tuple[int, float],
                 read_steps: bool, result: core.WatchResult) -> core.Growth:
         images = self._store.snapshot_images(latest.scan_id, row.arn) or []
         manifests = reachable_manifests((i.digest for i in images), self._store.get_manifests)
@@ -92,14 +99,12 @@ class WatchService:
             result.warnings += [n for n in notices if n not in result.warnings]
         return core.growth(row, earlier, previous.generated_at, images, manifests, earlier_blobs, steps)
 
-    def _ineffective(self, latest: ScanResult, row: RepositoryCost) -> core.IneffectivePolicy | None:
-        policy, problems = validate_policy(row.lifecycle_policy or "")
-        if problems or latest.scan_id is None:
+    def _ineffective(self, latest: ScanResult, row: RepositoryCost, policy: dict | None,
+                     problems: list[str]) -> core.IneffectivePolicy | None:
+        """``row`` holds stale images (the store said so); does its (valid) policy act on any image?"""
+        if problems or policy is None:
             return None
         images = self._store.snapshot_images(latest.scan_id, row.arn) or []
-        cutoff = latest.generated_at - timedelta(days=core.STALE_DAYS)
-        if not any(max((t for t in (i.pushed_at, i.last_pulled_at) if t), default=cutoff) < cutoff for i in images):
-            return None  # nothing stale: no need to read the manifests
         manifests = reachable_manifests((i.digest for i in images), self._store.get_manifests)
         return core.ineffective(row, policy, images, manifests, latest.generated_at, latest.price_per_gb_month)
 

@@ -142,12 +142,13 @@ def grew(before: int, after: int, pct: float, min_bytes: int) -> bool:
     return added > min_bytes and added * 100 > pct * before
 
 
-def growth(row: RepositoryCost, before: RepositoryCost, since: datetime, images: Sequence[Image],
+def growth(row: RepositoryCost, before: tuple[int, float], since: datetime, images: Sequence[Image],
            manifests: Mapping[str, Manifest], earlier_blobs: set[str] | None,
            steps: Mapping[str, Sequence[str | None] | None]) -> Growth:
     """What the pushes since ``since`` brought. ``earlier_blobs``: the blobs the repository held at the previous scan
     (None when its image list is gone: the images of this scan pushed before ``since`` stand in for it);
-    ``steps``: config digest -> the Dockerfile step of each layer."""
+    ``before``: (stored bytes, monthly cost) at the previous scan; ``steps``: config digest -> the Dockerfile step of
+    each layer."""
     found, _ = pushes(images, manifests)
     recent = [p for p in found if p.image.pushed_at is not None and p.image.pushed_at > since]
     if earlier_blobs is None:
@@ -168,7 +169,7 @@ def growth(row: RepositoryCost, before: RepositoryCost, since: datetime, images:
                 sizes[digest] = size
     layers = sorted(((d, s) for d, s in sizes.items() if d not in configs), key=lambda pair: (-pair[1], pair[0]))
     top = tuple(NewLayer(d, s, step_of.get(d)) for d, s in layers[:TOP_NEW_LAYERS])
-    return Growth(row, before.stored_bytes, before.monthly_cost_usd, len(recent), sum(sizes.values()), top)
+    return Growth(row, before[0], before[1], len(recent), sum(sizes.values()), top)
 
 
 def configs_of_recent(images: Sequence[Image], manifests: Mapping[str, Manifest], since: datetime,

@@ -76,7 +76,8 @@ def finding_line(kind: str, finding, mrkdwn: bool = False) -> str:
     if kind == "new_without_policy":
         who = finding.created_by or "unknown"
         who = blocks.escape(who) if mrkdwn else who
-        return (f"{name} is new (created {iso(row.created_at)} by {who}) and has no lifecycle policy: "
+        created = blocks.date_text(row.created_at) if mrkdwn else iso(row.created_at)
+        return (f"{name} is new (created {created} by {who}) and has no lifecycle policy: "
                 f"{usd(row.monthly_cost_usd)}/month so far")
     return (f"{name} has a lifecycle policy that expires nothing while {finding.stale_images} "
             f"{'image' if finding.stale_images == 1 else 'images'} nobody pulled or pushed in 90 days hold "
