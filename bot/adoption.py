@@ -541,6 +541,45 @@ class PolicyChanges:
                                                f"changed, the claim is still pending") from None
             return Change(decision)
 
+    # -- a repository tag the bot sets for an owner (a limit) ----------------------------------------
+
+    def set_tag(self, ref: RepositoryRef, key: str, value: str | None, actor: Actor, action: str, note: str,
+                expect: tuple[str | None] | None = None, undoes: int | None = None) -> Change:
+        """Sets (``value`` None: removes) the repository tag ``key`` for an owner or an admin and records it with the
+        value before and after (what an undo restores). ``expect``: the value the tag must have now (an undo refuses
+        a tag changed since)."""
+        with self._claimed(ref):
+            tags, born = self._live(ref)
+            owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
+            if not actor.may_change(owners):
+                raise NotAnOwner(ref, owners)
+            before = tags.get(key)
+            if expect is not None and before != expect[0]:
+                raise PolicyOperationError(f"the {key} tag of {ref.name} was changed since ({before!r}); nothing was "
+                                           f"changed")
+            if before == value:
+                return Change(None, f"{ref.name} already has {key}={value}; nothing was changed" if value is not None
+                              else f"{ref.name} has no {key} tag; nothing was changed")
+            decision = self._store.record_decision(PolicyDecision(
+                None, ref.name, ref.account_id, ref.region, ref.arn, action, actor.user_id, actor.source, self._clock(),
+                None, None, None, owners_checked=owners, undoes=undoes, repository_created_at=born, note=note,
+                tag_before=before, tag_after=value))
+            try:
+                if value is None:
+                    self._collector.untag_repository(ref, key)
+                else:
+                    self._collector.tag_repository(ref, key, value)
+            except (ClientError, BotoCoreError) as exc:
+                try:
+                    happened = self._collector.read_tags(ref).get(key) == value
+                except (ClientError, BotoCoreError):
+                    happened = True  # cannot tell: keep the record, so an undo stays possible
+                if not happened:
+                    self._store.withdraw_decision(decision.id)
+                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
+                                               f"changed") from None
+            return Change(decision)
+
     # -- the checks ------------------------------------------------------------------------
 
     def _live(self, ref: RepositoryRef) -> tuple[dict[str, str], datetime | None]:

@@ -545,6 +545,12 @@ class EcrCollector:
         own_account, partition = self._own
         return None if account_id == own_account else f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}"
 
+    def service_client(self, account_id: str, service: str, region: str):
+        """A client of ``service`` (CloudTrail, ...) in ``account_id``, through the session that enters it."""
+        if not self._wanted(account_id):
+            raise AccountLeftOut(account_id=account_id)
+        return self.client(self._session(self._role_of(account_id)), service, region)
+
     def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
         """Re-reads one repository. Raises ClientError / BotoCoreError."""
         return self.read_repository(self.client_for(ref), ref, created_at)
@@ -596,6 +602,9 @@ class EcrCollector:
 
     def tag_repository(self, ref: RepositoryRef, key: str, value: str) -> None:
         self.client_for(ref).tag_resource(resourceArn=ref.arn, tags=[{"Key": key, "Value": value}])
+
+    def untag_repository(self, ref: RepositoryRef, key: str) -> None:
+        self.client_for(ref).untag_resource(resourceArn=ref.arn, tagKeys=[key])
 
     def image_digests(self, ref: RepositoryRef) -> set[str]:
         """The digests of every image in the repository now (any status)."""

@@ -404,6 +404,46 @@ def cmd_decisions(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_watch(args, settings: Settings) -> int:
+    """Growth since the previous scan, limits, new repositories without a policy, policies that expire nothing."""
+    from .render.watch import watch_json, watch_text
+    from .wiring import build_slack, build_watch_job, build_watch_notifier
+
+    if args.post and not settings.slack_bot_token:
+        raise ConfigError("SLACK_BOT_TOKEN: required for watch --post")
+    with _components(settings) as built:
+        result = built.watch.watch()
+        if args.post:
+            _, directory, client = build_slack(built)
+            period = build_watch_job(built, client, directory).current_period()  # the daily job's: once per period
+            outcome = build_watch_notifier(built, client, directory).post(result, period)
+    print(json.dumps(watch_json(result), indent=2) if args.format == "json" else watch_text(result))
+    if args.post:
+        print(outcome, file=sys.stderr)
+    return 0
+
+
+def cmd_templates(args, settings: Settings) -> int:
+    """Repository creation templates per account and region; `apply --yes` / `rollback --yes` the ROOT one."""
+    from .render.watch import template_changes_text, templates_json, templates_text
+    from .wiring import cli_actor
+
+    if args.action and not args.yes:
+        raise UserError(f"templates {args.action} changes the ROOT repository creation template of every account "
+                        f"and region: add --yes to confirm (each is backed up first)")
+    if args.yes and not args.action:
+        raise UsageError("--yes goes with `templates apply` or `templates rollback`")
+    with _components(settings) as built:
+        if args.action is None:
+            listing = built.templates.listing()
+            print(json.dumps(templates_json(listing), indent=2) if args.format == "json" else templates_text(listing))
+            return 0
+        actor = cli_actor(getpass.getuser())
+        changes = built.templates.apply(actor) if args.action == "apply" else built.templates.rollback(actor)
+    print(template_changes_text(changes))
+    return 1 if any(c.outcome in ("failed", "refused") for c in changes) else 0
+
+
 def _quiet_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (a bar on a terminal, else a line every 10 s)")
@@ -517,6 +557,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["text", "json"], default="text")
     _quiet_flag(report)
     report.set_defaults(handler=cmd_report)
+
+    watch = commands.add_parser("watch", help="growth since the previous scan, repositories over their limit, new "
+                                              "repositories without a policy, policies that expire nothing")
+    watch.add_argument("--post", action="store_true", help="one direct message per owner (admins for unowned), "
+                                                           "each finding once per period; over-limit summary to the "
+                                                           "report channel")
+    watch.add_argument("--format", choices=["table", "json"], default="table")
+    watch.set_defaults(handler=cmd_watch)
+
+    templates = commands.add_parser("templates", help="repository creation templates per account and region; "
+                                                      "`apply --yes` puts the base policy in the ROOT template, "
+                                                      "`rollback --yes` undoes it",
+                                    usage="%(prog)s [--format table|json]\n       %(prog)s apply --yes\n"
+                                          "       %(prog)s rollback --yes")
+    templates.add_argument("action", nargs="?", choices=["apply", "rollback"], metavar="apply|rollback")
+    templates.add_argument("--yes", action="store_true", help="confirm the change")
+    templates.add_argument("--format", choices=["table", "json"], default="table")
+    templates.set_defaults(handler=cmd_templates)
 
     health = commands.add_parser("health", help="exit 0 when the `serve` using this ECR_COST_DB is alive (its "
                                                 "heartbeat, its Socket Mode connection, GET /healthz in HTTP mode)")

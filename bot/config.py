@@ -61,6 +61,9 @@ class Settings:
     org_role_name: str | None = None  # assumed in every ACTIVE account of the AWS Organization
     accounts: tuple[str, ...] = ()  # only these account IDs (empty: all)
     exclude_accounts: tuple[str, ...] = ()
+    watch_schedule: str = "0 8 * * *"  # the daily watch: growth, limits, new repositories, ineffective policies
+    growth_pct: float = 20.0  # a repository "grows" when both are exceeded between two scans
+    growth_min_gb: float = 1.0
 
 
 def shipped_base_policy_text() -> str:
@@ -156,6 +159,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     _cron("ECR_COST_SCHEDULE", schedule, timezone)
     guard_schedule = get("ECR_COST_GUARD_SCHEDULE") or "0 6 * * *"
     _cron("ECR_COST_GUARD_SCHEDULE", guard_schedule, timezone)
+    watch_schedule = get("ECR_COST_WATCH_SCHEDULE") or "0 8 * * *"
+    _cron("ECR_COST_WATCH_SCHEDULE", watch_schedule, timezone)
 
     regions = _csv(get("ECR_COST_REGIONS"))
     if "all" in regions and regions != ("all",):
@@ -237,5 +242,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         guard_schedule=guard_schedule,
         large_image_gb=_number("ECR_COST_LARGE_IMAGE_GB", get("ECR_COST_LARGE_IMAGE_GB") or "1", float, 0.001,
                                1024.0),
+        watch_schedule=watch_schedule,
+        growth_pct=_number("ECR_COST_GROWTH_PCT", get("ECR_COST_GROWTH_PCT") or "20", float, 0.0, 100000.0),
+        growth_min_gb=_number("ECR_COST_GROWTH_MIN_GB", get("ECR_COST_GROWTH_MIN_GB") or "1", float, 0.0, 1e6),
         **_billing(get),
     )

@@ -279,3 +279,24 @@ class GuardJob:
                 except SlackApiError:
                     logger.exception("direct message to %s about %s failed", user_id, row.arn)
         return sent
+
+
+class WatchJob:
+    """The daily watch: exactly once per period (ECR_COST_WATCH_SCHEDULE), like the report: a fresh scan (one at a
+    time across processes: a run that finds one under way waits for it), the comparison with the previous scan, the
+    findings to their owners."""
+
+    def __init__(self, watch, notifier, scan_now: Callable[[], ScanResult], store: Store, settings: Settings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self._watch, self._notifier, self._scan_now = watch, notifier, scan_now
+        self._once = OncePerPeriod("watch", store, settings, "watch_schedule", clock, heartbeat_seconds)
+
+    def current_period(self) -> str:
+        return self._once.current_period()
+
+    def run(self) -> str:
+        return self._once.run(self._run)
+
+    def _run(self, period: str) -> str:
+        return self._notifier.post(self._watch.watch(self._scan_now()), period)

@@ -174,6 +174,18 @@ def m011_account_names(db: Database) -> None:
     db["repository_snapshots"].add_column("account_name", str)
 
 
+@migrations()
+def m015_watch(db: Database) -> None:
+    # the watch: a repository's createdAt tells the repositories created since the previous scan
+    db["repository_snapshots"].add_column("created_at", str)
+    # a watch finding sent to a person: at most once per period (key: kind and repository)
+    db["watch_findings"].create({"period": str, "finding": str, "user_id": str, "sent_at": str},
+                                pk=("period", "finding", "user_id"))
+    # a limit set through the bot: the tag value before and after (undo restores the one before; null: none)
+    db["decisions"].add_column("tag_before", str)
+    db["decisions"].add_column("tag_after", str)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -311,6 +323,7 @@ class Store:
                 "unused": int(row.unused), "has_lifecycle_policy": int(row.has_lifecycle_policy),
                 "lifecycle_policy": row.lifecycle_policy, "owners": json.dumps(row.owners),
                 "tags": json.dumps(row.tags), "account_name": row.account_name,
+                "created_at": _iso(row.created_at),
             }, replace=True)
             self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
@@ -591,6 +604,44 @@ class Store:
                                      [period, arn, user_id, _iso(datetime.now(timezone.utc))])
         return cursor.rowcount == 1
 
+    def claim_finding(self, period: str, finding: str, user_id: str) -> bool:
+        """True the first time ``finding`` (a watch finding's kind and repository) goes to ``user_id`` in ``period``."""
+        with self.db.conn:
+            cursor = self.db.execute("insert or ignore into watch_findings (period, finding, user_id, sent_at) "
+                                     "values (?, ?, ?, ?)", [period, finding, user_id, _iso(datetime.now(timezone.utc))])
+        return cursor.rowcount == 1
+
+    def release_findings(self, period: str, findings: Sequence[str], user_id: str) -> None:
+        """Gives findings back when their message could not be sent: a later run sends them."""
+        with self.db.conn:
+            self.db.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
+                                [(period, f, user_id) for f in findings])
+
+    def scan_sizes_closest_to(self, moment: datetime, before_id: int
+                              ) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
+        """The complete scan older than scan ``before_id`` whose time is closest to ``moment``: the scan without its
+        rows, and ARN -> (stored bytes, monthly cost) of each repository (what a comparison needs, read lean)."""
+        scan = self.db.execute("select id, generated_at, price_per_gb_month, errors, warnings from scans where "
+                               "status = 'complete' and id < ? order by abs(julianday(generated_at) - julianday(?)), "
+                               "id desc limit 1", [before_id, _iso(moment)]).fetchone()
+        if scan is None:
+            return None
+        sizes = {arn: (stored, cost) for arn, stored, cost in self.db.execute(
+            "select arn, stored_bytes, monthly_cost_usd from repository_snapshots where scan_id = ?", [scan[0]])}
+        return ScanResult(generated_at=_parse(scan[1]), price_per_gb_month=scan[2], repositories=[],
+                          errors=[ScanProblem(**p) for p in json.loads(scan[3] or "[]")],
+                          warnings=[ScanProblem(**p) for p in json.loads(scan[4] or "[]")], scan_id=scan[0]), sizes
+
+    def with_stale_images(self, scan_id: int, cutoff: datetime) -> set[str]:
+        """ARNs of the scan's repositories holding an image neither pushed nor pulled since ``cutoff`` (SQLite reads
+        the image lists: no repository's list is parsed here)."""
+        rows = self.db.execute(
+            "select distinct s.arn from snapshot_images s, json_each(s.images) i where s.scan_id = ? and "
+            "coalesce(json_extract(i.value, '$.pushed_at'), json_extract(i.value, '$.last_pulled_at')) is not null "
+            "and max(coalesce(json_extract(i.value, '$.pushed_at'), ''), "
+            "coalesce(json_extract(i.value, '$.last_pulled_at'), '')) < ?", [scan_id, _iso(cutoff)])
+        return {arn for (arn,) in rows}
+
     # -- billing cache -------------------------------------------------------------------------
 
     def cached_billing(self, key: str, day: str) -> str | None:
@@ -624,7 +675,8 @@ def _decision(row: dict) -> PolicyDecision:
         policy_before=row["policy_before"], policy_after=row["policy_after"],
         projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
         owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"],
-        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"])
+        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"],
+        tag_before=row.get("tag_before"), tag_after=row.get("tag_after"))
 
 
 def _snapshot(row: dict) -> RepositoryCost:
@@ -636,7 +688,7 @@ def _snapshot(row: dict) -> RepositoryCost:
         last_pushed_at=_parse(row["last_pushed_at"]), last_pulled_at=_parse(row["last_pulled_at"]),
         unused=bool(row["unused"]), has_lifecycle_policy=bool(row["has_lifecycle_policy"]),
         lifecycle_policy=row["lifecycle_policy"], owners=tuple(json.loads(row["owners"])),
-        tags=json.loads(row["tags"]), account_name=row.get("account_name"))
+        tags=json.loads(row["tags"]), account_name=row.get("account_name"), created_at=_parse(row.get("created_at")))
 
 
 def _image_json(image: Image) -> dict:

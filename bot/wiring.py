@@ -14,9 +14,13 @@ from .application import Application
 from .aws import EcrCollector, SessionFactory, default_session_factory
 from .billing_sources import billing_sources
 from .config import Settings
+from .limits import LimitService
+from .registry import Registry
 from .runtimes import RuntimeCollector
 from .store import Store
+from .templates import TemplateService
 from .usage import InUseFinder
+from .watch import WatchService
 
 
 @dataclass
@@ -28,6 +32,9 @@ class Components:
     application: Application
     runtimes: RuntimeCollector
     in_use: InUseFinder
+    watch: WatchService | None = None
+    limits: LimitService | None = None
+    templates: TemplateService | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -55,7 +62,10 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     application = Application(store, collector, changes, in_use, settings, clock,
                               billing_sources=billing_sources(settings, session_factory or default_session_factory(
                                   region_name=settings.aws_region)))
-    return Components(settings, store, collector, changes, application, runtimes, in_use)
+    registry = Registry(collector)
+    return Components(settings, store, collector, changes, application, runtimes, in_use,
+                      watch=WatchService(application, store, settings, registry, clock),
+                      limits=LimitService(changes, store), templates=TemplateService(registry, store, settings, clock))
 
 
 @contextmanager
@@ -79,7 +89,11 @@ def build_slack(built: Components, client=None):
 
     client = client or web_client(built.settings)
     directory = SlackDirectory(client, built.settings.admins)
-    return build_app(built.settings, built.application, directory, client), directory, client
+    from .slack import watch as slack_watch
+
+    app = build_app(built.settings, built.application, directory, client)
+    slack_watch.register(app, built.application, built.limits, built.templates, directory)
+    return app, directory, client
 
 
 def build_report_job(built: Components, client, directory, **options):
@@ -94,6 +108,19 @@ def build_guard_job(built: Components, client, directory, **options):
     return GuardJob(built.application, built.store, built.settings, client, directory.owner_ids, **options)
 
 
+def build_watch_notifier(built: Components, client, directory):
+    from .watch import WatchNotifier
+
+    return WatchNotifier(built.application, built.store, built.settings, client, directory.owner_ids)
+
+
+def build_watch_job(built: Components, client, directory, **options):
+    from .jobs import WatchJob
+
+    return WatchJob(built.watch, build_watch_notifier(built, client, directory), built.application.scan, built.store,
+                    built.settings, **options)
+
+
 def scheduled_jobs(built: Components, client, directory) -> list:
     """The job registry: every job `serve` schedules, one entry each (id, schedule setting, callable)."""
     from .scheduler import ScheduledJob
@@ -103,4 +130,5 @@ def scheduled_jobs(built: Components, client, directory) -> list:
     return [
         ScheduledJob("weekly", "schedule", weekly),
         ScheduledJob("guard", "guard_schedule", build_guard_job(built, client, directory).run),
+        ScheduledJob("watch", "watch_schedule", build_watch_job(built, client, directory).run),
     ]

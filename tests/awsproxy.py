@@ -4,6 +4,8 @@
   ECR does; moto returns everything in one page (ECR_FACTS.md §5).
 - Counts every request by operation, so tests can prove which calls a scan made.
 - Injects failures: AccessDenied for chosen regions, ThrottlingException for the first N requests.
+- Stands in for ECR's repository creation templates, which moto lacks (``CreationTemplates``, its own section
+  below): Describe/Create/Update/DeleteRepositoryCreationTemplate, per region, paged like ECR.
 - Serves layer and config blobs (``blobs``), which moto cannot: GetDownloadUrlForLayer answers with a URL on
   this proxy, and a GET of that URL streams the blob, as a presigned S3 URL would.
 """
@@ -13,6 +15,7 @@ import http.client
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +46,7 @@ class AwsProxy:
         # IAM's policy simulator, which moto lacks: None leaves SimulatePrincipalPolicy to moto (which refuses it);
         # a dict answers it here, every action allowed but those listed for the PolicySourceArn (see the end)
         self.simulated_denials: dict[str, set[str]] | None = None
+        self.templates = CreationTemplates()
         self._lock = threading.Lock()
         proxy = self
 
@@ -84,6 +88,7 @@ class AwsProxy:
             self.amend = {}
             self.blobs = {}
             self.simulated_denials = None
+            self.templates = CreationTemplates()
 
     # -- request handling --------------------------------------------------------------
 
@@ -117,6 +122,9 @@ class AwsProxy:
             return _reply_json(request, self.canned[operation])
         if operation in self.answer:
             return _reply_json(request, self.answer[operation](json.loads(body or b"{}")))
+        if operation in TEMPLATE_OPERATIONS:
+            status, answer = self.templates.handle(operation, region, json.loads(body or b"{}"))
+            return _reply_json(request, answer) if status == 200 else _reply_error(request, True, *answer)
         if operation == "GetDownloadUrlForLayer":
             digest = json.loads(body or b"{}").get("layerDigest", "")
             if digest not in self.blobs:
@@ -271,3 +279,58 @@ def _reply_simulation(request: BaseHTTPRequestHandler, body: bytes, denials: dic
     request.send_header("Content-Length", str(len(payload)))
     request.end_headers()
     request.wfile.write(payload)
+
+
+# -- repository creation templates (moto has none) --------------------------------------------------------------------
+
+TEMPLATE_OPERATIONS = ("DescribeRepositoryCreationTemplates", "CreateRepositoryCreationTemplate",
+                       "UpdateRepositoryCreationTemplate", "DeleteRepositoryCreationTemplate")
+TEMPLATE_FIELDS = ("description", "encryptionConfiguration", "resourceTags", "imageTagMutability",
+                   "imageTagMutabilityExclusionFilters", "repositoryPolicy", "lifecyclePolicy", "appliedFor",
+                   "customRoleArn")
+
+
+class CreationTemplates:
+    """ECR's repository creation templates as the API answers: per region, keyed by prefix (``ROOT`` for the default),
+    with AWS's errors for a template that exists already or not at all, and its validation of ``appliedFor``."""
+
+    ACCOUNT = "123456789012"
+
+    def __init__(self):
+        self.by_region: dict[str, dict[str, dict]] = {}
+        self.lock = threading.Lock()
+
+    def handle(self, operation: str, region: str | None, params: dict) -> tuple[int, object]:
+        with self.lock:
+            templates = self.by_region.setdefault(region or "us-east-1", {})
+            prefix = params.get("prefix")
+            if operation == "DescribeRepositoryCreationTemplates":
+                wanted = params.get("prefixes") or sorted(templates)
+                found = [templates[p] for p in wanted if p in templates]
+                size, offset = params.get("maxResults", 50), int(params.get("nextToken") or 0)
+                page = {"registryId": self.ACCOUNT, "repositoryCreationTemplates": found[offset:offset + size]}
+                if offset + size < len(found):
+                    page["nextToken"] = str(offset + size)
+                return 200, page
+            if operation == "DeleteRepositoryCreationTemplate":
+                if prefix not in templates:
+                    return 400, ("TemplateNotFoundException", f"The template with the prefix {prefix} does not exist")
+                return 200, {"registryId": self.ACCOUNT, "repositoryCreationTemplate": templates.pop(prefix)}
+            applied = params.get("appliedFor")
+            if applied is not None and (not applied or not set(applied) <= {"REPLICATION", "PULL_THROUGH_CACHE",
+                                                                            "CREATE_ON_PUSH"}):
+                return 400, ("InvalidParameterException", f"Invalid parameter at 'appliedFor': {applied}")
+            if operation == "CreateRepositoryCreationTemplate":
+                if prefix in templates:
+                    return 400, ("TemplateAlreadyExistsException", f"The template with the prefix {prefix} already "
+                                                                   f"exists")
+                if applied is None:
+                    return 400, ("InvalidParameterException", "appliedFor is required")
+                now = time.time()
+                templates[prefix] = {"prefix": prefix, "createdAt": now, "updatedAt": now,
+                                     **{k: params[k] for k in TEMPLATE_FIELDS if k in params}}
+            else:  # UpdateRepositoryCreationTemplate: the fields given replace those of the template
+                if prefix not in templates:
+                    return 400, ("TemplateNotFoundException", f"The template with the prefix {prefix} does not exist")
+                templates[prefix].update({k: params[k] for k in TEMPLATE_FIELDS if k in params}, updatedAt=time.time())
+            return 200, {"registryId": self.ACCOUNT, "repositoryCreationTemplate": templates[prefix]}

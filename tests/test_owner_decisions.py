@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from datetime import timedelta
-from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
@@ -23,13 +20,13 @@ from bot.core.lifecycle import validate_policy
 from bot.core.models import PolicyDecision
 from bot.core.tuning import MAX_COUNT, MAX_DAYS, Tuning, lifecycle_status, parse_tuning, tuned_policy, tuning_of
 from bot.render import blocks
-from bot.sample import MB, SampleRepository, blob, image, index
-from tests.helpers.aws import ACCOUNT, BASE, CUSTOM, NOW, current_policy, ecr, load, repository, run_cli
-from tests.helpers.slack import ADMIN, ALICE, OWNER, SECRET, STRANGER, click, decisions, responses_to
-from tests.slack_standin import SlackStandIn, signed_headers
+from bot.sample import MB, blob, image
+from tests.helpers.aws import ACCOUNT, CUSTOM, NOW, current_policy, ecr, load, run_cli
+from tests.helpers.slack import ADMIN, ALICE, OWNER, STRANGER, click, decisions, responses_to
+from tests.helpers.decisions import SHOP, decisions_estate, interact, opened_view, submission, tags_of
+from tests.slack_standin import SlackStandIn
 
 BASE_POLICY = json.loads(shipped_base_policy_text())
-SHOP = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shop"
 ATTIC = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/attic"
 ORPHAN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/orphan"
 
@@ -99,55 +96,10 @@ def test_an_exemption_comes_from_the_tag_or_the_latest_decline_until_lifted_or_a
 
 # -- end to end ----------------------------------------------------------------------------------------
 
-def estate() -> list[SampleRepository]:
-    shop = repository(policy=CUSTOM)
-    shop.tags["owner"] = f"{OWNER} alice@example.com"
-    children = [image(BASE + [blob("attic-amd", 5 * MB)], blob("attic-cfg-amd", 700), pushed_days_ago=200),
-                image(BASE + [blob("attic-arm", 6 * MB)], blob("attic-cfg-arm", 800), pushed_days_ago=200)]
-    attic = SampleRepository("us-east-1", "attic", [
-        image(BASE + [blob("attic-1", 2 * MB)], blob("attic-cfg-1", 500), ("v0.9",), pushed_days_ago=300),
-        index(children, ("v1.0",), pushed_days_ago=200)], tags={"owner": OWNER})
-    cache = SampleRepository("us-east-1", "cache", [
-        image([blob("cache-1", 4 * MB)], blob("cache-cfg", 400), ("v1",), pushed_days_ago=200, pulled_days_ago=5)],
-        tags={"owner": OWNER})
-    orphan = SampleRepository("us-east-1", "orphan", [
-        image([blob("orphan-1", 7 * MB)], blob("orphan-cfg", 300), ("v1",), pushed_days_ago=3)],
-        tags={"team": "data", "owner": "the data team"})
-    return [shop, attic, cache, orphan]
-
-
 @pytest.fixture
 def served_estate():
     """`served` (tests/conftest.py) serves this module's estate."""
-    return estate()
-
-
-def interact(base: str, payload: dict) -> tuple[int, dict | None]:
-    """An interactive payload, signed as Slack signs it; (HTTP status, the JSON answer if any)."""
-    body = urlencode({"payload": json.dumps(payload)})
-    request = urllib.request.Request(f"{base}/slack/events", data=body.encode(), headers=signed_headers(SECRET, body),
-                                     method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw.strip() else None
-    except urllib.error.HTTPError as error:
-        return error.code, None
-
-
-def opened_view(slack: SlackStandIn, callback_id: str) -> dict:
-    """The modal views.open opened (Slack gives it an id and a hash)."""
-    slack.wait_for(lambda calls, _: any(m == "views.open" for m, _a in calls))
-    return next(v for v in slack.views.values() if v.get("callback_id") == callback_id)
-
-
-def submission(view: dict, values: dict, user: str, **view_overrides) -> dict:
-    """A view_submission as Slack sends it: the view as shown, with what the person entered in ``state``."""
-    return {"type": "view_submission", "team": {"id": "T0EXAMPLE", "domain": "example"},
-            "user": {"id": user, "username": "someone", "team_id": "T0EXAMPLE"}, "api_app_id": "A0ECRCOST",
-            "token": "legacy", "trigger_id": "4.5.6", "is_enterprise_install": False, "response_urls": [],
-            "view": {**view, "state": {"values": values}, "root_view_id": view["id"], "app_id": "A0ECRCOST",
-                     "team_id": "T0EXAMPLE", "bot_id": "B0ECRCOST", **view_overrides}}
+    return decisions_estate()
 
 
 def tuning_state(**changes: str | None) -> dict:
@@ -160,11 +112,6 @@ def view_text(slack: SlackStandIn, view_id: str, containing: str) -> str:
     """Waits until the view shows ``containing``; its text."""
     return slack.wait_for(lambda calls, _: containing in (text := json.dumps(slack.views.get(view_id, {})))
                           and text)
-
-
-def tags_of(name: str) -> dict:
-    arn = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{name}"
-    return {t["Key"]: t["Value"] for t in ecr().list_tags_for_resource(resourceArn=arn)["tags"]}
 
 
 def test_adjust_previews_each_change_and_adopts_exactly_the_tuned_policy_with_its_undo(served, slack, settings,
@@ -286,7 +233,7 @@ def test_decline_exempts_with_a_reason_until_an_admin_lifts_it(served, slack, se
 
 
 def test_a_tag_exempts_and_the_report_lists_exempt_and_unowned_repositories(aws, capsys):
-    repos = estate()
+    repos = decisions_estate()
     repos[1].tags["ecr-cost-exempt"] = "legal hold"
     load(repos)
     code, out, _ = run_cli(capsys, "report", "--format", "json")
@@ -409,7 +356,7 @@ def test_a_claim_is_approved_by_an_admin_only_and_sets_the_owner_tag(served, sla
 def in_process(aws, settings):
     """The estate in moto, scanned by the application in this process: (application, store, rows by name)."""
     from bot.wiring import build
-    load(estate())
+    load(decisions_estate())
     built = build(settings)
     try:
         rows = {r.repository: r for r in built.application.scan().repositories}

@@ -25,7 +25,7 @@ def test_a_signed_slash_command_is_acknowledged_at_once_and_the_detail_follows(s
     assert "rank *#1* of 1" in text and f"<@{OWNER}>" in text and "custom (1 rule)" in text
     assert "adopting it (in-use images kept) expires 19 of 30 images" in text
     action_ids = [e["action_id"] for e in message["blocks"][-1]["elements"]]
-    assert action_ids == ["adopt_base_policy", "adjust_policy", "preview_policy", "snooze", "decline"]
+    assert action_ids == ["adopt_base_policy", "adjust_policy", "preview_policy", "snooze", "decline", "set_limit"]
     assert all(e["value"] == ARN for e in message["blocks"][-1]["elements"])
 
 
@@ -83,7 +83,7 @@ def test_the_owners_click_adopts_backs_up_records_and_rolls_back_exactly(served,
     [replaced] = responses_to(slack, response_id)
     assert replaced["replace_original"] is True
     assert f"Base policy adopted by <@{OWNER}>" in all_text(replaced)
-    assert [e["action_id"] for e in replaced["blocks"][-1]["elements"]] == ["rollback", "preview_policy"]
+    assert [e["action_id"] for e in replaced["blocks"][-1]["elements"]] == ["rollback", "preview_policy", "set_limit"]
     assert json.loads(current_policy()) == adopted_base()
     [adopted] = decisions(settings.db_path)
     assert (adopted.action, adopted.user_id, adopted.source, adopted.policy_before) == \

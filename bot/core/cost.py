@@ -186,5 +186,6 @@ def price_repository(inventory: RepositoryInventory, *, price_per_gb_month: floa
         lifecycle_policy=inventory.lifecycle_policy,
         owners=owners,
         tags=dict(inventory.tags),
+        created_at=inventory.created_at,
     )
     return row, [f"owner tag {owner_tag!r}: {p}" for p in owner_problems]

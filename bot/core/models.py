@@ -89,6 +89,7 @@ class RepositoryCost:
     owners: tuple[str, ...]
     tags: dict[str, str]
     account_name: str | None = None  # its name in the AWS Organization, when known
+    created_at: datetime | None = None  # the repository's createdAt (the watch tells new repositories by it)
 
     @property
     def untagged_image_count(self) -> int:
@@ -144,6 +145,8 @@ class PolicyDecision:
     repository_created_at: datetime | None = None  # tells a repository from one deleted and re-created by name
     reason: str | None = None  # a decline: compliance | data_retention | other
     note: str | None = None  # the person's own words (a decline), or what was done (a claim, a deletion)
+    tag_before: str | None = None  # a limit set: the ecr-cost-limit-usd tag's value before (None: no tag)
+    tag_after: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from .analysis import Summary, display_names, exemption_of, summarize
 from .cost import monthly_cost
 from .models import ADOPTIONS, Exemption, PolicyDecision, PolicySavings, RepositoryCost, ScanResult
 from .tuning import lifecycle_status
+from .watch import over_limit
 
 TOP = 10
 GROWTH_TOP = 3  # the repositories whose new layers cost the most per week, named in one line
@@ -79,6 +80,7 @@ class WeeklyReport:
     growth: list[Growth] = field(default_factory=list)  # costliest new layers per week first
     billing: BillingSummary | None = None  # the bill beside the estimate (None: not asked)
     base_policy_savings: list[tuple[str, PolicySavings]] = field(default_factory=list)  # (label, what adopting does)
+    over_limit: list[tuple[str, RepositoryCost, float]] = field(default_factory=list)  # (label, row, limit USD)
 
     @property
     def change_usd(self) -> float | None:
@@ -132,7 +134,9 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         realised=sorted(realised, key=lambda s: -s.saved_usd), partial=scan.partial,
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend),
         growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month),
-        billing=billing)
+        billing=billing,
+        over_limit=sorted(((labels[r.arn], r, found.limit_usd) for r in ranked if (found := over_limit(r)[0])),
+                          key=lambda x: (-(x[1].monthly_cost_usd - x[2]), x[0])))
 
 
 def billed_per_month(effect) -> float | None:

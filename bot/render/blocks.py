@@ -17,7 +17,7 @@ from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
 from ..core.inuse import is_pin
 from ..core.size import SizeReport
 from ..format import per_day, per_month, plural, signed, size, slack_date, status
-from .text import adopting_sentence, as_written_sentence
+from .text import adopting_sentence, as_written_sentence, limit_text
 
 MAX_BLOCKS, MAX_HOME_BLOCKS = 50, 100
 MAX_SECTION, MAX_FIELD, MAX_HEADER, MAX_CONTEXT = 3000, 2000, 150, 2000
@@ -40,6 +40,7 @@ ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "
 TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
 MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE, MAX_PLACEHOLDER = 24, 3000, 500, 150
 WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
+SET_LIMIT = "set_limit"  # opens the limit modal (bot/slack/watch.py listens; not in ACTION_IDS)
 ACTION_IDS += (WHY_BIG,)
 
 
@@ -128,6 +129,8 @@ def _detail_text(view: RepositoryView) -> str:
         f"*Owners* {owners_text(row.owners)}",
         f"*Lifecycle policy* {escape(status(view.lifecycle_status))}",
     ]
+    if (limit := limit_text(row)) is not None:
+        lines.append(f"*Limit* {escape(limit)}")
     if view.savings is not None and view.lifecycle_status != "base":
         lines += base_policy_lines(view)
     if view.exemption is not None:
@@ -289,6 +292,7 @@ def repository_actions(view: RepositoryView) -> dict:
             button("Not now", SNOOZE, arn),
             button("Decline…", DECLINE, arn),
         ]
+    elements.append(button("Set a limit…", SET_LIMIT, arn))
     if view.may_delete:
         elements.append(button("Delete repository…", DELETE, arn, "danger"))
     if not view.row.owners:
@@ -409,6 +413,7 @@ def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: 
         blocks += [{"type": "divider"},
                    section(f"*{escape(view.label)}* ({escape(row.region)}) · *{per_month(row.monthly_cost_usd)}* · "
                            f"rank #{view.rank} · policy: {escape(status(view.lifecycle_status))}"
+                           + (f" · limit: {escape(limit)}" if (limit := limit_text(row)) else "")
                            + ("" if view.savings is None or view.lifecycle_status == "base"
                               else f" · adopting the base policy {adopting_sentence(view.savings)}")),
                    context(decision_line(view.last_decision) if view.last_decision else

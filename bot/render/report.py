@@ -8,7 +8,7 @@ from ..core.report import WeeklyReport
 from . import blocks
 from ..core.report import RealisedSaving
 from ..format import day as calendar_day, iso, json_usd, local_time, per_day, per_month, plural, signed, size, status, usd
-from .text import account_json, account_lines, account_name, adopting_sentence, savings_json, text_table
+from .text import account_json, account_lines, account_name, adopting_sentence, limit_text, savings_json, text_table
 
 SAVINGS_LISTED = 5  # the repositories without a policy named with what adopting frees there
 
@@ -63,11 +63,13 @@ def report_message(report: WeeklyReport) -> dict:
     change = "" if report.change_usd is None else f" ({_change(report.change_usd)} vs last week)"
     top_lines = [f"{line.rank}. *{blocks.escape(line.label)}* {size(line.row.stored_bytes)} · "
                  f"*{per_month(line.row.monthly_cost_usd)}* ({_change(line.change_usd)}) · policy: "
-                 f"{blocks.escape(status(line.policy))} · {blocks.owners_text(line.row.owners)}" for line in report.top]
+                 f"{blocks.escape(status(line.policy))} · {blocks.owners_text(line.row.owners)}"
+                 + (f" · limit {blocks.escape(limit)}" if (limit := limit_text(line.row)) else "") for line in report.top]
     body = [
         blocks.header(f"ECR cost report: {period_text(report)}"),
         blocks.section(f"*{per_month(s.monthly_cost_usd)}*{change} for {plural(s.repository_count, 'repository')}, "
                        f"{size(s.stored_bytes)} stored"),
+        *blocks.sections(over_limit_lines(report, blocks.escape, "*")),
         *blocks.sections(["*Top 10 by cost*", *top_lines] if top_lines else ["No repositories."]),
         blocks.section(f"*Median* {per_month(s.median_monthly_cost_usd)}; "
                        f"{plural(len(s.above_median), 'repository')} above it"),
@@ -145,7 +147,7 @@ def report_text(report: WeeklyReport) -> str:
              _change(line.change_usd), status(line.policy), " ".join(line.row.owners) or "-"] for line in report.top]
     lines = [f"ECR cost report: {period_text(report)} (generated {generated_text(report)})",
              f"{per_month(s.monthly_cost_usd)}{change} for {plural(s.repository_count, 'repository')}, "
-             f"{size(s.stored_bytes)} stored", "",
+             f"{size(s.stored_bytes)} stored", "", *over_limit_lines(report, str, ""),
              *text_table(["#", "repository", "stored", "USD/month", "change", "policy", "owners"], rows,
                          right={0, 2, 3, 4}), "",
              f"median {per_month(s.median_monthly_cost_usd)}; {plural(len(s.above_median), 'repository')} above it",
@@ -175,9 +177,23 @@ def report_text(report: WeeklyReport) -> str:
     return "\n".join(lines)
 
 
+def over_limit_lines(report: WeeklyReport, escape, bold: str, limit: int = 10) -> list[str]:
+    """The repositories over their monthly limit, first in the report (none: no lines)."""
+    if not report.over_limit:
+        return []
+    lines = [f"{bold}Over their limit{bold} ({len(report.over_limit)})"]
+    lines += [f"• {escape(label)} {usd(row.monthly_cost_usd)} of {per_month(cap)}" for label, row, cap
+              in report.over_limit[:limit]]
+    return lines + ([f"… and {len(report.over_limit) - limit} more (`ecr-cost-bot watch`)"]
+                    if len(report.over_limit) > limit else [])
+
+
 def report_json(report: WeeklyReport) -> dict:
     s = report.summary
     return {
+        "over_limit": [{"repository": row.repository, "account_id": row.account_id, "region": row.region,
+                        "monthly_cost_usd": round(row.monthly_cost_usd, 4), "limit_usd": round(cap, 4)}
+                       for _, row, cap in report.over_limit],
         "period_start": iso(report.period_start), "generated_at": iso(report.generated_at),
         "partial": report.partial, "errors": report.errors,
         "summary": {"repository_count": s.repository_count, "stored_bytes": s.stored_bytes,

@@ -13,6 +13,7 @@ from ..core.models import (Image, PolicyDecision, PolicySavings, RepositoryCost,
                            ScanProblem, ScanResult)
 from ..core.size import SizeReport
 from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
+from ..core.watch import limit_of
 
 __all__ = ["iso", "usd"]  # re-exported: the renderers' one way to write times and money (bot/format.py)
 
@@ -71,6 +72,16 @@ def scan_csv(ranked: Sequence[RepositoryCost]) -> str:
     for row in ranked:
         writer.writerow([labels[row.arn], round(row.stored_bytes / MIB), f"{row.monthly_cost_usd:.2f}"])
     return out.getvalue()
+
+
+def limit_text(row: RepositoryCost) -> str | None:
+    """A repository's limit and how close it is ("$4.10 of $5.00/month"), a malformed limit tag, or None."""
+    limit, problem = limit_of(row)
+    if problem is not None:
+        return f"limit tag malformed: {problem}"
+    if limit is None:
+        return None
+    return f"{usd(row.monthly_cost_usd)} of {per_month(limit)}" + (" (over)" if row.monthly_cost_usd > limit else "")
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -182,6 +193,7 @@ def repository_detail_json(row: RepositoryCost, position: int, total: int, previ
         "tagged_image_count": row.tagged_image_count,
         "untagged_image_count": row.untagged_image_count,
         "lifecycle_policy": row.lifecycle_policy,
+        "limit_usd": limit_of(row)[0],
         "change_since_previous": None if previous is None else {
             "stored_bytes": row.stored_bytes - previous.stored_bytes,
             "monthly_cost_usd": json_usd(row.monthly_cost_usd - previous.monthly_cost_usd),
@@ -211,6 +223,8 @@ def repository_detail_text(row: RepositoryCost, position: int, total: int, previ
                      + (" (in-use images kept)" if savings.in_use_checked else ""))
         if (written := as_written_sentence(savings)) is not None:
             lines.append(f"                  {written}")
+    if (limit := limit_text(row)) is not None:
+        lines.append(f"  limit           {limit}")
     if previous is not None:
         delta = row.monthly_cost_usd - previous.monthly_cost_usd
         lines.append(f"  since previous  {signed(delta)}/month ({signed_size(row.stored_bytes - previous.stored_bytes)})")

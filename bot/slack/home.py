@@ -5,6 +5,7 @@ from slack_bolt import App
 
 from ..application import Application
 from ..render import blocks
+from ..render.watch import templates_button
 from .directory import SlackDirectory
 
 EVENTS = ("app_home_opened",)
@@ -12,7 +13,10 @@ EVENTS = ("app_home_opened",)
 
 def home_view(application: Application, directory: SlackDirectory, user_id: str) -> dict:
     own, summary = application.views_owned(directory.actor(user_id).names_me)
-    return blocks.home_view(own, summary, directory.is_admin(user_id))
+    view = blocks.home_view(own, summary, directory.is_admin(user_id))
+    if directory.is_admin(user_id):  # the admins' default policy for new repositories (repository creation templates)
+        view["blocks"] = [*view["blocks"][:2], templates_button(), *view["blocks"][2:]][:blocks.MAX_HOME_BLOCKS]
+    return view
 
 
 def register(app: App, application: Application, directory: SlackDirectory) -> None:
