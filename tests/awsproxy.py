@@ -32,6 +32,7 @@ class AwsProxy:
         self.throttle_next = 0
         self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
         self.canned: dict[str, dict] = {}  # operation -> the JSON answer (for what moto does not implement)
+        self.hold: dict[str, threading.Event] = {}  # operation -> answered once the event is set (at most 60 s)
         self.blobs: dict[str, bytes] = {}  # digest -> bytes served through GetDownloadUrlForLayer
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
@@ -73,6 +74,9 @@ class AwsProxy:
             self.fail = {}
             self.canned = {}
             self.blobs = {}
+            for gate in self.hold.values():
+                gate.set()
+            self.hold = {}
 
     # -- request handling --------------------------------------------------------------
 
@@ -88,6 +92,8 @@ class AwsProxy:
             if throttle:
                 self.throttle_next -= 1
         json_protocol = "X-Amz-Target" in request.headers
+        if operation in self.hold:
+            self.hold[operation].wait(timeout=60)
         if throttle:
             return _reply_error(request, json_protocol, "ThrottlingException", "Rate exceeded")
         if region in self.deny_regions and operation != "GetCallerIdentity":

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from bot.store import Store
@@ -42,7 +43,7 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
             assert time.monotonic() < deadline, (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
             time.sleep(1)
         first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=15) == 0, (tmp_path / "a.log").read_text()
+        assert first.wait(timeout=60) == 0, (tmp_path / "a.log").read_text()
         restarted = start_serve(env, tmp_path / "c.log")
         deadline = time.monotonic() + 60
         while "start-up: " not in (tmp_path / "c.log").read_text():  # its start-up has looked at this period
@@ -50,7 +51,7 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
             time.sleep(0.2)
         for process, log in ((second, "b.log"), (restarted, "c.log")):
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=15) == 0, (tmp_path / log).read_text()
+            assert process.wait(timeout=60) == 0, (tmp_path / log).read_text()
         runs = posted_runs(settings.db_path)
         reports = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
         assert len(reports) == len(runs) >= 2
@@ -58,6 +59,35 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
         assert len({r["message_ts"] for r in runs}) == len(runs)
         claimed_by = {r["claimed_by"] for r in runs}
         assert claimed_by  # the claims name the process that won them
+    finally:
+        standin.stop()
+
+
+def test_sigterm_lets_the_report_in_flight_finish_before_the_store_closes(aws, capsys, settings, tmp_path):
+    """serve stopped while its start-up run is scanning: the run posts and records its report, then serve exits
+    cleanly (it used to close the store under the run and exit without it)."""
+    standin = SlackStandIn()
+    try:
+        load([repository()])
+        assert run_cli(capsys, "scan")[0] == 0
+        aws.hold["DescribeRepositories"] = held = threading.Event()
+        env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s3cret",
+               "SLACK_API_URL": standin.api_url, "ECR_COST_REPORT_CHANNEL": "C0REPORTS"}
+        env.pop("SLACK_APP_TOKEN", None)
+        log = tmp_path / "serve.log"
+        process = start_serve(env, log)
+        deadline = time.monotonic() + 60
+        while not aws.calls["DescribeRepositories"] or "serving HTTP" not in log.read_text():  # the run is scanning
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        held.set()
+        assert process.wait(timeout=60) == 0, log.read_text()
+        output = log.read_text()
+        assert "Traceback" not in output and "start-up: " in output, output
+        [run] = posted_runs(settings.db_path)
+        [report] = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
+        assert "ECR cost report" in report["text"] and run["message_ts"]
     finally:
         standin.stop()
 

@@ -46,11 +46,13 @@ def serve(settings: Settings) -> int:
         logger.warning("%s %s: %s", problem.account_id, problem.region, problem.message)
     app, directory, client = build_slack(built)
     guard = build_guard_job(built, client, directory)
+    catching_up = None
     if settings.report_channel:
         job = build_report_job(built, client, directory)
         scheduler = build_scheduler(settings, job.run, guard.run)
         # a run missed while the bot was down: posted once now, if this period has no report yet
-        threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), daemon=True).start()
+        catching_up = threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), name="catch-up")
+        catching_up.start()
     else:
         logger.warning("ECR_COST_REPORT_CHANNEL is not set: the weekly job only rescans, no report is posted")
         scheduler = build_scheduler(settings, built.application.scan, guard.run)
@@ -67,7 +69,11 @@ def serve(settings: Settings) -> int:
             logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
             runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
     finally:
-        scheduler.shutdown(wait=False)
+        # a job in flight ends with the store still open; one that outlasts the container's grace period is
+        # killed, as in a crash, which its claim survives (the next run takes it over)
+        scheduler.shutdown(wait=True)
+        if catching_up is not None:
+            catching_up.join()
         built.close()
         logger.info("stopped")
     return 0
