@@ -9,15 +9,33 @@ import sys
 import threading
 import time
 
+import pytest
+
 from bot.store import Store
 from tests.helpers.aws import free_port, load, repository, run_cli
 from tests.helpers.slack import ROOT
 from tests.slack_standin import SlackStandIn
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_serve_left_behind():
+    """A test that fails midway leaves no `serve` process running (the stress loop found some)."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 def start_serve(env: dict, log_path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
-                            cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
+                               cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    STARTED.append(process)
+    return process
 
 
 def posted_runs(db: str) -> list[dict]:
