@@ -40,6 +40,7 @@ class AwsProxy:
         # (JSON protocols only: what moto lacks, or leaves out of its answer)
         self.answer: dict[str, Callable[[dict], dict]] = {}
         self.amend: dict[str, Callable[[dict, dict], dict]] = {}
+        self.hold: dict[str, threading.Event] = {}  # operation -> answered once the event is set (at most 60 s)
         self.blobs: dict[str, bytes] = {}  # digest -> bytes served through GetDownloadUrlForLayer
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
@@ -89,6 +90,9 @@ class AwsProxy:
             self.blobs = {}
             self.simulated_denials = None
             self.templates = CreationTemplates()
+            for gate in self.hold.values():
+                gate.set()
+            self.hold = {}
 
     # -- request handling --------------------------------------------------------------
 
@@ -104,6 +108,8 @@ class AwsProxy:
             if throttle:
                 self.throttle_next -= 1
         json_protocol = "X-Amz-Target" in request.headers
+        if operation in self.hold:
+            self.hold[operation].wait(timeout=60)
         if throttle:
             return _reply_error(request, json_protocol, "ThrottlingException", "Rate exceeded")
         if region in self.deny_regions and operation != "GetCallerIdentity":

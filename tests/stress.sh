@@ -29,12 +29,12 @@ python=${PYTHON:-.venv/bin/python}
 out=${out:-$(mktemp -d "${TMPDIR:-/tmp}/stress.XXXXXX")}
 mkdir -p "$out"
 
-# killed by a signal, the script stops after the current run (so pytest tears its `serve` processes down);
-# Ctrl-C reaches pytest at once
-pids=()
+# on SIGTERM the script stops after the current run (so pytest tears its `serve` processes down) and says what
+# it saw; Ctrl-C reaches pytest at once
+pids=() stop=0
 stop_busy() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done; pids=(); }
 trap stop_busy EXIT
-trap 'exit 130' INT TERM
+trap 'stop=1' INT TERM
 for _ in $(seq 1 "$busy"); do
     "$python" -c 'while 1: pass' &
     pids+=($!)
@@ -53,6 +53,7 @@ for run in $(seq 1 "$runs"); do
         grep -E '^(FAILED|ERROR) ' "$log" | sed 's/^/    /'
         [ "$stop_first" = 1 ] && break
     fi
+    [ "$stop" = 1 ] && echo "stopped by a signal" && break
 done
 echo "$run runs, $failed failed, $(( $(date +%s) - started )) s, busy processes: $busy, tests: $*"
 [ "$failed" -eq 0 ]

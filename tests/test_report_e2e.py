@@ -6,7 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+
+import pytest
 
 from bot.store import Store
 from tests.helpers.aws import free_port, load, repository, run_cli
@@ -14,15 +17,44 @@ from tests.helpers.slack import ROOT
 from tests.slack_standin import SlackStandIn
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_serve_left_behind():
+    """A test that fails midway leaves no `serve` process running (the stress loop found some)."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 def start_serve(env: dict, log_path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
-                            cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
+                               cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    STARTED.append(process)
+    return process
 
 
 def posted_runs(db: str) -> list[dict]:
     store = Store(db)
     try:
         return list(store.db["report_runs"].rows_where("status = 'posted'", order_by="period"))
+    finally:
+        store.close()
+
+
+def seed_a_report_posted_long_ago(db: str) -> None:
+    """A database that has posted before: a start-up then catches up on a period with no report (a first start,
+    on a database that never posted, does not)."""
+    store = Store(db)
+    try:
+        with store.db.conn:
+            store.db["report_runs"].insert({"period": "2020-01-06T09:00:00+00:00", "claimed_by": "old",
+                                            "claimed_at": "2020-01-06T09:00:00+00:00", "status": "posted",
+                                            "message_ts": "1578301200.000100"})
     finally:
         store.close()
 
@@ -36,19 +68,14 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
                "SLACK_API_URL": standin.api_url, "ECR_COST_SCHEDULE": "* * * * *",
                "ECR_COST_REPORT_CHANNEL": "C0REPORTS"}
         env.pop("SLACK_APP_TOKEN", None)
-        store = Store(settings.db_path)  # a report posted long ago: the start-up catches up on this period
-        with store.db.conn:
-            store.db["report_runs"].insert({"period": "2020-01-06T09:00:00+00:00", "claimed_by": "old",
-                                            "claimed_at": "2020-01-06T09:00:00+00:00", "status": "posted",
-                                            "message_ts": "1578301200.000100"})
-        store.close()
+        seed_a_report_posted_long_ago(settings.db_path)  # so the start-up catches up on this period
         first, second = start_serve(env, tmp_path / "a.log"), start_serve(env, tmp_path / "b.log")
         deadline = time.monotonic() + 150
         while len(posted_runs(settings.db_path)) < 3:  # the start-up period, then at least one scheduled one
             assert time.monotonic() < deadline, (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
             time.sleep(1)
         first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=15) == 0, (tmp_path / "a.log").read_text()
+        assert first.wait(timeout=60) == 0, (tmp_path / "a.log").read_text()
         restarted = start_serve(env, tmp_path / "c.log")
         deadline = time.monotonic() + 60
         while "start-up: " not in (tmp_path / "c.log").read_text():  # its start-up has looked at this period
@@ -56,7 +83,7 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
             time.sleep(0.2)
         for process, log in ((second, "b.log"), (restarted, "c.log")):
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=15) == 0, (tmp_path / log).read_text()
+            assert process.wait(timeout=60) == 0, (tmp_path / log).read_text()
         runs = posted_runs(settings.db_path)[1:]  # after the seeded one
         reports = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
         assert len(reports) == len(runs) >= 2
@@ -64,6 +91,37 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
         assert len({r["message_ts"] for r in runs}) == len(runs)
         claimed_by = {r["claimed_by"] for r in runs}
         assert claimed_by  # the claims name the process that won them
+    finally:
+        standin.stop()
+
+
+def test_sigterm_lets_the_report_in_flight_finish_before_the_store_closes(aws, capsys, settings, tmp_path):
+    """serve stopped while its start-up run is scanning: the run posts and records its report, then serve exits
+    cleanly (it used to close the store under the run and exit without it)."""
+    standin = SlackStandIn()
+    try:
+        load([repository()])
+        assert run_cli(capsys, "scan")[0] == 0
+        seed_a_report_posted_long_ago(settings.db_path)
+        aws.hold["DescribeRepositories"] = held = threading.Event()
+        env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s3cret",
+               "SLACK_API_URL": standin.api_url, "ECR_COST_REPORT_CHANNEL": "C0REPORTS",
+               "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES": "0"}  # the run scans (not the scan just made)
+        env.pop("SLACK_APP_TOKEN", None)
+        log = tmp_path / "serve.log"
+        process = start_serve(env, log)
+        deadline = time.monotonic() + 60
+        while not aws.calls["DescribeRepositories"] or "serving HTTP" not in log.read_text():  # the run is scanning
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        held.set()
+        assert process.wait(timeout=60) == 0, log.read_text()
+        output = log.read_text()
+        assert "Traceback" not in output and "start-up: " in output, output
+        [run] = posted_runs(settings.db_path)[1:]  # after the seeded one
+        [report] = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
+        assert "ECR cost report" in report["text"] and run["message_ts"]
     finally:
         standin.stop()
 

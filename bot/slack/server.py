@@ -54,10 +54,12 @@ def serve(settings: Settings) -> int:
         logger.warning("%s %s: %s", problem.account_id, problem.region, problem.message)
     app, directory, client = build_slack(built, client)
     scheduler = build_scheduler(settings, scheduled_jobs(built, client, directory))
+    catching_up = None
     if settings.report_channel:
         job = build_report_job(built, client, directory)
         # a run missed while the bot was down: posted once now, if this period has no report yet
-        threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), daemon=True).start()
+        catching_up = threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), name="catch-up")
+        catching_up.start()
     else:
         logger.warning("ECR_COST_REPORT_CHANNEL is not set: the weekly job only rescans, no report is posted")
     scheduler.start()
@@ -74,7 +76,11 @@ def serve(settings: Settings) -> int:
             _run(settings, runner, stop)
     finally:
         alive_path(settings).unlink(missing_ok=True)  # stopped: `health` says so at once
-        scheduler.shutdown(wait=False)
+        # a job in flight ends with the store still open; one that outlasts the container's grace period is
+        # killed, as in a crash, which its claim survives (the next run takes it over)
+        scheduler.shutdown(wait=True)
+        if catching_up is not None:
+            catching_up.join()
         built.close()
         logger.info("stopped")
     return 0
