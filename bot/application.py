@@ -78,6 +78,8 @@ def ref_of(row: RepositoryCost) -> RepositoryRef:
 
 
 class Application:
+    sweep = None  # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
+
     def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
                  settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):

@@ -60,6 +60,9 @@ class Settings:
     org_role_name: str | None = None  # assumed in every ACTIVE account of the AWS Organization
     accounts: tuple[str, ...] = ()  # only these account IDs (empty: all)
     exclude_accounts: tuple[str, ...] = ()
+    sweep_schedule: str = "0 7 * * *"  # the daily sweep of images nobody pulled (opted-in repositories only)
+    sweep_grace_hours: float = 168.0  # between announcing a sweep candidate and deleting it
+    sweep_max_per_run: int = 1000  # most images deleted per repository and run
 
 
 def shipped_base_policy_text() -> str:
@@ -234,5 +237,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         guard_schedule=guard_schedule,
         large_image_gb=_number("ECR_COST_LARGE_IMAGE_GB", get("ECR_COST_LARGE_IMAGE_GB") or "1", float, 0.001,
                                1024.0),
-        **_billing(get),
+        **_billing(get), **_sweep(get, timezone),
     )
+
+
+def _sweep(get, timezone: str) -> dict:
+    schedule = get("ECR_COST_SWEEP_SCHEDULE") or "0 7 * * *"
+    _cron("ECR_COST_SWEEP_SCHEDULE", schedule, timezone)
+    return dict(sweep_schedule=schedule,
+                sweep_grace_hours=_number("ECR_COST_SWEEP_GRACE_HOURS", get("ECR_COST_SWEEP_GRACE_HOURS") or "168",
+                                          float, 0.0, 24 * 3650),
+                sweep_max_per_run=_number("ECR_COST_SWEEP_MAX_PER_RUN", get("ECR_COST_SWEEP_MAX_PER_RUN") or "1000",
+                                          int, 1, 1_000_000))

@@ -174,6 +174,15 @@ def m011_account_names(db: Database) -> None:
     db["repository_snapshots"].add_column("account_name", str)
 
 
+@migrations()
+def m016_sweep(db: Database) -> None:
+    # a sweep decision's images (digest, tags, manifest, times, size, outcome), recorded before they are deleted
+    db["decisions"].add_column("images", str)
+    # sweep candidates announced to their owners: deleted only once the grace period since then has passed
+    db["sweep_announcements"].create({"arn": str, "digest": str, "batch": str, "announced_at": str}, pk=("arn", "digest"))
+    db["sweep_announcements"].create_index(["batch"])
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -608,7 +617,8 @@ def _decision(row: dict) -> PolicyDecision:
         policy_before=row["policy_before"], policy_after=row["policy_after"],
         projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
         owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"],
-        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"])
+        repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"],
+        images=row.get("images"))
 
 
 def _snapshot(row: dict) -> RepositoryCost:

@@ -16,6 +16,7 @@ from .billing_sources import billing_sources
 from .config import Settings
 from .runtimes import RuntimeCollector
 from .store import Store
+from .sweep import SweepService
 from .usage import InUseFinder
 
 
@@ -28,6 +29,7 @@ class Components:
     application: Application
     runtimes: RuntimeCollector
     in_use: InUseFinder
+    sweep: SweepService
 
     def close(self) -> None:
         self.store.close()
@@ -50,7 +52,8 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     application = Application(store, collector, changes, in_use, settings, clock,
                               billing_sources=billing_sources(settings, session_factory or default_session_factory(
                                   region_name=settings.aws_region)))
-    return Components(settings, store, collector, changes, application, runtimes, in_use)
+    sweep = application.sweep = SweepService(application.scan, collector, store, in_use, settings, clock)
+    return Components(settings, store, collector, changes, application, runtimes, in_use, sweep)
 
 
 @contextmanager
@@ -98,4 +101,12 @@ def scheduled_jobs(built: Components, client, directory) -> list:
     return [
         ScheduledJob("weekly", "schedule", weekly),
         ScheduledJob("guard", "guard_schedule", build_guard_job(built, client, directory).run),
+        ScheduledJob("sweep", "sweep_schedule", build_sweep_job(built, client, directory).run),
     ]
+
+
+def build_sweep_job(built: Components, client, directory, **options):
+    from .jobs import SweepJob, sweep_announcer
+
+    announce = sweep_announcer(client, directory.owner_ids) if built.settings.slack_bot_token else None
+    return SweepJob(built.sweep, built.store, built.settings, announce, **options)

@@ -130,7 +130,8 @@ class PolicyDecision:
     account_id: str
     region: str
     arn: str
-    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected
+    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected | sweep |
+    # sweep_enabled | sweep_disabled | sweep_kept
     action: str
     user_id: str
     source: str  # slack | cli
@@ -144,6 +145,7 @@ class PolicyDecision:
     repository_created_at: datetime | None = None  # tells a repository from one deleted and re-created by name
     reason: str | None = None  # a decline: compliance | data_retention | other
     note: str | None = None  # the person's own words (a decline), or what was done (a claim, a deletion)
+    images: str | None = None  # a sweep: JSON list of the images deleted (digest, tags, manifest, times, size)
 
 
 @dataclass(frozen=True)
