@@ -34,6 +34,7 @@ from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLin
                            service_bill, summarize_bill, unavailable)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
+from .sweep import swept_since
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
@@ -539,7 +540,8 @@ class Application:
                     logger.warning("no base policy preview for %s: %s", row.arn, exc)
         return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,
                             self.store.cost_trend(), period, growth=self.weekly_growth(scan),
-                            billing=self.billing_summary(scan, previous, decisions))
+                            billing=self.billing_summary(scan, previous, decisions),
+                            swept=swept_since(self.store, scan.generated_at - timedelta(days=7)))
 
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
         """The costliest repositories without a policy that are not exempt, nor snoozed lately."""

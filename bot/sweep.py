@@ -407,15 +407,16 @@ class SweepService:
             self._store.release_claim(ref.arn, holder)
 
 
-def swept_since(store: Store, since: datetime) -> dict[str, tuple[int, int, float]]:
-    """ARN -> (images, bytes, USD/month) the sweep deleted since ``since``: the weekly report's line."""
-    totals: dict[str, tuple[int, int, float]] = {}
+def swept_since(store: Store, since: datetime) -> dict[str, tuple[str, int, int, float]]:
+    """ARN -> (repository name, images, bytes, USD/month) the sweep deleted since ``since``: the weekly report's
+    line."""
+    totals: dict[str, tuple[str, int, int, float]] = {}
     for decision in store.decisions(actions=("sweep",)):
         if decision.at < since or not decision.images:
             continue
         deleted = sum(1 for r in json.loads(decision.images) if r.get("deleted", True))
         freed = _FREED.search(decision.note or "")
-        count, total, usd = totals.get(decision.arn, (0, 0, 0.0))
-        totals[decision.arn] = (count + deleted, total + (int(freed[1]) if freed else 0),
+        _, count, total, usd = totals.get(decision.arn, ("", 0, 0, 0.0))
+        totals[decision.arn] = (decision.repository, count + deleted, total + (int(freed[1]) if freed else 0),
                                 usd + (decision.projected_monthly_savings_usd or 0.0))
     return totals

@@ -162,6 +162,8 @@ def test_announced_then_deleted_after_grace_never_in_use_and_every_deletion_reco
     assert records[estate["stale-1"]]["tags"] == ["main-1"]
     assert json.loads(records[estate["index"]]["manifest"])["manifests"]  # the index's own manifest, exact
     assert records[estate["pulled-long-ago"]]["last_pulled_at"]
+    code, out, err = run_cli(capsys, "report")  # the weekly report: per repository and in total
+    assert code == 0 and "swept this week: 6 images" in out and "(ci 6 images" in out, out
     # later: stale-2 idles again, so it is announced afresh with a full grace period of its own
     monkeypatch.setenv("ECR_COST_SWEEP_GRACE_HOURS", "168")
     set_pulled(estate["stale-2"], datetime.now(timezone.utc) - timedelta(days=31))

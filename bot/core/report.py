@@ -54,6 +54,16 @@ class Growth:
 
 
 @dataclass(frozen=True)
+class Swept:
+    """What the sweep deleted in a repository this week (images nobody pulled for N days)."""
+
+    label: str
+    images: int
+    freed_bytes: int
+    monthly_usd: float
+
+
+@dataclass(frozen=True)
 class WeeklyReport:
     period_start: datetime
     generated_at: datetime
@@ -71,6 +81,7 @@ class WeeklyReport:
     trend: list[tuple[datetime, float]]  # (scan time, total monthly cost), oldest first
     growth: list[Growth] = field(default_factory=list)  # costliest new layers per week first
     billing: BillingSummary | None = None  # the bill beside the estimate (None: not asked)
+    swept: list[Swept] = field(default_factory=list)  # most saved first
 
     @property
     def change_usd(self) -> float | None:
@@ -84,10 +95,12 @@ class WeeklyReport:
 def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Sequence[PolicyDecision],
                  cost_at_adoption: Mapping[int, float], base_savings: Mapping[str, float], base_policy: dict,
                  trend: Sequence[tuple[datetime, float]], period_start: datetime,
-                 growth: Mapping[str, int] | None = None, billing: BillingSummary | None = None) -> WeeklyReport:
+                 growth: Mapping[str, int] | None = None, billing: BillingSummary | None = None,
+                 swept: Mapping[str, tuple[str, int, int, float]] | None = None) -> WeeklyReport:
     """``cost_at_adoption``: decision id -> the repository's monthly cost in the last scan before it;
     ``base_savings``: ARN -> what the base policy would save there (repositories without a policy);
-    ``growth``: ARN -> bytes of new layers per week."""
+    ``growth``: ARN -> bytes of new layers per week; ``swept``: ARN -> (name, images, bytes, USD/month) the sweep
+    deleted this week."""
     ranked = scan.repositories
     labels = display_names(ranked)
     before = {r.arn: r for r in previous.repositories} if previous else {}
@@ -119,7 +132,9 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         realised=sorted(realised, key=lambda s: -s.saved_usd), partial=scan.partial,
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend),
         growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month),
-        billing=billing)
+        billing=billing, swept=sorted((Swept(labels.get(arn, name), n, freed, usd)
+                                       for arn, (name, n, freed, usd) in (swept or {}).items() if n),
+                                      key=lambda s: (-s.monthly_usd, s.label)))
 
 
 def fastest_growing(ranked: Sequence[RepositoryCost], labels: Mapping[str, str], growth: Mapping[str, int],

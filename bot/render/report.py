@@ -57,6 +57,8 @@ def report_message(report: WeeklyReport) -> dict:
                                    f"{', '.join(lines)}{more}. Owners: press *I own this* in `/ecr-cost NAME`."))
     if report.growth:
         body.append(blocks.section(growth_line(report, blocks.escape)))
+    if report.swept:
+        body.append(blocks.section(blocks.clip(swept_line(report, blocks.escape), blocks.MAX_SECTION)))
     if report.realised:
         lines = [f"• {blocks.escape(r.label)}: {usd(r.cost_at_adoption_usd)} → {usd(r.cost_now_usd)} "
                  f"(*{usd(r.saved_usd)}/mo*), adopted by {blocks.mention(r.adopted_by)}" for r in report.realised[:20]]
@@ -117,6 +119,8 @@ def report_text(report: WeeklyReport) -> str:
                      + (f" and {len(report.unowned) - 30} more" if len(report.unowned) > 30 else ""))
     if report.growth:
         lines.append(growth_line(report, str).replace("*", ""))
+    if report.swept:
+        lines.append(swept_line(report, str))
     if report.realised:
         lines.append(f"saved by policies adopted through the bot: {usd(report.realised_total_usd)}/month")
         lines += [f"  {r.label}: {usd(r.cost_at_adoption_usd)} -> {usd(r.cost_now_usd)} "
@@ -162,7 +166,20 @@ def report_json(report: WeeklyReport) -> dict:
         "growth": [{"repository": g.label, "new_bytes_per_week": g.new_bytes_per_week,
                     "monthly_usd_added_per_week": round(g.monthly_usd_added_per_week, 4)} for g in report.growth],
         "billing": billing_json(report.billing),
+        "swept": [{"repository": w.label, "images": w.images, "bytes": w.freed_bytes,
+                   "monthly_usd": round(w.monthly_usd, 4)} for w in report.swept],
     }
+
+
+def swept_line(report: WeeklyReport, escape) -> str:
+    """Swept this week (images nobody pulled for N days, deleted by the bot's sweep), per repository and in total."""
+    total = (sum(w.images for w in report.swept), sum(w.freed_bytes for w in report.swept),
+             sum(w.monthly_usd for w in report.swept))
+    each = "; ".join(f"{escape(w.label)} {w.images} image{'s' if w.images != 1 else ''}, {gib(w.freed_bytes)} GB, "
+                     f"{usd(w.monthly_usd)}/month" for w in report.swept[:15])
+    more = f"; and {len(report.swept) - 15} more" if len(report.swept) > 15 else ""
+    return (f"swept this week: {total[0]} image{'s' if total[0] != 1 else ''}, {gib(total[1])} GB, "
+            f"{usd(total[2])}/month ({each}{more})")
 
 
 def growth_line(report: WeeklyReport, escape) -> str:
