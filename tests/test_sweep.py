@@ -21,7 +21,9 @@ from bot.wiring import build, build_slack
 from tests.conftest import ACCOUNT, ecr
 from tests.runtimes_harness import ecs_service, pin_tasks_running, run_task, uri
 from tests.slack_standin import SlackStandIn
+from tests.test_owner_decisions import served  # noqa: F401 - the shop estate behind `serve`
 from tests.test_scan_moto import BASE, load, run_cli
+from tests.test_slack_e2e import slack  # noqa: F401 - the module's Slack stand-in fixture
 
 OWNER, STRANGER = "U0CIOWNER1", "U0STRANGR1"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -216,13 +218,13 @@ def test_opt_in_and_out_from_the_cli_recorded_and_bad_input_refused(estate, caps
 
 
 def test_owners_are_told_by_dm_and_keep_these_or_stop_sweeping_act_for_owners_only(estate, capsys, monkeypatch):
-    slack = SlackStandIn()
+    standin = SlackStandIn()
     try:
         monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-sweep")
-        monkeypatch.setenv("SLACK_API_URL", slack.api_url)
+        monkeypatch.setenv("SLACK_API_URL", standin.api_url)
         code, out, err = run_cli(capsys, "sweep")
         assert code == 0 and f"owners told: {OWNER}" in out
-        posts = [args for method, args in slack.calls if method == "chat.postMessage"]
+        posts = [args for method, args in standin.calls if method == "chat.postMessage"]
         assert len(posts) == 1 and posts[0]["channel"] == OWNER
         message = json.dumps(posts[0])
         assert blocks.SWEEP_KEEP in message and blocks.SWEEP_STOP in message and "7 unpulled image(s)" in message
@@ -248,7 +250,7 @@ def test_owners_are_told_by_dm_and_keep_these_or_stop_sweeping_act_for_owners_on
         finally:
             built.close()
     finally:
-        slack.stop()
+        standin.stop()
 
 
 def estate_arn() -> str:
@@ -267,3 +269,23 @@ def test_the_daily_job_runs_once_per_period_and_is_one_registry_entry(estate, mo
         assert ids.count("sweep") == 1
     finally:
         built.close()
+
+
+def test_the_adjust_dialog_opts_in_with_the_tuned_policy_and_states_the_archive_economics(served, slack, settings):
+    from tests.test_owner_decisions import (OWNER as SHOP_OWNER, SHOP, click, interact, opened_view, submission,
+                                            tags_of, tuning_state, view_text)
+
+    click(served, slack, blocks.ADJUST, SHOP_OWNER, value=SHOP)
+    view = opened_view(slack, blocks.ADJUST_VIEW)
+    shown = view_text(slack, view["id"], "Archiving would not save money")  # the estate is far below 150 TB
+    assert "Also delete images nobody has pulled for N days" in shown and "90 days" in shown
+    sweep = lambda value: {blocks.SWEEP_DAYS: {blocks.SWEEP_DAYS: {"type": "number_input", "value": value}}}  # noqa
+    for bad in ("0", "3651", "ten"):
+        status, answer = interact(served, submission(view, tuning_state() | sweep(bad), SHOP_OWNER))
+        assert answer["response_action"] == "errors" and list(answer["errors"]) == [blocks.SWEEP_DAYS], answer
+    assert SWEEP_TAG not in tags_of("shop")
+    status, answer = interact(served, submission(slack.views[view["id"]], tuning_state() | sweep("30"), SHOP_OWNER))
+    assert status == 200 and answer["response_action"] == "update"
+    done = view_text(slack, view["id"], "nobody has pulled for 30 days")
+    assert "Tuned policy adopted" in done and "Stop sweeping" in done
+    assert tags_of("shop")[SWEEP_TAG] == "30"
