@@ -371,6 +371,9 @@ def cmd_sweep(args, settings: Settings) -> int:
             announce = sweep_announcer(client, directory.owner_ids)
         run = built.sweep.run(dry_run=args.dry_run, announce=announce, user_id=getpass.getuser(), source="cli")
     print(json.dumps(run.as_json(), indent=2) if args.format == "json" else sweep_table(run, told=announce is not None))
+    if args.format == "json" and announce is None and not args.dry_run and any(r.announced for r in run.repositories):
+        print("warning: owners NOT told (no SLACK_BOT_TOKEN): the announcements are recorded, the images deleted "
+              "after the grace period all the same", file=sys.stderr)
     return 0
 
 

@@ -133,7 +133,9 @@ def set_pulled(digest: str, when: datetime, repository: str = "ci") -> None:
 
 def test_announced_then_deleted_after_grace_never_in_use_and_every_deletion_recorded(estate, capsys, monkeypatch):
     expected = {estate[n] for n in ("stale-1", "stale-2", "stale-3", "pulled-long-ago", "index", "arm", "amd")}
-    first = sweep_json(capsys)
+    code, out, err = run_cli(capsys, "sweep", "--format", "json")
+    assert code == 0 and "owners NOT told (no SLACK_BOT_TOKEN)" in err  # recorded and printed, nobody told
+    first = json.loads(out)
     assert list(first) == ["repositories"] and len(first["repositories"]) == 1  # `other` does not opt in
     entry = first["repositories"][0]
     assert list(entry) == ["repository", "account_id", "region", "unpulled_days", "announced", "deleted",

@@ -177,7 +177,9 @@ def decision_line(decision: PolicyDecision) -> str:
     verbs = {"adopted": "Base policy adopted", "tuned": "Tuned policy adopted", "rolled_back": "Rolled back",
              "declined": "Declined", "snoozed": "Snoozed for 30 days", "exemption_lifted": "Exemption lifted",
              "deleted": "Deleted", "claimed": "Ownership claim approved",
-             "claim_rejected": "Ownership claim rejected"}
+             "claim_rejected": "Ownership claim rejected", "sweep": "Unpulled images swept",
+             "sweep_enabled": "Sweep of unpulled images turned on", "sweep_disabled": "Sweep turned off",
+             "sweep_kept": "Announced images kept"}
     reason = f" ({escape(EXEMPTION_REASONS.get(decision.reason, decision.reason))})" if decision.reason else ""
     return (f"{verbs.get(decision.action, decision.action)}{reason} by {mention(decision.user_id)} "
             f"{date_text(decision.at)}")
