@@ -291,3 +291,32 @@ def test_the_adjust_dialog_opts_in_with_the_tuned_policy_and_states_the_archive_
     done = view_text(slack, view["id"], "nobody has pulled for 30 days")
     assert "Tuned policy adopted" in done and "Stop sweeping" in done
     assert tags_of("shop")[SWEEP_TAG] == "30"
+
+
+def test_at_most_max_per_run_images_go_per_repository_and_run_whole_families_only(estate, capsys, monkeypatch):
+    monkeypatch.setenv("ECR_COST_SWEEP_GRACE_HOURS", "0")
+    monkeypatch.setenv("ECR_COST_SWEEP_MAX_PER_RUN", "2")
+    assert len(sweep_json(capsys)["repositories"][0]["announced"]) == 7
+    runs = [sweep_json(capsys)["repositories"][0]["deleted"] for _ in range(4)]
+    assert [len(r) for r in runs[:2]] == [2, 2]  # the longest idle first: four single images
+    assert runs[2] == [] and runs[3] == []  # an index with two children (3 images) never goes in part
+    assert {estate["index"], estate["arm"], estate["amd"]} <= live()
+    code, out, err = run_cli(capsys, "sweep", "--dry-run")
+    assert code == 0 and "dry run: nothing was announced, recorded or deleted" in out and "would delete 0" in out
+
+
+def test_the_announcement_holds_slacks_limits_and_escapes_names():
+    from bot.core.models import RepositoryCost
+    from bot.sweep import RepositorySweep
+    from tests.test_slack_units import check_limits
+
+    row = RepositoryCost("<!channel> *ci*", ACCOUNT, "us-east-1", "arn:x", 1, 1, 1, 1, 1.0, None, None, False, False,
+                         None, (OWNER,), {})
+    found = RepositorySweep(row, 30, announced=[f"sha256:{n:064x}" for n in range(10_000)], batch="b" * 16,
+                            announced_bytes=3 * 2**30, announced_usd=0.3, deletes_after=T0)
+    message = blocks.sweep_announcement(found)
+    check_limits(message)
+    text = json.dumps([message["text"], *message["blocks"][:-1]])  # the confirm dialog is plain text: never a ping
+    assert "<!channel>" not in text and "10000" in text and "3.00 GB" in text and "$0.30/month" in text
+    check_limits({"text": "modal", "blocks": blocks.adjust_modal("ci", "arn:x", {blocks.SWEEP_DAYS: "30", "archive_note": "x" * 5000},
+                                                 "preview")["blocks"]})

@@ -505,7 +505,8 @@ def sweep_announcement(found) -> dict:
     lines = [f"`{d[7:19]}`" for d in found.announced[:20]]
     if len(found.announced) > 20:
         lines.append(f"… and {len(found.announced) - 20} more (`ecr-cost-bot sweep --dry-run`)")
-    return {"text": clip(f"{row.repository}: {len(found.announced)} unpulled image(s) to be deleted", MAX_SECTION),
+    return {"text": clip(f"{escape(row.repository)}: {len(found.announced)} unpulled image(s) to be deleted",
+                         MAX_SECTION),
             "blocks": [section(text), *sections([", ".join(lines)]),
                        {"type": "actions", "block_id": f"sweep:{found.batch}", "elements": [
                            button("Keep these", SWEEP_KEEP, found.batch or "", "primary"),
