@@ -34,6 +34,7 @@ from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLin
                            service_bill, summarize_bill, unavailable)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
+from .sweep import swept_since
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def ref_of(row: RepositoryCost) -> RepositoryRef:
 
 
 class Application:
+    sweep = None  # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
+
     def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
                  settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):
@@ -545,7 +548,8 @@ class Application:
                     logger.warning("no base policy preview for %s: %s", row.arn, exc)
         return build_report(scan, previous, decisions, cost_at_adoption, base_savings, self.settings.base_policy,
                             self.store.cost_trend(), period, growth=growth,
-                            billing=self.billing_summary(scan, previous, decisions))
+                            billing=self.billing_summary(scan, previous, decisions),
+                            swept=swept_since(self.store, scan.generated_at - timedelta(days=7)))
 
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
         """The costliest repositories without a policy that are not exempt, nor snoozed lately."""

@@ -11,7 +11,7 @@ import threading
 import urllib.request
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -600,11 +600,23 @@ class EcrCollector:
         self.client_for(ref).batch_delete_image(repositoryName=ref.name, registryId=ref.account_id,
                                                 imageIds=[{"imageTag": tag}])
 
-    def tag_repository(self, ref: RepositoryRef, key: str, value: str) -> None:
-        self.client_for(ref).tag_resource(resourceArn=ref.arn, tags=[{"Key": key, "Value": value}])
+    def delete_images(self, ref: RepositoryRef, digests: Sequence[str]) -> dict[str, str]:
+        """BatchDeleteImage by digest, 100 per request: digest -> why AWS did not delete it (absent: deleted)."""
+        client, failed = self.client_for(ref), {}
+        for start in range(0, len(digests), 100):
+            response = client.batch_delete_image(repositoryName=ref.name, registryId=ref.account_id,
+                                                 imageIds=[{"imageDigest": d} for d in digests[start:start + 100]])
+            for failure in response.get("failures", []):
+                digest = failure.get("imageId", {}).get("imageDigest", "?")
+                if failure.get("failureCode") != "ImageNotFound":  # already gone: what was asked for
+                    failed[digest] = f"{failure.get('failureCode')}: {failure.get('failureReason')}"
+        return failed
 
     def untag_repository(self, ref: RepositoryRef, key: str) -> None:
         self.client_for(ref).untag_resource(resourceArn=ref.arn, tagKeys=[key])
+
+    def tag_repository(self, ref: RepositoryRef, key: str, value: str) -> None:
+        self.client_for(ref).tag_resource(resourceArn=ref.arn, tags=[{"Key": key, "Value": value}])
 
     def image_digests(self, ref: RepositoryRef) -> set[str]:
         """The digests of every image in the repository now (any status)."""

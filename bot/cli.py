@@ -250,13 +250,16 @@ def cmd_policy_preview(args, settings: Settings) -> int:
                 print(json.dumps(preview_json(ref_of(row), None, 0.0, exc.problems), indent=2))
                 return 1
             raise
+        archive = built.sweep.archive_note(scan, json.loads(found.policy_text))
         if args.format == "json":
             print(json.dumps(preview_json(found.ref, found.result, found.monthly_savings_usd, used=found.used,
                                           in_use=found.in_use, images=found.images, adopted=found.adopted,
-                                          adopted_savings=found.adopted_savings_usd), indent=2))
+                                          adopted_savings=found.adopted_savings_usd) | {"archive_note": archive},
+                             indent=2))
         else:
             print(preview_text(found.ref, found.adopted or found.result, found.savings, found.source,
                                note=protection_note(found)))
+            print(archive)
         if args.aws_preview:
             print(built.changes.aws_cross_check(found), file=sys.stderr)
     return 0
@@ -458,6 +461,43 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+
+
+def cmd_sweep(args, settings: Settings) -> int:
+    """`sweep` (announce, then delete after the grace period), `sweep enable NAME --days N`, `sweep disable NAME`."""
+    from .application import ref_of
+    from .render.text import sweep_table
+    from .wiring import build_slack, cli_actor
+    from .jobs import sweep_announcer
+
+    action, names = (args.words[0], args.words[1:]) if args.words else (None, [])
+    if action not in (None, "enable", "disable") or len(names) != (0 if action is None else 1):
+        raise UsageError("sweep takes no NAME (or: sweep enable NAME --days N, sweep disable NAME)")
+    if action == "enable" and args.days is None:
+        raise UsageError("sweep enable NAME needs --days N (1 to 3650): images nobody pulled for N days are swept")
+    if action != "enable" and args.days is not None or action and args.dry_run:
+        raise UsageError("--days goes with `sweep enable`, --dry-run with `sweep` alone")
+    with _components(settings) as built:
+        if action is not None:
+            _, row = resolve(built.application, names[0])
+            actor = cli_actor(getpass.getuser())
+            change = built.sweep.enable(ref_of(row), args.days, actor) if action == "enable" else \
+                built.sweep.disable(ref_of(row), actor)
+            print(change.note if change.decision is None else f"{change.decision.note} on {row.repository} "
+                  f"({row.account_id} {row.region}) (decision #{change.decision.id})")
+            return 0
+        announce = None
+        if settings.slack_bot_token:  # the grace period exists so that owners are told: the CLI tells them too
+            _, directory, client = build_slack(built)
+            announce = sweep_announcer(client, directory.owner_ids)
+        run = built.sweep.run(dry_run=args.dry_run, announce=announce, user_id=getpass.getuser(), source="cli")
+    print(json.dumps(run.as_json(), indent=2) if args.format == "json" else sweep_table(run, told=announce is not None))
+    if args.format == "json" and announce is None and not args.dry_run and any(r.announced for r in run.repositories):
+        print("warning: owners NOT told (no SLACK_BOT_TOKEN): the announcements are recorded, the images deleted "
+              "after the grace period all the same", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecr-cost-bot",
@@ -550,6 +590,18 @@ def build_parser() -> argparse.ArgumentParser:
     billing.add_argument("--days", type=int, default=30, help="the complete UTC days ending yesterday (default 30)")
     billing.add_argument("--format", choices=["table", "json"], default="table")
     billing.set_defaults(handler=cmd_billing)
+
+    sweep = commands.add_parser("sweep", help="announce, then after the grace period delete, images nobody pulled "
+                                              "for N days in opted-in repositories; `sweep enable NAME --days N`, "
+                                              "`sweep disable NAME` set or remove the opt-in",
+                                usage="%(prog)s [--dry-run] [--format table|json]\n"
+                                      "       %(prog)s enable NAME --days N\n       %(prog)s disable NAME")
+    sweep.add_argument("words", metavar="enable|disable NAME", nargs="*", help="set or remove a repository's opt-in")
+    sweep.add_argument("--days", type=int, help="sweep enable: delete images nobody pulled for N days (1 to 3650)")
+    sweep.add_argument("--dry-run", action="store_true", help="say what would be announced and deleted; change "
+                                                              "nothing, tell nobody")
+    sweep.add_argument("--format", choices=["table", "json"], default="table")
+    sweep.set_defaults(handler=cmd_sweep)
 
     report = commands.add_parser("report", help="the weekly report from a recent or a new scan: printed, or posted")
     report.add_argument("--post", action="store_true",

@@ -64,6 +64,9 @@ class Settings:
     watch_schedule: str = "0 8 * * *"  # the daily watch: growth, limits, new repositories, ineffective policies
     growth_pct: float = 20.0  # a repository "grows" when both are exceeded between two scans
     growth_min_gb: float = 1.0
+    sweep_schedule: str = "0 7 * * *"  # the daily sweep of images nobody pulled (opted-in repositories only)
+    sweep_grace_hours: float = 168.0  # between announcing a sweep candidate and deleting it
+    sweep_max_per_run: int = 1000  # most images deleted per repository and run
 
 
 def shipped_base_policy_text() -> str:
@@ -245,5 +248,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         watch_schedule=watch_schedule,
         growth_pct=_number("ECR_COST_GROWTH_PCT", get("ECR_COST_GROWTH_PCT") or "20", float, 0.0, 100000.0),
         growth_min_gb=_number("ECR_COST_GROWTH_MIN_GB", get("ECR_COST_GROWTH_MIN_GB") or "1", float, 0.0, 1e6),
-        **_billing(get),
+        **_billing(get), **_sweep(get, timezone),
     )
+
+
+def _sweep(get, timezone: str) -> dict:
+    schedule = get("ECR_COST_SWEEP_SCHEDULE") or "0 7 * * *"
+    _cron("ECR_COST_SWEEP_SCHEDULE", schedule, timezone)
+    return dict(sweep_schedule=schedule,
+                sweep_grace_hours=_number("ECR_COST_SWEEP_GRACE_HOURS", get("ECR_COST_SWEEP_GRACE_HOURS") or "168",
+                                          float, 0.0, 24 * 3650),
+                sweep_max_per_run=_number("ECR_COST_SWEEP_MAX_PER_RUN", get("ECR_COST_SWEEP_MAX_PER_RUN") or "1000",
+                                          int, 1, 1_000_000))

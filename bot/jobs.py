@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from .application import Application
 from .config import Settings
 from .errors import SLACK_FIX_HINTS
+from .format import plural
 from .core.models import ScanResult
 from .core.report import WeeklyReport
 from .render import blocks
@@ -300,3 +301,48 @@ class WatchJob:
 
     def _run(self, period: str) -> str:
         return self._notifier.post(self._watch.watch(self._scan_now()), period)
+
+
+def sweep_announcer(client, owner_ids: Callable[[tuple[str, ...]], list[str]]):
+    """The sweep's announcement to a repository's owners: a direct message each, with Keep these / Stop sweeping.
+    Returns the Slack users told (nobody when the owner tag names no one Slack knows)."""
+    def announce(found) -> list[str]:
+        told = []
+        for user_id in owner_ids(found.row.owners):
+            try:
+                client.chat_postMessage(channel=user_id, **blocks.sweep_announcement(found))
+                told.append(user_id)
+            except SlackApiError:
+                logger.exception("direct message to %s about the sweep of %s failed", user_id, found.row.arn)
+        return told
+    return announce
+
+
+class SweepJob:
+    """The daily sweep (ECR_COST_SWEEP_SCHEDULE), exactly once per period like the guard: announce new candidates
+    to the owners, delete those announced a grace period ago that are still candidates."""
+
+    def __init__(self, sweep, store: Store, settings: Settings, announce=None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self._sweep, self._announce = sweep, announce
+        self._once = OncePerPeriod("sweep", store, settings, "sweep_schedule", clock, heartbeat_seconds)
+
+    def current_period(self) -> str:
+        return self._once.current_period()
+
+    def run(self) -> str:
+        return self._once.run(self._run)
+
+    def _run(self, period: str) -> str:
+        run = self._sweep.run(announce=self._announce)
+        for found in run.repositories:
+            if found.announced and self._announce is None:
+                logger.warning("sweep of %s: %d image(s) announced, owners not told (no SLACK_BOT_TOKEN); deleted "
+                               "after %s", found.row.arn, len(found.announced), found.deletes_after)
+            for problem in found.problems:
+                logger.warning("sweep of %s: %s", found.row.arn, problem)
+        announced = sum(len(r.announced) for r in run.repositories)
+        deleted = sum(len(r.deleted) for r in run.repositories)
+        return (f"sweep {period}: {len(run.repositories)} opted-in repositories, {plural(announced, 'image')} announced, "
+                f"{deleted} deleted")

@@ -186,6 +186,15 @@ def m015_watch(db: Database) -> None:
     db["decisions"].add_column("tag_after", str)
 
 
+@migrations()
+def m016_sweep(db: Database) -> None:
+    # a sweep decision's images (digest, tags, manifest, times, size, outcome), recorded before they are deleted
+    db["decisions"].add_column("images", str)
+    # sweep candidates announced to their owners: deleted only once the grace period since then has passed
+    db["sweep_announcements"].create({"arn": str, "digest": str, "batch": str, "announced_at": str}, pk=("arn", "digest"))
+    db["sweep_announcements"].create_index(["batch"])
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -676,7 +685,7 @@ def _decision(row: dict) -> PolicyDecision:
         projected_monthly_savings_usd=row["projected_monthly_savings_usd"], backup_id=row["backup_id"],
         owners_checked=tuple(json.loads(row["owners_checked"] or "[]")), undoes=row["undoes"],
         repository_created_at=_parse(row["repository_created_at"]), reason=row["reason"], note=row["note"],
-        tag_before=row.get("tag_before"), tag_after=row.get("tag_after"))
+        tag_before=row.get("tag_before"), tag_after=row.get("tag_after"), images=row.get("images"))
 
 
 def _snapshot(row: dict) -> RepositoryCost:

@@ -19,6 +19,7 @@ from .registry import Registry
 from .runtimes import RuntimeCollector
 from .store import Store
 from .templates import TemplateService
+from .sweep import SweepService
 from .usage import InUseFinder
 from .watch import WatchService
 
@@ -35,6 +36,7 @@ class Components:
     watch: WatchService | None = None
     limits: LimitService | None = None
     templates: TemplateService | None = None
+    sweep: SweepService | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -63,9 +65,11 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
                               billing_sources=billing_sources(settings, session_factory or default_session_factory(
                                   region_name=settings.aws_region)))
     registry = Registry(collector)
+    sweep = application.sweep = SweepService(application.scan, collector, store, in_use, settings, clock)
     return Components(settings, store, collector, changes, application, runtimes, in_use,
                       watch=WatchService(application, store, settings, registry, clock),
-                      limits=LimitService(changes, store), templates=TemplateService(registry, store, settings, clock))
+                      limits=LimitService(changes, store), templates=TemplateService(registry, store, settings, clock),
+                      sweep=sweep)
 
 
 @contextmanager
@@ -131,4 +135,12 @@ def scheduled_jobs(built: Components, client, directory) -> list:
         ScheduledJob("weekly", "schedule", weekly),
         ScheduledJob("guard", "guard_schedule", build_guard_job(built, client, directory).run),
         ScheduledJob("watch", "watch_schedule", build_watch_job(built, client, directory).run),
+        ScheduledJob("sweep", "sweep_schedule", build_sweep_job(built, client, directory).run),
     ]
+
+
+def build_sweep_job(built: Components, client, directory, **options):
+    from .jobs import SweepJob, sweep_announcer
+
+    announce = sweep_announcer(client, directory.owner_ids) if built.settings.slack_bot_token else None
+    return SweepJob(built.sweep, built.store, built.settings, announce, **options)

@@ -9,7 +9,7 @@ from moto.server import ThreadedMotoServer
 
 from bot.config import load_settings
 from tests.awsproxy import AwsProxy
-from tests.helpers import report
+from tests.helpers import inuse, report
 from tests.helpers.aws import CUSTOM, free_port, load, repository, run_cli
 from tests.helpers.slack import ALICE, OWNER, serving
 from tests.slack_standin import SlackStandIn
@@ -98,3 +98,10 @@ def served(aws, slack, served_estate, capsys, tmp_path):
 def job_parts(tmp_path):
     """The weekly report job over a store of known rows: (make_job, the stand-in, the store, the application)."""
     yield from report.job_parts(tmp_path)
+
+
+@pytest.fixture
+def in_use_estate(aws, monkeypatch):
+    """The api repository, an ECS service whose tag moved (its task still runs the old digest), a Lambda function
+    on a release tag (tests/helpers/inuse.py)."""
+    return inuse.in_use_estate(monkeypatch)

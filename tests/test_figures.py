@@ -13,10 +13,15 @@ from bot.config import load_settings
 from bot.format import iso, json_usd, per_month, plural, size, slack_date, usd
 from bot.wiring import cli_actor, components
 from tests.helpers.aws import ACCOUNT, load, repository, run_cli
-from tests.test_in_use import estate  # noqa: F401 - the fixture: api, with images running in ECS and Lambda
 
 OWNER = "U0APIOWNR"
 ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/api"
+
+
+@pytest.fixture
+def estate(in_use_estate):
+    """The api repository running in ECS and Lambda (the in_use_estate fixture of tests/conftest.py)."""
+    return in_use_estate
 
 
 class ViewsClient:

@@ -12,45 +12,19 @@ from bot.config import load_settings
 from bot.core.inuse import PIN_PREFIX, pin_tag
 from bot.core.lifecycle import evaluate
 from bot.core.models import Image
-from bot.sample import SampleKubernetesApi, SampleRepository, blob, image
+from bot.sample import SampleKubernetesApi, blob, image
 from bot.wiring import components
 from tests.helpers.aws import ACCOUNT, BASE, ecr, load, run_cli
-from tests.runtimes_harness import (ecs_service, lambda_function, move_tag, pin_tasks_running, run_task,
-                                    stop_everything, uri)
+from tests.helpers.inuse import api_repository
+from tests.runtimes_harness import (ecs_service, lambda_function, stop_everything, uri)
 
 NOW = datetime.now(timezone.utc)
 
 
-def api_repository() -> SampleRepository:
-    """prod-1 (the digest ECS runs, soon untagged), prod-2 (where the tag moves), two untagged leftovers,
-    v1.0..v1.11 releases (v1.11 runs in Lambda), one image pulled 3 days ago."""
-    def img(name, tags, days, pulled=None):
-        return image(BASE + [blob(f"api-{name}", 5_000_000)], blob(f"api-cfg-{name}", 300), tags,
-                     pushed_days_ago=days, pulled_days_ago=pulled)
-
-    images = [img("prod-1", ("prod",), 40), img("prod-2", ("candidate",), 5), img("left-1", (), 30),
-              img("left-2", (), 20)]
-    images += [img(f"v{n}", (f"v1.{n}",), 60 - n, pulled=3 if n == 2 else None) for n in range(12)]
-    return SampleRepository("us-east-1", "api", images, tags={"owner": "U0APIOWNR"})
-
-
 @pytest.fixture
-def estate(aws, monkeypatch):
-    """The api repository, an ECS service deployed by tag whose tag then moved (its task still runs the old
-    digest), and a Lambda function on a release tag."""
-    monkeypatch.setenv("MOTO_LAMBDA_STUB_ECR", "false")
-    import os
-    os.environ["MOTO_LAMBDA_STUB_ECR"] = "false"  # read by moto's server, in this process
-    repo = api_repository()
-    load([repo])
-    digests = {tags[0] if (tags := i.tags) else i.digest: i.digest for i in repo.all_images()}
-    pin_tasks_running()
-    definition = ecs_service("prod", "api", uri("api", "prod"))
-    run_task("prod", definition, digests["prod"])
-    move_tag("api", "prod", digests["candidate"])  # CI pushed prod again: the task still runs the old digest
-    lambda_function("thumbnails", uri("api", "v1.11"))
-    return {"old": digests["prod"], "new": digests["candidate"], "lambda": digests["v1.11"],
-            "pulled": digests["v1.2"], "repo": repo}
+def estate(in_use_estate):
+    """The api repository running in ECS and Lambda (the in_use_estate fixture of tests/conftest.py)."""
+    return in_use_estate
 
 
 def in_use_json(capsys, *args) -> list[dict]:

@@ -18,7 +18,8 @@ from bot.core.lifecycle import evaluate
 from bot.core.models import Image
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
-from tests.helpers.aws import ACCOUNT, BASE, ecr, load
+from tests.helpers.aws import ACCOUNT, BASE, load
+from tests.helpers.simulation import _clients, client, describe, stop_everything_of
 from tests.runtimes_harness import REGION, ecs_service, move_tag, pin_tasks_running, run_task, uri
 
 DAYS = int(__import__("os").environ.get("SIM_DAYS", "90"))
@@ -61,21 +62,6 @@ class Simulation:
         if self.lambda_digest:
             used.add(self.lambda_digest)
         return used
-
-
-_clients: dict[str, object] = {}
-
-
-def client(service: str = "ecr"):
-    """One client per service for the whole run (making a boto3 client costs more than a call to moto)."""
-    if service not in _clients:
-        _clients[service] = ecr() if service == "ecr" else boto3.client(service, region_name=REGION)
-    return _clients[service]
-
-
-def describe() -> list[dict]:
-    return [d for page in client().get_paginator("describe_images").paginate(repositoryName="svc")
-            for d in page["imageDetails"]]
 
 
 def lifecycle_run(now: datetime) -> tuple[set[str], set[str]]:
@@ -169,10 +155,3 @@ def test_ninety_days_never_expire_a_running_image(aws, monkeypatch, tmp_path):
         built.close()
 
 
-def stop_everything_of(sim: Simulation, service: str) -> None:
-    """Stops the running tasks of ``service`` (a deployment replaces them)."""
-    ecs = client("ecs")
-    arns = ecs.list_tasks(cluster="prod", desiredStatus="RUNNING")["taskArns"]
-    for task in ecs.describe_tasks(cluster="prod", tasks=arns).get("tasks", []) if arns else []:
-        if task["taskDefinitionArn"].split("/")[-1].startswith(f"prod-{service}:"):
-            ecs.stop_task(cluster="prod", task=task["taskArn"])

@@ -23,8 +23,8 @@ from bot.render import blocks
 from bot.sample import MB, blob, image
 from tests.helpers.aws import ACCOUNT, CUSTOM, NOW, current_policy, ecr, load, run_cli
 from tests.helpers.slack import ADMIN, ALICE, OWNER, STRANGER, click, decisions, responses_to
-from tests.helpers.decisions import SHOP, decisions_estate, interact, opened_view, submission, tags_of
-from tests.slack_standin import SlackStandIn
+from tests.helpers.decisions import (SHOP, decisions_estate, interact, opened_view, submission, tags_of,
+                                    tuning_state, view_text)
 
 BASE_POLICY = json.loads(shipped_base_policy_text())
 ATTIC = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/attic"
@@ -100,18 +100,6 @@ def test_an_exemption_comes_from_the_tag_or_the_latest_decline_until_lifted_or_a
 def served_estate():
     """`served` (tests/conftest.py) serves this module's estate."""
     return decisions_estate()
-
-
-def tuning_state(**changes: str | None) -> dict:
-    values = {k: None if v is None else str(v) for k, v in Tuning().as_dict().items()} | changes
-    return {name: {blocks.TUNE_PREFIX + name: {"type": "plain_text_input" if name == "prefix" else "number_input",
-                                               "value": value}} for name, value in values.items()}
-
-
-def view_text(slack: SlackStandIn, view_id: str, containing: str) -> str:
-    """Waits until the view shows ``containing``; its text."""
-    return slack.wait_for(lambda calls, _: containing in (text := json.dumps(slack.views.get(view_id, {})))
-                          and text)
 
 
 def test_adjust_previews_each_change_and_adopts_exactly_the_tuned_policy_with_its_undo(served, slack, settings,

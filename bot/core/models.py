@@ -131,7 +131,8 @@ class PolicyDecision:
     account_id: str
     region: str
     arn: str
-    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected
+    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected | sweep |
+    # sweep_enabled | sweep_disabled | sweep_kept
     action: str
     user_id: str
     source: str  # slack | cli
@@ -147,6 +148,7 @@ class PolicyDecision:
     note: str | None = None  # the person's own words (a decline), or what was done (a claim, a deletion)
     tag_before: str | None = None  # a limit set: the ecr-cost-limit-usd tag's value before (None: no tag)
     tag_after: str | None = None
+    images: str | None = None  # a sweep: JSON list of the images deleted (digest, tags, manifest, times, size)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,16 @@ class Growth:
 
 
 @dataclass(frozen=True)
+class Swept:
+    """What the sweep deleted in a repository this week (images nobody pulled for N days)."""
+
+    label: str
+    images: int
+    freed_bytes: int
+    monthly_usd: float
+
+
+@dataclass(frozen=True)
 class WeeklyReport:
     period_start: datetime
     generated_at: datetime
@@ -81,6 +91,7 @@ class WeeklyReport:
     billing: BillingSummary | None = None  # the bill beside the estimate (None: not asked)
     base_policy_savings: list[tuple[str, PolicySavings]] = field(default_factory=list)  # (label, what adopting does)
     over_limit: list[tuple[str, RepositoryCost, float]] = field(default_factory=list)  # (label, row, limit USD)
+    swept: list[Swept] = field(default_factory=list)  # most saved first
 
     @property
     def change_usd(self) -> float | None:
@@ -94,11 +105,13 @@ class WeeklyReport:
 def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Sequence[PolicyDecision],
                  cost_at_adoption: Mapping[int, float], base_savings: Mapping[str, PolicySavings], base_policy: dict,
                  trend: Sequence[tuple[datetime, float]], period_start: datetime,
-                 growth: Mapping[str, int] | None = None, billing: BillingSummary | None = None) -> WeeklyReport:
+                 growth: Mapping[str, int] | None = None, billing: BillingSummary | None = None,
+                 swept: Mapping[str, tuple[str, int, int, float]] | None = None) -> WeeklyReport:
     """``cost_at_adoption``: decision id -> the repository's monthly cost in the last scan before it;
     ``base_savings``: ARN -> what adopting the base policy does there (repositories without a policy: its
     protected form, in-use images kept);
-    ``growth``: ARN -> bytes of new layers per week."""
+    ``growth``: ARN -> bytes of new layers per week; ``swept``: ARN -> (name, images, bytes, USD/month) the sweep
+    deleted this week."""
     ranked = scan.repositories
     labels = display_names(ranked)
     before = {r.arn: r for r in previous.repositories} if previous else {}
@@ -136,7 +149,10 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month),
         billing=billing,
         over_limit=sorted(((labels[r.arn], r, found.limit_usd) for r in ranked if (found := over_limit(r)[0])),
-                          key=lambda x: (-(x[1].monthly_cost_usd - x[2]), x[0])))
+                          key=lambda x: (-(x[1].monthly_cost_usd - x[2]), x[0])),
+        swept=sorted((Swept(labels.get(arn, name), n, freed, usd)
+                      for arn, (name, n, freed, usd) in (swept or {}).items() if n),
+                     key=lambda s: (-s.monthly_usd, s.label)))
 
 
 def billed_per_month(effect) -> float | None:

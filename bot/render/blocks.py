@@ -42,6 +42,9 @@ MAX_MODAL_TITLE, MAX_PRIVATE_METADATA, MAX_NOTE, MAX_PLACEHOLDER = 24, 3000, 500
 WHY_BIG = "why_so_big"  # anyone may look: the size analysis of a repository
 SET_LIMIT = "set_limit"  # opens the limit modal (bot/slack/watch.py listens; not in ACTION_IDS)
 ACTION_IDS += (WHY_BIG,)
+SWEEP_KEEP, SWEEP_STOP = "sweep_keep", "sweep_stop"  # the sweep's announcement: pin the images / remove the opt-in
+ACTION_IDS += (SWEEP_KEEP, SWEEP_STOP)
+SWEEP_DAYS = "sweep_days"  # the Adjust modal's optional "Also delete images nobody has pulled for N days"
 
 
 def escape(text: str) -> str:
@@ -187,7 +190,9 @@ def decision_line(decision: PolicyDecision) -> str:
     verbs = {"adopted": "Base policy adopted", "tuned": "Tuned policy adopted", "rolled_back": "Rolled back",
              "declined": "Declined", "snoozed": "Snoozed for 30 days", "exemption_lifted": "Exemption lifted",
              "deleted": "Deleted", "claimed": "Ownership claim approved",
-             "claim_rejected": "Ownership claim rejected"}
+             "claim_rejected": "Ownership claim rejected", "sweep": "Unpulled images swept",
+             "sweep_enabled": "Sweep of unpulled images turned on", "sweep_disabled": "Sweep turned off",
+             "sweep_kept": "Announced images kept"}
     reason = f" ({escape(EXEMPTION_REASONS.get(decision.reason, decision.reason))})" if decision.reason else ""
     return (f"{verbs.get(decision.action, decision.action)}{reason} by {mention(decision.user_id)} "
             f"{date_text(decision.at)}")
@@ -491,8 +496,45 @@ def adjust_modal(repository: str, arn: str, values: dict[str, str | None], previ
                      MAX_DAYS, optional=True, hint="Replaces the untagged count: ECR allows one rule for untagged "
                                                     "images."),
         {"type": "section", "block_id": "preview", "text": {"type": "mrkdwn", "text": clip(preview_text, MAX_SECTION)}},
+        *sweep_inputs(values.get(SWEEP_DAYS), values.get("archive_note")),
     ]
     return modal(ADJUST_VIEW, "Adjust the policy", blocks, arn, submit="Adopt")
+
+
+def sweep_inputs(days: str | None, archive_note: str | None) -> list[dict]:
+    """The Adjust modal's sweep opt-in (not a lifecycle rule: ECR refuses to expire by last pull) and the archive
+    economics of the estate."""
+    element = {"type": "number_input", "action_id": SWEEP_DAYS, "is_decimal_allowed": False, "min_value": "1",
+               "max_value": "3650", **({"initial_value": days} if days else {})}
+    found = [{"type": "input", "block_id": SWEEP_DAYS, "optional": True, "element": element,
+              "label": plain("Also delete images nobody has pulled for N days", 2000),
+              "hint": plain("The bot's sweep: the owners are told a week ahead; images in use, pinned, or the newest "
+                            "are never deleted. Empty: no change.", 2000)}]
+    if archive_note:
+        found.append(context(escape(archive_note)))
+    return found
+
+
+def sweep_announcement(found) -> dict:
+    """The sweep's direct message to an owner: what will be deleted and when, Keep these / Stop sweeping."""
+    row = found.row
+    when = date_text(found.deletes_after)
+    text = (f":broom: *{plural(len(found.announced), 'image')}* of *{escape(row.repository)}* ({escape(row.account_id)} "
+            f"{escape(row.region)}) nobody has pulled for {found.unpulled_days} days will be deleted after {when}: "
+            f"{size(found.announced_bytes)}, *{per_month(found.announced_usd)}*. Images in use, pinned, or the "
+            f"newest are never deleted; each one is checked again just before. Every deleted image's digest, tags "
+            f"and manifest are kept in the decision log.")
+    lines = [f"`{d[7:19]}`" for d in found.announced[:20]]
+    if len(found.announced) > 20:
+        lines.append(f"… and {len(found.announced) - 20} more (`ecr-cost-bot sweep --dry-run`)")
+    return {"text": clip(f"{escape(row.repository)}: {plural(len(found.announced), 'unpulled image')} to be deleted",
+                         MAX_SECTION),
+            "blocks": [section(text), *sections([", ".join(lines)]),
+                       {"type": "actions", "block_id": f"sweep:{found.batch}", "elements": [
+                           button("Keep these", SWEEP_KEEP, found.batch or "", "primary"),
+                           button("Stop sweeping", SWEEP_STOP, row.arn, confirm=confirm_dialog(
+                               "Stop sweeping?", f"Removes the {row.repository} opt-in tag: nothing more is "
+                               f"announced or deleted there.", "Stop sweeping"))]}][:MAX_BLOCKS]}
 
 
 def decline_modal(repository: str, arn: str) -> dict:

@@ -96,6 +96,8 @@ def report_message(report: WeeklyReport) -> dict:
                                    f"{', '.join(lines)}{more}. Owners: press *I own this* in `/ecr-cost NAME`."))
     if report.growth:
         body.append(blocks.section(growth_line(report, blocks.escape)))
+    if report.swept:
+        body.append(blocks.section(blocks.clip(swept_line(report, blocks.escape), blocks.MAX_SECTION)))
     if report.realised:
         lines = [f"• {realised_text(r, blocks.escape, bold='*')}, adopted by {blocks.mention(r.adopted_by)}"
                  for r in report.realised[:20]]
@@ -166,6 +168,8 @@ def report_text(report: WeeklyReport) -> str:
                      + (f" and {len(report.unowned) - 30} more" if len(report.unowned) > 30 else ""))
     if report.growth:
         lines.append(growth_line(report, str).replace("*", ""))
+    if report.swept:
+        lines.append(swept_line(report, str))
     if report.realised:
         lines.append(f"saved by policies adopted through the bot: estimated {per_month(report.realised_total_usd)}"
                      f"{billed_total(report)}")
@@ -229,7 +233,20 @@ def report_json(report: WeeklyReport) -> dict:
         "growth": [{"repository": g.label, "new_bytes_per_week": g.new_bytes_per_week,
                     "monthly_usd_added_per_week": round(g.monthly_usd_added_per_week, 4)} for g in report.growth],
         "billing": billing_json(report.billing),
+        "swept": [{"repository": w.label, "images": w.images, "bytes": w.freed_bytes,
+                   "monthly_usd": round(w.monthly_usd, 4)} for w in report.swept],
     }
+
+
+def swept_line(report: WeeklyReport, escape) -> str:
+    """Swept this week (images nobody pulled for N days, deleted by the bot's sweep), per repository and in total."""
+    total = (sum(w.images for w in report.swept), sum(w.freed_bytes for w in report.swept),
+             sum(w.monthly_usd for w in report.swept))
+    each = "; ".join(f"{escape(w.label)} {plural(w.images, 'image')}, {size(w.freed_bytes)}, "
+                     f"{per_month(w.monthly_usd)}" for w in report.swept[:15])
+    more = f"; and {len(report.swept) - 15} more" if len(report.swept) > 15 else ""
+    return (f"swept this week: {plural(total[0], 'image')}, {size(total[1])}, "
+            f"{per_month(total[2])} ({each}{more})")
 
 
 def growth_line(report: WeeklyReport, escape) -> str:

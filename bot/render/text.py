@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 from collections.abc import Mapping, Sequence
 
@@ -360,7 +361,34 @@ def decision_json(decision: PolicyDecision) -> dict:
             "projected_monthly_savings_usd": None if decision.projected_monthly_savings_usd is None
             else round(decision.projected_monthly_savings_usd, 4),
             "owners_checked": list(decision.owners_checked), "undoes": decision.undoes, "reason": decision.reason,
-            "note": decision.note}
+            "note": decision.note, **({"images": json.loads(decision.images)} if decision.images else {})}
+
+
+def sweep_table(run, told: bool) -> str:
+    """`sweep`: per opted-in repository, what was announced (and until when), deleted, kept in use, and why not."""
+    if not run.repositories:
+        return "no repository opts in to the sweep (tag ecr-cost-expire-unpulled-days = N, or `ecr-cost-bot sweep " \
+               "enable NAME --days N`)"
+    verb = ("would announce", "would delete") if run.dry_run else ("announced", "deleted")
+    lines = []
+    for found in run.repositories:
+        row = found.row
+        lines.append(f"{row.repository} ({row.account_id} {row.region}), unpulled {found.unpulled_days} days: "
+                     f"{verb[0]} {plural(len(found.announced), 'image')}"
+                     + (f" ({size(found.announced_bytes)}, {per_month(found.announced_usd)}; deleted after "
+                        f"{iso(found.deletes_after)})" if found.announced else "")
+                     + f", {verb[1]} {len(found.deleted)}"
+                     + (f" ({size(found.deleted_bytes)}, {per_month(found.deleted_usd)}, decision "
+                        f"#{found.decision_id})" if found.decision_id else "")
+                     + f", {len(found.kept_in_use)} kept in use")
+        if found.announced and not run.dry_run:
+            lines.append(f"  owners told: {', '.join(found.told) or 'nobody (no owner Slack knows)'}" if told else
+                         "  owners NOT told (no SLACK_BOT_TOKEN): the announcement is recorded; images: "
+                         + ", ".join(found.announced))
+        lines += [f"  problem: {p}" for p in found.problems]
+    if run.dry_run:
+        lines.append("dry run: nothing was announced, recorded or deleted")
+    return "\n".join(lines)
 
 
 def decisions_table(decisions: Sequence[PolicyDecision]) -> str:

@@ -12,7 +12,8 @@ from ..core.models import RepositoryCost
 from ..core.size import human
 from ..core.watch import WatchResult
 from . import blocks
-from .text import gib, iso, limit_text, problem_json, text_table, usd
+from ..format import per_month, size
+from .text import iso, limit_text, problem_json, text_table, usd
 
 MAX_FINDINGS_PER_MESSAGE = 15  # two blocks each, within Slack's 50
 SET_LIMIT = blocks.SET_LIMIT
@@ -65,12 +66,12 @@ def finding_line(kind: str, finding, mrkdwn: bool = False) -> str:
     row = finding.row
     name = f"*{blocks.escape(row.repository)}*" if mrkdwn else row.repository
     if kind == "over_limit":
-        return f"{name} costs {usd(row.monthly_cost_usd)} of {usd(finding.limit_usd)}/month: over its limit"
+        return f"{name} costs {usd(row.monthly_cost_usd)} of {per_month(finding.limit_usd)}: over its limit"
     if kind == "growth":
         layers = "; ".join(f"{_size(layer.bytes)}" + (f" ({layer.created_by})" if layer.created_by else "")
                            for layer in finding.top_layers[:3])
         text = (f"{name} grew from {_size(finding.bytes_before)} to {_size(row.stored_bytes)} "
-                f"({usd(finding.monthly_cost_usd_before)} to {usd(row.monthly_cost_usd)}/month): "
+                f"({usd(finding.monthly_cost_usd_before)} to {per_month(row.monthly_cost_usd)}): "
                 f"{finding.pushes} {'push' if finding.pushes == 1 else 'pushes'}, {_size(finding.new_bytes)} new")
         return text + (f"; largest new layers: {blocks.escape(layers) if mrkdwn else layers}" if layers else "")
     if kind == "new_without_policy":
@@ -78,10 +79,10 @@ def finding_line(kind: str, finding, mrkdwn: bool = False) -> str:
         who = blocks.escape(who) if mrkdwn else who
         created = blocks.date_text(row.created_at) if mrkdwn else iso(row.created_at)
         return (f"{name} is new (created {created} by {who}) and has no lifecycle policy: "
-                f"{usd(row.monthly_cost_usd)}/month so far")
+                f"{per_month(row.monthly_cost_usd)} so far")
     return (f"{name} has a lifecycle policy that expires nothing while {finding.stale_images} "
             f"{'image' if finding.stale_images == 1 else 'images'} nobody pulled or pushed in 90 days hold "
-            f"{_size(finding.stale_bytes)}: {usd(finding.stale_monthly_usd)}/month")
+            f"{_size(finding.stale_bytes)}: {per_month(finding.stale_monthly_usd)}")
 
 
 def watch_text(result: WatchResult) -> str:
@@ -96,9 +97,9 @@ def watch_text(result: WatchResult) -> str:
         lines.append(f"\n{title}: {len(items)}")
         if kind == "growth" and items:
             lines += ["  " + line for line in text_table(
-                ["repository", "region", "GB before", "GB after", "USD/month", "pushes", "new GB"],
-                [[g.row.repository, g.row.region, gib(g.bytes_before), gib(g.row.stored_bytes),
-                  usd(g.row.monthly_cost_usd), str(g.pushes), gib(g.new_bytes)] for g in items], right={2, 3, 4, 5, 6})]
+                ["repository", "region", "before", "after", "USD/month", "pushes", "new"],
+                [[g.row.repository, g.row.region, size(g.bytes_before), size(g.row.stored_bytes),
+                  usd(g.row.monthly_cost_usd), str(g.pushes), size(g.new_bytes)] for g in items], right={2, 3, 4, 5, 6})]
             for g in items:
                 lines += [f"    {g.row.repository}: new layer {layer.digest[7:19]} {_size(layer.bytes)}"
                           + (f" ({layer.created_by})" if layer.created_by else "") for layer in g.top_layers]
@@ -149,7 +150,7 @@ def owner_message(items: Sequence[tuple[str, object]], more: int = 0, unowned: b
 def channel_summary(result: WatchResult, limit: int = 20) -> dict:
     over = result.over_limit
     lines = [f"• *{blocks.escape(o.row.repository)}* ({blocks.escape(o.row.account_id)} {blocks.escape(o.row.region)})"
-             f" {usd(o.row.monthly_cost_usd)} of {usd(o.limit_usd)}/month" for o in over[:limit]]
+             f" {usd(o.row.monthly_cost_usd)} of {per_month(o.limit_usd)}" for o in over[:limit]]
     if len(over) > limit:
         lines.append(f"… and {len(over) - limit} more: `ecr-cost-bot watch`")
     out = [blocks.section(f":rotating_light: *{len(over)} {'repository is' if len(over) == 1 else 'repositories are'} "
@@ -168,7 +169,7 @@ def limit_modal(row: RepositoryCost, arn: str) -> dict:
         element["initial_value"] = value[:20]
     body = [
         blocks.section(f"A monthly limit for *{blocks.escape(row.repository)}* ({blocks.escape(row.account_id)} "
-                       f"{blocks.escape(row.region)}), now *{usd(row.monthly_cost_usd)}/month*"
+                       f"{blocks.escape(row.region)}), now *{per_month(row.monthly_cost_usd)}*"
                        + (f" ({blocks.escape(current)})" if current else "") + ". The daily watch tells the owners "
                        "when it is exceeded. It is stored as the repository tag `ecr-cost-limit-usd`; the change is "
                        "recorded and can be undone."),

@@ -15,7 +15,7 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
 from ..adoption import HandEdited, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
-from ..application import Application
+from ..application import Application, ref_of
 from ..render import blocks
 from .directory import SlackDirectory
 from .home import home_view
@@ -75,6 +75,8 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
         if not application.first_delivery(click_id):
             return Outcome()
         return decide_claim(application, directory, value, user_id, approve=action_id == blocks.APPROVE_CLAIM)
+    if action_id in (blocks.SWEEP_KEEP, blocks.SWEEP_STOP):
+        return sweep_click(application, directory, action_id, value, user_id, click_id)
     arn, _, seen_edit = value.partition(" ")  # Roll back anyway also names the hand edit the person saw
     found = application.find_by_arn(arn)
     if found is None:
@@ -98,6 +100,7 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     # the forms open for anyone; who may act is decided when one is submitted, from the live owner tag
     if action_id == blocks.ADJUST:
         values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
+        values["archive_note"] = application.sweep.archive_note(scan) if application.sweep else None
         return Outcome(modal=blocks.adjust_modal(row.repository, row.arn, values, "_Computing the preview…_"),
                        preview_after_open=True)
     if action_id == blocks.DECLINE:
@@ -139,6 +142,43 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     view = application.view_after_change(arn)
     note = None if change.note is None else blocks.escape(change.note)
     return Outcome(replace=None if view is None else blocks.repository_detail(view), ephemeral=note)
+
+
+def sweep_click(application: Application, directory: SlackDirectory, action_id: str, value: str, user_id: str,
+                click_id: str) -> Outcome:
+    """The sweep announcement's buttons: Keep these (pins the announced images) and Stop sweeping (removes the
+    opt-in). Owners and admins only, decided from the owner tag as AWS has it now."""
+    if not application.first_delivery(click_id):
+        return Outcome()
+    def ref(arn: str):
+        found = application.find_by_arn(arn)
+        return None if found is None else ref_of(found[1])
+
+    actor = directory.actor(user_id)
+    try:
+        if action_id == blocks.SWEEP_KEEP:
+            change = application.sweep.keep(value, actor, ref)
+        else:
+            target = ref(value)
+            if target is None:
+                return Outcome(ephemeral="That repository is no longer in the latest scan; nothing was changed.")
+            change = application.sweep.disable(target, actor)
+    except NotAnOwner as exc:
+        return Outcome(ephemeral=blocks.refusal(exc.ref.name, exc.owners))
+    except PolicyOperationError as exc:
+        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+    decision = change.decision
+    if decision is None:
+        return Outcome(ephemeral=blocks.escape(change.note or "Nothing was changed."))
+    name = blocks.escape(decision.repository)
+    if action_id == blocks.SWEEP_KEEP:
+        text = (f":pushpin: {blocks.mention(user_id)} kept the announced images of *{name}*: they carry the bot's "
+                f"pin tag now and the sweep never deletes them.")
+    else:
+        text = (f":octagonal_sign: {blocks.mention(user_id)} stopped the sweep of *{name}*: nothing more is announced "
+                f"or deleted there. The Adjust dialog or `ecr-cost-bot sweep enable {name} --days N` turns it on "
+                f"again.")
+    return Outcome(replace=blocks.plain_message(text))
 
 
 def claim(application: Application, directory: SlackDirectory, row, user_id: str) -> Outcome:

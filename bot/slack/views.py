@@ -17,10 +17,11 @@ from slack_sdk.errors import SlackApiError
 
 from ..adoption import (Actor, Change, Deletion, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner,
                         PolicyOperationError, compact)
-from ..application import Application
+from ..application import Application, ref_of
 from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
+from ..core.sweep import parse_days
 from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
 from ..render import blocks
 from ..format import per_month, plural, size
@@ -74,6 +75,13 @@ def tuning_problems(values: dict[str, str | None]):
     return tuning, {}
 
 
+def sweep_values(application: Application, view: dict) -> dict[str, str | None]:
+    """The sweep input as the form holds it, and the estate's archive economics (kept across refreshes)."""
+    return {blocks.SWEEP_DAYS: state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS),
+            "archive_note": application.sweep.archive_note(application.store.latest_scan()) if application.sweep
+            else None}
+
+
 def refresh_adjust(application: Application, client, view: dict) -> None:
     """Recomputes the Adjust form's preview from what the form holds now (``views.update`` with the view's hash,
     so an older refresh never overwrites a newer one)."""
@@ -83,6 +91,7 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
     values = tuning_values(view)
     if all(v is None for v in values.values()):  # just opened: its initial values
         values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
+    values |= sweep_values(application, view)
     tuning, problems = tuning_problems(values)
     if tuning is None:
         text = "*Preview* fix the form first: " + "; ".join(blocks.escape(p) for p in problems.values())
@@ -168,18 +177,42 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
     @app.view(blocks.ADJUST_VIEW)
     def on_adjust(ack, body, view, client):
         tuning, problems = tuning_problems(tuning_values(view))
-        if problems:
-            ack(response_action="errors", errors=problems)
+        sweep_days = state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS)
+        days, sweep_problem = parse_days(sweep_days) if sweep_days else (None, None)
+        if problems or sweep_problem:
+            ack(response_action="errors", errors={**problems, **({blocks.SWEEP_DAYS: sweep_problem}
+                                                                 if sweep_problem else {})})
             return
         def done(row: RepositoryCost, change: Change) -> str:
             note = f"\n{blocks.escape(change.note)}" if change.note else ""
             return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
                     f"({blocks.escape(describe_tuning(tuning))}), projected to save "
                     f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
-                    f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}")
+                    f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}"
+                    + swept_text(row))
 
-        submit(ack, body, view, client, "Adjust the policy",
-               lambda row, actor: application.adopt_tuned(row, actor, tuning), done)
+        sweep_notes: list[str] = []
+
+        def swept_text(row: RepositoryCost) -> str:
+            return "".join(f"\n{n}" for n in sweep_notes)
+
+        def adopt(row: RepositoryCost, actor: Actor) -> Change:
+            change = application.adopt_tuned(row, actor, tuning)
+            if days is not None:  # after the policy: a refused adoption opts nothing in
+                try:
+                    swept = application.sweep.enable(ref_of(row), days, actor)
+                except PolicyOperationError as exc:
+                    sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(str(exc))}")
+                else:
+                    sweep_notes.append(blocks.escape(swept.note) if swept.decision is None else
+                                       f":broom: Images nobody has pulled for {days} days will be deleted, each "
+                                       f"announced to the owners {application.settings.sweep_grace_hours:g} hours "
+                                       f"ahead (*Stop sweeping* in that message, or `ecr-cost-bot sweep disable`).")
+            if change.decision is None and sweep_notes:  # the same rules already: the opt-in is the news
+                return Change(None, "\n".join([change.note or "The policy was not changed.", *sweep_notes]))
+            return change
+
+        submit(ack, body, view, client, "Adjust the policy", adopt, done)
 
     @app.view(blocks.DECLINE_VIEW)
     def on_decline(ack, body, view, client):

@@ -15,7 +15,7 @@ from ..application import Application
 from ..limits import LimitService, read_amount
 from ..render import blocks
 from ..render import watch as render
-from ..render.text import usd
+from ..format import per_month
 from ..templates import TemplateService
 from .directory import SlackDirectory
 from .views import outcome_text, repository_of, state_value
@@ -28,8 +28,8 @@ def limit_outcome(row, change: Change) -> str:
     after = change.decision.tag_after
     if after is None:
         return f":white_check_mark: *{blocks.escape(row.repository)}* has no monthly limit any more."
-    return (f":white_check_mark: *{blocks.escape(row.repository)}* now has a limit of *{usd(float(after))}/month* "
-            f"(it costs {usd(row.monthly_cost_usd)}/month): tag `ecr-cost-limit-usd`, recorded; *Undo* restores "
+    return (f":white_check_mark: *{blocks.escape(row.repository)}* now has a limit of *{per_month(float(after))}* "
+            f"(it costs {per_month(row.monthly_cost_usd)}): tag `ecr-cost-limit-usd`, recorded; *Undo* restores "
             f"the previous one.")
 
 

@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlencode
 
+from bot.core.tuning import Tuning
+from bot.render import blocks
 from bot.sample import MB, SampleRepository, blob, image, index
 from tests.helpers.aws import ACCOUNT, BASE, CUSTOM, ecr, repository
 from tests.helpers.slack import OWNER, SECRET
@@ -63,3 +65,15 @@ def submission(view: dict, values: dict, user: str, **view_overrides) -> dict:
 def tags_of(name: str) -> dict:
     arn = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{name}"
     return {t["Key"]: t["Value"] for t in ecr().list_tags_for_resource(resourceArn=arn)["tags"]}
+
+
+def tuning_state(**changes: str | None) -> dict:
+    values = {k: None if v is None else str(v) for k, v in Tuning().as_dict().items()} | changes
+    return {name: {blocks.TUNE_PREFIX + name: {"type": "plain_text_input" if name == "prefix" else "number_input",
+                                               "value": value}} for name, value in values.items()}
+
+
+def view_text(slack: SlackStandIn, view_id: str, containing: str) -> str:
+    """Waits until the view shows ``containing``; its text."""
+    return slack.wait_for(lambda calls, _: containing in (text := json.dumps(slack.views.get(view_id, {})))
+                          and text)
