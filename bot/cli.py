@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .adoption import HandEdited, InUsePartial, PolicyOperationError
+from .adoption import HandEdited, HarmsInUse, InUsePartial, PolicyOperationError
 from .application import Application, EstateUnreadable, ScanBusy
 from .config import ConfigError, Settings, load_settings
 from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
@@ -232,7 +232,7 @@ def cmd_policy_apply(args, settings: Settings) -> int:
     with _components(settings) as built:
         _, row = resolve(built.application, args.repo)
         change = built.application.adopt(row, cli_actor(getpass.getuser()), text,
-                                         despite_partial=args.accept_partial_in_use)
+                                         despite_partial=args.accept_partial_in_use, despite_in_use=args.force)
     decision = change.decision
     if decision is None:
         print(change.note)
@@ -253,7 +253,8 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
     with _components(settings) as built:
         _, row = resolve(built.application, args.repo)
         try:
-            change = built.application.rollback(row, cli_actor(getpass.getuser()), force=args.force)
+            change = built.application.rollback(row, cli_actor(getpass.getuser()), force=args.force,
+                                                despite_in_use=args.force)
         except HandEdited as exc:
             print(f"ecr-cost-bot: {exc}", file=sys.stderr)
             print("--- in AWS now ---", file=sys.stderr)
@@ -270,6 +271,8 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
         else "restored the previous policy exactly"
     print(f"rolled back {decision.repository} ({decision.account_id} {decision.region}): {restored} "
           f"(decision #{decision.id}, undoing #{decision.undoes})")
+    if change.note:
+        print(change.note)
     return 0
 
 
@@ -393,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--accept-partial-in-use", action="store_true",
                        help="adopt even when some runtime (ECS, Lambda, Kubernetes) could not be read: images "
                             "running there are not protected")
+    apply.add_argument("--force", action="store_true",
+                       help="put the policy even though it would expire or archive images in use (named first)")
     apply.set_defaults(handler=cmd_policy_apply)
 
     rollback = actions.add_parser("rollback", help="undo the latest adoption not yet undone: restore the policy it "
@@ -400,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("repo", metavar="REPO")
     rollback.add_argument("--yes", action="store_true", help="confirm the change")
     rollback.add_argument("--force", action="store_true",
-                          help="roll back even over a policy edited by hand since the bot set it (backed up first)")
+                          help="roll back even over a policy edited by hand since the bot set it (backed up "
+                               "first), or when the restored policy would expire images in use (it names them)")
     rollback.set_defaults(handler=cmd_policy_rollback)
 
     decisions = commands.add_parser("decisions", help="the decision log: adoptions, rollbacks, declines, snoozes")
@@ -463,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         if isinstance(exc, InUsePartial):
             print("  add --accept-partial-in-use to adopt anyway (images running there are not protected)",
+                  file=sys.stderr)
+        if isinstance(exc, HarmsInUse):
+            print("  add --force to put it anyway: these running images would be expired or archived",
                   file=sys.stderr)
         return 1
     except sqlite3.Error as exc:

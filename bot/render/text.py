@@ -260,6 +260,7 @@ def guard_item_json(item, with_rule: bool = True) -> dict:
            "image_digest": item.digest}
     if with_rule:
         doc["rule_priority"] = item.rule_priority
+        doc["action"] = item.action or "expire"
     doc["used_by"] = [usage_json(u) for u in item.used_by]
     return doc
 
