@@ -313,26 +313,36 @@ class PolicyChanges:
         raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
 
     def refresh_protection(self, ref: RepositoryRef, images: list[Image], used: dict[str, list[Usage]],
-                           policy: dict, manifests: dict[str, Manifest], release: bool = True) -> PinPlan:
+                           policy: dict, manifests: dict[str, Manifest],
+                           release: bool = True) -> tuple[PinPlan, list[str]]:
         """The guard's pass over a policy the bot adopted: pins new in-use images, and (``release``) releases
         pins of images no longer used that the policy would expire anyway. No policy changes: no backup, no
-        decision."""
+        decision. Returns the plan carried out (only the releases AWS did) and the releases that failed."""
         with self._claimed(ref):
             plan = plan_pins(images, used, policy, self._clock(), manifests)
             if not release:
                 plan = PinPlan(plan.pin, (), plan.keep_pinned + plan.release)
-            self._apply_pins(ref, plan, release=release)
-            return plan
+            failed = self._apply_pins(ref, plan, release=release)
+            done = tuple(d for d in plan.release if d not in failed)
+            return PinPlan(plan.pin, done, plan.keep_pinned + tuple(failed)), list(failed.values())
 
-    def _apply_pins(self, ref: RepositoryRef, plan: PinPlan, release: bool) -> None:
+    def _apply_pins(self, ref: RepositoryRef, plan: PinPlan, release: bool) -> dict[str, str]:
+        """Pins (a failure raises: the policy must not be put) and releases; returns the releases that failed,
+        digest -> why (the pin stays: the image is kept)."""
         try:
             for digest in plan.pin:
                 self._collector.add_tag(ref, digest, pin_tag(digest))
-            for digest in plan.release if release else ():
-                self._collector.remove_tag(ref, pin_tag(digest))
         except (ClientError, BotoCoreError, LookupError) as exc:
             raise PolicyOperationError(f"cannot pin the in-use images of {ref.name} ({describe_error(exc)}); "
                                        f"its policy was not changed") from None
+        failed: dict[str, str] = {}
+        for digest in plan.release if release else ():
+            try:
+                self._collector.remove_tag(ref, pin_tag(digest))
+            except (ClientError, BotoCoreError, LookupError) as exc:
+                failed[digest] = (f"{ref.name}: the pin of {digest[:19]} could not be released "
+                                  f"({describe_error(exc)}); it stays pinned")
+        return failed
 
     def rollback(self, ref: RepositoryRef, actor: Actor, force: bool = False, over: str | None = None,
                  despite_in_use: bool = False) -> Change:

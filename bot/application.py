@@ -447,14 +447,21 @@ class Application:
             manifests = reachable_manifests((i.digest for i in images), self.store.get_manifests)
             last = self.changes.last_put(row.arn)
             if has_pin_rule(policy) and last is not None and same_document(last.policy_after, row.lifecycle_policy):
-                try:  # a partial check releases nothing: an image running where we cannot see may need its pin
-                    plan = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests,
-                                                           release=not found.partial)
+                # a partial check releases nothing: an image running where we cannot see may need its pin (an
+                # account that may pull this repository whose runtimes cannot be read is such a place)
+                blind = [] if found.partial else self.in_use.pull_problems(ref_of(row))
+                if blind:
+                    result.partial = True
+                    result.errors += [f"{row.repository}: {p.message}" for p in blind]
+                try:
+                    plan, failed = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests,
+                                                                   release=not (found.partial or blind))
                 except PolicyOperationError as exc:
                     result.errors.append(str(exc))
                 else:
                     images = after_plan(images, plan)
                     result.released += [GuardItem(row, d, ()) for d in plan.release]
+                    result.errors += failed
             decisions = evaluate(images, policy, now, manifests)
             pinned = {i.digest for i in images if any(is_pin(t) for t in i.tags)}
             for digest, usages in sorted(used.items()):

@@ -45,10 +45,14 @@ class RuntimeCollector:
         self._kubernetes = kubernetes
         self._workers = max_workers
         self.task_definitions_read = 0
+        self.readable_accounts: frozenset[str] = frozenset()  # where the latest collection read the runtimes
 
     def collect(self) -> tuple[list[Reference], list[SourceProblem]]:
         """Every image reference of every runtime, and the runtimes that could not be read."""
-        accounts, account_problems = self._collector.accounts()
+        # every account the bot can enter, whatever ECR_COST_ACCOUNTS says: a workload account runs the images
+        # of a central registry
+        accounts, account_problems = self._collector.accounts(everywhere=True)
+        self.readable_accounts = frozenset(a.account_id for a in accounts)
         problems = [SourceProblem("aws", p.account_id, p.region, p.message) for p in account_problems]
         references: list[Reference] = []
         jobs = [(reader, account, region) for account in accounts for region in account.regions
