@@ -10,8 +10,10 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -174,6 +176,38 @@ def m011_account_names(db: Database) -> None:
     db["repository_snapshots"].add_column("account_name", str)
 
 
+@contextmanager
+def _initialising(path: str) -> Iterator[None]:
+    """One process at a time sets up the database (WAL, migrations): switching the journal mode and the
+    migrations' own transactions run outside SQLite's busy handling, so processes starting together on a fresh
+    database would otherwise fail with "database is locked". A file lock beside the database serialises them."""
+    if path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}-init.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _retry_while_busy(call, seconds: float = 30.0) -> None:
+    """``call`` again while another connection holds the database (a process already serving), up to
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            call()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -188,9 +222,10 @@ class Store:
         self._local = threading.local()
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
-        db = self.db
-        db.enable_wal()
-        migrations.apply(db)
+        with _initialising(path):
+            db = self.db
+            _retry_while_busy(db.enable_wal)
+            migrations.apply(db)
 
     @property
     def db(self) -> Database:
