@@ -278,9 +278,9 @@ class PolicyChanges:
             plan = plan_pins(inventory.images, projected.used, json.loads(guarded_text), self._clock(),
                              inventory.manifests)
             self._apply_pins(ref, plan, release=False)
-            risks = self._final_check(ref, "adopting this policy", json.loads(guarded_text),
-                                      after_plan(inventory.images, PinPlan(plan.pin, (), ())), inventory.manifests,
-                                      projected.used, force=despite_in_use)
+            live = self.read(ref).images if plan.pin else inventory.images  # the pins as AWS has them now
+            risks = self._final_check(ref, "adopting this policy", json.loads(guarded_text), live,
+                                      inventory.manifests, projected.used, force=despite_in_use)
             note = protection_note(projected, risks)
             if inventory.lifecycle_policy is not None and same_rules(inventory.lifecycle_policy, guarded_text):
                 return Change(None, f"{ref.name} already has these rules; nothing was changed. {note}".strip())

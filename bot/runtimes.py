@@ -61,6 +61,9 @@ class RuntimeCollector:
             for found, problem in pool.map(lambda job: self._run(*job), jobs):
                 references += found
                 problems += problem
+        from .inspector import inspector_references  # optional: never a partial check
+
+        references += inspector_references(self._collector, accounts, max_workers=self._workers)
         if self._kubernetes is not None:
             found, problem = self._kubernetes()
             references += found

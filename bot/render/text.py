@@ -10,7 +10,7 @@ from ..core.analysis import AccountTotal, Summary, display_names, summarize
 from ..core.cost import GIB
 from ..core.lifecycle import Preview
 from ..core.tuning import lifecycle_status
-from ..core.inuse import InUseSet, Usage
+from ..core.inuse import RISKY_ACTIONS, InUseSet, Usage
 from ..core.models import Image, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
 from ..core.size import SizeReport, human
 
@@ -233,7 +233,7 @@ def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, pro
     if in_use is not None:
         tags = {i.digest: i.tags for i in images}
         used = used or {}
-        expiring_digests = {d.image.digest for d in expiring}
+        expiring_digests = {d.image.digest for d in result.decisions if d.action in RISKY_ACTIONS}  # or archive
         doc["in_use"] = [in_use_json(d, tags.get(d, ()), u) for d, u in sorted(used.items())]
         doc["in_use_expiring"] = [in_use_json(d, tags.get(d, ()), u) for d, u in sorted(used.items())
                                   if d in expiring_digests]
