@@ -30,7 +30,6 @@ class InUseFinder:
                  collector: EcrCollector | None = None):
         self._runtimes = runtimes
         self._collector = collector
-        self._pullers: dict[str, tuple[datetime, list[SourceProblem]]] = {}  # repository ARN -> its blind spots
         self._store = store
         self._settings = settings
         self._clock = clock
@@ -74,18 +73,14 @@ class InUseFinder:
         key = (ref.account_id, ref.region, ref.name)
         with self._lock:
             mine = list(self._by_repository.get(key, ()))
-        return self._resolve(mine, [*problems, *self.pull_problems(ref, fresh)], at, {key: list(images)}, manifests)
+        return self._resolve(mine, [*problems, *self.pull_problems(ref)], at, {key: list(images)}, manifests)
 
-    def pull_problems(self, ref: RepositoryRef, fresh: bool = False) -> list[SourceProblem]:
+    def pull_problems(self, ref: RepositoryRef) -> list[SourceProblem]:
         """Who may pull ``ref`` (its repository policy and its registry's) that the bot cannot read the runtimes
-        of: each makes the repository's in-use check partial. Read at most every REFERENCES_MAX_AGE."""
+        of: each makes the repository's in-use check partial. Read each time (two calls): a grant made a minute
+        ago must stop the next adoption."""
         if self._collector is None:
             return []
-        now = self._clock()
-        with self._lock:
-            cached = self._pullers.get(ref.arn)
-        if cached is not None and not fresh and now - cached[0] <= REFERENCES_MAX_AGE:
-            return cached[1]
         problems: list[SourceProblem] = []
 
         def named(message: str) -> SourceProblem:
@@ -105,8 +100,6 @@ class InUseFinder:
             organisation = self._collector.organisation_id() if found.organisations else None
             problems += [named(p) for p in blind_spots(found, readable, organisation,
                                                        self._collector.organisation_accounts)]
-        with self._lock:
-            self._pullers[ref.arn] = (now, problems)
         return problems
 
     def _resolve(self, references, problems, at, inventories, manifests) -> InUseSet:
