@@ -46,8 +46,8 @@ from tests.test_scan_moto import BASE, load
 USERS = ("U0ALICE01", "U0BOBBY01", "U0CAROL01")
 ADMIN = "U0ADMIN01"
 WORKLOAD, STRANGER = "210987654321", "999988887777"  # the bot enters the workload account; not the stranger's
-TEAM_STAR = json.dumps({"rules": [{"rulePriority": 1, "description": "keep 3 tagged", "selection": {
-    "tagStatus": "tagged", "tagPatternList": ["*"], "countType": "imageCountMoreThan", "countNumber": 3},
+TEAM_STAR = json.dumps({"rules": [{"rulePriority": 1, "description": "keep 2 tagged", "selection": {
+    "tagStatus": "tagged", "tagPatternList": ["*"], "countType": "imageCountMoreThan", "countNumber": 2},
     "action": {"type": "expire"}}]}, indent=2)
 ARCHIVE = json.dumps({"rules": [{"rulePriority": 1, "description": "archive what is older than 5 days", "selection": {
     "tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 5},
@@ -212,6 +212,14 @@ class AdoptionMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from((ADMIN,) + USERS))
     def adopt_copied_with_the_keep_rule_below(self, user):
         self._adopt(user, COPIED)
+
+    @rule(force=st.booleans())
+    def adopt_then_roll_back(self, force):
+        """An admin adopts the base policy (pinning what runs) and rolls back at once: the restored policy now
+        counts the pins (a team's "keep 2 tagged" selects one more tagged image, an archive rule the running
+        image itself)."""
+        self._adopt(ADMIN, None)
+        self.rollback(ADMIN, force)
 
     @rule(user=st.sampled_from(USERS + (ADMIN,)))
     def adopt_base(self, user):
