@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
+from .progress import Progress
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 1000  # the largest page ECR serves; without it ECR pages by 100
@@ -139,8 +140,9 @@ class EcrCollector:
     def __init__(self, session_factory: SessionFactory, regions: Iterable[str], role_arns: Iterable[str],
                  manifest_cache: ManifestCache, *, max_workers: int = DEFAULT_WORKERS, org_role_name: str | None = None,
                  only_accounts: Iterable[str] = (), exclude_accounts: Iterable[str] = (),
-                 progress_every: float = PROGRESS_EVERY):
+                 progress_every: float = PROGRESS_EVERY, progress: Callable[[Progress], None] | None = None):
         self._session_factory = session_factory
+        self.progress = progress  # told where a scan stands as it goes (the CLI draws it)
         self._all_regions = tuple(regions) == ("all",)
         self._regions = () if self._all_regions else tuple(regions)
         self._role_arns = tuple(role_arns)
@@ -419,7 +421,7 @@ class EcrCollector:
         yield from problems
         to_enter = deque(entries)
         targets: deque[tuple[Account, str]] = deque((own, region) for region in own.regions) if own else deque()
-        progress = _Progress(len(entries) + (own is not None), self._progress_every)
+        progress = _Progress(len(entries) + (own is not None), self._progress_every, self.progress)
         if own is not None:
             progress.entered(own.account_id, len(own.regions))
         queues: dict[tuple[str, str], deque] = {}  # (account, region) -> repositories waiting to be read
@@ -709,11 +711,11 @@ def _role_arn(principal: str) -> str:
 class _Progress:
     """Accounts done of total, their rate and the time left, logged every ``every`` seconds (and at the end)."""
 
-    def __init__(self, total: int, every: float):
+    def __init__(self, total: int, every: float, listener: Callable[[Progress], None] | None = None):
         self._regions: dict[str, int] = {}  # account -> regions not yet listed
         self._reading: dict[str, int] = {}  # account -> repositories listed, not yet read
-        self._total, self._done, self._repositories = total, 0, 0
-        self._every = every
+        self._total, self._done, self._repositories, self._listed = total, 0, 0, 0
+        self._every, self._listener = every, listener
         self._started = self._last = time.monotonic()
 
     def entered(self, account_id: str, regions: int) -> None:
@@ -724,6 +726,7 @@ class _Progress:
     def listed(self, account_id: str, repositories: int) -> None:
         self._regions[account_id] -= 1
         self._reading[account_id] += repositories
+        self._listed += repositories
         self._settle(account_id)
 
     def read(self, account_id: str) -> None:
@@ -735,10 +738,18 @@ class _Progress:
         if self._regions[account_id] == 0 and self._reading[account_id] == 0:
             self._done += 1
             del self._regions[account_id], self._reading[account_id]  # counted once; nothing kept per account
+        if self._listener is not None:
+            self._listener(self.snapshot())
         if time.monotonic() - self._last >= self._every:
             self.log()
 
+    def snapshot(self, final: bool = False) -> Progress:
+        return Progress(self._done, self._total, self._repositories, self._listed,
+                        time.monotonic() - self._started, finished=final)
+
     def log(self, final: bool = False) -> None:
+        if final and self._listener is not None:
+            self._listener(self.snapshot(final=True))
         self._last = now = time.monotonic()
         elapsed = max(now - self._started, 1e-6)
         rate = self._done / elapsed

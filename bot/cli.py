@@ -7,7 +7,8 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,14 +75,30 @@ def repository_detail(application: Application, name: str, fmt: str, refresh: bo
     return repository_detail_text(row, view.rank, view.rank_of, view.previous, view.lifecycle_status)
 
 
-def _components(settings: Settings):
+def _components(settings: Settings, args=None):
+    """The object graph; a scan it runs shows its progress on stderr unless ``args.quiet``."""
     from .wiring import components
 
-    return components(settings)
+    if args is None or getattr(args, "quiet", True):
+        return components(settings)
+    return _showing_progress(components(settings), args.command)
+
+
+@contextmanager
+def _showing_progress(built_components, what: str):
+    from .progress import StderrProgress
+
+    with built_components as built:
+        sink = StderrProgress(what)
+        built.collector.progress = sink
+        try:
+            yield built
+        finally:
+            sink.close()
 
 
 def cmd_scan(args, settings: Settings) -> int:
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         result = scan_and_log(built.application)
         if args.account:
             try:
@@ -143,7 +160,7 @@ def cmd_report(args, settings: Settings) -> int:
 
     if args.post:
         return _post_report(settings)
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         scan = scan_and_log(built.application)
         report = built.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
     print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
@@ -159,7 +176,11 @@ def _post_report(settings: Settings) -> int:
         raise ConfigError("ECR_COST_REPORT_CHANNEL: required for report --post")
     with _components(settings) as built:
         built.collector.check_access()  # no account readable: one line and exit 1, not a report of zeros
-        _, directory, client = build_slack(built)
+        from .slack.app import check_slack, web_client
+
+        client = web_client(settings)
+        check_slack(settings, client)
+        _, directory, client = build_slack(built, client)
         outcome = build_report_job(built, client, directory, scan_now=lambda: scan_and_log(built.application)).run()
     print(outcome)
     return 0 if "posted (ts" in outcome or "already posted" in outcome else 1
@@ -168,7 +189,11 @@ def _post_report(settings: Settings) -> int:
 def cmd_demo(args, settings: Settings) -> int:
     from .demo import run_demo
 
-    return run_demo(settings, out=sys.stdout, folder=Path(args.out))
+    if args.port is not None and not args.keep:
+        raise UsageError("--port goes with --keep")
+    if not 1 <= (args.port or 4566) <= 65535:
+        raise UsageError(f"--port: expected 1 to 65535, got {args.port}")
+    return run_demo(settings, out=sys.stdout, folder=Path(args.out), keep=args.keep, port=args.port or 4566)
 
 
 def _read_policy_file(path: str | None) -> str | None:
@@ -334,6 +359,15 @@ def cmd_billing(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_health(args, settings: Settings) -> int:
+    """For a container's HEALTHCHECK: exit 0 when the `serve` using this database is alive."""
+    from .health import check
+
+    healthy, why = check(settings)
+    print(why, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
 def cmd_decisions(args, settings: Settings) -> int:
     with _components(settings) as built:
         decisions = built.application.decisions()
@@ -342,11 +376,26 @@ def cmd_decisions(args, settings: Settings) -> int:
     return 0
 
 
+def _quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (a bar on a terminal, else a line every 10 s)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ecr-cost-bot")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecr-cost-bot",
         description="Rank AWS ECR repositories by what they really store and cost. "
                     "Configuration comes from environment variables (see README).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the Slack app (Socket Mode when SLACK_APP_TOKEN is set, else "
@@ -355,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = commands.add_parser("scan", help="collect every repository now, store a snapshot, print the ranking")
     scan.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _quiet_flag(scan)
     scan.add_argument("--account", metavar="ID", help="print one account's repositories (its ID or its name in the "
                                                      "organisation); the whole estate is scanned and stored")
     scan.set_defaults(handler=cmd_scan)
@@ -440,20 +490,37 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--post", action="store_true",
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
     report.add_argument("--format", choices=["text", "json"], default="text")
+    _quiet_flag(report)
     report.set_defaults(handler=cmd_report)
+
+    health = commands.add_parser("health", help="exit 0 when the `serve` using this ECR_COST_DB is alive (its "
+                                                "heartbeat, its Socket Mode connection, GET /healthz in HTTP mode)")
+    health.set_defaults(handler=cmd_health)
 
     demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
     demo.add_argument("--out", metavar="DIR", default="ecr-cost-demo",
                       help="where the report's Block Kit JSON and chart PNG are written (default: ecr-cost-demo)")
+    demo.add_argument("--keep", action="store_true",
+                      help="after the story, keep the sample registry running (a moto server) and print the "
+                           "`export` lines with which every command, and serve, work on it; Ctrl-C stops it")
+    demo.add_argument("--port", type=int, metavar="N", help="with --keep: the sample registry's port (default 4566)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    created: Path | None = None
+    code = 1
     try:
         settings = load_settings()
-        return args.handler(args, settings)
+        created = None if Path(settings.db_path).exists() else Path(settings.db_path)
+        with _database_in_use(settings.db_path) as in_use:
+            code = args.handler(args, settings)
+            if created is not None and (code != 0 or _empty(created)):  # failed, or never used it
+                _remove_new_database(created, in_use)
+            created = None
+        return code
     except ConfigError as exc:
         print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -479,6 +546,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if created is not None:  # the handler raised: the error was printed above
+            with _database_in_use(str(created)) as in_use:
+                _remove_new_database(created, in_use)
+
+
+@contextmanager
+def _database_in_use(db_path: str) -> Iterator[Callable[[], bool]]:
+    """Holds a shared flock on the database file while the command runs (SQLite's own locks are fcntl locks,
+    independent of these). Yields ``alone()``: True when no other ecr-cost-bot process holds the file."""
+    try:
+        import fcntl
+        handle = open(db_path, "ab")  # an empty file is a new SQLite database
+    except (ImportError, OSError):  # no flock here, or the path is not writable: the Store will say so
+        yield lambda: False
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+
+        def alone() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                return False
+
+        yield alone
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _remove_new_database(path: Path, alone: Callable[[], bool]) -> None:
+    """A command that failed leaves no database it created (a typo must not leave ecr-cost.db behind), unless
+    something was written to it (a stored scan or decision is never thrown away) or another process uses it."""
+    if not alone():
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = [name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")
+                      if not name.startswith(("_", "sqlite_"))]
+            kept = {"scans": "where status = 'complete'"}  # a scan that failed on its way holds nothing
+            if any(conn.execute(f'select 1 from "{name}" {kept.get(name, "")} limit 1').fetchone()
+                   for name in tables):
+                return
+    except sqlite3.Error:
+        return  # not ours to judge: leave it
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal"),
+                     Path(f"{path}-init.lock")):
+        leftover.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import tempfile
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,14 +22,20 @@ DEMO_REGIONS = ("us-east-1", "eu-west-1")
 DEMO_KUBE_CONTEXT = f"arn:aws:eks:us-east-1:{DEMO_ACCOUNT}:cluster/sample"
 
 
+def sample_environment(endpoint: str | None = None) -> dict[str, str]:
+    """Fake credentials, and the kept sample registry's endpoint when there is one."""
+    env = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_SESSION_TOKEN": "demo",
+           "AWS_DEFAULT_REGION": DEMO_REGIONS[0]}
+    return {**env, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": DEMO_REGIONS[0]} if endpoint else env
+
+
 @contextmanager
-def _sample_aws_environment():
-    """Fake credentials, no endpoint override: every AWS call stays inside moto."""
+def _sample_aws_environment(endpoint: str | None = None):
+    """Fake credentials; no endpoint override (every AWS call stays inside moto), or the kept moto server's."""
     saved = dict(os.environ)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS", "AWS_PROFILE"):
         os.environ.pop(name, None)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                       "AWS_SESSION_TOKEN": "demo", "AWS_DEFAULT_REGION": DEMO_REGIONS[0]})
+    os.environ.update(sample_environment(endpoint))
     try:
         yield
     finally:
@@ -33,7 +43,11 @@ def _sample_aws_environment():
         os.environ.update(saved)
 
 
-def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
+def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, port: int = 4566,
+             until: Callable[[], None] | None = None) -> int:
+    """The story on the sample registry. With ``keep``, the registry is a moto server on 127.0.0.1:``port`` that
+    stays up after the story (with the database and the sample cluster) until ``until`` returns (by default:
+    SIGINT or SIGTERM), and the ``export`` lines that point every command at it are printed."""
     try:
         import boto3
         from moto import mock_aws
@@ -44,7 +58,16 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
     from .sample import KUBERNETES_LIST_PATHS, SampleKubernetesApi, load_estate, sample_estate
     from .wiring import build, cli_actor
 
-    with _sample_aws_environment(), mock_aws(), tempfile.TemporaryDirectory(prefix="ecr-cost-demo-") as workdir:
+    server = _start_registry(port, out) if keep else None
+    if keep and server is None:
+        return 2
+    endpoint = f"http://127.0.0.1:{port}" if keep else None
+    if keep:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("demo.db*"):  # a fresh story each time
+            stale.unlink()
+    workspace = nullcontext(str(folder.resolve())) if keep else tempfile.TemporaryDirectory(prefix="ecr-cost-demo-")
+    with _sample_aws_environment(endpoint), (nullcontext() if keep else mock_aws()), workspace as workdir:
         now = datetime.now(timezone.utc)
         estate = sample_estate()
         session = boto3.Session(region_name=DEMO_REGIONS[0])
@@ -75,10 +98,54 @@ def run_demo(settings: Settings, out: TextIO, folder: Path) -> int:
             out.write("\n== This week's scan ==\n")
             this_week = _scan(application, out)
             _report(this_week, application, settings, now, folder, out)
+            built.close()
+            if keep:
+                _keep_serving(settings, endpoint, out, until or _until_signalled)
         finally:
             built.close()
             kube.stop()
+            if server is not None:
+                server.stop()
     return 0
+
+
+def _start_registry(port: int, out: TextIO):
+    """moto's server on 127.0.0.1:port, or None (and a line saying so) when the port is taken."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            out.write(f"demo --keep: cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another with "
+                      f"--port N\n")
+            return None
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+def _keep_serving(settings: Settings, endpoint: str, out: TextIO, until: Callable[[], None]) -> None:
+    exports = {**sample_environment(endpoint), "ECR_COST_REGIONS": ",".join(DEMO_REGIONS),
+               "ECR_COST_DB": settings.db_path, "KUBECONFIG": str(settings.kubeconfig),
+               "ECR_COST_KUBE_CONTEXTS": ",".join(settings.kube_contexts)}
+    out.write(f"\n== The sample registry stays up at {endpoint} ==\n\nPaste these lines into another shell; then "
+              f"every command works on the sample (for example `ecr-cost-bot repo legacy/monolith`, "
+              f"`ecr-cost-bot policy preview ml/training-gpu`), and so does `ecr-cost-bot serve` with your Slack "
+              f"app's tokens:\n\n")
+    out.write("".join(f"export {name}={shlex.quote(value)}\n" for name, value in exports.items()))
+    out.write("\nCtrl-C (or SIGTERM) stops it.\n")
+    out.flush()
+    until()
+
+
+def _until_signalled() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
 
 
 def _scan(application, out: TextIO, now: datetime | None = None):

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 
 from .application import Application
 from .config import Settings
+from .errors import SLACK_FIX_HINTS
 from .core.models import ScanResult
 from .core.report import WeeklyReport
 from .render import blocks
@@ -34,16 +35,6 @@ logger = logging.getLogger(__name__)
 REPORT_EVENT = "ecr_cost_report"  # the message metadata that marks a posted report and its period
 # errors with which Slack says it did not post and that pass by themselves: retried within the run
 RETRYABLE_POST_ERRORS = {"ratelimited", "service_unavailable", "request_timeout"}
-FIX_HINTS = {
-    "not_in_channel": "invite the bot to the channel (/invite @ecr-cost), then run `ecr-cost-bot report --post`",
-    "channel_not_found": "check ECR_COST_REPORT_CHANNEL (a channel ID like C012AB3CD the bot can see)",
-    "is_archived": "the report channel is archived: unarchive it or set ECR_COST_REPORT_CHANNEL to another",
-    "invalid_auth": "check the token: SLACK_BOT_TOKEN is not valid for this workspace",
-    "not_authed": "check the token: SLACK_BOT_TOKEN is missing",
-    "token_revoked": "check the token: SLACK_BOT_TOKEN was revoked; reinstall the app",
-    "account_inactive": "check the token: the app's bot user is deactivated; reinstall the app",
-    "missing_scope": "reinstall the app from manifest.yml so it has the scopes it needs",
-}
 
 
 def period_start(settings: Settings, now: datetime, schedule: str | None = None) -> datetime:
@@ -59,6 +50,12 @@ def period_start(settings: Settings, now: datetime, schedule: str | None = None)
                 fire = following
             return fire
     return now  # a schedule that never fired in five years: the period starts now
+
+
+def next_fire(settings: Settings, now: datetime, schedule: str | None = None) -> datetime:
+    """When the schedule (default: the weekly report's) fires next after ``now``, in ECR_COST_TIMEZONE."""
+    trigger = CronTrigger.from_crontab(schedule or settings.schedule, timezone=settings.timezone)
+    return trigger.get_next_fire_time(None, now.astimezone(ZoneInfo(settings.timezone)))
 
 
 def _not_sent(exc: BaseException) -> bool:
@@ -89,6 +86,10 @@ class ReportJob:
         run = self._store.period_run(self.current_period())
         if run is not None and run["status"] == "posted":
             return "this period's report was already handled"
+        if run is None and not self._store.has_reported():  # a first start is no missed run: nothing to catch up
+            return (f"no report was ever posted from this database: the first one is due "
+                    f"{next_fire(self._settings, self._clock()).isoformat()} (ECR_COST_SCHEDULE); "
+                    f"`ecr-cost-bot report --post` posts one now")
         return self.run()
 
     def run(self) -> str:
@@ -123,7 +124,7 @@ class ReportJob:
             ts = self._post(report, period)
         except SlackApiError as exc:  # Slack answered "no": nothing was posted
             error = exc.response.get("error") if exc.response is not None else "unknown"
-            hint = FIX_HINTS.get(error, "see Slack's error reference for chat.postMessage")
+            hint = SLACK_FIX_HINTS.get(error, "see Slack's error reference for chat.postMessage")
             logger.error("Slack refused the weekly report for %s (%s): %s", period, error, hint)
             self._store.release_period(period, self._who)
             return f"the report for the period of {period} was not posted: Slack said {error}; {hint}"
@@ -204,6 +205,39 @@ class ReportJob:
         return sent
 
 
+class OncePerPeriod:
+    """Runs a daily (or any cron) job's work exactly once per period across processes and restarts: the period
+    is claimed in the store, the claim kept alive while the work runs, given back when the work fails (a later
+    run retries), and finished when it succeeds. The guard, and every job like it, is built on this."""
+
+    def __init__(self, name: str, store: Store, settings: Settings, schedule_setting: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.name, self._store, self._settings = name, store, settings
+        self._schedule_setting, self._clock, self._heartbeat_seconds = schedule_setting, clock, heartbeat_seconds
+        self._who = PROCESS
+
+    def current_period(self) -> str:
+        schedule = getattr(self._settings, self._schedule_setting)
+        return f"{self.name}:" + period_start(self._settings, self._clock(), schedule).isoformat()
+
+    def run(self, work: Callable[[str], str]) -> str:
+        """``work(period)`` returns the run's one-line outcome; an exception gives the period back."""
+        period = self.current_period()
+        if self._store.claim_period(period, self._who, lease=CLAIM_LEASE) is None:
+            return f"the {self.name} for {period} was already run"
+        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds,
+                       f"{self.name}-claim"):
+            try:
+                outcome = work(period)
+            except Exception as exc:  # noqa: BLE001 - the period is given back: a later run may retry
+                logger.exception("the %s for %s failed", self.name, period)
+                self._store.release_period(period, self._who)
+                return f"the {self.name} for {period} failed: {exc}"
+            self._store.finish_period(period, self._who, "posted")
+        return outcome
+
+
 class GuardJob:
     """The daily guard: exactly once per period (ECR_COST_GUARD_SCHEDULE), like the report. Owners of in-use
     images at risk under a policy the bot did not adopt get a direct message with a Protect button."""
@@ -214,25 +248,17 @@ class GuardJob:
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self._app, self._store, self._settings = application, store, settings
         self._client, self._owner_ids, self._clock = client, owner_ids, clock
-        self._heartbeat_seconds = heartbeat_seconds
-        self._who = PROCESS
+        self._once = OncePerPeriod("guard", store, settings, "guard_schedule", clock, heartbeat_seconds)
 
     def current_period(self) -> str:
-        return "guard:" + period_start(self._settings, self._clock(), self._settings.guard_schedule).isoformat()
+        return self._once.current_period()
 
     def run(self) -> str:
-        period = self.current_period()
-        if self._store.claim_period(period, self._who, lease=CLAIM_LEASE) is None:
-            return f"the guard for {period} was already run"
-        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds, "guard-claim"):
-            try:
-                result = self._app.guard()
-            except Exception as exc:  # noqa: BLE001 - nothing was done: a later run may retry
-                logger.exception("the guard for %s failed", period)
-                self._store.release_period(period, self._who)
-                return f"the guard for {period} failed: {exc}"
-            sent = self._warn_owners(result, period)
-            self._store.finish_period(period, self._who, "posted")
+        return self._once.run(self._run)
+
+    def _run(self, period: str) -> str:
+        result = self._app.guard()
+        sent = self._warn_owners(result, period)
         return (f"guard {period}: {len(result.at_risk)} in-use images at risk, {len(result.protected)} protected, "
                 f"{len(result.released)} released{' (PARTIAL)' if result.partial else ''}; {sent} owner messages")
 

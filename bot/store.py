@@ -600,6 +600,12 @@ class Store:
                             "claimed_by = ? where period = ?", [status, message_ts, error,
                                                                 _iso(datetime.now(timezone.utc)), claimed_by, period])
 
+    def has_reported(self) -> bool:
+        """Whether a weekly report was ever posted (or may have been) from this database; the other jobs'
+        periods carry a "name:" prefix, a report's period is a bare ISO time."""
+        return self.db.execute("select 1 from report_runs where status in ('posted', 'maybe_posted') "
+                               "and period glob '[0-9]*' limit 1").fetchone() is not None
+
     def period_run(self, period: str) -> dict | None:
         rows = list(self.db["report_runs"].rows_where("period = ?", [period]))
         return rows[0] if rows else None

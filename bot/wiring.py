@@ -87,3 +87,15 @@ def build_guard_job(built: Components, client, directory, **options):
     from .jobs import GuardJob
 
     return GuardJob(built.application, built.store, built.settings, client, directory.owner_ids, **options)
+
+
+def scheduled_jobs(built: Components, client, directory) -> list:
+    """The job registry: every job `serve` schedules, one entry each (id, schedule setting, callable)."""
+    from .scheduler import ScheduledJob
+
+    weekly = (build_report_job(built, client, directory).run if built.settings.report_channel
+              else built.application.scan)  # no channel: the weekly job only rescans
+    return [
+        ScheduledJob("weekly", "schedule", weekly),
+        ScheduledJob("guard", "guard_schedule", build_guard_job(built, client, directory).run),
+    ]

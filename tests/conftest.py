@@ -1,26 +1,18 @@
-"""Shared fixtures: moto's server on a free port, reached through a paging proxy via AWS_ENDPOINT_URL."""
+"""Shared fixtures: moto's server on a free port, reached through a paging proxy via AWS_ENDPOINT_URL; the Slack
+stand-in and `serve` pointed at it; the weekly report job. Plain helpers live in tests/helpers/."""
 from __future__ import annotations
 
-import json
-import socket
 import urllib.request
-from datetime import datetime, timezone
 
-import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
 from bot.config import load_settings
 from tests.awsproxy import AwsProxy
-
-ACCOUNT = "123456789012"  # moto's default account
-NOW = datetime.now(timezone.utc)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import report
+from tests.helpers.aws import CUSTOM, free_port, load, repository, run_cli
+from tests.helpers.slack import ALICE, OWNER, serving
+from tests.slack_standin import SlackStandIn
 
 
 @pytest.fixture(autouse=True)
@@ -75,9 +67,34 @@ def settings(aws):
     return load_settings()
 
 
-def ecr(region: str = "us-east-1", session: boto3.Session | None = None):
-    return (session or boto3.Session()).client("ecr", region_name=region)
+@pytest.fixture(scope="module")
+def slack():
+    """The Slack stand-in (Web API and response_urls over HTTP), one per test module; `reset` between tests."""
+    standin = SlackStandIn(emails={"alice@example.com": ALICE})
+    yield standin
+    standin.stop()
 
 
-def put_policy(region: str, name: str, policy: dict) -> None:
-    ecr(region).put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=json.dumps(policy))
+@pytest.fixture
+def served_estate():
+    """What `served` loads into moto before its scan: the crafted `shop` repository, owned by OWNER and alice.
+    A test module serving another estate overrides this fixture."""
+    repo = repository(policy=CUSTOM)
+    repo.tags["owner"] = f"{OWNER} alice@example.com"
+    return [repo]
+
+
+@pytest.fixture
+def served(aws, slack, served_estate, capsys, tmp_path):
+    """`served_estate` in moto, one scan stored, then `serve` as its own process; yields its base URL."""
+    slack.reset()
+    load(served_estate)
+    assert run_cli(capsys, "scan", "--format", "json")[0] == 0
+    with serving(slack, tmp_path) as base:
+        yield base
+
+
+@pytest.fixture
+def job_parts(tmp_path):
+    """The weekly report job over a store of known rows: (make_job, the stand-in, the store, the application)."""
+    yield from report.job_parts(tmp_path)

@@ -13,7 +13,7 @@ import json
 import boto3
 
 from bot.sample import moto_move_tag, moto_task_runs
-from tests.conftest import ACCOUNT
+from tests.helpers.aws import ACCOUNT
 
 REGION = "us-east-1"
 

@@ -19,6 +19,9 @@ from urllib.parse import parse_qs
 from slack_sdk.signature import SignatureVerifier
 
 BOT_USER = "UBOTUSER1"
+# how long a wait for the app lasts before the test fails: a hang detector, not a latency check (bench/ measures
+# latency), so long enough for a machine under load (tests/stress.sh); a wait that succeeds returns at once
+DEADLINE = 60.0
 APP_ID = "A0ECRCOST"
 
 
@@ -164,10 +167,16 @@ class SlackStandIn:
             return {"ok": True, "view": {"id": "V0HOME", **(json.loads(view) if isinstance(view, str) else view)}}
         return {"ok": True}
 
-    def wait_for(self, predicate, timeout: float = 15.0):
+    def wait_for(self, predicate, timeout: float = DEADLINE):
         """Waits until predicate(calls, responses) returns something truthy, and returns it."""
         return wait_until(self._changed, lambda: predicate(self.calls, self.responses), timeout,
-                          lambda: f"stand-in saw calls {[c[0] for c in self.calls]} and {len(self.responses)} responses")
+                          lambda: f"stand-in saw calls {[c[0] for c in self.calls]} and {len(self.responses)} "
+                                  f"responses:{self.described_responses()}")
+
+    def described_responses(self) -> str:
+        """Every response received, one per line: its response_url id, how it was posted, its text."""
+        return "".join(f"\n  {i}: {'replace' if r.get('replace_original') in (True, 'true') else 'add'} "
+                       f"{r.get('response_type', '')} {str(r.get('text', ''))[:300]!r}" for i, r in self.responses)
 
 
 def wait_until(changed: threading.Condition, predicate, timeout: float, describe):
@@ -274,13 +283,13 @@ class SocketModeStandIn:
             self.sent.append((index, message))
         connection.send(json.dumps(message))
 
-    def wait_for(self, predicate, timeout: float = 15.0):
+    def wait_for(self, predicate, timeout: float = DEADLINE):
         """Waits until predicate() returns something truthy, and returns it (the lock held while it runs)."""
         return wait_until(self._changed, predicate, timeout, lambda: (
             f"Socket Mode stand-in: {len(self.connections)} connections (open {sorted(self.open)}), "
             f"acks {[a.get('envelope_id') for a in self.acks]}"))
 
-    def wait_for_connections(self, count: int, timeout: float = 15.0) -> int:
+    def wait_for_connections(self, count: int, timeout: float = DEADLINE) -> int:
         """Waits until `count` connections have been made and the newest is open; returns its index."""
         return self.wait_for(lambda: len(self.connections) >= count and count - 1 in self.open and count, timeout) - 1
 
@@ -333,7 +342,7 @@ class SocketModeStandIn:
 
     # -- connection lifecycle -------------------------------------------------------------
 
-    def refresh(self, reason: str = "refresh_requested", timeout: float = 15.0, grace: float = 2.0) -> int:
+    def refresh(self, reason: str = "refresh_requested", timeout: float = DEADLINE, grace: float = 2.0) -> int:
         """Slack's periodic refresh: `disconnect` on the newest connection; the app must open a new one (a new
         apps.connections.open). Once it has, the old connection is given `grace` seconds for the app to close
         it, then closed from Slack's side (recorded in `closed_by_standin`). Returns the new connection's index."""

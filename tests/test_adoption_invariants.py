@@ -39,9 +39,8 @@ from bot.core.models import Image, RepositoryRef
 from bot.core.tuning import Tuning, tuned_policy
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
-from tests.conftest import ACCOUNT, ecr
+from tests.helpers.aws import ACCOUNT, BASE, ecr, load
 from tests.test_organizations import entered, role_arn
-from tests.test_scan_moto import BASE, load
 
 USERS = ("U0ALICE01", "U0BOBBY01", "U0CAROL01")
 ADMIN = "U0ADMIN01"
@@ -370,6 +369,7 @@ class AdoptionMachine(RuleBasedStateMachine):
                 assert (text if had else None) == self.bottom
 
 
+@pytest.mark.slow
 def test_adoption_promises_hold_over_random_sequences(aws, tmp_path, monkeypatch):
     from moto.ecr import policy_validation
     from moto.moto_api import state_manager

@@ -13,18 +13,9 @@ from hypothesis import strategies as st
 from bot.config import shipped_base_policy_text
 from bot.core.analysis import AmbiguousOrUnknownName, display_names, find_repository, rank, summarize
 from bot.core.tuning import lifecycle_status
-from bot.core.models import RepositoryCost, ScanProblem, ScanResult
+from bot.core.models import ScanProblem, ScanResult
 from bot.render.text import scan_csv, scan_json, scan_table
-
-
-def row(name, stored, region="us-east-1", account="123456789012", **extra) -> RepositoryCost:
-    values = dict(repository=name, account_id=account, region=region,
-                  arn=f"arn:aws:ecr:{region}:{account}:repository/{name}", image_count=3, tagged_image_count=2,
-                  stored_bytes=stored, listed_bytes=stored * 2, monthly_cost_usd=stored / 2**30 * 0.1,
-                  last_pushed_at=None, last_pulled_at=None, unused=False, has_lifecycle_policy=False,
-                  lifecycle_policy=None, owners=(), tags={})
-    values.update(extra)
-    return RepositoryCost(**values)
+from tests.helpers.rows import row
 
 
 def test_rank_is_stored_bytes_descending_then_name():

@@ -3,6 +3,7 @@ surfaces, and nothing reaches past a layer or into another module's private name
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,15 @@ def test_no_module_imports_another_modules_private_names(path):
     for module, names in imports(path):
         private = [n for n in names if n.startswith("_") and not n.startswith("__")]
         assert not private, f"{path.relative_to(BOT)} imports {private} from {module}"
+
+
+TESTS = BOT.parent / "tests"
+
+
+@pytest.mark.parametrize("path", sorted(TESTS.rglob("*.py")), ids=lambda p: str(p.relative_to(TESTS)))
+def test_no_test_module_imports_another_test_module_or_the_conftest(path):
+    """Shared helpers live in tests/helpers/, shared fixtures in tests/conftest.py (which pytest provides, never
+    imported); the text is searched, so an import in a child process's script counts too."""
+    found = re.findall(r"^\s*(?:from|import)\s+(tests\.(?:test_\w+|conftest)|tests\s+import\s+(?:test_\w+|conftest))",
+                       path.read_text(), re.MULTILINE)
+    assert not found, f"{path.relative_to(TESTS)} imports {found}: move what is shared to tests/helpers/ or conftest"

@@ -15,10 +15,8 @@ from bot.render.blocks import repository_detail
 from bot.render.chart import chart_figure
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
-from tests.conftest import ACCOUNT
 from tests.curgen import Item, aggregate, arn, ecr_usage, estate_items, write_cur
-from tests.test_policy_moto import repository
-from tests.test_scan_moto import BASE, load, run_cli
+from tests.helpers.aws import ACCOUNT, BASE, load, repository, run_cli
 
 pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
@@ -348,7 +346,7 @@ def test_service_summary_counts_archive_as_storage_and_the_rest_as_other():
 
 def test_the_chart_gains_the_billed_series():
     from bot.core.report import build_report
-    from tests.test_report import BASE as POLICY, crafted
+    from tests.helpers.report import BASE_POLICY as POLICY, crafted
 
     current, previous, adopted = crafted()
     today = datetime.now(timezone.utc).date()

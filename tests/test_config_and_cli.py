@@ -122,6 +122,35 @@ def test_every_command_is_documented_in_the_readme():
                     assert flag in readme, f"README does not document {line} {flag}"
 
 
+def _readme_section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(f"\n## {title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:end if end != -1 else None]
+
+
+def test_every_setting_the_code_reads_is_in_the_readmes_configuration_table():
+    import re
+
+    read = set()
+    for path in (ROOT / "bot").rglob("*.py"):
+        read |= set(re.findall(r"[\"'](ECR_COST_[A-Z_]+|SLACK_[A-Z_]+|PORT)[\"']", path.read_text()))
+    table = _readme_section("Configuration")
+    missing = sorted(name for name in read if f"`{name}`" not in table)
+    assert len(read) >= 25 and not missing, f"README's Configuration table lacks {missing}"
+
+
+def test_the_readme_is_a_guide_without_figures_that_go_stale():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 400
+    stale = re.findall(r"\b\d[\d,]* (?:tests|passed)\b|\bstays at \d+ blocks\b", readme)
+    assert not stale, f"figures that go stale belong nowhere, or in docs/ with a date: {stale}"
+    for page in re.findall(r"\]\((docs/[\w.-]+\.md)", readme):  # every page it links to exists
+        assert (ROOT / page).is_file(), page
+
+
 def test_demo_shows_the_whole_flow(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()

@@ -14,10 +14,9 @@ from bot.core.lifecycle import evaluate
 from bot.core.models import Image
 from bot.sample import SampleKubernetesApi, SampleRepository, blob, image
 from bot.wiring import components
-from tests.conftest import ACCOUNT, ecr
+from tests.helpers.aws import ACCOUNT, BASE, ecr, load, run_cli
 from tests.runtimes_harness import (ecs_service, lambda_function, move_tag, pin_tasks_running, run_task,
                                     stop_everything, uri)
-from tests.test_scan_moto import BASE, load, run_cli
 
 NOW = datetime.now(timezone.utc)
 

@@ -14,12 +14,10 @@ import pytest
 from bot.core.inuse import PIN_PREFIX, PIN_RULE_DESCRIPTION, Usage, harmed, pin_tag, protected
 from bot.core.models import Image
 from bot.core.pullers import Grants, blind_spots, grants
-from bot.sample import SampleRepository, blob, image
-from tests.conftest import ACCOUNT, ecr
-from bot.sample import moto_task_runs
+from bot.sample import SampleRepository, blob, image, moto_task_runs
+from tests.helpers.aws import ACCOUNT, BASE, ecr, load, run_cli
 from tests.runtimes_harness import pin_tasks_running, uri
 from tests.test_organizations import entered, role_arn
-from tests.test_scan_moto import BASE, load, run_cli
 
 WORKLOAD, STRANGER = "210987654321", "999988887777"
 NOW = datetime.now(timezone.utc)

@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import boto3
+import pytest
 
 from bot.adoption import Actor
 from bot.config import load_settings
@@ -17,9 +18,8 @@ from bot.core.lifecycle import evaluate
 from bot.core.models import Image
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
-from tests.conftest import ACCOUNT, ecr
+from tests.helpers.aws import ACCOUNT, BASE, ecr, load
 from tests.runtimes_harness import REGION, ecs_service, move_tag, pin_tasks_running, run_task, uri
-from tests.test_scan_moto import BASE, load
 
 DAYS = int(__import__("os").environ.get("SIM_DAYS", "90"))
 START = datetime.now(timezone.utc) - timedelta(days=DAYS)
@@ -90,6 +90,7 @@ def lifecycle_run(now: datetime) -> tuple[set[str], set[str]]:
     return set(expired), {i.digest for i in images} - set(expired)
 
 
+@pytest.mark.slow
 def test_ninety_days_never_expire_a_running_image(aws, monkeypatch, tmp_path):
     _clients.clear()
     monkeypatch.setenv("MOTO_LAMBDA_STUB_ECR", "false")

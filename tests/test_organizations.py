@@ -14,8 +14,7 @@ import boto3
 import pytest
 
 from bot.sample import MB, SampleRepository, blob, image
-from tests.conftest import ACCOUNT
-from tests.test_scan_moto import load, run_cli
+from tests.helpers.aws import ACCOUNT, load, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = "EcrCostReader"

@@ -24,12 +24,9 @@ from bot.core.models import PolicyDecision
 from bot.core.tuning import MAX_COUNT, MAX_DAYS, Tuning, lifecycle_status, parse_tuning, tuned_policy, tuning_of
 from bot.render import blocks
 from bot.sample import MB, SampleRepository, blob, image, index
-from tests.conftest import ACCOUNT, NOW, ecr
+from tests.helpers.aws import ACCOUNT, BASE, CUSTOM, NOW, current_policy, ecr, load, repository, run_cli
+from tests.helpers.slack import ADMIN, ALICE, OWNER, SECRET, STRANGER, click, decisions, responses_to
 from tests.slack_standin import SlackStandIn, signed_headers
-from tests.test_policy_moto import CUSTOM, current_policy, repository
-from tests.test_scan_moto import BASE, load, run_cli
-from tests.test_slack_e2e import (ADMIN, ALICE, OWNER, SECRET, STRANGER, click, decisions, responses_to,
-                                  serving, slack)  # noqa: F401 - slack: the module's stand-in fixture
 
 BASE_POLICY = json.loads(shipped_base_policy_text())
 SHOP = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shop"
@@ -120,12 +117,9 @@ def estate() -> list[SampleRepository]:
 
 
 @pytest.fixture
-def served(aws, slack, capsys, tmp_path):
-    slack.reset()
-    load(estate())
-    assert run_cli(capsys, "scan", "--format", "json")[0] == 0
-    with serving(slack, tmp_path) as base:
-        yield base
+def served_estate():
+    """`served` (tests/conftest.py) serves this module's estate."""
+    return estate()
 
 
 def interact(base: str, payload: dict) -> tuple[int, dict | None]:

@@ -5,42 +5,8 @@ import json
 
 import pytest
 
-from bot.config import shipped_base_policy_text
-from bot.core.inuse import protected
-from bot.sample import SampleRepository, blob, image
 from bot.store import Store
-from tests.conftest import ACCOUNT, ecr
-from tests.test_scan_moto import BASE, load, run_cli
-
-CUSTOM = json.dumps({"rules": [{"rulePriority": 1, "description": "mine, formatted my way",
-                                "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                                              "countUnit": "days", "countNumber": 30},
-                                "action": {"type": "expire"}}]}, indent=4)
-
-
-def repository(policy: str | None = None) -> SampleRepository:
-    """25 release images, 3 untagged leftovers, 2 'latest' generations: the base policy expires some."""
-    images = [image(BASE + [blob(f"rel-{n}", (n + 1) * 1_000_000)], blob(f"cfg-{n}", 500), (f"v1.{n}.0",),
-                    pushed_days_ago=100 - n) for n in range(25)]
-    images += [image(BASE + [blob(f"left-{n}", 2_000_000)], blob(f"lcfg-{n}", 400), (), pushed_days_ago=50 - n)
-               for n in range(3)]
-    images += [image(BASE + [blob(f"latest-{n}", 3_000_000)], blob(f"tcfg-{n}", 300), ("latest",) if n else
-                     ("latest-old",), pushed_days_ago=10 - n) for n in range(2)]
-    return SampleRepository("us-east-1", "shop", images, tags={"owner": "U0SHOP123"}, policy=policy)
-
-
-def adopted_base() -> dict:
-    """The base policy as the bot adopts it: with its first rule keeping the images in use."""
-    return protected(json.loads(shipped_base_policy_text()))
-
-
-def current_policy() -> str | None:
-    client = ecr()
-    try:
-        return client.get_lifecycle_policy(repositoryName="shop")["lifecyclePolicyText"]
-    except client.exceptions.LifecyclePolicyNotFoundException:
-        return None
-
+from tests.helpers.aws import ACCOUNT, CUSTOM, adopted_base, current_policy, load, repository, run_cli
 
 def store(settings) -> Store:
     return Store(settings.db_path)

@@ -12,32 +12,15 @@ import pytest
 from matplotlib import image as mpimg
 
 from bot.config import load_settings
-from bot.core.analysis import rank
 from bot.core.models import PolicyDecision, ScanProblem, ScanResult
 from bot.core.report import build_report
 from bot.jobs import period_start
 from bot.render.chart import chart_figure, chart_png
 from bot.render.report import report_json, report_message, report_text
-from bot.wiring import build, build_report_job, build_slack
-from tests.slack_standin import SlackStandIn
-from tests.test_analysis import row
-from tests.test_slack_units import check_limits, huge_estate
-
-T0 = datetime(2026, 11, 16, 9, tzinfo=timezone.utc)
-BASE = load_settings({}).base_policy
-GB = 2**30
-
-
-def crafted():
-    last_week = rank([row("a", 10 * GB), row("b", 4 * GB), row("c", 1 * GB, unused=True)])
-    this_week = rank([row("a", 12 * GB), row("b", 1 * GB, has_lifecycle_policy=True,
-                                             lifecycle_policy=json.dumps(BASE)),
-                      row("c", 1 * GB, unused=True), row("d", 3 * GB, owners=("U0DOWNER1",))])
-    adopted = PolicyDecision(7, "b", "123456789012", "us-east-1", row("b", 0).arn, "adopted", "U0BOWNER1", "slack",
-                             T0 + timedelta(days=3), None, json.dumps(BASE), 0.3)
-    return (ScanResult(T0, 0.1, last_week, [], []), ScanResult(T0 + timedelta(days=7), 0.1, this_week, [], []),
-            adopted)
-
+from bot.wiring import build_report_job, build_slack
+from tests.helpers.report import BASE_POLICY as BASE, PERIOD, T0, crafted, posts
+from tests.helpers.rows import huge_estate, row
+from tests.helpers.slack import check_limits
 
 def test_report_content_order_totals_change_and_realised_savings():
     previous, current, adopted = crafted()
@@ -122,39 +105,6 @@ def test_the_period_follows_the_time_zone():
 
 # -- the job, against the Slack stand-in ----------------------------------------------------------
 
-@pytest.fixture
-def job_parts(tmp_path):
-    standin = SlackStandIn(emails={"owner@example.com": "U0EMAILOW"})
-    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-t", "SLACK_API_URL": standin.api_url,
-                              "ECR_COST_REPORT_CHANNEL": "C0REPORTS"})
-    settings = replace(settings, db_path=str(tmp_path / "s.db"))
-    built = build(settings, session_factory=lambda role: None)  # AWS is never called: scans come from the store
-    store = built.store
-    _, directory, client = build_slack(built)
-
-    def stored_scan() -> ScanResult:
-        rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1", "owner@example.com")), row("mid", 5 * GB),
-                     row("small", GB, owners=("U0SMALL01",))])
-        scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
-        for r in rows:
-            store.save_repository(scan_id, r, [])
-        result = ScanResult(datetime.now(timezone.utc), 0.1, rows, [], [], scan_id=scan_id)
-        store.finish_scan(result)
-        return result
-
-    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), scan_now=stored_scan, **options):
-        return build_report_job(built, client, directory, scan_now=scan_now, clock=clock, sleep=lambda s: None,
-                                **options)
-
-    yield make_job, standin, store, built
-    built.close()
-    standin.stop()
-
-
-def posts(standin, channel):
-    return [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == channel]
-
-
 def test_one_report_per_period_with_its_chart_in_the_thread_and_nudges_capped(job_parts):
     make_job, standin, store, _ = job_parts
     outcome = make_job().run()
@@ -224,7 +174,8 @@ def test_a_run_that_fails_before_posting_gives_the_period_back(job_parts):
 
     assert "failed before posting" in make_job(scan_now=failing_scan).run()
     assert store.period_run("2026-11-23T09:00:00+00:00") is None
-    assert "posted" in make_job().catch_up()
+    assert "first one is due" in make_job().catch_up()  # never posted: a first start catches nothing up
+    assert "posted" in make_job().run()
 
 
 def test_a_claim_whose_holder_died_is_taken_over_after_the_lease(job_parts):
@@ -247,9 +198,6 @@ class AnswerLost:
         if self._reach:
             self._client.chat_postMessage(**kwargs)
         raise TimeoutError("The read operation timed out")
-
-
-PERIOD = "2026-11-23T09:00:00+00:00"
 
 
 @pytest.mark.parametrize("reached, history_readable, posts_in_the_end", [
@@ -301,3 +249,11 @@ def test_the_claim_is_kept_alive_while_a_long_run_is_so_no_replica_takes_over(jo
     runner.join(timeout=30)
     assert "posted (ts" in outcome[0]
     assert len(posts(standin, "C0REPORTS")) == 1
+
+
+def test_the_first_start_posts_nothing_and_says_when_the_first_report_is_due(job_parts):
+    make_job, standin, store, _ = job_parts
+    outcome = make_job().catch_up()  # a fresh database: no report was ever posted
+    assert "first one is due 2026-11-30T09:00:00+00:00" in outcome and "report --post" in outcome
+    assert posts(standin, "C0REPORTS") == [] and store.period_run(PERIOD) is None
+    assert not [a for m, a in standin.calls if m == "chat.postMessage"]  # no owner DMs either

@@ -9,11 +9,9 @@ import sys
 import time
 
 from bot.store import Store
-from tests.conftest import free_port
+from tests.helpers.aws import free_port, load, repository, run_cli
+from tests.helpers.slack import ROOT
 from tests.slack_standin import SlackStandIn
-from tests.test_policy_moto import repository
-from tests.test_scan_moto import load, run_cli
-from tests.test_slack_e2e import ROOT
 
 
 def start_serve(env: dict, log_path) -> subprocess.Popen:
@@ -38,22 +36,28 @@ def test_two_processes_and_a_restart_post_exactly_one_report_per_period(aws, cap
                "SLACK_API_URL": standin.api_url, "ECR_COST_SCHEDULE": "* * * * *",
                "ECR_COST_REPORT_CHANNEL": "C0REPORTS"}
         env.pop("SLACK_APP_TOKEN", None)
+        store = Store(settings.db_path)  # a report posted long ago: the start-up catches up on this period
+        with store.db.conn:
+            store.db["report_runs"].insert({"period": "2020-01-06T09:00:00+00:00", "claimed_by": "old",
+                                            "claimed_at": "2020-01-06T09:00:00+00:00", "status": "posted",
+                                            "message_ts": "1578301200.000100"})
+        store.close()
         first, second = start_serve(env, tmp_path / "a.log"), start_serve(env, tmp_path / "b.log")
         deadline = time.monotonic() + 150
-        while len(posted_runs(settings.db_path)) < 2:  # the start-up period, then at least one scheduled one
+        while len(posted_runs(settings.db_path)) < 3:  # the start-up period, then at least one scheduled one
             assert time.monotonic() < deadline, (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
             time.sleep(1)
         first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=15) == 0
+        assert first.wait(timeout=15) == 0, (tmp_path / "a.log").read_text()
         restarted = start_serve(env, tmp_path / "c.log")
         deadline = time.monotonic() + 60
         while "start-up: " not in (tmp_path / "c.log").read_text():  # its start-up has looked at this period
             assert time.monotonic() < deadline and restarted.poll() is None, (tmp_path / "c.log").read_text()
             time.sleep(0.2)
-        for process in (second, restarted):
+        for process, log in ((second, "b.log"), (restarted, "c.log")):
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=15) == 0
-        runs = posted_runs(settings.db_path)
+            assert process.wait(timeout=15) == 0, (tmp_path / log).read_text()
+        runs = posted_runs(settings.db_path)[1:]  # after the seeded one
         reports = [a for m, a in standin.calls if m == "chat.postMessage" and a.get("channel") == "C0REPORTS"]
         assert len(reports) == len(runs) >= 2
         assert len({r["period"] for r in runs}) == len(runs)

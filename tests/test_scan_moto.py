@@ -8,11 +8,8 @@ import pytest
 from moto.ecr.models import Image as MotoImage
 from moto.ecr.models import ecr_backends
 
-from bot.cli import main
-from bot.sample import MB, SampleRepository, blob, correct_moto, image, index, push
-from tests.conftest import ACCOUNT, NOW, ecr
-
-BASE = [blob("debian", 30 * MB), blob("python", 12 * MB)]
+from bot.sample import MB, SampleRepository, blob, correct_moto, image, index
+from tests.helpers.aws import ACCOUNT, BASE, NOW, ecr, load, run_cli
 
 
 def crafted_estate() -> list[SampleRepository]:
@@ -34,18 +31,6 @@ def crafted_estate() -> list[SampleRepository]:
         image([blob("alpine", 3 * MB), blob("tool", 1 * MB)], blob("old-cfg", 500), ("v0.1",), pushed_days_ago=200)],
         tags={"owner": "team-tools"})
     return [web, api, old]
-
-
-def load(repos, account=ACCOUNT, session=None):
-    for repo in repos:
-        push(ecr(repo.region, session), repo)
-    correct_moto(account, repos, NOW)
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def scan_json(capsys) -> dict:

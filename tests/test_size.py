@@ -21,9 +21,8 @@ from bot.core.cost import GIB
 from bot.core.size import dockerfile_step, layer_steps, p90
 from bot.sample import MB, SampleRepository, blob, image, index
 from bot.store import Store
-from tests.conftest import ACCOUNT
-from tests.test_scan_moto import load, run_cli
-from tests.test_slack_e2e import STRANGER, click, responses_to, served, slack, slash  # noqa: F401 - fixtures
+from tests.helpers.aws import ACCOUNT, load, run_cli
+from tests.helpers.slack import STRANGER, click, responses_to, slash
 
 PUSHES = 24
 BASE = [blob("base-os", 80 * MB), blob("base-runtime", 120 * MB)]
@@ -233,7 +232,7 @@ def test_a_config_blob_above_the_cap_is_not_read(estate, aws, settings):
 
 
 def test_size_text_unknown_names_and_a_repository_without_images(estate, aws, capsys):
-    from tests.conftest import ecr
+    from tests.helpers.aws import ecr
 
     ecr().create_repository(repositoryName="empty")
     scan(capsys)

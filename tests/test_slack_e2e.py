@@ -3,137 +3,16 @@ a local stand-in for the Slack Web API and response_urls."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from bot.store import Store
-from tests.conftest import ACCOUNT, free_port
-from tests.slack_standin import SlackStandIn, signed_headers
-from tests.test_policy_moto import CUSTOM, adopted_base, current_policy, repository
-from tests.test_scan_moto import load, run_cli
-
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-OWNER, STRANGER, ADMIN, ALICE = "U0SHOP123", "U0NOTOWNR", "U0ADMIN01", "U0ALICE01"
-ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shop"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def slack():
-    standin = SlackStandIn(emails={"alice@example.com": ALICE})
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def served(aws, slack, capsys, monkeypatch, tmp_path):
-    """The crafted repository in moto, one scan stored, then `serve` as its own process."""
-    slack.reset()
-    repo = repository(policy=CUSTOM)
-    repo.tags["owner"] = f"{OWNER} alice@example.com"
-    load([repo])
-    assert run_cli(capsys, "scan", "--format", "json")[0] == 0
-    with serving(slack, tmp_path) as base:
-        yield base
-
-
-@contextmanager
-def serving(slack: SlackStandIn, tmp_path: Path, **env_overrides: str):
-    """`serve` in HTTP mode as its own process, pointed at the stand-in; yields its base URL. On exit: SIGTERM,
-    and the process must have stopped cleanly without a traceback."""
-    port = free_port()
-    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_SIGNING_SECRET": SECRET,
-           "SLACK_API_URL": slack.api_url, "PORT": str(port), "ECR_COST_ADMINS": ADMIN, **env_overrides}
-    env.pop("SLACK_APP_TOKEN", None)
-    log = open(tmp_path / "serve.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env, cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-                assert json.load(response) == {"ok": True}
-                break
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"serve did not start:\n{log.read()}")
-            time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=15)
-        log.seek(0)
-        output = log.read()
-    assert code == 0, output  # a clean shutdown on SIGTERM
-    assert "Traceback" not in output, output
-
-
-def post(base: str, body: str, headers: dict) -> tuple[int, float]:
-    request = urllib.request.Request(f"{base}/slack/events", data=body.encode(), headers=headers, method="POST")
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, time.perf_counter() - started
-    except urllib.error.HTTPError as error:
-        return error.code, time.perf_counter() - started
-
-
-def slash(base: str, slack: SlackStandIn, text: str, user: str = OWNER, **header_overrides) -> tuple[int, float, str]:
-    response_url = slack.response_url()
-    body = urlencode({"token": "legacy", "team_id": "T0EXAMPLE", "team_domain": "example", "channel_id": "C0CHAN001",
-                      "channel_name": "finops", "user_id": user, "user_name": "someone", "command": "/ecr-cost",
-                      "text": text, "api_app_id": "A0ECRCOST", "response_url": response_url,
-                      "trigger_id": "13345224609.738474920.8088930838d88f008e0"})
-    headers = signed_headers(SECRET, body) | header_overrides
-    status, elapsed = post(base, body, headers)
-    return status, elapsed, response_url.rsplit("/", 1)[1]
-
-
-def click(base: str, slack: SlackStandIn, action_id: str, user: str, action_ts: str = None, value: str = ARN,
-          retry: int | None = None, container: dict | None = None) -> tuple[int, str]:
-    response_url = slack.response_url()
-    payload = {"type": "block_actions", "user": {"id": user, "username": "x", "team_id": "T0EXAMPLE"},
-               "api_app_id": "A0ECRCOST", "team": {"id": "T0EXAMPLE", "domain": "example"},
-               "container": container or {"type": "message", "is_ephemeral": True, "channel_id": "C0CHAN001"},
-               "trigger_id": "1.2.3", "response_url": response_url,
-               "actions": [{"type": "button", "action_id": action_id, "block_id": f"repo:{value}"[:255],
-                            "value": value, "action_ts": action_ts or f"{time.time():.6f}"}]}
-    body = urlencode({"payload": json.dumps(payload)})
-    headers = signed_headers(SECRET, body)
-    if retry is not None:
-        headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
-    status, _ = post(base, body, headers)
-    return status, response_url.rsplit("/", 1)[1]
-
-
-def responses_to(slack: SlackStandIn, response_id: str, count: int = 1) -> list[dict]:
-    return slack.wait_for(lambda calls, responses: (found := [r for i, r in responses if i == response_id])
-                          and len(found) >= count and found)
-
-
-def all_text(message: dict) -> str:
-    return json.dumps(message)
-
-
-def decisions(settings_db: str):
-    store = Store(settings_db)
-    try:
-        return store.decisions()
-    finally:
-        store.close()
+from tests.helpers.aws import CUSTOM, adopted_base, current_policy
+from tests.helpers.slack import (ADMIN, ALICE, ARN, OWNER, SECRET, STRANGER, all_text, click, decisions, post,
+                                 responses_to, slash)
+from tests.slack_standin import signed_headers
 
 
 def test_a_signed_slash_command_is_acknowledged_at_once_and_the_detail_follows(served, slack):
@@ -238,21 +117,48 @@ def test_an_owner_named_by_email_and_an_admin_may_act(served, slack, settings):
     assert [(d.action, d.user_id) for d in decisions(settings.db_path)] == [("snoozed", ALICE), ("adopted", ADMIN)]
 
 
+NOTHING_CHANGED = ("shop already has these rules; nothing was changed",
+                   "another change to shop is in progress; nothing was changed")
+
+
 def test_the_same_click_twice_and_a_slack_retry_act_once(served, slack, settings):
     first = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.000100")
-    again = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.000100", retry=1)
+    # Slack's redelivery of the first click: the identical payload (its response_url too), marked as a retry
+    again = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.000100", retry=1,
+                  response_id=first[1])
     double = click(served, slack, "adopt_base_policy", OWNER, action_ts="1700000000.900100")
     assert first[0] == again[0] == double[0] == 200
-    # whichever of the two distinct clicks runs first adopts (the message replaced); the other one finds
-    # the rules already in force, or the change still in progress: a note, nothing changed; the redelivery
-    # is ignored
-    def both_answered(calls, responses):
-        notes = [r for i, r in responses if "already has these rules" in all_text(r) or "in progress" in all_text(r)]
-        return {i for i, _ in responses} == {first[1], double[1]} and notes
-    assert len(slack.wait_for(both_answered)) == 1
-    time.sleep(0.5)  # a bounded look for a late answer to the redelivery
-    assert again[1] not in {i for i, _ in slack.responses}
+
+    # Whichever of the two distinct clicks runs first adopts: its message replaced, no note. The other finds the
+    # change still in progress (a note only) or the rules already in force (the message replaced with the
+    # repository as it now is, and a note): nothing changed, and it says why. Whichever delivery of the first
+    # click runs first is its only one: the redelivery adds no answer.
+    def answers(responses) -> dict[str, list[dict]]:
+        return {c: [r for i, r in responses if i == c] for c in (first[1], double[1])}
+
+    def noted(found: list[dict]) -> bool:
+        return any(r.get("response_type") == "ephemeral" and any(n in all_text(r) for n in NOTHING_CHANGED)
+                   for r in found)
+
+    settled = slack.wait_for(lambda calls, responses: (found := answers(responses)) and sorted(
+        map(noted, found.values())) == [False, True] and all(found.values()) and list(responses))
+    with pytest.raises(TimeoutError):  # a bounded look for a late answer more: to the redelivery, or a second one
+        slack.wait_for(lambda calls, responses: len(responses) > len(settled), timeout=1.0)
+    found = answers(slack.responses)
+    [adopting] = [c for c, rs in found.items() if not noted(rs)]
+    [other] = [c for c in found if c != adopting]
+    [adoption] = found[adopting]
+    assert adoption.get("replace_original") and f"Base policy adopted by <@{OWNER}>" in all_text(adoption), \
+        slack.described_responses()
+    *replaced, note = found[other]
+    if NOTHING_CHANGED[0] in all_text(note):  # it ran after the adoption: the message shows it, and the note
+        [detail] = replaced
+        assert detail.get("replace_original") and f"Base policy adopted by <@{OWNER}>" in all_text(detail), \
+            slack.described_responses()
+    else:
+        assert NOTHING_CHANGED[1] in all_text(note) and replaced == [], slack.described_responses()
     assert [d.action for d in decisions(settings.db_path)] == ["adopted"]
+    assert json.loads(current_policy()) == adopted_base()
     store = Store(settings.db_path)
     assert store.backup_count(ARN) == 1
     store.close()

@@ -13,48 +13,18 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.request import BoltRequest
 
 from bot.config import load_settings
-from bot.core.analysis import display_names, rank, summarize
+from bot.core.analysis import display_names, summarize
 from bot.core.models import PolicyDecision, RepositoryView
 from bot.render import blocks
 from bot.slack import actions, commands, home
 from bot.slack.server import build_runner
 from bot.wiring import build, build_slack
+from tests.helpers.rows import huge_estate
+from tests.helpers.slack import check_limits
 from tests.slack_standin import SlackStandIn, signed_headers
-from tests.test_analysis import row
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
-LIMITS = {"section": 3000, "header": 150, "button": 75, "value": 2000, "action_id": 255, "block_id": 255}
-
-
-def check_limits(message: dict, max_blocks: int = blocks.MAX_BLOCKS) -> None:
-    assert len(message["blocks"]) <= max_blocks
-    assert message.get("type") == "home" or message["text"]  # a fallback for notifications
-    block_ids = [b["block_id"] for b in message["blocks"] if "block_id" in b]
-    assert len(block_ids) == len(set(block_ids))
-    for block in message["blocks"]:
-        if block["type"] == "section":
-            assert len(block["text"]["text"]) <= LIMITS["section"]
-        if block["type"] == "header":
-            assert len(block["text"]["text"]) <= LIMITS["header"]
-        if block["type"] == "context":
-            assert all(len(e["text"]) <= 2000 for e in block["elements"])
-        if "block_id" in block:
-            assert len(block["block_id"]) <= LIMITS["block_id"]
-        for element in block.get("elements", []):
-            if element.get("type") == "button":
-                assert len(element["text"]["text"]) <= LIMITS["button"]
-                assert len(element["value"]) <= LIMITS["value"]
-                assert len(element["action_id"]) <= LIMITS["action_id"]
-                if "confirm" in element:
-                    confirm = element["confirm"]
-                    assert len(confirm["title"]["text"]) <= 100 and len(confirm["text"]["text"]) <= 300
-
-
-def huge_estate(count: int = 10_000):
-    name = "team-" + "x" * 190  # 200 characters, ECR's longest names are 256
-    tags = {f"tag-{n}": "<!channel> *v*" for n in range(60)}
-    return rank([row(f"{name}-{n:05d}", n * 1_000_000, owners=("U012AB3CD",), tags=tags) for n in range(count)])
 
 
 def view_of(r, scan_rows, decision=None) -> RepositoryView:

@@ -11,31 +11,30 @@ import time
 
 import pytest
 
-from tests.slack_standin import SlackStandIn
-from tests.test_policy_moto import CUSTOM, adopted_base, current_policy, repository
-from tests.test_scan_moto import load, run_cli
-from tests.test_slack_e2e import ARN, OWNER, ROOT, STRANGER, all_text
-
+from tests.helpers.aws import CUSTOM, adopted_base, current_policy, load, repository, run_cli
+from tests.helpers.slack import ADMIN, ARN, OWNER, ROOT, STRANGER, all_text
+from tests.slack_standin import DEADLINE, SlackStandIn
 
 APP_TOKEN = "xapp-1-test"
-ADMIN = "U0ADMIN01"
 
 
 @pytest.fixture
-def slack():
+def socket_slack():
+    """The stand-in playing Slack in Socket Mode (its websocket too), one per test."""
     standin = SlackStandIn(socket_mode=True)
     yield standin
     standin.stop()
 
 
 @pytest.fixture
-def socket_served(aws, slack, capsys, tmp_path):
+def socket_served(aws, socket_slack, capsys, tmp_path):
     """The crafted repository in moto, one scan stored, then `serve` in Socket Mode as its own process,
     connected to the stand-in's websocket. Yields (process, log path); stopping it is the test's business."""
     load([repository(policy=CUSTOM)])
     assert run_cli(capsys, "scan", "--format", "json")[0] == 0
     env = {**os.environ, "SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": "xoxb-test-token",
-           "SLACK_API_URL": slack.api_url, "ECR_COST_ADMINS": ADMIN, "ECR_COST_DB": str(tmp_path / "ecr-cost.db")}
+           "SLACK_API_URL": socket_slack.api_url, "ECR_COST_ADMINS": ADMIN,
+           "ECR_COST_DB": str(tmp_path / "ecr-cost.db")}
     for name in ("SLACK_SIGNING_SECRET", "ECR_COST_REPORT_CHANNEL", "PORT", "HTTP_PROXY", "HTTPS_PROXY",
                  "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(name, None)
@@ -45,11 +44,11 @@ def socket_served(aws, slack, capsys, tmp_path):
                                    stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while slack.socket.connection_count == 0:  # poll: the connection, or the process dying, or the deadline
+        while socket_slack.socket.connection_count == 0:  # poll: the connection, or the process dying, or the deadline
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"serve did not connect (exit code {process.poll()}):\n{log_path.read_text()}")
             try:
-                slack.socket.wait_for(lambda: slack.socket.connections, timeout=0.2)
+                socket_slack.socket.wait_for(lambda: socket_slack.socket.connections, timeout=0.2)
             except TimeoutError:
                 pass
         yield process, log_path
@@ -59,15 +58,16 @@ def socket_served(aws, slack, capsys, tmp_path):
             process.wait(timeout=10)
 
 
-def response_to(slack: SlackStandIn, response_url: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
+def response_to(socket_slack: SlackStandIn, response_url: str, count: int = 1,
+                timeout: float = DEADLINE) -> list[dict]:
     response_id = response_url.rsplit("/", 1)[1]
-    return slack.wait_for(lambda calls, responses: (found := [r for i, r in responses if i == response_id])
-                          and len(found) >= count and found, timeout)
+    return socket_slack.wait_for(lambda calls, responses: (found := [r for i, r in responses if i == response_id])
+                                 and len(found) >= count and found, timeout)
 
 
-def test_socket_mode_serve_end_to_end(socket_served, slack):
+def test_socket_mode_serve_end_to_end(socket_served, socket_slack):
     process, log_path = socket_served
-    socket = slack.socket
+    socket = socket_slack.socket
     envelopes: list[str] = []
 
     def deliver(type_: str, payload: dict) -> str:
@@ -77,50 +77,50 @@ def test_socket_mode_serve_end_to_end(socket_served, slack):
         return envelope_id
 
     # the app opened its connection with the app-level token, at the URL apps.connections.open handed out
-    assert [a for m, a in slack.authorizations if m == "apps.connections.open"] == [f"Bearer {APP_TOKEN}"]
+    assert [a for m, a in socket_slack.authorizations if m == "apps.connections.open"] == [f"Bearer {APP_TOKEN}"]
     assert socket.paths == ["/link/?ticket=1"]
     first = socket.current()
 
     # a. /ecr-cost shop: acked with its envelope_id, the detail at response_url
-    response_url = slack.response_url()
+    response_url = socket_slack.response_url()
     deliver("slash_commands", socket.slash_command("/ecr-cost", "shop", OWNER, response_url))
-    [detail] = response_to(slack, response_url)
+    [detail] = response_to(socket_slack, response_url)
     assert detail["response_type"] == "ephemeral" and "shop" in all_text(detail)
     assert "adopt_base_policy" in all_text(detail)
 
     # b. a stranger's Adopt: acked, refused in an ephemeral answer, the policy in AWS untouched
-    response_url = slack.response_url()
+    response_url = socket_slack.response_url()
     deliver("interactive", socket.block_action("adopt_base_policy", ARN, STRANGER, response_url))
-    [refusal] = response_to(slack, response_url)
+    [refusal] = response_to(socket_slack, response_url)
     assert refusal["response_type"] == "ephemeral"
     assert "Only the owners" in all_text(refusal) and f"<@{OWNER}>" in all_text(refusal)
     assert current_policy() == CUSTOM
 
     # c. the owner's Adopt: acked, the base policy in AWS
-    response_url = slack.response_url()
+    response_url = socket_slack.response_url()
     deliver("interactive", socket.block_action("adopt_base_policy", ARN, OWNER, response_url))
-    [adopted] = response_to(slack, response_url)
+    [adopted] = response_to(socket_slack, response_url)
     assert f"Base policy adopted by <@{OWNER}>" in all_text(adopted)
     assert json.loads(current_policy()) == adopted_base()  # the base policy, keeping whatever runs
 
     # d. app_home_opened: acked, the home tab published for that user
     deliver("events_api", socket.event_callback({"type": "app_home_opened", "user": OWNER, "channel": "D0DMCHANNEL",
                                                  "tab": "home", "event_ts": f"{time.time():.6f}"}))
-    _, args = slack.wait_for(lambda calls, _: next((c for c in calls if c[0] == "views.publish"), None))
+    _, args = socket_slack.wait_for(lambda calls, _: next((c for c in calls if c[0] == "views.publish"), None))
     view = json.loads(args["view"]) if isinstance(args["view"], str) else args["view"]
     assert args["user_id"] == OWNER and view["type"] == "home"
-    assert {a for m, a in slack.authorizations if m != "apps.connections.open"} == {"Bearer xoxb-test-token"}
+    assert {a for m, a in socket_slack.authorizations if m != "apps.connections.open"} == {"Bearer xoxb-test-token"}
 
     # e. Slack's refresh: a new apps.connections.open, a second connection; the next command goes there
     second = socket.refresh()
     assert second != first and socket.connection_count == 2
-    assert [a for m, a in slack.authorizations if m == "apps.connections.open"] == [f"Bearer {APP_TOKEN}"] * 2
+    assert [a for m, a in socket_slack.authorizations if m == "apps.connections.open"] == [f"Bearer {APP_TOKEN}"] * 2
     assert socket.paths == ["/link/?ticket=1", "/link/?ticket=2"]
     socket.wait_for(lambda: first not in socket.open, timeout=5)  # the old connection is gone
-    response_url = slack.response_url()
+    response_url = socket_slack.response_url()
     envelope_id = deliver("slash_commands", socket.slash_command("/ecr-cost", "shop", OWNER, response_url))
     assert (second, envelope_id) in [(i, m.get("envelope_id")) for i, m in socket.received]  # acked there
-    [detail] = response_to(slack, response_url)
+    [detail] = response_to(socket_slack, response_url)
     assert detail["blocks"][0]["text"]["text"] == "shop" and f"Base policy adopted by <@{OWNER}>" in all_text(detail)
 
     # every envelope acknowledged, exactly once, with its envelope_id

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from bot.core.models import Image, Manifest, ScanResult
 from bot.store import Store, migrations
-from tests.test_analysis import row
+from tests.helpers.rows import row
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
 

@@ -18,9 +18,7 @@ from bot.config import load_settings
 from bot.core.inuse import protected
 from bot.store import PROCESS, Store
 from bot.wiring import components
-from tests.conftest import ACCOUNT, ecr
-from tests.test_policy_moto import CUSTOM, adopted_base, current_policy, repository
-from tests.test_scan_moto import load, run_cli
+from tests.helpers.aws import ACCOUNT, CUSTOM, adopted_base, current_policy, ecr, load, repository, run_cli
 
 ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/shop"
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,7 +230,7 @@ import os
 from datetime import datetime, timezone
 from bot.core.inuse import protected
 from bot.store import PROCESS, Store
-from tests.test_analysis import row
+from tests.helpers.rows import row
 store = Store({settings.db_path!r})
 scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
 store.save_repository(scan_id, row("half-read", 10), [])

@@ -18,11 +18,9 @@ from bot.core.lifecycle import fingerprint
 from bot.heartbeat import heartbeat
 from bot.store import ScanAbandoned, Store
 from bot.wiring import build, components
-from tests.conftest import ecr
-from tests.test_analysis import row
-from tests.test_policy_moto import CUSTOM, current_policy, repository
-from tests.test_report import PERIOD, posts
-from tests.test_scan_moto import load, run_cli
+from tests.helpers.aws import CUSTOM, current_policy, ecr, load, repository, run_cli
+from tests.helpers.report import PERIOD, posts
+from tests.helpers.rows import row
 
 OWNER = Actor("U0SHOP123", "slack", names_me=lambda entry: entry == "U0SHOP123")
 H1 = json.dumps({"rules": [{"rulePriority": 3, "description": "console edit one", "selection": {
@@ -164,12 +162,10 @@ def test_a_heartbeat_survives_a_failing_beat():
         assert done.wait(timeout=5)  # beats went on after the failure
 
 
-# -- the report, against the Slack stand-in (fixtures from test_report) ----------------------------------
-
-from tests.test_report import job_parts  # noqa: E402,F401 - the fixture
+# -- the report, against the Slack stand-in (the job_parts fixture) --------------------------------------
 
 
-def test_a_run_that_crashed_is_resumed_at_start_up(job_parts):  # noqa: F811 - the imported fixture
+def test_a_run_that_crashed_is_resumed_at_start_up(job_parts):
     make_job, standin, store, _ = job_parts
     long_ago = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat()
     with store.db.conn:

@@ -7,6 +7,8 @@ import signal
 import threading
 
 from ..config import ConfigError, Settings
+from ..health import BEAT_SECONDS, alive_path, write_alive
+from ..heartbeat import heartbeat
 
 logger = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -31,47 +33,70 @@ def wsgi_app(bolt_app):
 
 def serve(settings: Settings) -> int:
     from ..scheduler import build_scheduler
-    from ..wiring import build, build_guard_job, build_report_job, build_slack
+    from ..wiring import build, build_report_job, build_slack, scheduled_jobs
 
     if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN: required for serve")
     if not settings.slack_app_token and not settings.slack_signing_secret:
         raise ConfigError("SLACK_SIGNING_SECRET: required for serve in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "slack_bolt", "slack_sdk", "apscheduler", "waitress"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # their start-up lines say nothing an operator needs
 
+    from .app import check_slack, web_client
+
+    client = web_client(settings)
+    check_slack(settings, client)  # a bad token or an unreachable Slack: one line, exit 2
     built = build(settings)
     abandoned = built.store.abandon_dead_scans()  # scans a killed process left running
     if abandoned:
         logger.warning("marked %d scans that never finished as abandoned: %s", len(abandoned), abandoned)
     for problem in built.collector.check_access():  # raises EstateUnreadable when no account can be read
         logger.warning("%s %s: %s", problem.account_id, problem.region, problem.message)
-    app, directory, client = build_slack(built)
-    guard = build_guard_job(built, client, directory)
+    app, directory, client = build_slack(built, client)
+    scheduler = build_scheduler(settings, scheduled_jobs(built, client, directory))
     if settings.report_channel:
         job = build_report_job(built, client, directory)
-        scheduler = build_scheduler(settings, job.run, guard.run)
         # a run missed while the bot was down: posted once now, if this period has no report yet
         threading.Thread(target=lambda: logger.info("start-up: %s", job.catch_up()), daemon=True).start()
     else:
         logger.warning("ECR_COST_REPORT_CHANNEL is not set: the weekly job only rescans, no report is posted")
-        scheduler = build_scheduler(settings, built.application.scan, guard.run)
     scheduler.start()
     stop = _on_sigterm(raise_exit=not settings.slack_app_token)
     runner = build_runner(settings, app)
+    mode = "socket" if settings.slack_app_token else "http"
+
+    def connected() -> bool:
+        return runner.client.is_connected() if settings.slack_app_token else True
+
     try:
-        if settings.slack_app_token:
-            logger.info("serving in Socket Mode")
-            runner.connect()
-            stop.wait()
-            runner.close()
-        else:
-            logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
-            runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
+        write_alive(settings, mode, connected=not settings.slack_app_token)  # up to the first beat
+        with heartbeat(lambda: write_alive(settings, mode, connected()), BEAT_SECONDS, "alive"):
+            _run(settings, runner, stop)
     finally:
+        alive_path(settings).unlink(missing_ok=True)  # stopped: `health` says so at once
         scheduler.shutdown(wait=False)
         built.close()
         logger.info("stopped")
     return 0
+
+
+def _run(settings: Settings, runner, stop: threading.Event) -> None:
+    from slack_sdk.errors import SlackApiError
+
+    from ..errors import slack_failure
+
+    if settings.slack_app_token:
+        logger.info("serving in Socket Mode")
+        try:
+            runner.connect()
+        except SlackApiError as exc:  # apps.connections.open refused the app-level token
+            raise ConfigError(slack_failure(exc, "SLACK_APP_TOKEN", settings.slack_api_url)) from None
+        stop.wait()
+        runner.close()
+    else:
+        logger.info("serving HTTP on port %s: POST %s, GET /healthz", settings.port, EVENTS_PATH)
+        runner.run()  # SIGTERM raises SystemExit inside; waitress then stops its workers
 
 
 def build_runner(settings: Settings, app):
