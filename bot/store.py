@@ -186,7 +186,12 @@ def _initialising(path: str) -> Iterator[None]:
         return
     import fcntl
 
-    with open(f"{path}-init.lock", "a+") as lock:
+    try:
+        lock = open(f"{path}-init.lock", "a+")
+    except OSError:  # no such directory, not writable: SQLite will say so, naming ECR_COST_DB
+        yield
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -39,8 +39,7 @@ from bot.core.models import Image, RepositoryRef
 from bot.core.tuning import Tuning, tuned_policy
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
-from tests.helpers.aws import ACCOUNT, BASE, ecr, load
-from tests.test_organizations import entered, role_arn
+from tests.helpers.aws import ACCOUNT, BASE, ecr, entered, load, role_arn
 
 USERS = ("U0ALICE01", "U0BOBBY01", "U0CAROL01")
 ADMIN = "U0ADMIN01"
@@ -60,7 +59,7 @@ COPIED = json.dumps({"rules": [  # someone copied the protected policy and put a
 ORIGINALS = (None, json.dumps({"rules": [{"rulePriority": 1, "description": "the team's own, kept as typed",
                                           "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
                                                         "countUnit": "days", "countNumber": 14},
-                                          "action": {"type": "expire"}}]}, indent=3), TEAM_STAR)
+                                          "action": {"type": "expire"}}]}, indent=3), TEAM_STAR, ARCHIVE)
 CUSTOMS = [json.dumps({"rules": [{"rulePriority": 1, "selection": {
     "tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": n}, "action": {"type": "expire"}}]})
     for n in (5, 50)]
@@ -86,8 +85,8 @@ def live_policy(name: str) -> str | None:
 class AdoptionMachine(RuleBasedStateMachine):
     db_dir = None
 
-    @initialize(original=st.sampled_from(ORIGINALS), owner=st.sampled_from(USERS))
-    def create(self, original, owner):
+    @initialize(original=st.sampled_from(ORIGINALS), owner=st.sampled_from(USERS), oldest_runs=st.booleans())
+    def create(self, original, owner, oldest_runs):
         self.name = f"inv-{next(_names)}"
         images = [image(BASE + [blob(f"{self.name}-{n}", 1000 + n)], blob(f"{self.name}-c{n}", 100),
                         (f"v1.{n}",) if n % 2 else (), pushed_days_ago=10 - n) for n in range(4)]
@@ -108,6 +107,9 @@ class AdoptionMachine(RuleBasedStateMachine):
         self.granted: str | None = None  # the account the repository policy lets pull ("*": anyone)
         self.forced = False  # the bot's last put was forced past the final safety check
         self.runtimes_changed = False  # since the bot's last put
+        if oldest_runs:  # the oldest image (untagged) runs from the start: pinning it makes it count as tagged
+            oldest = min(self._images(), key=lambda i: i.pushed_at)
+            self._run_service(ACCOUNT, oldest.digest)
 
     def teardown(self):
         if hasattr(self, "built"):
@@ -169,7 +171,11 @@ class AdoptionMachine(RuleBasedStateMachine):
         if where != ACCOUNT and self.granted not in (where, "*"):
             return
         images = sorted(self._images(), key=lambda i: i.digest)
-        digest = images[index % len(images)].digest
+        self._run_service(where, images[index % len(images)].digest)
+        self.runtimes_changed = True
+        self.built.application.guard()
+
+    def _run_service(self, where: str, digest: str) -> None:
         name = f"svc{len(self.running)}"
         ecs = (boto3.client("ecs", region_name="us-east-1") if where == ACCOUNT
                else entered(where).client("ecs", region_name="us-east-1"))
@@ -179,8 +185,6 @@ class AdoptionMachine(RuleBasedStateMachine):
             {"name": name, "image": image_uri, "memory": 256}])["taskDefinition"]["taskDefinitionArn"]
         ecs.create_service(cluster=self.name, serviceName=name, taskDefinition=definition, desiredCount=1)
         self.running[(where, name)] = digest
-        self.runtimes_changed = True
-        self.built.application.guard()
 
     @rule(data=st.data())
     def stop_runtime(self, data):

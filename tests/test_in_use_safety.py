@@ -15,9 +15,8 @@ from bot.core.inuse import PIN_PREFIX, PIN_RULE_DESCRIPTION, Usage, harmed, pin_
 from bot.core.models import Image
 from bot.core.pullers import Grants, blind_spots, grants
 from bot.sample import SampleRepository, blob, image, moto_task_runs
-from tests.helpers.aws import ACCOUNT, BASE, ecr, load, run_cli
+from tests.helpers.aws import ACCOUNT, BASE, ecr, entered, load, role_arn, run_cli
 from tests.runtimes_harness import pin_tasks_running, uri
-from tests.test_organizations import entered, role_arn
 
 WORKLOAD, STRANGER = "210987654321", "999988887777"
 NOW = datetime.now(timezone.utc)
