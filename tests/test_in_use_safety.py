@@ -158,6 +158,22 @@ def test_an_archive_transition_of_a_running_image_is_harm():
     assert (image_found.digest, priority, action) == (running.digest, 1, "transition")
 
 
+def test_the_pin_of_an_index_child_is_never_released_while_the_index_stays():
+    from bot.core.inuse import plan_pins
+    from bot.core.models import Manifest
+
+    index, child = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    images = [Image(index, ("v1",), 1, NOW - timedelta(days=1)),
+              Image(child, (pin_tag(child),), 1, NOW - timedelta(days=30))]  # its pin is its only tag
+    policy = {"rules": [rule(1, {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days",
+                                 "countNumber": 7})]}
+    manifests = {index: Manifest(index, "application/vnd.oci.image.index.v1+json", children=(child,))}
+    plan = plan_pins(images, set(), policy, NOW, manifests)
+    assert plan.release == () and plan.keep_pinned == (child,)  # removing the pin would delete the index's child
+    alone = plan_pins(images[1:], set(), policy, NOW, {})
+    assert alone.release == (child,)  # without its index, the policy would expire it anyway: released
+
+
 # -- a central registry, workloads elsewhere ---------------------------------------------------------------
 
 @pytest.fixture
