@@ -187,7 +187,7 @@ def _initialising(path: str) -> Iterator[None]:
     import fcntl
 
     try:
-        lock = open(f"{path}-init.lock", "a+")
+        lock = open(f"{path}-init.lock", "a+")  # noqa: SIM115 - closed by the with below
     except OSError:  # no such directory, not writable: SQLite will say so, naming ECR_COST_DB
         yield
         return

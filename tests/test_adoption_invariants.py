@@ -24,16 +24,24 @@ import threading
 from datetime import datetime, timezone
 
 import boto3
-
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from bot.adoption import (Actor, HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner,
-                          PolicyOperationError, compact)
+from bot.adoption import (
+    Actor,
+    HandEdited,
+    HarmsInUse,
+    HasOwners,
+    InUsePartial,
+    NotAnAdmin,
+    NotAnOwner,
+    PolicyOperationError,
+    compact,
+)
 from bot.config import load_settings
-from bot.core.inuse import PIN_PREFIX, PIN_RULE_DESCRIPTION, PIN_KEEP_COUNT, harmed
+from bot.core.inuse import PIN_KEEP_COUNT, PIN_PREFIX, PIN_RULE_DESCRIPTION, harmed
 from bot.core.lifecycle import same_document, validate_policy
 from bot.core.models import Image, RepositoryRef
 from bot.core.tuning import Tuning, tuned_policy

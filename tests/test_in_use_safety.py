@@ -396,10 +396,10 @@ def test_slack_rollback_refused_then_roll_back_anyway_names_the_images(registry,
 def test_slack_adopt_refused_by_the_final_check_then_adopt_anyway(registry, capsys, monkeypatch):
     """An in-use image whose pin cannot be added (moto: an image ECR cannot read back) meets the policy unpinned:
     the final check names it; Adopt anyway puts the policy."""
+    from bot.aws import EcrCollector
     from bot.config import load_settings
     from bot.render import blocks
     from bot.slack.actions import act
-    from bot.aws import EcrCollector
     from bot.wiring import build_slack, components
     from tests.slack_standin import SlackStandIn
 

@@ -32,7 +32,7 @@ class Grants:
     anyone: tuple[str, ...] = ()  # why anyone may pull (one entry per statement that says so)
     problems: tuple[str, ...] = ()
 
-    def __or__(self, other: "Grants") -> "Grants":
+    def __or__(self, other: Grants) -> Grants:
         return Grants(self.accounts | other.accounts, self.organisations | other.organisations,
                       self.anyone + other.anyone, self.problems + other.problems)
 
