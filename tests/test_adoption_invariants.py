@@ -125,7 +125,7 @@ class AdoptionMachine(RuleBasedStateMachine):
                 if self.stack_depth:
                     bottom = self.bottom
                     while self.changes.undo_stack(self.ref.arn):
-                        self.changes.rollback(self.ref, actor(ADMIN), force=True)
+                        self.changes.rollback(self.ref, actor(ADMIN), force=True, despite_in_use=True)
                     assert live_policy(self.name) == bottom  # walked back to the original, byte for byte
             finally:
                 self.built.close()
@@ -291,7 +291,7 @@ class AdoptionMachine(RuleBasedStateMachine):
         depth = len(self.changes.undo_stack(self.ref.arn))
         edited = depth > 0 and not same_document(self.live, self.bot_last_put)  # changed by hand since
         try:
-            change = self.changes.rollback(self.ref, actor(user), force=force)
+            change = self.changes.rollback(self.ref, actor(user), force=force, despite_in_use=force)  # as --force
         except NotAnOwner:
             assert not self._allowed(user)
             return
@@ -397,3 +397,32 @@ def test_adoption_promises_hold_over_random_sequences(aws, tmp_path, monkeypatch
     run_state_machine_as_test(AdoptionMachine, settings=settings(
         max_examples=8, stateful_step_count=14, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+
+
+@pytest.mark.parametrize("original", [TEAM_STAR, ARCHIVE])
+def test_the_machine_meets_a_rollback_the_pins_make_harmful(aws, tmp_path, monkeypatch, original):
+    """The sequence the random search may take long to find, run through the same machine: the oldest image runs,
+    an admin adopts and rolls back; the restored policy would expire (keep 2 tagged: the pin makes it tagged) or
+    archive it, so the rollback is refused; forced, it restores byte for byte and the model records it forced."""
+    from moto.ecr import policy_validation
+    from moto.moto_api import state_manager
+
+    AdoptionMachine.db_dir = tmp_path
+    monkeypatch.setattr(policy_validation, "VALID_ACTION_PROPERTIES", {"type", "targetStorageClass"})
+    monkeypatch.setattr(policy_validation, "VALID_ACTION_TYPE_VALUES", {"expire", "transition"})
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+    monkeypatch.setenv("ECR_COST_ACCOUNTS", ACCOUNT)
+    monkeypatch.setenv("ECR_COST_ROLE_ARNS", role_arn(WORKLOAD))
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    machine = AdoptionMachine()
+    try:
+        machine.create(original, USERS[0], True)
+        machine.adopt_then_roll_back(False)
+        assert machine.stack_depth == 1 and machine.live == machine.bot_last_put  # refused: still adopted
+        machine.no_policy_the_bot_put_expires_a_running_image_unless_forced()
+        machine.rollback(ADMIN, True)
+        assert machine.stack_depth == 0 and machine.forced and live_policy(machine.name) == original
+        machine.aws_holds_what_the_model_expects()
+        machine.the_original_is_always_restorable()
+    finally:
+        machine.teardown()
