@@ -27,7 +27,8 @@ from .config import Settings
 from .core.analysis import exemption_of
 from .format import iso, plural, size
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
-from .core.inuse import InUseSet, PinPlan, Usage, after_plan, pin_tag, plan_pins, protected, unprotected
+from .core.inuse import (RISKY_ACTIONS, InUseSet, PinPlan, Usage, after_plan, harmed, pin_tag, plan_pins, protected,
+                         unprotected)
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
 from .core.models import (ADOPTIONS, EXEMPT_TAG, EXEMPTION_REASONS, SNOOZE, Image, Manifest, PolicyDecision,
                           PolicySavings, RepositoryCost, RepositoryInventory, RepositoryRef)
@@ -75,6 +76,17 @@ class InUsePartial(PolicyOperationError):
         super().__init__(f"the in-use check of {ref.name} is partial: images running where the bot cannot see "
                          f"could be expired; nothing was changed", problems)
         self.ref = ref
+
+
+class HarmsInUse(PolicyOperationError):
+    """The final safety check: the policy about to be put would expire or archive images that run. Nothing was
+    put; only an explicit confirmation naming these images (CLI --force, Slack "Adopt anyway" / "Roll back
+    anyway") puts it."""
+
+    def __init__(self, ref: RepositoryRef, what: str, images: list[str]):
+        super().__init__(f"{what} of {ref.name} would expire or archive {len(images)} image(s) in use; nothing was "
+                         f"changed", images)
+        self.ref, self.what, self.images = ref, what, images
 
 
 class HandEdited(PolicyOperationError):
@@ -141,9 +153,9 @@ class PolicyPreview:
 
     @property
     def in_use_expiring(self) -> list[str]:
-        """In-use digests the policy as written would expire (the bot keeps them)."""
+        """In-use digests the policy as written would expire or archive (the bot keeps them)."""
         used = self.used
-        return [d.image.digest for d in self.result.decisions if d.action == "expire" and d.image.digest in used]
+        return [d.image.digest for d in self.result.decisions if d.action in RISKY_ACTIONS and d.image.digest in used]
 
 
 @dataclass(frozen=True)
@@ -259,11 +271,12 @@ class PolicyChanges:
     # -- changing --------------------------------------------------------------------------
 
     def adopt(self, ref: RepositoryRef, policy_text: str | None, actor: Actor, current: bool = False,
-              despite_partial: bool = False, tuned: bool = False) -> Change:
+              despite_partial: bool = False, tuned: bool = False, despite_in_use: bool = False) -> Change:
         """Backs up the policy in force, puts ``policy_text`` (default: the base policy; with ``current``, the
         repository's own policy as it is now) in its protected form, records the decision ("tuned" when an owner
         tuned the base policy). Refuses with InUsePartial when some runtime could not be read, unless
-        ``despite_partial``."""
+        ``despite_partial``; with HarmsInUse when the policy about to be put, evaluated on the live images with
+        their pins, would still expire or archive an in-use image, unless ``despite_in_use``."""
         text, policy = (None, None) if current else self.checked(policy_text)
         with self._claimed(ref):
             owners, born = self._authorise(ref, actor)
@@ -279,9 +292,13 @@ class PolicyChanges:
                                          for p in projected.in_use.problems])
             guarded_text, _ = self.checked(compact(self._protected(policy)))  # within ECR's limits, before any pin
             # pins first: the policy never meets an in-use image without its pin
-            self._apply_pins(ref, plan_pins(inventory.images, projected.used, json.loads(guarded_text),
-                                            self._clock(), inventory.manifests), release=False)
-            note = protection_note(projected)
+            plan = plan_pins(inventory.images, projected.used, json.loads(guarded_text), self._clock(),
+                             inventory.manifests)
+            self._apply_pins(ref, plan, release=False)
+            live = self.read(ref).images if plan.pin else inventory.images  # the pins as AWS has them now
+            risks = self._final_check(ref, "adopting this policy", json.loads(guarded_text), live,
+                                      inventory.manifests, projected.used, force=despite_in_use)
+            note = protection_note(projected, risks)
             if inventory.lifecycle_policy is not None and same_rules(inventory.lifecycle_policy, guarded_text):
                 return Change(None, f"{ref.name} already has these rules; nothing was changed. {note}".strip())
             backup_id = self._store.save_backup(ref, inventory.lifecycle_policy, "before adoption")
@@ -313,31 +330,45 @@ class PolicyChanges:
         raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
 
     def refresh_protection(self, ref: RepositoryRef, images: list[Image], used: dict[str, list[Usage]],
-                           policy: dict, manifests: dict[str, Manifest], release: bool = True) -> PinPlan:
+                           policy: dict, manifests: dict[str, Manifest],
+                           release: bool = True) -> tuple[PinPlan, list[str]]:
         """The guard's pass over a policy the bot adopted: pins new in-use images, and (``release``) releases
         pins of images no longer used that the policy would expire anyway. No policy changes: no backup, no
-        decision."""
+        decision. Returns the plan carried out (only the releases AWS did) and the releases that failed."""
         with self._claimed(ref):
             plan = plan_pins(images, used, policy, self._clock(), manifests)
             if not release:
                 plan = PinPlan(plan.pin, (), plan.keep_pinned + plan.release)
-            self._apply_pins(ref, plan, release=release)
-            return plan
+            failed = self._apply_pins(ref, plan, release=release)
+            done = tuple(d for d in plan.release if d not in failed)
+            return PinPlan(plan.pin, done, plan.keep_pinned + tuple(failed)), list(failed.values())
 
-    def _apply_pins(self, ref: RepositoryRef, plan: PinPlan, release: bool) -> None:
+    def _apply_pins(self, ref: RepositoryRef, plan: PinPlan, release: bool) -> dict[str, str]:
+        """Pins (a failure raises: the policy must not be put) and releases; returns the releases that failed,
+        digest -> why (the pin stays: the image is kept)."""
         try:
             for digest in plan.pin:
                 self._collector.add_tag(ref, digest, pin_tag(digest))
-            for digest in plan.release if release else ():
-                self._collector.remove_tag(ref, pin_tag(digest))
         except (ClientError, BotoCoreError, LookupError) as exc:
             raise PolicyOperationError(f"cannot pin the in-use images of {ref.name} ({describe_error(exc)}); "
                                        f"its policy was not changed") from None
+        failed: dict[str, str] = {}
+        for digest in plan.release if release else ():
+            try:
+                self._collector.remove_tag(ref, pin_tag(digest))
+            except (ClientError, BotoCoreError, LookupError) as exc:
+                failed[digest] = (f"{ref.name}: the pin of {digest[:19]} could not be released "
+                                  f"({describe_error(exc)}); it stays pinned")
+        return failed
 
-    def rollback(self, ref: RepositoryRef, actor: Actor, force: bool = False, over: str | None = None) -> Change:
+    def rollback(self, ref: RepositoryRef, actor: Actor, force: bool = False, over: str | None = None,
+                 despite_in_use: bool = False) -> Change:
         """Restores the policy in force before the latest adoption not yet undone (deletes it when there was
-        none). Refuses with HandEdited when the live policy is not what the bot last put, unless ``force``; with
-        ``over`` (the fingerprint of the hand edit a person was shown), only over that very edit."""
+        none), byte for byte. Refuses with HandEdited when the live policy is not what the bot last put, unless
+        ``force``; with ``over`` (the fingerprint of the hand edit a person was shown), only over that very edit.
+        Refuses with HarmsInUse when the restored policy would now expire or archive an in-use image (pins make
+        tagged images count: a team's "keep 3 tagged" may now select a running one), unless ``despite_in_use``;
+        then the note names the running images it will expire."""
         with self._claimed(ref):
             owners, born = self._authorise(ref, actor)
             stack = self.undo_stack(ref.arn, born)
@@ -345,15 +376,26 @@ class PolicyChanges:
                 return Change(None, f"nothing to roll back on {ref.name}: no adoption through the bot is in force; "
                                     f"nothing was changed")
             adoption = stack[-1]
-            try:
-                live = self._collector.get_lifecycle_policy(ref)
-            except (ClientError, BotoCoreError) as exc:
-                raise self._read_error(ref, exc) from None
+            inventory = self.read(ref)
+            live = inventory.lifecycle_policy
             expected = self.last_put(ref.arn, born).policy_after
             edited = not same_document(live, expected)
             if edited and (not force or (over is not None and over != fingerprint(live))):
                 raise HandEdited(ref, live, expected)  # unforced, or edited again since the person saw it
             had_policy, restored = self._store.backup(adoption.backup_id)
+            risks: list[str] = []
+            if had_policy:
+                restored_policy, problems = validate_policy(restored)
+                used = self._in_use.repository(ref, inventory.images, inventory.manifests).of(
+                    ref.account_id, ref.region, ref.name)
+                if problems:  # what AWS once held, but it cannot be evaluated: never restored unconfirmed
+                    risks = [f"the previous policy cannot be evaluated ({problems[0]}): whether it expires images "
+                             f"in use is unknown"]
+                    if not despite_in_use:
+                        raise HarmsInUse(ref, "restoring the previous policy", risks)
+                else:
+                    risks = self._final_check(ref, "restoring the previous policy", restored_policy,
+                                              inventory.images, inventory.manifests, used, force=despite_in_use)
             backup_id = self._store.save_backup(ref, live, "before rollback")
             savings = adoption.projected_monthly_savings_usd
             decision = self._record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
@@ -362,7 +404,21 @@ class PolicyChanges:
                 ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, restored)) if had_policy
                 else (lambda: self._collector.delete_lifecycle_policy(ref)),
                 f"rollback of {ref.name} failed", "its policy is unchanged")
+            if risks:
+                return Change(decision, f"Restored as confirmed; it will expire or archive {len(risks)} image(s) in "
+                                        f"use: " + "; ".join(risks[:5]) + (" …" if len(risks) > 5 else ""))
             return Change(decision)
+
+    def _final_check(self, ref: RepositoryRef, what: str, policy: dict, images: list[Image],
+                     manifests: dict[str, Manifest], used: dict[str, list[Usage]], force: bool) -> list[str]:
+        """The one safety check before any policy is put: ``policy`` evaluated (every action) on the images as
+        they will be, pins included. Raises HarmsInUse naming the in-use images it would expire or archive,
+        unless ``force``; returns them (empty: nothing in use is touched)."""
+        found = [describe_harm(image, priority, action, used.get(image.digest, ()))
+                 for image, priority, action in harmed(images, policy, used, self._clock(), manifests)]
+        if found and not force:
+            raise HarmsInUse(ref, what, found)
+        return found
 
     def choose(self, ref: RepositoryRef, action: str, actor: Actor, reason: str | None = None,
                note: str | None = None) -> Change:
@@ -638,16 +694,28 @@ class PolicyChanges:
                 f"{len(ours - set(theirs))} only the local evaluation would")
 
 
-def protection_note(found: PolicyPreview) -> str:
-    """What protection does here, in one line: the in-use images kept, where they run, and any blind spot."""
+def describe_harm(image: Image, priority: int, action: str, usages) -> str:
+    """One in-use image a policy would touch: which, by which rule, what happens, where it runs."""
+    tags = ", ".join(image.tags) or "untagged"
+    what = "would expire it" if action == "expire" else \
+        "would move it to the archive (unpullable until restored)"
+    where = ", ".join(sorted({f"{u.kind} {u.name}" for u in usages})[:3]) or "in use"
+    return f"{image.digest[:19]} ({tags}): rule {priority} {what}; it runs in {where}"
+
+
+def protection_note(found: PolicyPreview, harmed_put: list[str] | tuple[str, ...] = ()) -> str:
+    """What protection does here, in one line: the in-use images kept, where they run, and any blind spot.
+    ``harmed_put``: the in-use images the policy actually put still expires or archives (a forced change)."""
     if found.in_use is None:
         return ""
     parts = []
     used, expiring = found.used, found.in_use_expiring
     if used:
         where = sorted({u.kind for usages in used.values() for u in usages})
-        parts.append(f"Images in use: {len(used)} ({', '.join(where)}), all kept"
-                     + (f"; the policy as written would have expired {len(expiring)} of them" if expiring else ""))
+        kept = "all kept" if not harmed_put else f"{len(harmed_put)} NOT kept ({'; '.join(harmed_put[:3])})"
+        parts.append(f"Images in use: {len(used)} ({', '.join(where)}), {kept}"
+                     + (f"; the policy as written would have expired {len(expiring)} of them"
+                        if expiring else ""))
     if found.in_use.partial:
         blind = "; ".join(f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in found.in_use.problems[:3])
         parts.append(f"In-use check partial ({blind}): images running there cannot be seen")

@@ -22,7 +22,7 @@ from .config import Settings
 from .core.analysis import Summary, display_names, exemption_of, find_account, find_repository, rank, summarize
 from .core.cost import price_repository, reachable_manifests
 from .core.cost import GIB
-from .core.inuse import InUseSet, Usage, after_plan, has_pin_rule, is_pin
+from .core.inuse import RISKY_ACTIONS, InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, same_document, validate_policy
 from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost,
                           RepositoryInventory, RepositoryRef, RepositoryView, ScanProblem, ScanResult)
@@ -59,6 +59,7 @@ class GuardItem:
     digest: str
     used_by: tuple[Usage, ...]
     rule_priority: int | None = None
+    action: str | None = None  # at risk: expire, or transition (to the archive: unpullable until restored)
 
 
 @dataclass
@@ -353,11 +354,13 @@ class Application:
     # -- changes (each checked by PolicyChanges: live owners, backups, undo stack, hand edits) ---------
 
     def adopt(self, row: RepositoryCost, actor: Actor, policy_text: str | None = None,
-              despite_partial: bool = False) -> Change:
-        return self.changes.adopt(ref_of(row), policy_text, actor, despite_partial=despite_partial)
+              despite_partial: bool = False, despite_in_use: bool = False) -> Change:
+        return self.changes.adopt(ref_of(row), policy_text, actor, despite_partial=despite_partial,
+                                  despite_in_use=despite_in_use)
 
-    def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False, over: str | None = None) -> Change:
-        return self.changes.rollback(ref_of(row), actor, force, over)
+    def rollback(self, row: RepositoryCost, actor: Actor, force: bool = False, over: str | None = None,
+                 despite_in_use: bool = False) -> Change:
+        return self.changes.rollback(ref_of(row), actor, force, over, despite_in_use=despite_in_use)
 
     def decline(self, row: RepositoryCost, actor: Actor, reason: str | None = None, note: str | None = None) -> Change:
         """Exempts the repository: no nudges, out of the base policy's savings line, listed with ``reason``."""
@@ -381,9 +384,10 @@ class Application:
         a person typing)."""
         return self.preview(row, compact(tuned_policy(tuning)), scan=scan or self.latest())
 
-    def adopt_tuned(self, row: RepositoryCost, actor: Actor, tuning: Tuning, despite_partial: bool = False) -> Change:
+    def adopt_tuned(self, row: RepositoryCost, actor: Actor, tuning: Tuning, despite_partial: bool = False,
+                    despite_in_use: bool = False) -> Change:
         return self.changes.adopt(ref_of(row), compact(tuned_policy(tuning)), actor, despite_partial=despite_partial,
-                                  tuned=True)
+                                  tuned=True, despite_in_use=despite_in_use)
 
     # -- deleting an unused repository, claiming an unowned one ----------------------------------------
 
@@ -403,9 +407,11 @@ class Application:
     def snooze(self, row: RepositoryCost, actor: Actor) -> Change:
         return self.changes.choose(ref_of(row), "snoozed", actor)
 
-    def protect(self, row: RepositoryCost, actor: Actor, despite_partial: bool = False) -> Change:
+    def protect(self, row: RepositoryCost, actor: Actor, despite_partial: bool = False,
+                despite_in_use: bool = False) -> Change:
         """The guard's Protect button: the repository's own policy, adopted in its protected form (undoable)."""
-        return self.changes.adopt(ref_of(row), None, actor, current=True, despite_partial=despite_partial)
+        return self.changes.adopt(ref_of(row), None, actor, current=True, despite_partial=despite_partial,
+                                  despite_in_use=despite_in_use)
 
     def first_delivery(self, click_id: str) -> bool:
         """True the first time a Slack interaction is seen (redeliveries and double submits are ignored)."""
@@ -452,20 +458,28 @@ class Application:
             manifests = reachable_manifests((i.digest for i in images), self.store.get_manifests)
             last = self.changes.last_put(row.arn)
             if has_pin_rule(policy) and last is not None and same_document(last.policy_after, row.lifecycle_policy):
-                try:  # a partial check releases nothing: an image running where we cannot see may need its pin
-                    plan = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests,
-                                                           release=not found.partial)
+                # a partial check releases nothing: an image running where we cannot see may need its pin (an
+                # account that may pull this repository whose runtimes cannot be read is such a place)
+                blind = [] if found.partial else self.in_use.pull_problems(ref_of(row))
+                if blind:
+                    result.partial = True
+                    result.errors += [f"{row.repository}: {p.message}" for p in blind]
+                try:
+                    plan, failed = self.changes.refresh_protection(ref_of(row), images, used, policy, manifests,
+                                                                   release=not (found.partial or blind))
                 except PolicyOperationError as exc:
                     result.errors.append(str(exc))
                 else:
                     images = after_plan(images, plan)
                     result.released += [GuardItem(row, d, ()) for d in plan.release]
+                    result.errors += failed
             decisions = evaluate(images, policy, now, manifests)
             pinned = {i.digest for i in images if any(is_pin(t) for t in i.tags)}
             for digest, usages in sorted(used.items()):
                 decision = decisions.get(digest)
-                if decision is not None and decision.action == "expire":
-                    result.at_risk.append(GuardItem(row, digest, tuple(usages), decision.rule_priority))
+                if decision is not None and decision.action in RISKY_ACTIONS:
+                    result.at_risk.append(GuardItem(row, digest, tuple(usages), decision.rule_priority,
+                                                    decision.action))
                 elif digest in pinned:
                     result.protected.append(GuardItem(row, digest, tuple(usages)))
         return result

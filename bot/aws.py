@@ -193,6 +193,8 @@ class EcrCollector:
         self.notices: list[ScanProblem] = []  # complete data, but something an operator should fix
         self._principals: dict[str, str] = {}  # account -> the ARN the bot reads it as
         self._pull_time_checked: set[tuple[str, str]] = set()
+        self.organisation_accounts: frozenset[str] = frozenset()  # ACTIVE accounts, once the organisation is listed
+        self._organisation_id: str | None = None
 
     # -- accounts and regions -------------------------------------------------------------
 
@@ -209,11 +211,14 @@ class EcrCollector:
         with self._lock:
             self.api_calls += 1
 
-    def _plan(self) -> tuple[Account | None, list[tuple[str, str]], list[ScanProblem], list[Exception]]:
+    def _plan(self, everywhere: bool = False) -> tuple[Account | None, list[tuple[str, str]], list[ScanProblem],
+                                                      list[Exception]]:
         """(the bot's own account, entered: it lists the organisation; the (role ARN, account ID) of every other
         account to enter; the problems met; their causes). The others are each role of ECR_COST_ROLE_ARNS and,
         with ECR_COST_ORG_ROLE_NAME, every ACTIVE account of the organisation entered through that role;
-        ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS filter them all."""
+        ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS filter them all, unless ``everywhere`` (where images may
+        run: those filters narrow what is scanned, never where the bot looks for running images)."""
+        wanted = (lambda _: True) if everywhere else self._wanted
         own, own_error = self._enter(None)
         problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
                                                                         f"{_message(own_error)}")]
@@ -227,29 +232,30 @@ class EcrCollector:
                         for account_id in found if account_id != own.account_id and account_id not in explicit]
         kept: dict[str, str] = {}  # account -> the first role that enters it; the bot's own needs none
         for arn, account_id in entries:
-            if self._wanted(account_id) and account_id not in kept and (own is None or account_id != own.account_id):
+            if wanted(account_id) and account_id not in kept and (own is None or account_id != own.account_id):
                 kept[account_id] = arn
         entries = [(arn, account_id) for account_id, arn in kept.items()]
-        missing = sorted(self._only - set(kept) - ({own.account_id} if own is not None else set()))
+        missing = [] if everywhere else sorted(self._only - set(kept) - ({own.account_id} if own else set()))
         problems += [ScanProblem(account_id, "*", "in ECR_COST_ACCOUNTS, but neither the bot's own account, an ACTIVE "
                                                   "account of the organisation, nor one of ECR_COST_ROLE_ARNS: not "
                                                   "scanned") for account_id in missing]
-        if own is not None and own.problem and self._wanted(own.account_id):
+        if own is not None and own.problem and wanted(own.account_id):
             problems.append(ScanProblem(own.account_id, "*", own.problem))
         with self._lock:
             self._roles.update({account_id: arn for arn, account_id in entries})
         if own is not None:
-            own = replace(own, name=self.account_names.get(own.account_id)) if self._wanted(own.account_id) else None
+            own = replace(own, name=self.account_names.get(own.account_id)) if wanted(own.account_id) else None
             if own is None and not entries:
                 raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none")
         elif not entries:
             raise EstateUnreadable(unreadable_cause(own_error))
         return own, entries, problems, [] if own_error is None else [own_error]
 
-    def accounts(self) -> tuple[list[Account], list[ScanProblem]]:
-        """Every account we can enter (see _plan), with its regions and name, entered concurrently; the others as
-        problems. Raises EstateUnreadable when not one can be read."""
-        own, entries, problems, causes = self._plan()
+    def accounts(self, everywhere: bool = False) -> tuple[list[Account], list[ScanProblem]]:
+        """Every account we can enter (see _plan; ``everywhere``: whatever the account filters say), with its
+        regions and name, entered concurrently; the others as problems. Raises EstateUnreadable when not one can
+        be read."""
+        own, entries, problems, causes = self._plan(everywhere)
         accounts = [own] if own is not None else []
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-accounts") as pool:
             for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries)):
@@ -331,6 +337,7 @@ class EcrCollector:
         active = [a for a in found if (a.get("State") or a.get("Status")) == "ACTIVE"]
         with self._lock:
             self.account_names.update({a["Id"]: a.get("Name") or a["Id"] for a in found})
+            self.organisation_accounts = frozenset(a["Id"] for a in active)
         return sorted(a["Id"] for a in active), None
 
     def check_access(self) -> list[ScanProblem]:
@@ -597,8 +604,11 @@ class EcrCollector:
 
     def remove_tag(self, ref: RepositoryRef, tag: str) -> None:
         """Removes ``tag``. When it is the image's last tag, ECR deletes the image: callers decide that."""
-        self.client_for(ref).batch_delete_image(repositoryName=ref.name, registryId=ref.account_id,
-                                                imageIds=[{"imageTag": tag}])
+        answer = self.client_for(ref).batch_delete_image(repositoryName=ref.name, registryId=ref.account_id,
+                                                         imageIds=[{"imageTag": tag}])
+        failures = [f for f in answer.get("failures", []) if f.get("failureCode") != "ImageNotFound"]
+        if failures:  # ECR answers 200 and lists what it did not delete (e.g. a child its index references)
+            raise LookupError(f"{failures[0].get('failureCode')}: {failures[0].get('failureReason')}")
 
     def delete_images(self, ref: RepositoryRef, digests: Sequence[str]) -> dict[str, str]:
         """BatchDeleteImage by digest, 100 per request: digest -> why AWS did not delete it (absent: deleted)."""
@@ -689,6 +699,35 @@ class EcrCollector:
             client.delete_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
         except client.exceptions.LifecyclePolicyNotFoundException:
             pass  # already none: that is what was asked for
+
+    def repository_policy(self, ref: RepositoryRef) -> str | None:
+        """The repository's permissions policy (who may pull), None when it has none."""
+        client = self.client_for(ref)
+        try:
+            return client.get_repository_policy(repositoryName=ref.name, registryId=ref.account_id)["policyText"]
+        except client.exceptions.RepositoryPolicyNotFoundException:
+            return None
+
+    def registry_policy(self, ref: RepositoryRef) -> str | None:
+        """The registry's permissions policy of ``ref``'s account and region, None when it has none."""
+        client = self.client_for(ref)
+        try:
+            return client.get_registry_policy().get("policyText")
+        except client.exceptions.RegistryPolicyNotFoundException:
+            return None
+
+    def organisation_id(self) -> str | None:
+        """The ID of the bot's organisation (o-…), None outside one or when it cannot be read."""
+        if self._organisation_id is None:
+            try:
+                own = self._session(None)
+                region = self._regions[0] if self._regions else own.region_name or "us-east-1"
+                answer = self.client(own, "organizations", region).describe_organization()
+                self._organisation_id = answer["Organization"]["Id"]
+            except Exception as exc:  # noqa: BLE001 - not in an organisation, or not allowed to ask
+                logger.info("cannot read the organisation's ID: %s", _message(exc))
+                return None
+        return self._organisation_id
 
     def aws_preview(self, ref: RepositoryRef, text: str, timeout: float = 120.0,
                     sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:

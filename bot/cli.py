@@ -279,7 +279,7 @@ def cmd_policy_apply(args, settings: Settings) -> int:
     with _components(settings) as built:
         _, row = resolve(built.application, args.repo)
         change = built.application.adopt(row, cli_actor(getpass.getuser()), text,
-                                         despite_partial=args.accept_partial_in_use)
+                                         despite_partial=args.accept_partial_in_use, despite_in_use=args.force)
     decision = change.decision
     if decision is None:
         print(change.note)
@@ -301,7 +301,8 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
     with _components(settings) as built:
         _, row = resolve(built.application, args.repo)
         try:
-            change = built.application.rollback(row, cli_actor(getpass.getuser()), force=args.force)
+            change = built.application.rollback(row, cli_actor(getpass.getuser()), force=args.force,
+                                                despite_in_use=args.force)
         except HandEdited as exc:
             print(f"ecr-cost-bot: {exc}", file=sys.stderr)
             print("--- in AWS now ---", file=sys.stderr)
@@ -318,6 +319,8 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
         else "restored the previous policy exactly"
     print(f"rolled back {decision.repository} ({decision.account_id} {decision.region}): {restored} "
           f"(decision #{decision.id}, undoing #{decision.undoes})")
+    if change.note:
+        print(change.note)
     return 0
 
 
@@ -554,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--accept-partial-in-use", action="store_true",
                        help="adopt even when some runtime (ECS, Lambda, Kubernetes) could not be read: images "
                             "running there are not protected")
+    apply.add_argument("--force", action="store_true",
+                       help="put the policy even though it would expire or archive images in use (named first)")
     apply.set_defaults(handler=cmd_policy_apply)
 
     rollback = actions.add_parser("rollback", help="undo the latest adoption not yet undone: restore the policy it "
@@ -561,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("repo", metavar="REPO")
     rollback.add_argument("--yes", action="store_true", help="confirm the change")
     rollback.add_argument("--force", action="store_true",
-                          help="roll back even over a policy edited by hand since the bot set it (backed up first)")
+                          help="roll back even over a policy edited by hand since the bot set it (backed up "
+                               "first), or when the restored policy would expire images in use (it names them)")
     rollback.set_defaults(handler=cmd_policy_rollback)
 
     decisions = commands.add_parser("decisions", help="the decision log: adoptions, rollbacks, declines, snoozes")
@@ -672,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the application's own errors: imported here, as the command that raised them did
-        from .adoption import InUsePartial, PolicyOperationError
+        from .adoption import HarmsInUse, InUsePartial, PolicyOperationError
         from .application import EstateUnreadable, ScanBusy
 
         if isinstance(exc, (EstateUnreadable, ScanBusy)):
@@ -685,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         if isinstance(exc, InUsePartial):
             print("  add --accept-partial-in-use to adopt anyway (images running there are not protected)",
+                  file=sys.stderr)
+        if isinstance(exc, HarmsInUse):
+            print("  add --force to put it anyway: these running images would be expired or archived",
                   file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -740,7 +749,8 @@ def _remove_new_database(path: Path, alone: Callable[[], bool]) -> None:
                 return
     except sqlite3.Error:
         return  # not ours to judge: leave it
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal"),
+                     Path(f"{path}-init.lock")):
         leftover.unlink(missing_ok=True)
 
 

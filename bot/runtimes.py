@@ -46,10 +46,14 @@ class RuntimeCollector:
         self._kubernetes = kubernetes
         self._workers = max_workers
         self.task_definitions_read = 0
+        self.readable_accounts: frozenset[str] = frozenset()  # where the latest collection read the runtimes
 
     def collect(self) -> tuple[list[Reference], list[SourceProblem]]:
         """Every image reference of every runtime, and the runtimes that could not be read."""
-        accounts, account_problems = self._collector.accounts()
+        # every account the bot can enter, whatever ECR_COST_ACCOUNTS says: a workload account runs the images
+        # of a central registry
+        accounts, account_problems = self._collector.accounts(everywhere=True)
+        self.readable_accounts = frozenset(a.account_id for a in accounts)
         problems = [SourceProblem("aws", p.account_id, p.region, p.message) for p in account_problems]
         references: list[Reference] = []
         jobs = [(reader, account, region) for account in accounts for region in account.regions
@@ -58,6 +62,9 @@ class RuntimeCollector:
             for found, problem in pool.map(lambda job: self._run(*job), jobs):
                 references += found
                 problems += problem
+        from .inspector import inspector_references  # optional: never a partial check
+
+        references += inspector_references(self._collector, accounts, max_workers=self._workers)
         if self._kubernetes is not None:
             found, problem = self._kubernetes()
             references += found

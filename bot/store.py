@@ -10,8 +10,10 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -195,6 +197,43 @@ def m016_sweep(db: Database) -> None:
     db["sweep_announcements"].create_index(["batch"])
 
 
+@contextmanager
+def _initialising(path: str) -> Iterator[None]:
+    """One process at a time sets up the database (WAL, migrations): switching the journal mode and the
+    migrations' own transactions run outside SQLite's busy handling, so processes starting together on a fresh
+    database would otherwise fail with "database is locked". A file lock beside the database serialises them."""
+    if path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    try:
+        lock = open(f"{path}-init.lock", "a+")  # noqa: SIM115 - closed by the with below
+    except OSError:  # no such directory, not writable: SQLite will say so, naming ECR_COST_DB
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _retry_while_busy(call, seconds: float = 30.0) -> None:
+    """``call`` again while another connection holds the database (a process already serving), up to
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            call()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -209,9 +248,10 @@ class Store:
         self._local = threading.local()
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
-        db = self.db
-        db.enable_wal()
-        migrations.apply(db)
+        with _initialising(path):
+            db = self.db
+            _retry_while_busy(db.enable_wal)
+            migrations.apply(db)
 
     @property
     def db(self) -> Database:

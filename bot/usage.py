@@ -10,11 +10,14 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
-from .aws import EstateUnreadable
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws import EcrCollector, EstateUnreadable, describe_error
 from .config import Settings
 from .core.cost import reachable_manifests
 from .core.inuse import InUseSet, Reference, SourceProblem, recent_pulls, resolve
 from .core.models import Image, Manifest, RepositoryRef, ScanResult
+from .core.pullers import blind_spots, grants
 from .runtimes import RuntimeCollector
 from .store import Store
 
@@ -23,8 +26,10 @@ REFERENCES_MAX_AGE = timedelta(minutes=5)
 
 class InUseFinder:
     def __init__(self, runtimes: RuntimeCollector, store: Store, settings: Settings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 collector: EcrCollector | None = None):
         self._runtimes = runtimes
+        self._collector = collector
         self._store = store
         self._settings = settings
         self._clock = clock
@@ -68,7 +73,34 @@ class InUseFinder:
         key = (ref.account_id, ref.region, ref.name)
         with self._lock:
             mine = list(self._by_repository.get(key, ()))
-        return self._resolve(mine, problems, at, {key: list(images)}, manifests)
+        return self._resolve(mine, [*problems, *self.pull_problems(ref)], at, {key: list(images)}, manifests)
+
+    def pull_problems(self, ref: RepositoryRef) -> list[SourceProblem]:
+        """Who may pull ``ref`` (its repository policy and its registry's) that the bot cannot read the runtimes
+        of: each makes the repository's in-use check partial. Read each time (two calls): a grant made a minute
+        ago must stop the next adoption."""
+        if self._collector is None:
+            return []
+        problems: list[SourceProblem] = []
+
+        def named(message: str) -> SourceProblem:
+            return SourceProblem("who-may-pull", ref.account_id, ref.region, message)
+
+        found = None
+        try:
+            found = grants(self._collector.repository_policy(ref), f"the repository policy of {ref.name}")
+            found |= grants(self._collector.registry_policy(ref), f"the registry policy of {ref.account_id} "
+                                                                   f"{ref.region}", ref.arn)
+        except (ClientError, BotoCoreError) as exc:
+            problems.append(named(f"cannot read who may pull {ref.name} (ecr:GetRepositoryPolicy, "
+                                  f"ecr:GetRegistryPolicy): {describe_error(exc)}"))
+        if found is not None:
+            self.references()  # the accounts whose runtimes were read go with the references
+            readable = self._runtimes.readable_accounts
+            organisation = self._collector.organisation_id() if found.organisations else None
+            problems += [named(p) for p in blind_spots(found, readable, organisation,
+                                                       self._collector.organisation_accounts)]
+        return problems
 
     def _resolve(self, references, problems, at, inventories, manifests) -> InUseSet:
         now = self._clock()

@@ -59,7 +59,7 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
 
         kubernetes = KubernetesReader(settings.kube_contexts, settings.kubeconfig).collect
     runtimes = RuntimeCollector(collector, store, kubernetes)
-    in_use = InUseFinder(runtimes, store, settings, clock)
+    in_use = InUseFinder(runtimes, store, settings, clock, collector)
     changes = PolicyChanges(collector, store, settings, in_use, clock)
     application = Application(store, collector, changes, in_use, settings, clock,
                               billing_sources=billing_sources(settings, session_factory or default_session_factory(

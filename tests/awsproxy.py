@@ -42,6 +42,8 @@ class AwsProxy:
         self.amend: dict[str, Callable[[dict, dict], dict]] = {}
         self.hold: dict[str, threading.Event] = {}  # operation -> answered once the event is set (at most 60 s)
         self.blobs: dict[str, bytes] = {}  # digest -> bytes served through GetDownloadUrlForLayer
+        # Inspector2 ListCoverage (moto lacks it): None is Inspector not enabled (AccessDenied), else its resources
+        self.coverage: list[dict] | None = None
         # operation -> largest page served: AWS may return fewer items than asked for, with a nextToken
         self.max_page: dict[str, int] = {}
         # IAM's policy simulator, which moto lacks: None leaves SimulatePrincipalPolicy to moto (which refuses it);
@@ -93,6 +95,7 @@ class AwsProxy:
             for gate in self.hold.values():
                 gate.set()
             self.hold = {}
+            self.coverage = None
 
     # -- request handling --------------------------------------------------------------
 
@@ -100,7 +103,8 @@ class AwsProxy:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
         if request.path.startswith(BLOB_PATH):
             return self._serve_blob(request)
-        operation = _operation(request.headers, body, request.command, request.path)
+        operation = ("ListCoverage" if request.path == "/coverage/list"
+                     else _operation(request.headers, body, request.command, request.path))
         region = (_REGION.search(request.headers.get("Authorization", "")) or [None, None])[1]
         with self._lock:
             self.calls[operation] += 1
@@ -131,6 +135,8 @@ class AwsProxy:
         if operation in TEMPLATE_OPERATIONS:
             status, answer = self.templates.handle(operation, region, json.loads(body or b"{}"))
             return _reply_json(request, answer) if status == 200 else _reply_error(request, True, *answer)
+        if operation == "ListCoverage":
+            return self._list_coverage(request, json.loads(body or b"{}"))
         if operation == "GetDownloadUrlForLayer":
             digest = json.loads(body or b"{}").get("layerDigest", "")
             if digest not in self.blobs:
@@ -163,6 +169,23 @@ class AwsProxy:
             request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
         request.wfile.write(payload)
+
+    def _list_coverage(self, request: BaseHTTPRequestHandler, params: dict) -> None:
+        """Inspector2 ListCoverage as AWS answers it: resourceType and ecrImageLastInUseAt filters, pages of
+        maxResults (5 by default here, so paging is exercised) with a nextToken."""
+        if self.coverage is None:
+            return _reply_error(request, True, "AccessDeniedException", "Amazon Inspector is not enabled for this "
+                                                                        "account")
+        criteria = params.get("filterCriteria", {})
+        kinds = {c["value"] for c in criteria.get("resourceType", [])}
+        since = min((c.get("startInclusive", 0) for c in criteria.get("ecrImageLastInUseAt", [])), default=None)
+        items = [r for r in self.coverage if (not kinds or r["resourceType"] in kinds) and (
+            since is None or r.get("resourceMetadata", {}).get("ecrImage", {}).get("lastInUseAt", 0) >= since)]
+        size, offset = params.get("maxResults", 5), int(params.get("nextToken") or 0)
+        answer = {"coveredResources": items[offset:offset + size]}
+        if offset + size < len(items):
+            answer["nextToken"] = str(offset + size)
+        return _reply_json(request, answer)
 
     def _serve_blob(self, request: BaseHTTPRequestHandler) -> None:
         digest = request.path[len(BLOB_PATH):]

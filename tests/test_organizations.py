@@ -14,25 +14,9 @@ import boto3
 import pytest
 
 from bot.sample import MB, SampleRepository, blob, image
-from tests.helpers.aws import ACCOUNT, load, run_cli
+from tests.helpers.aws import ACCOUNT, ROLE, entered, load, role_arn, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-ROLE = "EcrCostReader"
-
-
-def role_arn(account_id: str) -> str:
-    return f"arn:aws:iam::{account_id}:role/{ROLE}"
-
-
-def entered(account_id: str) -> boto3.Session:
-    """A session in ``account_id``, as the bot enters it (moto maps the credentials to that account)."""
-    credentials = boto3.client("sts", region_name="us-east-1").assume_role(
-        RoleArn=role_arn(account_id), RoleSessionName="test")["Credentials"]
-    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
-                         aws_secret_access_key=credentials["SecretAccessKey"],
-                         aws_session_token=credentials["SessionToken"], region_name="us-east-1")
-
-
 def repo(name: str, size_mb: int, region: str = "us-east-1") -> SampleRepository:
     return SampleRepository(region, name, [image([blob(f"{name}-layer", size_mb * MB)], blob(f"{name}-cfg", 500),
                                                  ("v1",), pushed_days_ago=3)], tags={"owner": "U0OWNER01"})

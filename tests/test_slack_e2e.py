@@ -197,3 +197,28 @@ def test_app_home_shows_the_viewers_repositories(served, slack):
     view = json.loads(args["view"]) if isinstance(args["view"], str) else args["view"]
     assert args["user_id"] == OWNER and view["type"] == "home"
     assert "*shop*" in json.dumps(view) and "adopt_base_policy" in json.dumps(view)
+
+
+def test_an_oversized_unsigned_request_gets_413_and_changes_nothing(served, slack, settings):
+    """waitress would read a 1 GB body before Bolt checks the signature: it stops at 1 MiB, answers 413."""
+    import socket
+
+    payload = json.dumps({"type": "block_actions", "user": {"id": OWNER}, "actions": [
+        {"action_id": "adopt_base_policy", "value": ARN, "action_ts": "1.0"}], "response_url": slack.response_url()})
+    body = urlencode({"payload": payload, "padding": "x" * (2 * 2**20)}).encode()
+    host, port = served.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded"
+                     f"\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        try:
+            sock.sendall(body)
+        except OSError:
+            pass  # the server may answer and close before the whole body is sent
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"413", answer[:200]
+    assert slack.responses == [] and current_policy() == CUSTOM and decisions(settings.db_path) == []

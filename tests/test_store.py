@@ -101,3 +101,29 @@ def test_threads_share_the_store(tmp_path):
         t.join()
     assert errors == []
     assert store.db["repository_snapshots"].count == 200 and store.manifest_count() == 200
+
+
+def test_processes_starting_together_on_a_fresh_database_all_start(tmp_path):
+    """The Slack app, a cron `guard` and a second replica starting at once: WAL and the migrations are set up
+    by one process at a time, none dies with "database is locked". 4 CLI processes, 10 fresh databases."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for attempt in range(10):
+        env = {**os.environ, "ECR_COST_DB": str(tmp_path / f"fresh-{attempt}.db")}
+        processes = [subprocess.Popen([sys.executable, "-m", "bot", "decisions", "--format", "json"], env=env,
+                                      cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(4)]
+        results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+        assert [code for code, _, _ in results] == [0] * 4, [err for _, _, err in results]
+        assert all(out.strip() == "[]" for _, out, _ in results)
+        store = Store(env["ECR_COST_DB"])
+        try:
+            assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert migrations.pending(store.db) == [] and len(migrations.applied(store.db)) == len(
+                {m.name for m in migrations.applied(store.db)})  # each applied once
+        finally:
+            store.close()

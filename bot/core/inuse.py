@@ -25,6 +25,7 @@ PIN_PREFIX = "ecr-cost-keep"
 PIN_KEEP_COUNT = 100_000  # the keep rule's count: far beyond any repository's in-use images
 PIN_RULE_DESCRIPTION = "ecr-cost-bot: keep images in use (ECS, Lambda, Kubernetes, recent pulls)"
 MAX_RULES = 50
+RISKY_ACTIONS = ("expire", "transition")  # what makes an in-use image unpullable: deleted, or archived
 
 _ECR_URI = re.compile(  # IPv4 (dkr.ecr …amazonaws.com[.cn]), FIPS, and dual-stack (dkr-ecr …on.aws) endpoints
     r"^(?:[a-z-]+://)?(?P<account>\d{12})\.dkr[.-]ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
@@ -190,15 +191,14 @@ def has_pin_rule(policy: Mapping) -> bool:
 
 
 def protected(policy: Mapping) -> dict:
-    """``policy`` with a first rule that keeps pinned images: no lower rule can expire them. Priorities are
-    shifted up by one when the first is taken; a policy that already has the rule is returned as it is."""
-    if has_pin_rule(policy):
-        return json.loads(json.dumps(policy))
-    if len(policy["rules"]) >= MAX_RULES:
+    """``policy`` with the bot's keep rule first: no lower rule can expire or archive a pinned image. The keep rule
+    is stripped wherever it is (a copied policy may have it below a team's rule) and put back at priority 1; the
+    other rules keep their order, their priorities shifted up by one when the first is taken."""
+    rules = [json.loads(json.dumps(r)) for r in policy["rules"] if not _is_pin_rule(r)]
+    if len(rules) >= MAX_RULES:
         raise ValueError(f"the policy has {MAX_RULES} rules, ECR's maximum: no room for the rule that keeps "
                          f"images in use")
-    rules = [json.loads(json.dumps(r)) for r in policy["rules"]]
-    if min(r["rulePriority"] for r in rules) <= 1:
+    if rules and min(r["rulePriority"] for r in rules) <= 1:
         for rule in rules:
             rule["rulePriority"] += 1
     keep = {"rulePriority": 1, "description": PIN_RULE_DESCRIPTION,
@@ -237,8 +237,25 @@ def plan_pins(images: Sequence[Image], in_use: Iterable[str], policy: Mapping, n
                     + ((pin_tag(i.digest),) if i.digest in to_pin else ()), i.listed_bytes, i.pushed_at,
                     i.last_pulled_at, i.media_type, i.status, i.archived_at) for i in images]
     decisions = evaluate(future, protected(unprotected(policy)), now, manifests)
-    release = tuple(sorted(d for d in idle if d in decisions and decisions[d].action == "expire"))
+    release = {d for d in idle if d in decisions and decisions[d].action == "expire"}
+    # a child is never released while its index stays: removing its last tag would delete what the index needs
+    parents = {child: digest for digest, m in (manifests or {}).items() for child in m.children}
+    held = {i.digest for i in images}
+    release = {d for d in release
+               if not (parents.get(d) in held and (parents[d] not in decisions or decisions[parents[d]].action
+                                                   != "expire"))}
+    release = tuple(sorted(release))
     return PinPlan(to_pin, release, tuple(sorted(idle - set(release))))
+
+
+def harmed(images: Sequence[Image], policy: Mapping, used: Mapping[str, object], now: datetime,
+           manifests: Mapping[str, Manifest] | None = None) -> list[tuple[Image, int, str]]:
+    """The in-use images ``policy`` would expire or archive, as ECR would evaluate it on ``images`` (pins
+    included): (image, rule priority, action), newest first. The one safety check before any policy is put."""
+    decisions = evaluate(images, policy, now, manifests)
+    found = [(d.image, d.rule_priority, d.action) for digest, d in decisions.items()
+             if digest in used and d.action in RISKY_ACTIONS]
+    return sorted(found, key=lambda f: (-(f[0].pushed_at.timestamp() if f[0].pushed_at else 0.0), f[0].digest))
 
 
 def after_plan(images: Sequence[Image], plan: PinPlan) -> list[Image]:

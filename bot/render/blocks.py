@@ -33,8 +33,12 @@ ADOPT_DESPITE_PARTIAL, PROTECT_DESPITE_PARTIAL = "adopt_despite_partial", "prote
 ADJUST, DELETE = "adjust_policy", "delete_repository"  # open a modal (Decline does too)
 CLAIM, APPROVE_CLAIM, REJECT_CLAIM = "claim_ownership", "approve_claim", "reject_claim"
 LIFT_EXEMPTION = "lift_exemption"
+# the final safety check's confirmations: the policy about to be put would expire or archive running images
+ADOPT_DESPITE_IN_USE, ROLLBACK_DESPITE_IN_USE = "adopt_despite_in_use", "rollback_despite_in_use"
+PROTECT_DESPITE_IN_USE = "protect_despite_in_use"
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
-              PROTECT_DESPITE_PARTIAL, ADJUST, DELETE, CLAIM, APPROVE_CLAIM, REJECT_CLAIM, LIFT_EXEMPTION)
+              PROTECT_DESPITE_PARTIAL, ADJUST, DELETE, CLAIM, APPROVE_CLAIM, REJECT_CLAIM, LIFT_EXEMPTION,
+              ADOPT_DESPITE_IN_USE, ROLLBACK_DESPITE_IN_USE, PROTECT_DESPITE_IN_USE)
 # modals: their callback ids, and the inputs of the Adjust modal (each change refreshes its preview)
 ADJUST_VIEW, DECLINE_VIEW, DELETE_VIEW = "adjust_policy_view", "decline_view", "delete_repository_view"
 TUNE_PREFIX = "tune_"  # the Adjust modal's input action ids: tune_untagged, tune_latest, ...
@@ -221,6 +225,26 @@ def partial_message(arn: str, repository: str, problems: Sequence[str], protect:
                         "Adopt anyway"))]}]}
 
 
+def harm_message(value: str, repository: str, what: str, images: Sequence[str], action: str) -> dict:
+    """A change refused by the final safety check: the running images the policy would expire or archive, and
+    the explicit confirmation that names them. ``value``: the button's value (the repository, and what the person
+    already confirmed)."""
+    label = "Roll back anyway" if action == ROLLBACK_DESPITE_IN_USE else "Adopt anyway"
+    lines = [f"• {escape(i)}" for i in images[:10]] + ([f"… and {len(images) - 10} more"] if len(images) > 10
+                                                        else [])
+    return {"text": clip(f"{repository}: {what} would expire running images; nothing was changed", MAX_SECTION),
+            "blocks": [
+                section(f":rotating_light: *Nothing was changed.* {escape(what[:1].upper() + what[1:])} of "
+                        f"*{escape(repository)}* would expire or archive *{len(images)}* image(s) that run:"),
+                *sections(lines),
+                {"type": "actions", "block_id": "harm:" + hashlib.sha1(value.encode()).hexdigest(), "elements": [
+                    button(label, action, value, "danger", confirm_dialog(
+                        f"Expire {len(images)} running image(s)?", clip(
+                            "ECR will expire or archive these running images: "
+                            + "; ".join(i.split(" ", 1)[0] for i in images[:5])
+                            + ". The next start that pulls them fails.", 290), label))]}]}
+
+
 def hand_edit_message(arn: str, repository: str, live: str | None, expected: str | None) -> dict:
     """A rollback refused because the policy was edited by hand: both policies, and a second confirmation."""
     def shown(text: str | None) -> str:
@@ -242,14 +266,19 @@ def hand_edit_message(arn: str, repository: str, live: str | None, expected: str
 
 def guard_warning(row: RepositoryCost, items: Sequence, limit: int = 20) -> dict:
     """The guard's direct message: running images the repository's current policy would expire, and Protect."""
-    lines = [f"`{i.digest[7:19]}` (rule {i.rule_priority}) used by "
+    lines = [f"`{i.digest[7:19]}` (rule {i.rule_priority}"
+             + (": would move to the archive (unpullable until restored)" if i.action == "transition" else "")
+             + ") used by "
              + ", ".join(f"{escape(u.kind)} {escape(u.name)}" for u in i.used_by[:3])
              + (f" and {len(i.used_by) - 3} more" if len(i.used_by) > 3 else "") for i in items[:limit]]
     if len(items) > limit:
         lines.append(f"… and {len(items) - limit} more (`ecr-cost-bot guard`)")
     blocks = [section(f":rotating_light: The lifecycle policy of *{escape(row.repository)}* ({escape(row.region)}) "
-                      f"would expire *{plural(len(items), 'image')}* that {'is' if len(items) == 1 else 'are'} running. When ECR expires them, the next task "
-                      f"start, scale-out or cold start fails with \"manifest unknown\"."),
+                      f"would expire *{plural(len(items), 'image')}* that {'is' if len(items) == 1 else 'are'} running"
+                      + (" (or move them to the archive, unpullable until restored)"
+                         if any(i.action == "transition" for i in items) else "")
+                      + ". When ECR expires them, the next task start, scale-out or cold start fails with "
+                        "\"manifest unknown\"."),
               *sections(lines)]
     if _rule_count(row.lifecycle_policy) >= 50:
         blocks.append(section("The policy already has 50 rules, ECR's maximum: remove one so that the bot can add "

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
 from ..core.lifecycle import Preview
 from ..core.tuning import lifecycle_status
-from ..core.inuse import InUseSet, Usage, is_pin
+from ..core.inuse import RISKY_ACTIONS, InUseSet, Usage, is_pin
 from ..core.models import (Image, PolicyDecision, PolicySavings, RepositoryCost, RepositoryRef, RepositoryView,
                            ScanProblem, ScanResult)
 from ..core.size import SizeReport
@@ -271,7 +271,7 @@ def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, pro
     if in_use is not None:
         tags = {i.digest: i.tags for i in images}
         used = used or {}
-        expiring_digests = {d.image.digest for d in expiring}
+        expiring_digests = {d.image.digest for d in result.decisions if d.action in RISKY_ACTIONS}  # or archive
         doc["in_use"] = [in_use_json(d, tags.get(d, ()), u) for d, u in sorted(used.items())]
         doc["in_use_expiring"] = [in_use_json(d, tags.get(d, ()), u) for d, u in sorted(used.items())
                                   if d in expiring_digests]
@@ -306,6 +306,7 @@ def guard_item_json(item, with_rule: bool = True) -> dict:
            "image_digest": item.digest}
     if with_rule:
         doc["rule_priority"] = item.rule_priority
+        doc["action"] = item.action or "expire"
     doc["used_by"] = [usage_json(u) for u in item.used_by]
     return doc
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import HandEdited, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
+from ..adoption import HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from ..application import Application, ref_of
 from ..render import blocks
 from .directory import SlackDirectory
@@ -112,14 +112,20 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     actor = directory.actor(user_id)
     if action_id == blocks.CLAIM:
         return claim(application, directory, row, user_id)
+    despite_in_use = action_id in (blocks.ADOPT_DESPITE_IN_USE, blocks.ROLLBACK_DESPITE_IN_USE,
+                                   blocks.PROTECT_DESPITE_IN_USE)
+    # what the person already confirmed travels in the value: "partial", or the hand edit's fingerprint
+    partial = action_id in (blocks.ADOPT_DESPITE_PARTIAL, blocks.PROTECT_DESPITE_PARTIAL) or \
+        (despite_in_use and seen_edit == "partial")
     try:
-        if action_id in (blocks.ADOPT, blocks.ADOPT_DESPITE_PARTIAL):
-            change = application.adopt(row, actor, despite_partial=action_id == blocks.ADOPT_DESPITE_PARTIAL)
-        elif action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT):
-            forced = action_id == blocks.ROLLBACK_OVER_HAND_EDIT
-            change = application.rollback(row, actor, force=forced, over=seen_edit if forced else None)
-        elif action_id in (blocks.PROTECT, blocks.PROTECT_DESPITE_PARTIAL):
-            change = application.protect(row, actor, despite_partial=action_id == blocks.PROTECT_DESPITE_PARTIAL)
+        if action_id in (blocks.ADOPT, blocks.ADOPT_DESPITE_PARTIAL, blocks.ADOPT_DESPITE_IN_USE):
+            change = application.adopt(row, actor, despite_partial=partial, despite_in_use=despite_in_use)
+        elif action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT, blocks.ROLLBACK_DESPITE_IN_USE):
+            forced = action_id == blocks.ROLLBACK_OVER_HAND_EDIT or (despite_in_use and bool(seen_edit))
+            change = application.rollback(row, actor, force=forced, over=seen_edit if forced else None,
+                                          despite_in_use=despite_in_use)
+        elif action_id in (blocks.PROTECT, blocks.PROTECT_DESPITE_PARTIAL, blocks.PROTECT_DESPITE_IN_USE):
+            change = application.protect(row, actor, despite_partial=partial, despite_in_use=despite_in_use)
         elif action_id == blocks.SNOOZE:
             change = application.snooze(row, actor)
         elif action_id == blocks.LIFT_EXEMPTION:
@@ -134,6 +140,14 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     except InUsePartial as exc:
         return Outcome(ephemeral_message=blocks.partial_message(row.arn, row.repository, exc.problems,
                                                                 protect=action_id == blocks.PROTECT))
+    except HarmsInUse as exc:
+        rollback = action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT)
+        confirm = blocks.ROLLBACK_DESPITE_IN_USE if rollback else blocks.PROTECT_DESPITE_IN_USE \
+            if action_id in (blocks.PROTECT, blocks.PROTECT_DESPITE_PARTIAL) else blocks.ADOPT_DESPITE_IN_USE
+        seen = (seen_edit if action_id == blocks.ROLLBACK_OVER_HAND_EDIT else "") if rollback \
+            else ("partial" if partial else "")
+        return Outcome(ephemeral_message=blocks.harm_message(f"{row.arn} {seen}".strip(), row.repository, exc.what,
+                                                             exc.images, confirm))
     except HandEdited as exc:
         return Outcome(ephemeral_message=blocks.hand_edit_message(row.arn, row.repository, exc.live, exc.expected))
     except PolicyOperationError as exc:

@@ -12,6 +12,7 @@ from ..heartbeat import heartbeat
 
 logger = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
+MAX_REQUEST_BODY = 1 * 2**20  # bytes: Slack sends a few KB; waitress answers 413 beyond this
 
 
 def wsgi_app(bolt_app):
@@ -112,7 +113,9 @@ def build_runner(settings: Settings, app):
         return SocketModeHandler(app, settings.slack_app_token)
     from waitress.server import create_server
 
-    return create_server(wsgi_app(app), host="0.0.0.0", port=settings.port, threads=8)
+    # waitress reads a body (1 GB by default) before Bolt checks the signature: Slack's payloads are far below 1 MB
+    return create_server(wsgi_app(app), host="0.0.0.0", port=settings.port, threads=8,
+                         max_request_body_size=MAX_REQUEST_BODY)
 
 
 def _on_sigterm(raise_exit: bool):

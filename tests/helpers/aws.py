@@ -69,3 +69,19 @@ def current_policy() -> str | None:
         return client.get_lifecycle_policy(repositoryName="shop")["lifecyclePolicyText"]
     except client.exceptions.LifecyclePolicyNotFoundException:
         return None
+
+
+ROLE = "EcrCostReader"  # the role the bot enters other accounts through, in the tests
+
+
+def role_arn(account_id: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{ROLE}"
+
+
+def entered(account_id: str) -> boto3.Session:
+    """A session in ``account_id``, as the bot enters it (moto maps the credentials to that account)."""
+    credentials = boto3.client("sts", region_name="us-east-1").assume_role(
+        RoleArn=role_arn(account_id), RoleSessionName="test")["Credentials"]
+    return boto3.Session(aws_access_key_id=credentials["AccessKeyId"],
+                         aws_secret_access_key=credentials["SecretAccessKey"],
+                         aws_session_token=credentials["SessionToken"], region_name="us-east-1")
