@@ -19,7 +19,8 @@ from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationErr
 from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
 from .aws import BlobRefused, describe_error, error_code
 from .config import Settings
-from .core.analysis import Summary, display_names, exemption_of, find_account, find_repository, rank, summarize
+from .core.analysis import (Summary, display_names, exemption_of, find_account, find_repository, match_account, rank,
+                            summarize)
 from .core.cost import price_repository, reachable_manifests
 from .core.cost import GIB
 from .core.inuse import RISKY_ACTIONS, InUseSet, Usage, after_plan, has_pin_rule, is_pin
@@ -237,6 +238,21 @@ class Application:
 
     def summary(self, scan: ScanResult) -> Summary:
         return summarize(scan.repositories)
+
+    def known_account(self, query: str) -> str:
+        """The account ID ``query`` names among the accounts the bot knows before scanning: those it can enter
+        (its own, ECR_COST_ROLE_ARNS, the organisation), those it cannot (named in their problems), and those of
+        the latest scan. Raises UnknownAccount (with the closest names): a typo scans nothing."""
+        accounts: dict[str, str | None] = {}
+        latest = self.store.latest_scan()
+        for row in latest.repositories if latest else []:
+            accounts.setdefault(row.account_id, row.account_name)
+        entered, problems = self.collector.accounts()
+        for account in entered:
+            accounts[account.account_id] = account.name or accounts.get(account.account_id)
+        for problem in problems:
+            accounts.setdefault(problem.account_id, None)
+        return match_account(accounts, query)
 
     def account_view(self, scan: ScanResult, query: str) -> tuple[ScanResult, str]:
         """The scan narrowed to the account ``query`` names (its ID or its name in the organisation), and how to

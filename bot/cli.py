@@ -116,13 +116,14 @@ def _showing_progress(built_components, what: str):
 
 def cmd_scan(args, settings: Settings) -> int:
     with _components(settings, args) as built:
-        result = scan_and_log(built.application)
-        if args.account:
-            try:
-                result, _ = built.application.account_view(result, args.account)
-            except UnknownAccount as exc:
-                hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
-                raise UserError(f"{exc}{hint}") from None
+        try:  # an account nobody knows is a typo: said before anything is scanned
+            account_id = built.application.known_account(args.account) if args.account else None
+            result = scan_and_log(built.application)
+            if account_id is not None:
+                result, _ = built.application.account_view(result, account_id)
+        except UnknownAccount as exc:
+            hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
+            raise UserError(f"{exc}{hint}") from None
     print_scan(result, args.format, settings.base_policy)
     return 0
 

@@ -101,8 +101,10 @@ def test_accounts_filters_keep_or_leave_out_accounts_and_scan_narrows_to_one(org
     narrowed = scan(capsys, "--account", organisation["team-a"])
     assert [r["repository"] for r in narrowed["repositories"]] == ["a-api"]
     assert narrowed["summary"]["repository_count"] == 1
-    code, _, err = run_cli(capsys, "scan", "--account", "999999999999")
-    assert code == 1 and "999999999999" in err
+    described = aws.calls["DescribeRepositories"]
+    code, _, err = run_cli(capsys, "scan", "--account", "999999999999")  # a typo: said first, nothing scanned
+    assert code == 1 and "999999999999" in err and "Traceback" not in err
+    assert aws.calls["DescribeRepositories"] == described
 
 
 def test_role_arns_keep_working_beside_the_organisation_and_without_one(aws, capsys, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .models import ADOPTIONS, EXEMPT_TAG, Exemption, PolicyDecision, RepositoryCost
@@ -66,8 +66,20 @@ def account_totals(rows: Sequence[RepositoryCost]) -> tuple[AccountTotal, ...]:
 
 class UnknownAccount(LookupError):
     def __init__(self, query: str, candidates: list[str]):
-        super().__init__(f"no account {query!r} among the scanned ones")
+        super().__init__(f"no account {query!r} among those the bot knows (its own, ECR_COST_ROLE_ARNS, the "
+                         f"organisation's, the latest scan's)")
         self.query, self.candidates = query, candidates
+
+
+def match_account(accounts: Mapping[str, str | None], query: str) -> str:
+    """The account ID ``query`` names among ``accounts`` (ID -> name or None): an ID, or a name (case-insensitive,
+    unique). Raises UnknownAccount with the closest candidates."""
+    wanted = query.strip()
+    exact = [a for a, name in accounts.items() if a == wanted or (name or "").lower() == wanted.lower()]
+    if len(exact) == 1:
+        return exact[0]
+    names = [name or account_id for account_id, name in sorted(accounts.items())]
+    raise UnknownAccount(query, exact or difflib.get_close_matches(wanted, names, n=5, cutoff=0.5))
 
 
 def find_account(rows: Sequence[RepositoryCost], query: str) -> str:
