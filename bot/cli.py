@@ -132,6 +132,9 @@ def cmd_repo(args, settings: Settings) -> int:
     """`repo NAME` (the detail) or `repo delete NAME` (export, then delete an unused repository)."""
     if len(args.name) == 2 and args.name[0] == "delete":
         return repo_delete(args, settings, args.name[1])
+    if args.name == ["delete"]:  # the sub-command without its NAME, never a repository called "delete"
+        raise UsageError("repo delete takes the repository's NAME: ecr-cost-bot repo delete NAME --yes "
+                         "(a repository named delete: ecr-cost-bot repo us-east-1/delete, region/name)")
     if len(args.name) != 1:
         raise UsageError("repo takes one NAME (or: repo delete NAME --yes)")
     if args.yes or args.force or args.export:
@@ -451,6 +454,55 @@ def cmd_templates(args, settings: Settings) -> int:
     return 1 if any(c.outcome in ("failed", "refused") for c in changes) else 0
 
 
+# every command that prints data takes --format table|json (scan also csv); `text` is still read as `table`
+FORMATS = ["table", "json", "text"]
+FORMAT_HELP = "table (for people, the default) or json (the stable contract)"
+
+
+# shown under each command's --help: what a person types first
+EXAMPLES = {
+    "serve": ["ecr-cost-bot serve", "SLACK_APP_TOKEN=xapp-... ecr-cost-bot serve   # Socket Mode"],
+    "scan": ["ecr-cost-bot scan", "ecr-cost-bot scan --format csv > ecr.csv", "ecr-cost-bot scan --account team-a"],
+    "repo": ["ecr-cost-bot repo payments-api", "ecr-cost-bot repo eu-west-1/payments-api --format json",
+             "ecr-cost-bot repo delete old-prototype --export old.json --yes"],
+    "policy validate": ["ecr-cost-bot policy validate my-policy.json", "cat my-policy.json | ecr-cost-bot policy "
+                        "validate -"],
+    "policy preview": ["ecr-cost-bot policy preview payments-api", "ecr-cost-bot policy preview payments-api "
+                       "--policy my-policy.json --format json"],
+    "policy apply": ["ecr-cost-bot policy apply payments-api --yes", "ecr-cost-bot policy apply payments-api "
+                     "--policy my-policy.json --yes"],
+    "policy rollback": ["ecr-cost-bot policy rollback payments-api --yes"],
+    "decisions": ["ecr-cost-bot decisions", "ecr-cost-bot decisions --format json > decisions.json"],
+    "in-use": ["ecr-cost-bot in-use", "ecr-cost-bot in-use payments-api --format json"],
+    "guard": ["ecr-cost-bot guard", "ecr-cost-bot guard --format json"],
+    "size": ["ecr-cost-bot size ml/training-gpu"],
+    "billing": ["ecr-cost-bot billing", "ecr-cost-bot billing --days 7 --format json"],
+    "sweep": ["ecr-cost-bot sweep enable ci-builds --days 30", "ecr-cost-bot sweep --dry-run",
+              "ecr-cost-bot sweep disable ci-builds"],
+    "report": ["ecr-cost-bot report", "ecr-cost-bot report --post"],
+    "watch": ["ecr-cost-bot watch", "ecr-cost-bot watch --post"],
+    "templates": ["ecr-cost-bot templates", "ecr-cost-bot templates apply --yes"],
+    "health": ["ecr-cost-bot health   # a container's HEALTHCHECK"],
+    "doctor": ["ecr-cost-bot doctor", "ecr-cost-bot doctor --format json"],
+    "demo": ["ecr-cost-bot demo", "ecr-cost-bot demo --keep --port 4566"],
+}
+
+
+def _describe(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Every command's --help: its one-line help as the description, and its examples."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is None:
+        return
+    helps = {choice.dest: choice.help for choice in sub._choices_actions}
+    for name, child in sub.choices.items():
+        command = f"{path} {name}".strip()
+        child.description = child.description or helps.get(name)
+        child.formatter_class = argparse.RawDescriptionHelpFormatter
+        if command in EXAMPLES:
+            child.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+        _describe(child, command)
+
+
 def _quiet_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (a bar on a terminal, else a line every 10 s)")
@@ -523,11 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     repo = commands.add_parser("repo", help="one repository's detail (what /ecr-cost NAME shows); `repo delete "
                                              "NAME --yes` exports then deletes an unused repository",
-                               usage="%(prog)s NAME [--format text|json] [--refresh]\n"
+                               usage="%(prog)s NAME [--format table|json] [--refresh]\n"
                                      "       %(prog)s delete NAME [--export FILE] --yes [--force]")
     repo.add_argument("name", metavar="NAME", nargs="+", help="repository name, region/name, or repository ARN; "
                                                              "or `delete NAME`")
-    repo.add_argument("--format", choices=["text", "json"], default="text")
+    repo.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     repo.add_argument("--refresh", action="store_true", help="scan first instead of using the latest snapshot")
     repo.add_argument("--export", metavar="FILE", help="repo delete: also write the export (every image's digest, "
                                                        "tags, times and manifest) to FILE")
@@ -589,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     size = commands.add_parser("size", help="why a repository is big: largest images and layers, churn per push, "
                                             "the base it is built on, advice ranked by USD/month")
     size.add_argument("name", metavar="NAME", help="repository name, region/name, or repository ARN")
-    size.add_argument("--format", choices=["text", "json"], default="text")
+    size.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     size.set_defaults(handler=cmd_size)
 
     billing = commands.add_parser("billing", help="billed cost per repository from the CUR (ECR_COST_CUR or "
@@ -613,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="the weekly report from a recent or a new scan: printed, or posted")
     report.add_argument("--post", action="store_true",
                         help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
-    report.add_argument("--format", choices=["text", "json"], default="text")
+    report.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     _quiet_flag(report)
     report.set_defaults(handler=cmd_report)
 
@@ -653,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "`export` lines with which every command, and serve, work on it; Ctrl-C stops it")
     demo.add_argument("--port", type=int, metavar="N", help="with --keep: the sample registry's port (default 4566)")
     demo.set_defaults(handler=cmd_demo)
+    _describe(parser)
     return parser
 
 

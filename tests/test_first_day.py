@@ -275,3 +275,35 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_every_10_seconds_elsewhere()
         lines(Progress(second // 10, 4, second * 10, 400, float(second)))
     assert log.getvalue().count("\n") == 3
     assert "scan: 1 of 4 accounts, 100 of 400 repositories read, 10 s elapsed, about 30 s left" in log.getvalue()
+
+
+def test_every_command_has_a_description_and_examples_and_one_format_vocabulary():
+    import argparse
+
+    from bot.cli import build_parser
+
+    def leaves(parser, path=""):
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            yield path, parser
+            return
+        for name, child in sub.choices.items():
+            yield from leaves(child, f"{path} {name}".strip())
+
+    commands = list(leaves(build_parser()))
+    assert len(commands) >= 19
+    for command, parser in commands:
+        text = parser.format_help()
+        assert parser.description and "examples:\n  ecr-cost-bot " + command.split()[0] in text, command
+        formats = next((a.choices for a in parser._actions if "--format" in a.option_strings), None)
+        if formats is not None:  # table and json everywhere (scan: csv too)
+            assert {"table", "json"} <= set(formats), command
+
+
+def test_repo_delete_without_a_name_is_a_usage_error_not_a_repository_called_delete(tmp_path, capsys, monkeypatch):
+    from bot.cli import main
+
+    monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "x.db"))
+    assert main(["repo", "delete"]) == 2
+    assert "repo delete takes the repository's NAME" in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()
