@@ -1,6 +1,7 @@
 """A new user's first day: clear one-line failures at start-up, never a traceback."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -307,3 +308,59 @@ def test_repo_delete_without_a_name_is_a_usage_error_not_a_repository_called_del
     assert main(["repo", "delete"]) == 2
     assert "repo delete takes the repository's NAME" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
+
+
+def _views(count: int, status: str = "none"):
+    from datetime import datetime, timezone
+
+    from bot.core.analysis import display_names
+    from bot.core.models import RepositoryView
+    from tests.helpers.rows import huge_estate
+
+    rows = huge_estate(count)
+    labels = display_names(rows)
+    return rows, [RepositoryView(row=r, label=labels[r.arn], rank=i + 1, rank_of=len(rows), lifecycle_status=status,
+                                 expiring_count=None, bytes_freed=None, savings_usd=None, change_usd=None,
+                                 last_decision=None, adopted=False, scanned_at=datetime.now(timezone.utc))
+                  for i, r in enumerate(rows)]
+
+
+def test_app_home_pages_through_every_repository_within_slacks_limits():
+    from bot.core.analysis import summarize
+    from bot.render import blocks
+    from tests.helpers.slack import check_limits
+
+    rows, views = _views(200)
+    seen, page, pages = [], 0, []
+    while True:
+        view = blocks.home_view(views, summarize(rows), False, page)
+        check_limits(view, blocks.MAX_HOME_BLOCKS)
+        ids = {e["action_id"]: e["value"] for b in view["blocks"] if b.get("block_id") == "home_pages"
+               for e in b["elements"]}
+        pages.append(ids)
+        seen += [b["block_id"] for b in view["blocks"] if b.get("block_id", "").startswith("repo:")]
+        if blocks.HOME_NEXT not in ids:
+            break
+        page = int(ids[blocks.HOME_NEXT])
+    assert len(seen) == 200 == len(set(seen))  # every repository once, none left out
+    assert blocks.HOME_PREVIOUS not in pages[0] and blocks.HOME_PREVIOUS in pages[-1] and len(pages) > 1
+    assert "page 1 of" in json.dumps(blocks.home_view(views, summarize(rows), False, -5))  # out of range: clamped
+
+
+def test_a_repository_already_on_the_base_policy_is_offered_no_adopt():
+    from bot.render import blocks
+
+    _, (view,) = _views(1, status="base")
+    ids = [e["action_id"] for e in blocks.repository_actions(view)["elements"]]
+    assert blocks.ADOPT not in ids and blocks.DECLINE not in ids and blocks.ADJUST in ids
+
+
+def test_the_next_button_publishes_that_page_of_app_home(served, slack):
+    from bot.render import blocks
+    from tests.helpers.slack import OWNER, click
+
+    status, _ = click(served, slack, blocks.HOME_NEXT, OWNER, value="1")
+    assert status == 200
+    _, args = slack.wait_for(lambda calls, _: next((c for c in calls if c[0] == "views.publish"), None))
+    view = json.loads(args["view"]) if isinstance(args["view"], str) else args["view"]
+    assert args["user_id"] == OWNER and view["type"] == "home" and "shop" in json.dumps(view)

@@ -48,6 +48,7 @@ SET_LIMIT = "set_limit"  # opens the limit modal (bot/slack/watch.py listens; no
 ACTION_IDS += (WHY_BIG,)
 SWEEP_KEEP, SWEEP_STOP = "sweep_keep", "sweep_stop"  # the sweep's announcement: pin the images / remove the opt-in
 ACTION_IDS += (SWEEP_KEEP, SWEEP_STOP)
+HOME_PREVIOUS, HOME_NEXT = "home_previous", "home_next"  # App Home's pages (value: the page to show)
 SWEEP_DAYS = "sweep_days"  # the Adjust modal's optional "Also delete images nobody has pulled for N days"
 
 
@@ -311,6 +312,8 @@ def repository_actions(view: RepositoryView) -> dict:
         elements = [button("Roll back", ROLLBACK, arn, "danger", confirm_dialog(
             "Roll back the policy?", f"Restores exactly the lifecycle policy {view.label} had before the "
             f"adoption (or none).", "Roll back")), button("Preview", PREVIEW, arn)]
+    elif view.lifecycle_status == "base":  # the base policy is in force already: nothing to adopt or decline
+        elements = [button("Adjust…", ADJUST, arn), button("Preview", PREVIEW, arn)]
     else:
         savings = "" if view.savings is None else (
             f"It {adopting_sentence(view.savings)}. ")
@@ -429,8 +432,9 @@ def preview_message(view: RepositoryView, expiring: Sequence[tuple[str, Sequence
                          f"{plural(len(expiring), 'image')}", MAX_SECTION), "blocks": blocks[:MAX_BLOCKS]}
 
 
-def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: bool) -> dict:
-    """App Home: the viewer's repositories with cost, status and buttons, and the estate's totals."""
+def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: bool, page: int = 0) -> dict:
+    """App Home: the viewer's repositories with cost, status and buttons, and the estate's totals; a page at a time
+    (Slack allows 100 blocks) with Previous and Next."""
     blocks = [header("ECR cost"),
               section(f"*Estate* {plural(summary.repository_count, 'repository')} · {size(summary.stored_bytes)} · "
                       f"*{per_month(summary.monthly_cost_usd)}* · {summary.without_policy} without a lifecycle "
@@ -441,8 +445,10 @@ def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: 
                               + (" As an admin you can act on any repository with `/ecr-cost NAME`."
                                  if viewer_is_admin else "")))
     per_repo = 4
-    room = (MAX_HOME_BLOCKS - len(blocks) - 1) // per_repo
-    for view in own[:room]:
+    room = (MAX_HOME_BLOCKS - len(blocks) - 3) // per_repo  # the page line and its buttons stay in
+    pages = max(1, -(-len(own) // room))
+    page = min(max(page, 0), pages - 1)
+    for view in own[page * room:(page + 1) * room]:
         row = view.row
         blocks += [{"type": "divider"},
                    section(f"*{escape(view.label)}* ({escape(row.region)}) · *{per_month(row.monthly_cost_usd)}* · "
@@ -453,8 +459,13 @@ def home_view(own: Sequence[RepositoryView], summary: Summary, viewer_is_admin: 
                    context(decision_line(view.last_decision) if view.last_decision else
                            f"{plural(row.image_count, 'image')} · last push {date_text(row.last_pushed_at)}"),
                    repository_actions(view)]
-    if len(own) > room:
-        blocks.append(context(f"… and {len(own) - room} more of your repositories: `/ecr-cost NAME`"))
+    if pages > 1:
+        first = page * room + 1
+        blocks.append(context(f"Your repositories {first:,}–{min(first + room - 1, len(own)):,} of {len(own):,}, "
+                              f"costliest first (page {page + 1} of {pages})"))
+        buttons = ([button("Previous", HOME_PREVIOUS, str(page - 1))] if page > 0 else []) + \
+                  ([button("Next", HOME_NEXT, str(page + 1))] if page + 1 < pages else [])
+        blocks.append({"type": "actions", "block_id": "home_pages", "elements": buttons})
     return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}
 
 

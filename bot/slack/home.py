@@ -11,9 +11,9 @@ from .directory import SlackDirectory
 EVENTS = ("app_home_opened",)
 
 
-def home_view(application: Application, directory: SlackDirectory, user_id: str) -> dict:
+def home_view(application: Application, directory: SlackDirectory, user_id: str, page: int = 0) -> dict:
     own, summary = application.views_owned(directory.actor(user_id).names_me)
-    view = blocks.home_view(own, summary, directory.is_admin(user_id))
+    view = blocks.home_view(own, summary, directory.is_admin(user_id), page)
     if directory.is_admin(user_id):  # the admins' default policy for new repositories (repository creation templates)
         view["blocks"] = [*view["blocks"][:2], templates_button(), *view["blocks"][2:]][:blocks.MAX_HOME_BLOCKS]
     return view
@@ -25,3 +25,14 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         if event.get("tab", "home") != "home":
             return
         client.views_publish(user_id=event["user"], view=home_view(application, directory, event["user"]))
+
+    @app.action(blocks.HOME_PREVIOUS)
+    @app.action(blocks.HOME_NEXT)
+    def on_page(ack, body, action, client):
+        ack()
+        try:
+            page = int(action.get("value", "0"))
+        except ValueError:
+            page = 0
+        user_id = body["user"]["id"]
+        client.views_publish(user_id=user_id, view=home_view(application, directory, user_id, page))
