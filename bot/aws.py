@@ -55,6 +55,9 @@ class AccountSession:
     def get_credentials(self) -> DeferredRefreshableCredentials:
         return self._credentials
 
+    def get_partition_for_region(self, region_name: str) -> str:
+        return self._base.get_partition_for_region(region_name)
+
     def client(self, service_name: str, region_name: str | None = None, config: Config | None = None, **kwargs):
         client = self._base.client(service_name, region_name=region_name, config=config, **kwargs)
         # the signer reads its credentials at each request: this account's, assumed at the first request (not here,

@@ -55,6 +55,9 @@ class Settings:
     report_scan_max_age_minutes: float = 60.0  # `report` reuses a complete scan younger than this (0: always scans)
     recent_pull_days: int = 14  # an image pulled within this many days counts as in use (0: off)
     kube_contexts: tuple[str, ...] = ()  # kubeconfig contexts whose pods and workloads count as in use
+    # where ECS and Lambda are read for in-use images (empty: every region enabled in each account; an image is
+    # pulled across regions, so a task in us-west-2 may run a us-east-1 image)
+    runtime_regions: tuple[str, ...] = ()
     kubeconfig: str | None = None  # KUBECONFIG (the client's default, ~/.kube/config, when unset)
     guard_schedule: str = "0 6 * * *"
     large_image_gb: float = 1.0  # `size` flags images above this many GB (2^30 bytes)
@@ -172,6 +175,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if region != "all" and not _REGION.match(region):
             raise ConfigError(f"ECR_COST_REGIONS: {region!r} is not an AWS region name (like us-east-1), nor `all`")
 
+    runtime_regions = _csv(get("ECR_COST_RUNTIME_REGIONS"))
+    for region in runtime_regions:
+        if not _REGION.match(region):
+            raise ConfigError(f"ECR_COST_RUNTIME_REGIONS: {region!r} is not an AWS region name (like us-east-1); "
+                              f"leave it unset to read every region enabled in each account")
+
     org_role_name = get("ECR_COST_ORG_ROLE_NAME")
     if org_role_name is not None and not _ROLE_NAME.match(org_role_name):
         raise ConfigError(f"ECR_COST_ORG_ROLE_NAME: {org_role_name!r} is not an IAM role name (like EcrCostReader)")
@@ -241,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         recent_pull_days=_number("ECR_COST_RECENT_PULL_DAYS", get("ECR_COST_RECENT_PULL_DAYS") or "14", int, 0,
                                  36500),
         kube_contexts=_csv(get("ECR_COST_KUBE_CONTEXTS")),
+        runtime_regions=runtime_regions,
         kubeconfig=get("KUBECONFIG"),
         guard_schedule=guard_schedule,
         large_image_gb=_number("ECR_COST_LARGE_IMAGE_GB", get("ECR_COST_LARGE_IMAGE_GB") or "1", float, 0.001,

@@ -344,5 +344,6 @@ class SweepJob:
                 logger.warning("sweep of %s: %s", found.row.arn, problem)
         announced = sum(len(r.announced) for r in run.repositories)
         deleted = sum(len(r.deleted) for r in run.repositories)
-        return (f"sweep {period}: {len(run.repositories)} opted-in repositories, {plural(announced, 'image')} announced, "
+        return (f"sweep {period}: {plural(len(run.repositories), 'opted-in repository')}, {plural(announced, 'image')} "
+                f"announced, "
                 f"{deleted} deleted")

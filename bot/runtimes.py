@@ -40,8 +40,10 @@ def _short(arn: str) -> str:
 class RuntimeCollector:
     def __init__(self, collector: EcrCollector, cache: TaskDefinitionCache,
                  kubernetes: Callable[[], tuple[list[Reference], list[SourceProblem]]] | None = None,
-                 max_workers: int = 8):
+                 max_workers: int = 8, regions: tuple[str, ...] = ()):
         self._collector = collector
+        self._regions = regions  # ECR_COST_RUNTIME_REGIONS; empty: every region enabled in each account
+        self._enabled: dict[str, tuple[str, ...]] = {}  # account -> its enabled regions, listed once
         self._cache = cache
         self._kubernetes = kubernetes
         self._workers = max_workers
@@ -56,8 +58,11 @@ class RuntimeCollector:
         self.readable_accounts = frozenset(a.account_id for a in accounts)
         problems = [SourceProblem("aws", p.account_id, p.region, p.message) for p in account_problems]
         references: list[Reference] = []
-        jobs = [(reader, account, region) for account in accounts for region in account.regions
-                for reader in (self._ecs, self._lambda)]
+        jobs = []
+        for account in accounts:
+            regions, problem = self._runtime_regions(account)
+            problems += [problem] if problem is not None else []
+            jobs += [(reader, account, region) for region in regions for reader in (self._ecs, self._lambda)]
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="in-use") as pool:
             for found, problem in pool.map(lambda job: self._run(*job), jobs):
                 references += found
@@ -70,6 +75,25 @@ class RuntimeCollector:
             references += found
             problems += problem
         return references, problems
+
+    def _runtime_regions(self, account: Account) -> tuple[tuple[str, ...], SourceProblem | None]:
+        """Where this account's ECS and Lambda are read: ECR_COST_RUNTIME_REGIONS, else every region enabled in it
+        (images are pulled across regions). Regions that cannot be listed: the scanned ones, and the check is
+        partial, naming why."""
+        if self._regions:
+            return self._regions, None
+        if account.account_id not in self._enabled:
+            try:
+                client = self._collector.client(account.session, "ec2", account.regions[0])
+                self._enabled[account.account_id] = tuple(sorted(r["RegionName"]
+                                                                 for r in client.describe_regions()["Regions"]))
+            except Exception as exc:  # noqa: BLE001 - read where it can, and say where it could not
+                return account.regions, SourceProblem(
+                    "aws", account.account_id, "*",
+                    f"cannot list the regions enabled in this account (ec2:DescribeRegions): {describe_error(exc)}; "
+                    f"ECS and Lambda were read only in {', '.join(account.regions)} (an image running in another "
+                    f"region is not seen: grant ec2:DescribeRegions, or set ECR_COST_RUNTIME_REGIONS)")
+        return self._enabled[account.account_id], None
 
     def _run(self, reader, account: Account, region: str) -> tuple[list[Reference], list[SourceProblem]]:
         source = "ecs" if reader == self._ecs else "lambda"

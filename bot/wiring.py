@@ -58,7 +58,7 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
         from .kube import KubernetesReader
 
         kubernetes = KubernetesReader(settings.kube_contexts, settings.kubeconfig).collect
-    runtimes = RuntimeCollector(collector, store, kubernetes)
+    runtimes = RuntimeCollector(collector, store, kubernetes, regions=settings.runtime_regions)
     in_use = InUseFinder(runtimes, store, settings, clock, collector)
     changes = PolicyChanges(collector, store, settings, in_use, clock)
     application = Application(store, collector, changes, in_use, settings, clock,

@@ -107,6 +107,12 @@ def statement(principal, action="ecr:BatchGetImage", condition=None, effect="All
     (statement({"Service": "lambda.amazonaws.com"}), set(), set(), True),
     (statement("*", condition={"StringNotEquals": {"aws:PrincipalAccount": STRANGER}}), set(), set(), True),
     (statement({"AWS": STRANGER}, "ecr:PutImage"), set(), set(), False),  # may push, not pull
+    # the repository's own account, and conditions that pass when their key is absent, narrow nothing
+    (statement("*", condition={"StringEquals": {"aws:ResourceAccount": ACCOUNT}}), set(), set(), True),
+    (statement("*", condition={"StringEqualsIfExists": {"aws:SourceAccount": STRANGER}}), set(), set(), True),
+    (statement("*", condition={"StringEqualsIfExists": {"aws:PrincipalOrgID": "o-abc123"}}), set(), set(), True),
+    (statement("*", condition={"ForAllValues:StringEquals": {"aws:PrincipalOrgPaths": ["o-abc/r-1/"]}}), set(),
+     set(), True),
     (statement("*", effect="Deny"), set(), set(), False),
 ])
 def test_who_may_pull_is_read_from_principals_and_narrowing_conditions(text, accounts, organisations, anyone):
@@ -420,3 +426,29 @@ def test_slack_adopt_refused_by_the_final_check_then_adopt_anyway(registry, caps
             assert PIN_PREFIX in live_policy() and "NOT kept" in (done.ephemeral or "")
     finally:
         standin.stop()
+
+
+def test_an_image_running_in_a_region_that_is_not_scanned_is_in_use(aws, capsys, monkeypatch):
+    """ECR_COST_REGIONS names the registry's region only; a task in us-west-2 of the same account runs one of its
+    images (pulling across regions needs no repository policy): it is in use, and adopting keeps it."""
+    from tests.runtimes_harness import ecs_service, run_task
+
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    repo = SampleRepository("us-east-1", "central", [
+        image(BASE + [blob(f"c-{n}", 1000 + n)], blob(f"c-cfg-{n}", 300), (f"v{n}",) if n % 2 else (),
+              pushed_days_ago=40 - n) for n in range(8)], tags={"owner": "U0CENTRAL"})
+    load([repo])
+    old = next(i.digest for i in repo.all_images() if not i.tags)  # the oldest untagged image
+    pin_tasks_running()
+    definition = ecs_service("west", "api", uri("central", digest=old), region="us-west-2")
+    run_task("west", definition, old, region="us-west-2")
+    assert run_cli(capsys, "scan")[0] == 0
+    code, out, err = run_cli(capsys, "in-use", "central", "--format", "json")
+    assert code == 0 and old in {i["image_digest"] for i in json.loads(out)}, err
+    assert run_cli(capsys, "policy", "apply", "central", "--yes")[0] == 0
+    live = {d["imageDigest"]: d.get("imageTags", []) for d in ecr().describe_images(repositoryName="central")[
+        "imageDetails"]}
+    assert any(t.startswith("ecr-cost-keep") for t in live[old])  # pinned: the adopted policy keeps it
+    monkeypatch.setenv("ECR_COST_RUNTIME_REGIONS", "us-east-1")  # the operator says workloads run only there
+    code, out, _ = run_cli(capsys, "in-use", "central", "--format", "json")
+    assert old not in {i["image_digest"] for i in json.loads(out)}

@@ -141,7 +141,7 @@ def test_announced_then_deleted_after_grace_never_in_use_and_every_deletion_reco
     assert set(entry["announced"]) == expected and entry["deleted"] == [] and entry["problems"] == []
     assert estate["running"] in entry["kept_in_use"]
     code, out, err = run_cli(capsys, "sweep")  # no Slack token: recorded and printed, owners not told
-    assert code == 0 and "owners NOT told" not in out and "announced 0 image(s)" in out
+    assert code == 0 and "owners NOT told" not in out and "announced 0 images" in out
     # within the grace period nothing goes; a dry run past it says what would go, and changes nothing
     again = sweep_json(capsys)["repositories"][0]
     assert again["announced"] == [] and again["deleted"] == []
@@ -226,7 +226,7 @@ def test_owners_are_told_by_dm_and_keep_these_or_stop_sweeping_act_for_owners_on
         posts = [args for method, args in standin.calls if method == "chat.postMessage"]
         assert len(posts) == 1 and posts[0]["channel"] == OWNER
         message = json.dumps(posts[0])
-        assert blocks.SWEEP_KEEP in message and blocks.SWEEP_STOP in message and "7 unpulled image(s)" in message
+        assert blocks.SWEEP_KEEP in message and blocks.SWEEP_STOP in message and "7 unpulled images" in message
         batch = next(e["value"] for b in posts[0]["blocks"] if b["type"] == "actions"
                      for e in b["elements"] if e["action_id"] == blocks.SWEEP_KEEP)
         built = build(load_settings())
@@ -263,7 +263,7 @@ def test_the_daily_job_runs_once_per_period_and_is_one_registry_entry(estate, mo
     try:
         job = build_sweep_job(built, None, None)
         first, second = job.run(), job.run()
-        assert "1 opted-in repositories, 7 image(s) announced" in first and "already run" in second
+        assert "1 opted-in repository, 7 images announced" in first and "already run" in second
         ids = [j.id for j in scheduled_jobs(built, None, type("D", (), {"owner_ids": lambda self, o: []})())]
         assert ids.count("sweep") == 1
     finally:
@@ -314,6 +314,15 @@ def test_the_announcement_holds_slacks_limits_and_escapes_names():
     message = blocks.sweep_announcement(found)
     check_limits(message)
     text = json.dumps([message["text"], *message["blocks"][:-1]])  # the confirm dialog is plain text: never a ping
-    assert "<!channel>" not in text and "10000" in text and "3.00 GB" in text and "$0.30/month" in text
+    assert "<!channel>" not in text and "10,000" in text and "3.00 GB" in text and "$0.30/month" in text
     check_limits({"text": "modal", "blocks": blocks.adjust_modal("ci", "arn:x", {blocks.SWEEP_DAYS: "30", "archive_note": "x" * 5000},
                                                  "preview")["blocks"]})
+
+
+def test_an_opt_in_of_unicode_digits_is_refused_for_that_repository_only():
+    from bot.core.sweep import parse_days
+
+    for value in ("²", "٣٠", "30.0", " ", "0", "3651"):
+        days, problem = parse_days(value)
+        assert days is None and "whole number of days" in problem, value
+    assert parse_days(" 30 ") == (30, None)

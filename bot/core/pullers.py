@@ -18,7 +18,8 @@ from fnmatch import fnmatchcase
 PULL_ACTION = "ecr:batchgetimage"
 _ACCOUNT = re.compile(r"^(\d{12})$")
 _ARN_ACCOUNT = re.compile(r"^arn:[\w-]*:[\w-]*:[\w-]*:(\d{12}):")
-_ACCOUNT_KEYS = ("aws:principalaccount", "aws:sourceaccount", "aws:resourceaccount")
+# keys naming the caller's account (aws:ResourceAccount names the repository's own: it narrows nothing)
+_ACCOUNT_KEYS = ("aws:principalaccount", "aws:sourceaccount")
 _ARN_KEYS = ("aws:principalarn", "aws:sourcearn")
 _ORG_KEYS = ("aws:principalorgid",)
 
@@ -63,8 +64,12 @@ def _narrowing(condition) -> tuple[set[str], set[str]]:
     if not isinstance(condition, dict):
         return accounts, organisations
     for operator, entries in condition.items():
-        if not isinstance(entries, dict) or "not" in str(operator).lower():
-            continue  # StringNotEquals and the like exclude: they narrow nothing we can name
+        operator = str(operator).lower()
+        if not isinstance(entries, dict) or "not" in operator or operator.endswith("ifexists") \
+                or operator.startswith("forallvalues:"):
+            # StringNotEquals and the like exclude; ...IfExists and ForAllValues also pass when the key is absent
+            # (an IAM caller has no aws:SourceAccount): they narrow nothing we can name
+            continue
         for key, values in entries.items():
             key = str(key).lower()
             for value in map(str, _list(values)):

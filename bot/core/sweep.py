@@ -26,7 +26,8 @@ ARCHIVE_RESTORE_USD_PER_GB = 0.03
 def parse_days(value: object) -> tuple[int | None, str | None]:
     """(N, None) for a valid opt-in value (a whole number 1..3650), else (None, why)."""
     text = str(value).strip() if value is not None else ""
-    if not text.isdigit() or not MIN_DAYS <= int(text) <= MAX_DAYS:
+    # ASCII digits only: str.isdigit() accepts "²", which int() refuses (AWS tag values allow any Unicode digit)
+    if not (text.isascii() and text.isdigit()) or not MIN_DAYS <= int(text) <= MAX_DAYS:
         return None, f"{SWEEP_TAG} must be a whole number of days from {MIN_DAYS} to {MAX_DAYS}, not {text!r}"
     return int(text), None
 
