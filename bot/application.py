@@ -128,7 +128,7 @@ class Application:
     def _scan(self, now: datetime, holder: str) -> ScanResult:
         """Saves each repository as it arrives (memory follows repositories, not images); one heartbeat keeps the
         scan and its claim alive between repositories."""
-        scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month)
+        scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month, self.scan_scope())
 
         def beat() -> bool:
             claimed = self.store.refresh_claim(ESTATE_SCAN, holder)
@@ -175,11 +175,20 @@ class Application:
                                          now=now)
         return replace(row, account_name=self.collector.account_names.get(row.account_id)), problems
 
+    def scan_scope(self) -> str:
+        """What a scan covers as configured now: a scan of other regions, roles or accounts is another estate."""
+        s = self.settings
+        return json.dumps({"regions": sorted(s.regions) or [s.aws_region], "roles": sorted(s.role_arns),
+                           "organisation_role": s.org_role_name, "accounts": sorted(s.accounts),
+                           "excluded": sorted(s.exclude_accounts)}, sort_keys=True)
+
     def recent_scan(self) -> ScanResult | None:
         """The latest scan, if it is complete, at today's price and younger than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES:
         the report builds on it rather than rescan (a scan of 2,000 repositories is 90% of a report's time)."""
         latest = self.store.latest_scan()
         if latest is None or latest.partial or latest.price_per_gb_month != self.settings.price_per_gb_month:
+            return None
+        if self.store.scan_scope(latest.scan_id) != self.scan_scope():  # other regions, roles or accounts
             return None
         if self._clock() - latest.generated_at >= timedelta(minutes=self.settings.report_scan_max_age_minutes):
             return None

@@ -234,6 +234,13 @@ def _retry_while_busy(call, seconds: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+@migrations()
+def m017_scan_scope(db: Database) -> None:
+    # what a scan covered (regions, roles, organisation, account filters): a report reuses only a scan of the
+    # estate as configured now
+    db["scans"].add_column("scope", str)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -350,14 +357,18 @@ class Store:
 
     # -- scans and snapshots ------------------------------------------------------------
 
-    def begin_scan(self, generated_at: datetime, price_per_gb_month: float) -> int:
+    def begin_scan(self, generated_at: datetime, price_per_gb_month: float, scope: str | None = None) -> int:
         self.abandon_dead_scans()
         now = _iso(datetime.now(timezone.utc))
         with self.db.conn:
             table = self.db["scans"].insert({"generated_at": _iso(generated_at), "status": "running",
                                              "price_per_gb_month": price_per_gb_month, "holder": PROCESS,
-                                             "heartbeat_at": now})
+                                             "heartbeat_at": now, "scope": scope})
         return table.last_pk
+
+    def scan_scope(self, scan_id: int | None) -> str | None:
+        row = self.db.execute("select scope from scans where id = ?", [scan_id]).fetchone()
+        return row[0] if row else None
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
         with self.db.conn:

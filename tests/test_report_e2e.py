@@ -197,3 +197,15 @@ def test_a_bad_report_scan_max_age_is_one_line(aws, capsys, monkeypatch):
     monkeypatch.setenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES", "soon")
     code, _, err = run_cli(capsys, "report")
     assert code == 2 and err.strip().count("\n") == 0 and "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES" in err
+
+
+def test_report_never_reuses_a_scan_of_other_regions(aws, capsys, monkeypatch):
+    """A scan made with ECR_COST_REGIONS=us-east-1 is not the estate of us-east-1,eu-west-1: the report rescans."""
+    load([repository()])
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    assert run_cli(capsys, "scan")[0] == 0
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1,eu-west-1")
+    code, _, err = run_cli(capsys, "report", "--format", "json")
+    assert code == 0 and "using the scan of" not in err and "scanned 1 repositories" in err
+    code, _, err = run_cli(capsys, "report", "--format", "json")  # the same scope now: reused
+    assert code == 0 and "using the scan of" in err
