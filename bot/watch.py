@@ -16,8 +16,10 @@ from .application import Application
 from .config import Settings
 from .core import watch as core
 from .core.cost import reachable_manifests, unique_blobs
+from .core.inuse import PIN_PREFIX
 from .core.lifecycle import validate_policy
 from .core.models import SNOOZE, RepositoryCost, ScanResult
+from .core.tuning import lifecycle_status
 from .registry import Registry, RegistryError
 from .render import watch as render
 from .store import Store
@@ -72,7 +74,7 @@ class WatchService:
                     result.growth.append(self._growth(latest, previous, row, earlier, read_steps, result))
                 elif core.is_new(row, previous.generated_at):
                     new.append(row)
-            if row.has_lifecycle_policy and row.arn in stale:
+            if row.has_lifecycle_policy and row.arn in stale and not self._chosen_through_the_bot(row):
                 text = row.lifecycle_policy or ""
                 if text not in policies:
                     policies[text] = validate_policy(text)
@@ -98,6 +100,12 @@ class WatchService:
                 row, core.configs_of_recent(images, manifests, previous.generated_at))
             result.warnings += [n for n in notices if n not in result.warnings]
         return core.growth(row, earlier, previous.generated_at, images, manifests, earlier_blobs, steps)
+
+    def _chosen_through_the_bot(self, row: RepositoryCost) -> bool:
+        """The base policy, or a policy the bot put (its keep rule is in it): what it keeps is what its owners
+        chose, so it is no finding (and offering to adopt the base policy there would be absurd)."""
+        text = row.lifecycle_policy or ""
+        return PIN_PREFIX in text or lifecycle_status(text, self._settings.base_policy) == "base"
 
     def _ineffective(self, latest: ScanResult, row: RepositoryCost, policy: dict | None,
                      problems: list[str]) -> core.IneffectivePolicy | None:
