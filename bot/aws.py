@@ -23,6 +23,7 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
+from .errors import brief
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
 from .progress import Progress
 
@@ -131,10 +132,11 @@ def unreadable_cause(exc: BaseException) -> str:
 
 
 def describe_error(exc: Exception) -> str:
+    """One line for a person: AWS's code and message; an endpoint's HTML page or long body cut to its gist."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}"
-    return f"{exc.__class__.__name__}: {exc}"
+        return brief(f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}", limit=300)
+    return brief(f"{exc.__class__.__name__}: {exc}", limit=300)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

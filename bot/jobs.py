@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from .application import Application
 from .config import Settings
 from .errors import SLACK_FIX_HINTS
-from .format import plural
+from .format import iso, plural
 from .core.models import ScanResult
 from .core.report import WeeklyReport
 from .render import blocks
@@ -89,7 +89,7 @@ class ReportJob:
             return "this period's report was already handled"
         if run is None and not self._store.has_reported():  # a first start is no missed run: nothing to catch up
             return (f"no report was ever posted from this database: the first one is due "
-                    f"{next_fire(self._settings, self._clock()).isoformat()} (ECR_COST_SCHEDULE); "
+                    f"{iso(next_fire(self._settings, self._clock()))} (ECR_COST_SCHEDULE); "
                     f"`ecr-cost-bot report --post` posts one now")
         return self.run()
 

@@ -364,3 +364,17 @@ def test_the_next_button_publishes_that_page_of_app_home(served, slack):
     _, args = slack.wait_for(lambda calls, _: next((c for c in calls if c[0] == "views.publish"), None))
     view = json.loads(args["view"]) if isinstance(args["view"], str) else args["view"]
     assert args["user_id"] == OWNER and view["type"] == "home" and "shop" in json.dumps(view)
+
+
+def test_serve_with_an_app_token_slack_refuses_says_one_line_and_exits_2(aws, tmp_path):
+    standin = SlackStandIn(socket_mode=True)
+    try:
+        standin.fail_methods["apps.connections.open"] = "invalid_auth"
+        env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-ok", "SLACK_APP_TOKEN": "xapp-1-wrong",
+               "SLACK_API_URL": standin.api_url, "ECR_COST_DB": str(tmp_path / "x.db")}
+        done = serve_once(env)
+        errors = [line for line in done.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
+        assert done.returncode == 2 and not errors, done.stderr
+        assert "SLACK_APP_TOKEN: Slack answered invalid_auth" in done.stderr.strip().splitlines()[-1]
+    finally:
+        standin.stop()

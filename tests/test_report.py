@@ -293,7 +293,7 @@ def test_the_claim_is_kept_alive_while_a_long_run_is_so_no_replica_takes_over(jo
 def test_the_first_start_posts_nothing_and_says_when_the_first_report_is_due(job_parts):
     make_job, standin, store, _ = job_parts
     outcome = make_job().catch_up()  # a fresh database: no report was ever posted
-    assert "first one is due 2026-11-30T09:00:00+00:00" in outcome and "report --post" in outcome
+    assert "first one is due 2026-11-30T09:00:00Z" in outcome and "report --post" in outcome
     assert posts(standin, "C0REPORTS") == [] and store.period_run(PERIOD) is None
     assert not [a for m, a in standin.calls if m == "chat.postMessage"]  # no owner DMs either
 

@@ -12,7 +12,7 @@ from ..core.models import RepositoryCost
 from ..core.size import human
 from ..core.watch import WatchResult
 from . import blocks
-from ..format import per_month, size
+from ..format import per_month, plural, size
 from .text import iso, limit_text, problem_json, text_table, usd
 
 MAX_FINDINGS_PER_MESSAGE = 15  # two blocks each, within Slack's 50
@@ -80,8 +80,8 @@ def finding_line(kind: str, finding, mrkdwn: bool = False) -> str:
         created = blocks.date_text(row.created_at) if mrkdwn else iso(row.created_at)
         return (f"{name} is new (created {created} by {who}) and has no lifecycle policy: "
                 f"{per_month(row.monthly_cost_usd)} so far")
-    return (f"{name} has a lifecycle policy that expires nothing while {finding.stale_images} "
-            f"{'image' if finding.stale_images == 1 else 'images'} nobody pulled or pushed in 90 days hold "
+    return (f"{name} has a lifecycle policy that expires nothing while {plural(finding.stale_images, 'image')} "
+            f"nobody pulled or pushed in 90 days {'holds' if finding.stale_images == 1 else 'hold'} "
             f"{_size(finding.stale_bytes)}: {per_month(finding.stale_monthly_usd)}")
 
 
@@ -143,7 +143,7 @@ def owner_message(items: Sequence[tuple[str, object]], more: int = 0, unowned: b
     if more:
         footer = f"… and {more} more: `ecr-cost-bot watch`. " + footer
     out.append(blocks.context(footer))
-    text = f"ECR cost watch: {len(items)} findings in {whose}"
+    text = f"ECR cost watch: {plural(len(items), 'finding')} in {whose}"
     return {"text": blocks.clip(text, blocks.MAX_SECTION), "blocks": out[:blocks.MAX_BLOCKS]}
 
 

@@ -94,10 +94,17 @@ def _run(settings: Settings, runner, stop: threading.Event) -> None:
 
     if settings.slack_app_token:
         logger.info("serving in Socket Mode")
+        noisy = [logging.getLogger(name) for name in ("slack_bolt", "slack_sdk")]
+        levels = [logger_.level for logger_ in noisy]
+        for logger_ in noisy:  # a refused app token is said once, below, not also as their ERROR lines
+            logger_.setLevel(logging.CRITICAL)
         try:
             runner.connect()
         except SlackApiError as exc:  # apps.connections.open refused the app-level token
             raise ConfigError(slack_failure(exc, "SLACK_APP_TOKEN", settings.slack_api_url)) from None
+        finally:
+            for logger_, level in zip(noisy, levels, strict=True):
+                logger_.setLevel(level)
         stop.wait()
         runner.close()
     else:
