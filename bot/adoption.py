@@ -217,7 +217,7 @@ class PolicyChanges:
 
     def preview(self, ref: RepositoryRef, policy_text: str | None = None, *, images: list[Image] | None = None,
                 manifests: dict[str, Manifest] | None = None, source: str = "latest scan",
-                with_in_use: bool = True) -> PolicyPreview:
+                with_in_use: bool = True, who_may_pull: bool = False) -> PolicyPreview:
         """What ``policy_text`` (default: the base policy) would expire as written, and (``with_in_use``) what
         its adopted form would, every in-use image kept: from the images given, else a fresh read."""
         text, policy = self.checked(policy_text)
@@ -232,7 +232,7 @@ class PolicyChanges:
                               tuple(images))
         if not with_in_use:
             return found
-        in_use = self._in_use.repository(ref, images, manifests)
+        in_use = self._in_use.repository(ref, images, manifests, who_may_pull=who_may_pull)
         used = in_use.of(ref.account_id, ref.region, ref.name)
         guarded = self._protected(policy)
         plan = plan_pins(images, used, guarded, now, manifests)
@@ -286,7 +286,7 @@ class PolicyChanges:
                     return Change(None, f"{ref.name} has no lifecycle policy: nothing expires, nothing to protect")
                 text, policy = self.checked(compact(unprotected(json.loads(inventory.lifecycle_policy))))
             projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
-                                     source="fresh read")
+                                     source="fresh read", who_may_pull=True)
             if projected.in_use.partial and not despite_partial:
                 raise InUsePartial(ref, [f"{p.source} in {p.account_id} {p.region}: {p.message}"
                                          for p in projected.in_use.problems])
@@ -386,7 +386,7 @@ class PolicyChanges:
             risks: list[str] = []
             if had_policy:
                 restored_policy, problems = validate_policy(restored)
-                used = self._in_use.repository(ref, inventory.images, inventory.manifests).of(
+                used = self._in_use.repository(ref, inventory.images, inventory.manifests, who_may_pull=True).of(
                     ref.account_id, ref.region, ref.name)
                 if problems:  # what AWS once held, but it cannot be evaluated: never restored unconfirmed
                     risks = [f"the previous policy cannot be evaluated ({problems[0]}): whether it expires images "
@@ -477,7 +477,8 @@ class PolicyChanges:
                 raise PolicyOperationError(
                     f"{ref.name} is not unused: an image was pushed or pulled {last:%Y-%m-%d %H:%M} UTC, within "
                     f"{self._settings.unused_days} days; nothing was deleted")
-            found = self._in_use.repository(ref, inventory.images, inventory.manifests, fresh=True)
+            found = self._in_use.repository(ref, inventory.images, inventory.manifests, fresh=True,
+                                            who_may_pull=True)
             used = found.of(ref.account_id, ref.region, ref.name)
             if used:
                 where = sorted({f"{u.kind} {u.name}" for usages in used.values() for u in usages})

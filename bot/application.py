@@ -359,15 +359,17 @@ class Application:
         return own, summarize(scan.repositories)
 
     def preview(self, row: RepositoryCost, policy_text: str | None = None, *, scan: ScanResult | None = None,
-                fresh: bool = False, inventory: RepositoryInventory | None = None) -> PolicyPreview:
-        """What a policy (default: base) would expire: from a read already made, the scan's image list, or AWS."""
+                fresh: bool = False, inventory: RepositoryInventory | None = None,
+                who_may_pull: bool = False) -> PolicyPreview:
+        """What a policy (default: base) would expire: from a read already made, the scan's image list, or AWS
+        (``who_may_pull``: the repository and registry policies read too, for a person's preview)."""
         ref = ref_of(row)
         if inventory is not None:
             return self.changes.preview(ref, policy_text, images=inventory.images, manifests=inventory.manifests,
                                         source="fresh read")
         images = None if fresh or scan is None or scan.scan_id is None else \
             self.store.snapshot_images(scan.scan_id, row.arn)
-        return self.changes.preview(ref, policy_text, images=images)
+        return self.changes.preview(ref, policy_text, images=images, who_may_pull=who_may_pull)
 
     def expiring(self, row: RepositoryCost, scan: ScanResult) -> tuple[RepositoryView, list, list[str]]:
         """The Preview button: the view, the decisions that expire when the base policy is adopted (its protected

@@ -248,7 +248,7 @@ def cmd_policy_preview(args, settings: Settings) -> int:
     with _components(settings) as built:
         scan, row = resolve(built.application, args.repo)
         try:
-            found = built.application.preview(row, text, scan=scan, fresh=args.refresh)
+            found = built.application.preview(row, text, scan=scan, fresh=args.refresh, who_may_pull=True)
         except PolicyOperationError as exc:
             if args.format == "json" and exc.problems:
                 print(json.dumps(preview_json(ref_of(row), None, 0.0, exc.problems), indent=2))

@@ -67,13 +67,15 @@ class InUseFinder:
         return self._resolve(references, problems, at, inventories, manifests)
 
     def repository(self, ref: RepositoryRef, images: Sequence[Image], manifests: Mapping[str, Manifest],
-                   fresh: bool = False) -> InUseSet:
-        """The in-use set of one repository, from images just read."""
+                   fresh: bool = False, who_may_pull: bool = False) -> InUseSet:
+        """The in-use set of one repository, from images just read; with ``who_may_pull`` (every write, every
+        preview a person asks for), its repository and registry policies read too (pull_problems)."""
         _, problems, at = self.references(fresh)
         key = (ref.account_id, ref.region, ref.name)
         with self._lock:
             mine = list(self._by_repository.get(key, ()))
-        return self._resolve(mine, [*problems, *self.pull_problems(ref)], at, {key: list(images)}, manifests)
+        blind = self.pull_problems(ref) if who_may_pull else []
+        return self._resolve(mine, [*problems, *blind], at, {key: list(images)}, manifests)
 
     def pull_problems(self, ref: RepositoryRef) -> list[SourceProblem]:
         """Who may pull ``ref`` (its repository policy and its registry's) that the bot cannot read the runtimes
