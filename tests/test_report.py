@@ -198,7 +198,7 @@ def test_the_job_reports_from_a_recent_complete_scan_and_rescans_an_older_one(jo
         raise RuntimeError("scanned")
 
     assert "failed before posting" in make_job(scan_now=counted).run() and len(scans) == 1  # nothing stored yet
-    made = job_parts_scan(store)
+    made = job_parts_scan(store, built.application.scan_scope())
     assert "posted" in make_job(scan_now=counted).run() and len(scans) == 1  # the recent scan, no new one
     store.db.execute("update scans set generated_at = ? where id = ?",
                      [_iso(made.generated_at - timedelta(minutes=61)), made.scan_id])
@@ -207,9 +207,9 @@ def test_the_job_reports_from_a_recent_complete_scan_and_rescans_an_older_one(jo
     assert "failed before posting" in next_week.run() and len(scans) == 2  # 61 minutes old: scanned again
 
 
-def job_parts_scan(store) -> ScanResult:
+def job_parts_scan(store, scope: str | None = None) -> ScanResult:
     rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1",)), row("small", GB)])
-    scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
+    scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1, scope)
     for r in rows:
         store.save_repository(scan_id, r, [])
     result = ScanResult(datetime.now(timezone.utc), 0.1, rows, [], [], scan_id=scan_id)
