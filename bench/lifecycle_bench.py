@@ -15,7 +15,7 @@ import json
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,7 +24,7 @@ from bot.config import shipped_base_policy_text  # noqa: E402
 from bot.core.lifecycle import evaluate, preview  # noqa: E402
 from bot.core.models import Image, Manifest  # noqa: E402
 
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def repository(n: int, seed: int = 1) -> tuple[list[Image], dict[str, Manifest]]:

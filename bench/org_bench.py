@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import boto3
+from scan_bench import SCAN_LINE, aws_environment, moto_server, run
 
 from bot.sample import MB, SampleRepository, blob, image
-from scan_bench import SCAN_LINE, aws_environment, moto_server, run
 
 ROLE = "EcrCostReader"
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1")
@@ -104,7 +104,7 @@ def organisation(endpoint: str, accounts: int, regions: tuple[str, ...], repos: 
     ids = [org.create_account(AccountName=f"team-{n:04d}", Email=f"team-{n}@example.com")["CreateAccountStatus"]
            ["AccountId"] for n in range(accounts)]
     base = [blob("org-base", 20 * MB), blob("org-runtime", 8 * MB)]
-    pushed = int(datetime.now(timezone.utc).timestamp()) - 86_400
+    pushed = int(datetime.now(UTC).timestamp()) - 86_400
     for account_id in ids:
         for region in regions:
             backend = ecr_backends[account_id][region]

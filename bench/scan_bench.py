@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def load(estate: list[SampleRepository], endpoint: str, how: str) -> float:
         push_via_api(estate, endpoint)
     else:
         populate_directly(estate)
-    correct_moto(ACCOUNT, estate, datetime.now(timezone.utc))
+    correct_moto(ACCOUNT, estate, datetime.now(UTC))
     return time.perf_counter() - started
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -68,7 +68,7 @@ def main() -> None:
            "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": standin.api_url}
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     estate = sample_estate()
-    load_estate(boto3.Session(region_name="us-east-1"), "123456789012", estate, datetime.now(timezone.utc))
+    load_estate(boto3.Session(region_name="us-east-1"), "123456789012", estate, datetime.now(UTC))
     subprocess.run([sys.executable, "-m", "bot", "scan"], env=env, cwd=ROOT, check=True, capture_output=True)
 
     port = free_port()

@@ -18,20 +18,41 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.analysis import exemption_of
-from .format import iso, plural, size
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
-from .core.inuse import (RISKY_ACTIONS, InUseSet, PinPlan, Usage, after_plan, harmed, pin_tag, plan_pins, protected,
-                         unprotected)
+from .core.inuse import (
+    RISKY_ACTIONS,
+    InUseSet,
+    PinPlan,
+    Usage,
+    after_plan,
+    harmed,
+    pin_tag,
+    plan_pins,
+    protected,
+    unprotected,
+)
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
-from .core.models import (ADOPTIONS, EXEMPT_TAG, EXEMPTION_REASONS, SNOOZE, Image, Manifest, PolicyDecision,
-                          PolicySavings, RepositoryCost, RepositoryInventory, RepositoryRef)
+from .core.models import (
+    ADOPTIONS,
+    EXEMPT_TAG,
+    EXEMPTION_REASONS,
+    SNOOZE,
+    Image,
+    Manifest,
+    PolicyDecision,
+    PolicySavings,
+    RepositoryCost,
+    RepositoryInventory,
+    RepositoryRef,
+)
+from .format import iso, plural, size
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
@@ -179,7 +200,7 @@ class Change:
 
 class PolicyChanges:
     def __init__(self, collector: EcrCollector, store: Store, settings: Settings, in_use: InUseFinder,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._collector = collector
         self._store = store
         self._settings = settings

@@ -12,26 +12,50 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
-from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
-from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
-from .aws import BlobRefused, describe_error, error_code
+from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
+from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
 from .config import Settings
 from .core.analysis import Summary, display_names, exemption_of, find_account, find_repository, rank, summarize
-from .core.cost import price_repository, reachable_manifests
-from .core.cost import GIB
+from .core.billing import (
+    CE_DAYS,
+    BillingSummary,
+    CostLine,
+    CurBilling,
+    CurLine,
+    EstateFacts,
+    EstimatedRepository,
+    RepositoryBill,
+    cost_explorer_lines,
+    cur_billing,
+    cur_service_bill,
+    daily_estimate,
+    denied_note,
+    service_bill,
+    summarize_bill,
+    unavailable,
+)
+from .core.cost import GIB, price_repository, reachable_manifests
 from .core.inuse import RISKY_ACTIONS, InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, same_document, validate_policy
-from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost,
-                          RepositoryInventory, RepositoryRef, RepositoryView, ScanProblem, ScanResult)
+from .core.models import (
+    ADOPTIONS,
+    PREVIOUS_PERIOD,
+    SNOOZE,
+    Exemption,
+    PolicyDecision,
+    RepositoryCost,
+    RepositoryInventory,
+    RepositoryRef,
+    RepositoryView,
+    ScanProblem,
+    ScanResult,
+)
 from .core.report import WeeklyReport, build_report
-from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
-from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLine, EstateFacts, EstimatedRepository,
-                           RepositoryBill, cost_explorer_lines, cur_billing, cur_service_bill, daily_estimate, denied_note,
-                           service_bill, summarize_bill, unavailable)
+from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .sweep import swept_since
@@ -83,7 +107,7 @@ class Application:
     sweep = None  # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
 
     def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
-                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):
         self.billing_sources = billing_sources or BillingSources()
         self._billing_warned: set[str] = set()
@@ -583,7 +607,7 @@ class Application:
 
     def _today(self) -> date:
         """Today in UTC: the days before it are complete."""
-        return self._clock().astimezone(timezone.utc).date()
+        return self._clock().astimezone(UTC).date()
 
     def _cost_explorer_lines(self, today: date) -> list[CostLine]:
         """The last 35 days from one GetCostAndUsage request (its pages aside), asked once per UTC day: each request

@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import urllib.request
 import time
+import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 import boto3
@@ -135,7 +135,7 @@ def describe_error(exc: Exception) -> str:
 
 
 def _utc(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(timezone.utc) if moment else None
+    return moment.astimezone(UTC) if moment else None
 
 
 @dataclass(frozen=True)

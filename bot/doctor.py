@@ -19,8 +19,16 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import Account, EcrCollector, EstateUnreadable, default_session_factory, describe_error, error_code, \
-    principal_role_arn, unreadable_cause
+from .aws import (
+    Account,
+    EcrCollector,
+    EstateUnreadable,
+    default_session_factory,
+    describe_error,
+    error_code,
+    principal_role_arn,
+    unreadable_cause,
+)
 from .config import ConfigError, Settings
 from .errors import brief
 

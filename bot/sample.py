@@ -10,9 +10,9 @@ import hashlib
 import json
 import random
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .config import shipped_base_policy_text
 
@@ -34,7 +34,7 @@ class SampleImage:
     listed_bytes: int | None  # what AWS's imageSizeInBytes reports for it
     pushed_days_ago: float
     pulled_days_ago: float | None = None
-    children: tuple["SampleImage", ...] = ()
+    children: tuple[SampleImage, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -245,7 +245,7 @@ def sample_estate() -> list[SampleRepository]:
 
 def load_estate(session, account_id: str, repos: list[SampleRepository], now: datetime | None = None) -> None:
     """Pushes ``repos`` through the ECR API of ``session`` (moto), then corrects moto's gaps."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     clients = {}
     for repo in repos:
         client = clients.setdefault(repo.region, session.client("ecr", region_name=repo.region))

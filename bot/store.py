@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -235,7 +235,7 @@ def _retry_while_busy(call, seconds: float = 30.0) -> None:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat() if moment else None
+    return moment.astimezone(UTC).isoformat() if moment else None
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -303,7 +303,7 @@ class Store:
         return found
 
     def put_manifests(self, manifests: Iterable[Manifest]) -> None:
-        now = _iso(datetime.now(timezone.utc))
+        now = _iso(datetime.now(UTC))
         rows = [{"digest": m.digest, "media_type": m.media_type, "blobs": json.dumps(m.blobs),
                  "children": json.dumps(m.children), "problem": m.problem, "fetched_at": now} for m in manifests]
         if rows:
@@ -321,7 +321,7 @@ class Store:
         return found
 
     def put_task_definition_images(self, images: dict[str, list[str]]) -> None:
-        now = _iso(datetime.now(timezone.utc))
+        now = _iso(datetime.now(UTC))
         with self.db.conn:
             self.db["task_definitions"].insert_all(
                 [{"arn": arn, "images": json.dumps(uris), "fetched_at": now} for arn, uris in images.items()],
@@ -342,7 +342,7 @@ class Store:
     def put_config_steps(self, digest: str, steps: Sequence[str | None] | None, problem: str | None) -> None:
         with self.db.conn:
             self.db["config_steps"].insert({"digest": digest, "steps": None if steps is None else json.dumps(list(steps)),
-                                            "problem": problem, "fetched_at": _iso(datetime.now(timezone.utc))},
+                                            "problem": problem, "fetched_at": _iso(datetime.now(UTC))},
                                            ignore=True)
 
     def manifest_count(self) -> int:
@@ -352,7 +352,7 @@ class Store:
 
     def begin_scan(self, generated_at: datetime, price_per_gb_month: float) -> int:
         self.abandon_dead_scans()
-        now = _iso(datetime.now(timezone.utc))
+        now = _iso(datetime.now(UTC))
         with self.db.conn:
             table = self.db["scans"].insert({"generated_at": _iso(generated_at), "status": "running",
                                              "price_per_gb_month": price_per_gb_month, "holder": PROCESS,
@@ -380,7 +380,7 @@ class Store:
 
     def _beat(self, scan_id: int) -> bool:
         cursor = self.db.execute("update scans set heartbeat_at = ? where id = ? and status = 'running'",
-                                 [_iso(datetime.now(timezone.utc)), scan_id])
+                                 [_iso(datetime.now(UTC)), scan_id])
         return cursor.rowcount == 1
 
     def heartbeat_scan(self, scan_id: int) -> bool:
@@ -397,7 +397,7 @@ class Store:
             if not self._beat(result.scan_id):
                 raise ScanAbandoned(f"scan {result.scan_id} was marked abandoned")
             self.db["scans"].update(result.scan_id, {
-                "status": "complete", "finished_at": _iso(datetime.now(timezone.utc)),
+                "status": "complete", "finished_at": _iso(datetime.now(UTC)),
                 "partial": int(result.partial),
                 "errors": json.dumps([vars(p) for p in result.errors]),
                 "warnings": json.dumps([vars(p) for p in result.warnings]),
@@ -417,7 +417,7 @@ class Store:
     def abandon_dead_scans(self, lease: timedelta = SCAN_LEASE) -> list[int]:
         """Scans that will never finish (their process died, or stopped beating for ``lease``) are marked
         abandoned and their rows dropped: at start-up and before every scan."""
-        stale = _iso(datetime.now(timezone.utc) - lease)
+        stale = _iso(datetime.now(UTC) - lease)
         dead = [row["id"] for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
                 if _holder_is_dead(row["holder"]) or (row["heartbeat_at"] or "") < stale]
         self.abandon_scans(dead)
@@ -430,7 +430,7 @@ class Store:
         marks = ",".join("?" * len(scan_ids))
         with self.db.conn:
             self.db.execute(f"update scans set status = 'abandoned', finished_at = ? where id in ({marks})",
-                            [_iso(datetime.now(timezone.utc)), *scan_ids])
+                            [_iso(datetime.now(UTC)), *scan_ids])
             self.db.execute(f"delete from repository_snapshots where scan_id in ({marks})", list(scan_ids))
             self.db.execute(f"delete from snapshot_images where scan_id in ({marks})", list(scan_ids))
         self.prune_images()
@@ -439,7 +439,7 @@ class Store:
         """A scan in progress in any process (its heartbeat fresh), or None."""
         row = self.db.execute("select id from scans where status = 'running' and heartbeat_at >= ? "
                               "order by id desc limit 1",
-                              [_iso(datetime.now(timezone.utc) - lease)]).fetchone()
+                              [_iso(datetime.now(UTC) - lease)]).fetchone()
         return None if row is None else row[0]
 
     def scan_status(self, scan_id: int) -> str | None:
@@ -479,7 +479,7 @@ class Store:
             table = self.db["policy_backups"].insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
                 "had_policy": int(policy_text is not None), "policy_text": policy_text,
-                "taken_at": _iso(datetime.now(timezone.utc)), "reason": reason})
+                "taken_at": _iso(datetime.now(UTC)), "reason": reason})
         return table.last_pk
 
     def backup(self, backup_id: int) -> tuple[bool, str | None]:
@@ -521,7 +521,7 @@ class Store:
         with self.db.conn:
             table = self.db["repository_exports"].insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
-                "user_id": user_id, "taken_at": _iso(datetime.now(timezone.utc)), "content": content})
+                "user_id": user_id, "taken_at": _iso(datetime.now(UTC)), "content": content})
         return table.last_pk
 
     def add_ownership_claim(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
@@ -533,7 +533,7 @@ class Store:
                 return pending[0]["id"], False
             table = self.db["ownership_claims"].insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
-                "claimer": claimer, "claimed_at": _iso(datetime.now(timezone.utc)), "status": "pending"})
+                "claimer": claimer, "claimed_at": _iso(datetime.now(UTC)), "status": "pending"})
         return table.last_pk, True
 
     def ownership_claim(self, claim_id: int) -> dict | None:
@@ -545,14 +545,14 @@ class Store:
         with self.db.conn:
             cursor = self.db.execute(
                 "update ownership_claims set status = ?, decided_by = ?, decided_at = ? where id = ? and status = ?",
-                [status, decided_by, _iso(datetime.now(timezone.utc)), claim_id, only_from])
+                [status, decided_by, _iso(datetime.now(UTC)), claim_id, only_from])
         return cursor.rowcount == 1
 
     def claim(self, key: str, holder: str, lease: timedelta = CLAIM_LEASE) -> bool:
         """True when ``holder`` may act on ``key`` (a repository ARN, or the estate's scan) now: nobody else, in
         any thread or process, holds it, or its holder stopped beating ``lease`` ago. The holder keeps it
         alive with ``refresh_claim`` and gives it back with ``release_claim``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
                                      [key, holder, _iso(now)])
@@ -565,13 +565,13 @@ class Store:
     def refresh_claim(self, key: str, holder: str) -> bool:
         with self.db.conn:
             cursor = self.db.execute("update repository_claims set claimed_at = ? where arn = ? and holder = ?",
-                                     [_iso(datetime.now(timezone.utc)), key, holder])
+                                     [_iso(datetime.now(UTC)), key, holder])
         return cursor.rowcount == 1
 
     def claim_held(self, key: str, lease: timedelta = CLAIM_LEASE) -> bool:
         """Whether someone holds ``key`` and is alive."""
         row = self.db.execute("select 1 from repository_claims where arn = ? and claimed_at >= ?",
-                              [key, _iso(datetime.now(timezone.utc) - lease)]).fetchone()
+                              [key, _iso(datetime.now(UTC) - lease)]).fetchone()
         return row is not None
 
     def release_claim(self, key: str, holder: str) -> None:
@@ -582,7 +582,7 @@ class Store:
         """True the first time ``click_id`` is seen, by any thread or process."""
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into slack_clicks (click_id, claimed_at) values (?, ?)",
-                                     [click_id, _iso(datetime.now(timezone.utc))])
+                                     [click_id, _iso(datetime.now(UTC))])
         return cursor.rowcount == 1
 
     # -- reports ---------------------------------------------------------------------------
@@ -591,7 +591,7 @@ class Store:
         """Who reports ``period``, across threads and processes. Returns None when someone else has it or it
         was posted; else how it was claimed: 'new'; 'taken over' (the holder stopped beating for ``lease``:
         it died, maybe after posting); 'maybe posted' (a post whose answer was lost: check before posting)."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.db.conn:
             cursor = self.db.execute(
                 "insert or ignore into report_runs (period, claimed_by, claimed_at, status) values (?, ?, ?, 'claimed')",
@@ -613,7 +613,7 @@ class Store:
         """Keeps a claim alive while its run is; False when it was lost."""
         with self.db.conn:
             cursor = self.db.execute("update report_runs set claimed_at = ? where period = ? and claimed_by = ? "
-                                     "and status = 'claimed'", [_iso(datetime.now(timezone.utc)), period, claimed_by])
+                                     "and status = 'claimed'", [_iso(datetime.now(UTC)), period, claimed_by])
         return cursor.rowcount == 1
 
     def release_period(self, period: str, claimed_by: str) -> None:
@@ -635,7 +635,7 @@ class Store:
         with self.db.conn:
             self.db.execute("update report_runs set status = ?, message_ts = ?, error = ?, finished_at = ?, "
                             "claimed_by = ? where period = ?", [status, message_ts, error,
-                                                                _iso(datetime.now(timezone.utc)), claimed_by, period])
+                                                                _iso(datetime.now(UTC)), claimed_by, period])
 
     def has_reported(self) -> bool:
         """Whether a weekly report was ever posted (or may have been) from this database; the other jobs'
@@ -650,14 +650,14 @@ class Store:
     def claim_nudge(self, period: str, arn: str, user_id: str) -> bool:
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into nudges (period, arn, user_id, sent_at) values (?, ?, ?, ?)",
-                                     [period, arn, user_id, _iso(datetime.now(timezone.utc))])
+                                     [period, arn, user_id, _iso(datetime.now(UTC))])
         return cursor.rowcount == 1
 
     def claim_finding(self, period: str, finding: str, user_id: str) -> bool:
         """True the first time ``finding`` (a watch finding's kind and repository) goes to ``user_id`` in ``period``."""
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into watch_findings (period, finding, user_id, sent_at) "
-                                     "values (?, ?, ?, ?)", [period, finding, user_id, _iso(datetime.now(timezone.utc))])
+                                     "values (?, ?, ?, ?)", [period, finding, user_id, _iso(datetime.now(UTC))])
         return cursor.rowcount == 1
 
     def release_findings(self, period: str, findings: Sequence[str], user_id: str) -> None:
@@ -700,7 +700,7 @@ class Store:
 
     def cache_billing(self, key: str, day: str, payload: str) -> None:
         self.db["billing_cache"].upsert({"key": key, "day": day, "payload": payload,
-                                         "fetched_at": _iso(datetime.now(timezone.utc))}, pk="key")
+                                         "fetched_at": _iso(datetime.now(UTC))}, pk="key")
 
     def cost_before(self, arn: str, moment: datetime) -> float | None:
         """The repository's monthly cost in the newest complete scan at or before ``moment``."""

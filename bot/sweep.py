@@ -17,18 +17,27 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .format import plural, size
 from .adoption import Actor, Change, NotAnOwner, PolicyOperationError
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
 from .core.inuse import pin_tag
 from .core.models import PolicyDecision, RepositoryCost, RepositoryInventory, RepositoryRef, ScanResult
-from .core.sweep import SWEEP_TAG, archive_economics, capped, deletion_order, freed_bytes, parse_days, plan, whole_families
+from .core.sweep import (
+    SWEEP_TAG,
+    archive_economics,
+    capped,
+    deletion_order,
+    freed_bytes,
+    parse_days,
+    plan,
+    whole_families,
+)
+from .format import plural, size
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
@@ -39,7 +48,7 @@ _FREED = re.compile(r"(\d+) bytes freed")
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat() if moment else None
+    return moment.astimezone(UTC).isoformat() if moment else None
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -130,7 +139,7 @@ Announcer = Callable[[RepositorySweep], list[str]]  # messages the owners; retur
 
 class SweepService:
     def __init__(self, scan: Callable[[], ScanResult], collector: EcrCollector, store: Store, in_use: InUseFinder,
-                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._scan, self._collector, self._store = scan, collector, store
         self._in_use, self._settings, self._clock = in_use, settings, clock
         self.ledger = SweepLedger(store)

@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .adoption import Actor, NotAnAdmin, compact
 from .config import Settings
@@ -61,7 +61,7 @@ class TemplateChange:
 
 class TemplateService:
     def __init__(self, registry: Registry, store: Store, settings: Settings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._registry, self._store, self._settings, self._clock = registry, store, settings, clock
 
     def policy_text(self) -> str:

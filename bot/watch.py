@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from slack_sdk.errors import SlackApiError
 
@@ -29,7 +29,7 @@ CLOUDTRAIL_MARGIN = timedelta(hours=1)  # CloudTrail's events reach LookupEvents
 
 class WatchService:
     def __init__(self, application: Application, store: Store, settings: Settings, registry: Registry,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._app, self._store, self._settings, self._registry, self._clock = application, store, settings, registry, clock
 
     def previous(self, latest: ScanResult) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
@@ -139,7 +139,7 @@ class WatchNotifier:
 
     def __init__(self, application: Application, store: Store, settings: Settings, client,
                  owner_ids: Callable[[tuple[str, ...]], list[str]],
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._app, self._store, self._settings = application, store, settings
         self._client, self._owner_ids, self._clock = client, owner_ids, clock
 

@@ -70,7 +70,7 @@ class AwsProxy:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "AwsProxy":
+    def start(self) -> AwsProxy:
         self._thread.start()
         return self
 

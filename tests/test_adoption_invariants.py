@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import hypothesis.strategies as st
@@ -170,7 +170,7 @@ class AdoptionMachine(RuleBasedStateMachine):
             return []
         policy, problems = validate_policy(text)
         assert not problems
-        return harmed(self._images(), policy, self._visible_in_use(), datetime.now(timezone.utc))
+        return harmed(self._images(), policy, self._visible_in_use(), datetime.now(UTC))
 
     @rule(where=st.sampled_from((ACCOUNT, WORKLOAD, STRANGER)), index=st.integers(0, 3))
     def start_runtime(self, where, index):

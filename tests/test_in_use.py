@@ -4,7 +4,7 @@ adoption; the guard."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,9 +16,9 @@ from bot.sample import SampleKubernetesApi, blob, image
 from bot.wiring import components
 from tests.helpers.aws import ACCOUNT, BASE, ecr, load, run_cli
 from tests.helpers.inuse import api_repository
-from tests.runtimes_harness import (ecs_service, lambda_function, stop_everything, uri)
+from tests.runtimes_harness import ecs_service, lambda_function, stop_everything, uri
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_adoption_pins_every_in_use_image_and_the_policy_keeps_them_after_50_pus
         extra = image(BASE + [blob(f"push-{n}", 1000 + n)], blob(f"push-cfg-{n}", 100), (f"v2.{n}",))
         client.put_image(repositoryName="api", imageManifest=extra.manifest, imageManifestMediaType=extra.media_type,
                          imageDigest=extra.digest, imageTag=f"v2.{n}")
-    expired = evaluate(live_images(), policy, datetime.now(timezone.utc) + timedelta(days=1))
+    expired = evaluate(live_images(), policy, datetime.now(UTC) + timedelta(days=1))
     assert not {d for d, decision in expired.items() if decision.action == "expire"} & pinned
     assert len([d for d in expired.values() if d.action == "expire"]) > 40  # the rest is still cleaned up
 

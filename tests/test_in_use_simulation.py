@@ -7,7 +7,7 @@ number of days; the repository's image count stays bounded."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -23,7 +23,7 @@ from tests.helpers.simulation import _clients, client, describe, stop_everything
 from tests.runtimes_harness import REGION, ecs_service, move_tag, pin_tasks_running, run_task, uri
 
 DAYS = int(__import__("os").environ.get("SIM_DAYS", "90"))
-START = datetime.now(timezone.utc) - timedelta(days=DAYS)
+START = datetime.now(UTC) - timedelta(days=DAYS)
 OWNER = "U0SIMOWNR"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import assume, given, settings
@@ -15,7 +15,7 @@ from bot.core.lifecycle import evaluate, matches_tags, preview, validate_policy
 from bot.core.models import Image
 from bot.sample import blob, image, index
 
-NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 BASE = json.loads(shipped_base_policy_text())
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC
 
 import pytest
 
@@ -15,7 +16,6 @@ from bot.store import Store
 from tests.helpers.aws import free_port, load, repository, run_cli
 from tests.helpers.slack import ROOT
 from tests.slack_standin import SlackStandIn
-
 
 STARTED: list[subprocess.Popen] = []
 
@@ -152,7 +152,7 @@ def test_report_cli_prints_and_posts_once(aws, capsys, monkeypatch):
 def test_report_reuses_a_recent_complete_scan_and_rescans_an_old_or_partial_one(aws, capsys, monkeypatch):
     """Right after a scan, `report` builds on it (no ECR request); older than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES,
     or partial, it scans again. The scheduled job decides the same way."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from bot.config import load_settings
     from bot.wiring import build
@@ -172,7 +172,7 @@ def test_report_reuses_a_recent_complete_scan_and_rescans_an_old_or_partial_one(
     assert "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES: " not in err  # 0 is valid: always scan
     monkeypatch.delenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES")
 
-    def recent(clock=lambda: datetime.now(timezone.utc)):
+    def recent(clock=lambda: datetime.now(UTC)):
         built = build(load_settings(), clock=clock)
         try:
             return built.application.recent_scan(), built.store.latest_scan()

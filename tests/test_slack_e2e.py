@@ -10,8 +10,20 @@ import pytest
 
 from bot.store import Store
 from tests.helpers.aws import CUSTOM, adopted_base, current_policy
-from tests.helpers.slack import (ADMIN, ALICE, ARN, OWNER, SECRET, STRANGER, all_text, click, decisions, post,
-                                 responses_to, slash)
+from tests.helpers.slack import (
+    ADMIN,
+    ALICE,
+    ARN,
+    OWNER,
+    SECRET,
+    STRANGER,
+    all_text,
+    click,
+    decisions,
+    post,
+    responses_to,
+    slash,
+)
 from tests.slack_standin import signed_headers
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,8 +20,8 @@ from bot.sample import MB, SampleRepository, blob, correct_moto, image
 from bot.store import Store
 from bot.wiring import build, build_slack, build_watch_job, cli_actor, scheduled_jobs
 from tests.helpers.aws import ACCOUNT, NOW, ecr, load, run_cli
-from tests.slack_standin import SlackStandIn
 from tests.helpers.slack import check_limits
+from tests.slack_standin import SlackStandIn
 
 BASE = [blob("watch-base-os", 60 * MB), blob("watch-base-rt", 40 * MB)]
 API_OWNER, NEW_OWNER, WEB_OWNER, ADMIN = "U0API0001", "U0NEW0001", "U0WEB0001", "U0ADMIN01"
@@ -84,7 +84,7 @@ class Second:
                          imageManifestMediaType=self.api_push.media_type, imageDigest=self.api_push.digest)
         # pushed after the first scan (moto keeps whole seconds)
         correct_moto(ACCOUNT, [SampleRepository("us-east-1", "api", [self.api_push])],
-                     datetime.now(timezone.utc) + timedelta(seconds=1))
+                     datetime.now(UTC) + timedelta(seconds=1))
         load([self.fresh, self.fresh_ok])
         proxy.blobs[self.config[0]] = self.config_bytes
 

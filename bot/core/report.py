@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .billing import BillingSummary
 from .analysis import Summary, display_names, exemption_of, summarize
+from .billing import BillingSummary
 from .cost import monthly_cost
 from .models import ADOPTIONS, Exemption, PolicyDecision, PolicySavings, RepositoryCost, ScanResult
 from .tuning import lifecycle_status

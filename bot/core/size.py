@@ -12,14 +12,14 @@ import math
 import re
 import statistics
 from collections import Counter
-from itertools import chain
-from operator import itemgetter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 
-from .cost import image_manifests, monthly_cost
 from ..format import per_month, size
+from .cost import image_manifests, monthly_cost
 from .models import Image, Manifest, RepositoryCost
 
 LARGEST_IMAGES = 10  # images shown, and whose config blobs are read for the Dockerfile steps
@@ -28,7 +28,7 @@ CHURN_PUSHES = 20  # churn is measured over the last this many pushes
 CHURN_DAYS = 28  # new_bytes_per_week is measured over this many days
 SMALL_CHANGE = 16 * 2**20  # a layer this small that changes with every push is the code: it must change
 MAX_STEP = 300  # characters of a Dockerfile step kept
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -443,8 +443,8 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
         step = f" ({layer.created_by})" if layer.created_by else ""
         why = (f"it is rebuilt every time, because layer {layer.after} below it changes with every push; put "
                f"dependency installation before copying the code so it is cached" if layer.after is not None else
-               f"it changes although the layers below it do not, so it is stored again with every push; pin what it "
-               f"installs (lock files, exact versions) or split what changes from what does not, stable part first")
+               "it changes although the layers below it do not, so it is stored again with every push; pin what it "
+               "installs (lock files, exact versions) or split what changes from what does not, stable part first")
         advice.append(Advice("rebuilt-layer", (
             f"layer {layer.position} of {layer.of}{step}, {human(layer.bytes)}, new in {layer.new_in} of the last "
             f"{layer.pushes} pushes: {why}. Its {human(layer.stored_copies_bytes)} of repeated copies cost "

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..core.analysis import Summary
+from ..core.inuse import is_pin
 from ..core.lifecycle import fingerprint
 from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
-from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
-from ..core.inuse import is_pin
 from ..core.size import SizeReport
+from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
 from ..format import per_day, per_month, plural, signed, size, slack_date, status
 from .text import adopting_sentence, as_written_sentence, limit_text
 

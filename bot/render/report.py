@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.billing import BillingSummary
-from ..core.report import WeeklyReport
+from ..core.report import RealisedSaving, WeeklyReport
+from ..format import day as calendar_day
+from ..format import iso, json_usd, local_time, per_day, per_month, plural, signed, size, status, usd
 from . import blocks
-from ..core.report import RealisedSaving
-from ..format import day as calendar_day, iso, json_usd, local_time, per_day, per_month, plural, signed, size, status, usd
 from .text import account_json, account_lines, account_name, adopting_sentence, limit_text, savings_json, text_table
 
 SAVINGS_LISTED = 5  # the repositories without a policy named with what adopting frees there

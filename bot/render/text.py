@@ -2,19 +2,27 @@
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
 from collections.abc import Mapping, Sequence
 
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
-from ..core.lifecycle import Preview
-from ..core.tuning import lifecycle_status
 from ..core.inuse import RISKY_ACTIONS, InUseSet, Usage, is_pin
-from ..core.models import (Image, PolicyDecision, PolicySavings, RepositoryCost, RepositoryRef, RepositoryView,
-                           ScanProblem, ScanResult)
+from ..core.lifecycle import Preview
+from ..core.models import (
+    Image,
+    PolicyDecision,
+    PolicySavings,
+    RepositoryCost,
+    RepositoryRef,
+    RepositoryView,
+    ScanProblem,
+    ScanResult,
+)
 from ..core.size import SizeReport
-from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
+from ..core.tuning import lifecycle_status
 from ..core.watch import limit_of
+from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
 
 __all__ = ["iso", "usd"]  # re-exported: the renderers' one way to write times and money (bot/format.py)
 

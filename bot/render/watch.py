@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from ..core.models import RepositoryCost
 from ..core.size import human
 from ..core.watch import WatchResult
-from . import blocks
 from ..format import per_month, size
+from . import blocks
 from .text import iso, limit_text, problem_json, text_table, usd
 
 MAX_FINDINGS_PER_MESSAGE = 15  # two blocks each, within Slack's 50

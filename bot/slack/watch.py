@@ -12,10 +12,10 @@ from slack_sdk.errors import SlackApiError
 
 from ..adoption import Change, NotAnAdmin
 from ..application import Application
+from ..format import per_month
 from ..limits import LimitService, read_amount
 from ..render import blocks
 from ..render import watch as render
-from ..format import per_month
 from ..templates import TemplateService
 from .directory import SlackDirectory
 from .views import outcome_text, repository_of, state_value
