@@ -65,9 +65,11 @@ def main() -> None:
     previous = None
     for n in args.sizes:
         images, manifests = repository(n)
-        baseline = best_of(args.repeat, lambda: sorted(images, key=lambda i: (-i.pushed_at.timestamp(), i.digest)))
-        evaluated = best_of(args.repeat, lambda: evaluate(images, policy, NOW))
-        previewed = best_of(args.repeat, lambda: preview(images, policy, NOW, manifests))
+        baseline = best_of(args.repeat,
+                           lambda images=images: sorted(images, key=lambda i: (-i.pushed_at.timestamp(), i.digest)))
+        evaluated = best_of(args.repeat, lambda images=images: evaluate(images, policy, NOW))
+        previewed = best_of(args.repeat,
+                            lambda images=images, manifests=manifests: preview(images, policy, NOW, manifests))
         expiring = sum(1 for d in preview(images, policy, NOW, manifests).decisions if d.action == "expire")
         growth = f"{previewed / previous[1]:.1f}x" if previous else "-"
         print(f"{n:>8,}  {baseline:>9.4f}  {evaluated:>12.4f}  {evaluated / baseline:>6.1f}x  {previewed:>11.4f}  "

@@ -83,7 +83,7 @@ def main() -> None:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit("serve did not start")
+                    raise SystemExit("serve did not start") from None
                 time.sleep(0.1)
 
         names = [repo.name if sum(r.name == repo.name for r in estate) == 1 else f"{repo.region}/{repo.name}"
@@ -114,7 +114,8 @@ def main() -> None:
                 sent = list(pool.map(slash, range(args.concurrency)))
                 acks += [elapsed for elapsed, _, _ in sent]
                 for _, response_id, started in sent:
-                    standin.wait_for(lambda calls, responses: any(i == response_id for i, _ in responses), 60)
+                    standin.wait_for(lambda calls, responses, response_id=response_id: any(
+                        i == response_id for i, _ in responses), 60)
                     details.append(standin.first_arrival[response_id] - started)
         ms = lambda s: f"{s * 1000:,.0f} ms"  # noqa: E731
         print(f"{args.rounds} rounds x {args.concurrency} concurrent signed /ecr-cost NAME requests "

@@ -327,7 +327,8 @@ class PolicyChanges:
                                     guarded_text,
                                     projected.adopted_savings_usd, backup_id, born=born)
             self._put_or_withdraw(ref, decision, lambda: self._collector.put_lifecycle_policy(ref, guarded_text),
-                                  f"AWS refused the policy for {ref.name}", f"nothing changed; backup #{backup_id} kept")
+                                  f"AWS refused the policy for {ref.name}",
+                                  f"nothing changed; backup #{backup_id} kept")
             return Change(decision, note or None)
 
     def _put_or_withdraw(self, ref: RepositoryRef, decision: PolicyDecision, put: Callable[[], None],
@@ -535,7 +536,8 @@ class PolicyChanges:
                                            f"nothing was deleted: look again before deleting it")
             decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
                                     row.monthly_cost_usd, None, born=born,
-                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, {size(row.stored_bytes)}")
+                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, "
+                                         f"{size(row.stored_bytes)}")
             try:
                 self._collector.delete_repository(ref)
             except (ClientError, BotoCoreError) as exc:

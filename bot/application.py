@@ -307,7 +307,8 @@ class Application:
                 scan = replace(scan, repositories=rank([*others, row]), generated_at=self._clock())
         return self.view(scan, row, inventory)
 
-    def view(self, scan: ScanResult, row: RepositoryCost, inventory: RepositoryInventory | None = None) -> RepositoryView:
+    def view(self, scan: ScanResult, row: RepositoryCost,
+             inventory: RepositoryInventory | None = None) -> RepositoryView:
         """``inventory``: a fresh read of the repository already made, to preview from."""
         labels, previous_rows = self._scan_context(scan)
         if inventory is None:
@@ -658,7 +659,8 @@ class Application:
         today = self._today()
         estimate = sum(r.monthly_cost_usd for r in scan.repositories)
         if self.settings.billing == "off":
-            return unavailable("billing is off (ECR_COST_BILLING=off)", daily_estimate(estimate, today - timedelta(days=1)))
+            return unavailable("billing is off (ECR_COST_BILLING=off)",
+                               daily_estimate(estimate, today - timedelta(days=1)))
         try:
             if self.settings.billing == "cur":
                 bill = cur_service_bill(self._cur_lines(today - timedelta(days=CE_DAYS), today), _estimated(scan))

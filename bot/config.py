@@ -184,7 +184,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     role_arns = _csv(get("ECR_COST_ROLE_ARNS"))
     for arn in role_arns:
         if not _ROLE_ARN.match(arn):
-            raise ConfigError(f"ECR_COST_ROLE_ARNS: {arn!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+            raise ConfigError(f"ECR_COST_ROLE_ARNS: {arn!r} is not an IAM role ARN "
+                              "(arn:aws:iam::123456789012:role/name)")
 
     admins = _csv(get("ECR_COST_ADMINS"))
     for admin in admins:

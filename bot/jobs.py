@@ -98,7 +98,8 @@ class ReportJob:
         how = self._store.claim_period(period, self._who, lease=CLAIM_LEASE)
         if how is None:
             return f"the report for the period of {period} was already claimed"
-        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds, "report-claim"):
+        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds,
+                       "report-claim"):
             return self._run(period, how)
 
     def _run(self, period: str, how: str) -> str:
@@ -344,5 +345,5 @@ class SweepJob:
                 logger.warning("sweep of %s: %s", found.row.arn, problem)
         announced = sum(len(r.announced) for r in run.repositories)
         deleted = sum(len(r.deleted) for r in run.repositories)
-        return (f"sweep {period}: {len(run.repositories)} opted-in repositories, {plural(announced, 'image')} announced, "
-                f"{deleted} deleted")
+        return (f"sweep {period}: {len(run.repositories)} opted-in repositories, "
+                f"{plural(announced, 'image')} announced, {deleted} deleted")

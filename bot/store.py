@@ -193,7 +193,8 @@ def m016_sweep(db: Database) -> None:
     # a sweep decision's images (digest, tags, manifest, times, size, outcome), recorded before they are deleted
     db["decisions"].add_column("images", str)
     # sweep candidates announced to their owners: deleted only once the grace period since then has passed
-    db["sweep_announcements"].create({"arn": str, "digest": str, "batch": str, "announced_at": str}, pk=("arn", "digest"))
+    db["sweep_announcements"].create({"arn": str, "digest": str, "batch": str, "announced_at": str},
+                                     pk=("arn", "digest"))
     db["sweep_announcements"].create_index(["batch"])
 
 
@@ -341,7 +342,8 @@ class Store:
 
     def put_config_steps(self, digest: str, steps: Sequence[str | None] | None, problem: str | None) -> None:
         with self.db.conn:
-            self.db["config_steps"].insert({"digest": digest, "steps": None if steps is None else json.dumps(list(steps)),
+            self.db["config_steps"].insert({"digest": digest,
+                                            "steps": None if steps is None else json.dumps(list(steps)),
                                             "problem": problem, "fetched_at": _iso(datetime.now(UTC))},
                                            ignore=True)
 
@@ -418,7 +420,8 @@ class Store:
         """Scans that will never finish (their process died, or stopped beating for ``lease``) are marked
         abandoned and their rows dropped: at start-up and before every scan."""
         stale = _iso(datetime.now(UTC) - lease)
-        dead = [row["id"] for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
+        dead = [row["id"]
+                for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
                 if _holder_is_dead(row["holder"]) or (row["heartbeat_at"] or "") < stale]
         self.abandon_scans(dead)
         return dead
@@ -554,8 +557,9 @@ class Store:
         alive with ``refresh_claim`` and gives it back with ``release_claim``."""
         now = datetime.now(UTC)
         with self.db.conn:
-            cursor = self.db.execute("insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
-                                     [key, holder, _iso(now)])
+            cursor = self.db.execute(
+                "insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
+                [key, holder, _iso(now)])
             if cursor.rowcount == 1:
                 return True
             cursor = self.db.execute("update repository_claims set holder = ?, claimed_at = ? "
@@ -594,7 +598,8 @@ class Store:
         now = datetime.now(UTC)
         with self.db.conn:
             cursor = self.db.execute(
-                "insert or ignore into report_runs (period, claimed_by, claimed_at, status) values (?, ?, ?, 'claimed')",
+                "insert or ignore into report_runs (period, claimed_by, claimed_at, status) "
+                "values (?, ?, ?, 'claimed')",
                 [period, claimed_by, _iso(now)])
             if cursor.rowcount == 1:
                 return "new"

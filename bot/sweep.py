@@ -200,7 +200,8 @@ class SweepService:
                                                f"{len(pinned)} of {len(digests)} pinned, the rest stay announced")
             self.ledger.forget(ref.arn, digests)
             decision = self._record(ref, "sweep_kept", actor, owners, born,
-                                    f"pinned {plural(len(pinned), 'image')} announced for the sweep: {', '.join(pinned)}"
+                                    f"pinned {plural(len(pinned), 'image')} announced for the sweep: "
+                                    f"{', '.join(pinned)}"
                                     + (f"; {len(gone)} already gone" if gone else ""))
             return Change(decision)
 
@@ -335,7 +336,8 @@ class SweepService:
         decision = self._store.record_decision(PolicyDecision(
             None, ref.name, ref.account_id, ref.region, ref.arn, "sweep", user_id, source, self._clock(), None, None,
             usd, owners_checked=found.row.owners, repository_created_at=inventory.created_at,
-            note=f"{plural(len(digests), 'image')} nobody pulled for {found.unpulled_days} days, to delete: {size(freed)} freed",
+            note=f"{plural(len(digests), 'image')} nobody pulled for {found.unpulled_days} days, "
+                 f"to delete: {size(freed)} freed",
             images=json.dumps(records)))
         failed: dict[str, str] = {}
         for group in deletion_order([by_digest[d] for d in digests], inventory.manifests):
@@ -359,8 +361,9 @@ class SweepService:
         found.deleted_bytes = freed_bytes(inventory.images, found.deleted, inventory.manifests)
         found.deleted_usd = monthly_cost(found.deleted_bytes, self._settings.price_per_gb_month)
         found.decision_id = decision.id
-        self.ledger.settle(decision.id, records, f"{len(found.deleted)} of {plural(len(digests), 'image')} nobody pulled for "
-                                                 f"{found.unpulled_days} days deleted, {found.deleted_bytes} bytes freed",
+        self.ledger.settle(decision.id, records,
+                           f"{len(found.deleted)} of {plural(len(digests), 'image')} nobody pulled for "
+                           f"{found.unpulled_days} days deleted, {found.deleted_bytes} bytes freed",
                            found.deleted_usd)
 
     # -- owners' rules (as for adoption) ---------------------------------------------------------------

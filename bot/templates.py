@@ -126,7 +126,8 @@ class TemplateService:
         text = self.policy_text()
         root = next((t for t in place.templates if t.prefix == ROOT), None)
         applied_for = sorted(set(APPLIED_FOR) | set(root.applied_for if root else ()))
-        if root is not None and same_document(root.lifecycle_policy, text) and set(APPLIED_FOR) <= set(root.applied_for):
+        if root is not None and same_document(root.lifecycle_policy, text) \
+                and set(APPLIED_FOR) <= set(root.applied_for):
             return TemplateChange(place.account_id, place.region, "unchanged",
                                   "the ROOT template already gives new repositories the base policy")
         ref = RepositoryRef(place.account_id, place.region, ROOT, template_key(place.account_id, place.region))

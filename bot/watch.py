@@ -30,7 +30,8 @@ CLOUDTRAIL_MARGIN = timedelta(hours=1)  # CloudTrail's events reach LookupEvents
 class WatchService:
     def __init__(self, application: Application, store: Store, settings: Settings, registry: Registry,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
-        self._app, self._store, self._settings, self._registry, self._clock = application, store, settings, registry, clock
+        self._app, self._store, self._settings = application, store, settings
+        self._registry, self._clock = registry, clock
 
     def previous(self, latest: ScanResult) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
         """The previous scan (without its rows) and ARN -> (stored bytes, monthly cost) in it."""

@@ -149,7 +149,8 @@ def test_guard_finds_at_risk_images_under_a_foreign_policy_then_protects_and_rel
     stop_everything("prod")  # the service is removed: its old digest is no longer used
     doc = json.loads(run_cli(capsys, "guard", "--format", "json")[1])
     assert estate["old"] in {i["image_digest"] for i in doc["released"]}
-    assert estate["old"] not in {i.digest for i in live_images()}  # untagged but for its pin: expired as the policy would
+    # untagged but for its pin: expired as the policy would
+    assert estate["old"] not in {i.digest for i in live_images()}
     assert estate["lambda"] in {i.digest for i in live_images()}  # still in use: still there, still pinned
 
 
@@ -374,5 +375,6 @@ def test_service_revisions_are_described_twenty_at_a_time_across_services(estate
     items = in_use_json(capsys)
     assert sorted(asked) == [5, 20] and aws.calls["DescribeServiceRevisions"] == 2
     v13 = estate["repo"].images[4 + 3].digest
-    services = {u["name"] for i in items if i["image_digest"] == v13 for u in i["used_by"] if u["kind"] == "ecs-service"}
+    services = {u["name"] for i in items if i["image_digest"] == v13
+                for u in i["used_by"] if u["kind"] == "ecs-service"}
     assert services == {f"batch-{n % 2}/svc-{n}" for n in range(25)}

@@ -121,7 +121,8 @@ def test_ninety_days_never_expire_a_running_image(aws, monkeypatch, tmp_path):
                 run_task("prod", api_definition, by_tag["prod"], ecs=client("ecs"))
                 sim.running["api"] = {by_tag["prod"]}
             if sim.day == 30:
-                run_task("prod", api_definition, next(iter(sim.running["api"])), ecs=client("ecs"))  # scale-out: the same digest
+                # scale-out: the same digest
+                run_task("prod", api_definition, next(iter(sim.running["api"])), ecs=client("ecs"))
             if sim.day < 60 and sim.day % 4 == 0:
                 stop_everything_of(sim, "edge")
                 run_task("prod", edge_definition, by_tag["edge"], ecs=client("ecs"))

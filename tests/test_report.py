@@ -35,8 +35,9 @@ def adopting(usd: float, expiring: int = 3, images: int = 10) -> PolicySavings:
 
 def test_report_content_order_totals_change_and_realised_savings():
     previous, current, adopted = crafted()
-    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: adopting(0.5), row("d", 0).arn: adopting(0.1)},
-                          BASE, [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
+    report = build_report(current, previous, [adopted], {7: 0.4},
+                          {row("a", 0).arn: adopting(0.5), row("d", 0).arn: adopting(0.1)}, BASE,
+                          [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
     assert [line.label for line in report.top] == ["a", "d", "b", "c"]
     assert report.summary.monthly_cost_usd == pytest.approx(1.7)
     assert report.change_usd == pytest.approx(1.7 - 1.5)
@@ -51,7 +52,8 @@ def test_report_content_order_totals_change_and_realised_savings():
 
     text = report_text(report)
     assert text.index(" a ") < text.index(" d ") < text.index(" b ")
-    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: estimated $0.30/month" in text
+    assert "+$0.20" in text and "new" in text
+    assert "saved by policies adopted through the bot: estimated $0.30/month" in text
     doc = report_json(report)
     assert doc["summary"]["change_usd"] == pytest.approx(0.2) and doc["realised_savings_usd"] == pytest.approx(0.3)
     message = report_message(report)
@@ -74,8 +76,8 @@ def test_report_message_holds_the_limits_for_10000_repositories():
     scan = ScanResult(T0, 0.1, rows, [ScanProblem("1", f"r{n}", "<!channel> " * 50) for n in range(40)], [])
     decisions = [PolicyDecision(n, r.repository, r.account_id, r.region, r.arn, "adopted", "U012AB3CD", "slack", T0,
                                 None, "{}", 1.0) for n, r in enumerate(rows[:500])]
-    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: adopting(1.0) for r in rows}, BASE,
-                          [(T0, 1.0)] * 26, T0)
+    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: adopting(1.0) for r in rows},
+                          BASE, [(T0, 1.0)] * 26, T0)
     message = report_message(report)
     check_limits(message)
     assert "<!channel>" not in json.dumps(message)

@@ -180,7 +180,8 @@ def test_preview_button_lists_what_would_expire_for_anyone(served, slack):
     _, response_id = click(served, slack, "preview_policy", STRANGER)
     [message] = responses_to(slack, response_id)
     text = all_text(message)
-    assert message["response_type"] == "ephemeral" and "Adopting the base policy on *shop* expires 19 of 30 images" in text
+    assert message["response_type"] == "ephemeral"
+    assert "Adopting the base policy on *shop* expires 19 of 30 images" in text
     assert "latest-old" in text and current_policy() == CUSTOM
 
 

@@ -65,9 +65,9 @@ class Second:
     Dockerfile steps, served through the proxy), two repositories are created, one of them without a policy."""
 
     def __init__(self):
-        self.config, self.config_bytes = config_blob("api-2", ["/bin/sh -c #(nop) ADD file:os in / ", "COPY rt / # buildkit",
-                                                                     "COPY . /app # buildkit",
-                                                                     "/bin/sh -c pip install -r requirements.txt"])
+        self.config, self.config_bytes = config_blob("api-2", ["/bin/sh -c #(nop) ADD file:os in / ",
+                                                               "COPY rt / # buildkit", "COPY . /app # buildkit",
+                                                               "/bin/sh -c pip install -r requirements.txt"])
         self.deps = blob("api-deps-2", 300 * MB)
         self.app = blob("api-app-2", 21 * MB)
         self.api_push = image(BASE + [self.app, self.deps], self.config, ("v2",), pushed_days_ago=0)

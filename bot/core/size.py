@@ -262,7 +262,7 @@ class EstateShare:
         return Base(name, sum(sizes.get(d, 0) for d in prefix), len(prefix), len(holders))
 
 
-# -- the report ---------------------------------------------------------------------------------------------------------
+# -- the report --------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ImageSize:
@@ -459,7 +459,8 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
         alone = sum(sizes[d] for d in only_large - others)
         top = large[0]
         advice.append(Advice("large-images", (
-            f"{len(large)} image{'s' if len(large) > 1 else ''} above {human(large_image_bytes)} (largest: {top.label}, "
+            f"{len(large)} image{'s' if len(large) > 1 else ''} above {human(large_image_bytes)} "
+            f"(largest: {top.label}, "
             f"{human(top.bytes)}): a multi-stage build that copies only what runs, and a slimmer base, shrink each; "
             f"the {human(alone)} only they hold cost {_usd(usd(alone))}"), usd(alone)))
     if base is not None and base.repository_count >= 2 and base.bytes * 4 >= large_image_bytes:
@@ -472,4 +473,5 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
     all_notices = list(notices)
     if unknown:
         all_notices.append(f"{len(unknown)} images have no readable manifest and are left out")
-    return SizeReport(row, price_per_gb_month, large_image_bytes, len(found), images, layers, figures, rebuilt, base, advice, all_notices)
+    return SizeReport(row, price_per_gb_month, large_image_bytes, len(found), images, layers, figures, rebuilt, base,
+                      advice, all_notices)

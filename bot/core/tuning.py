@@ -66,7 +66,8 @@ def tuning_of(policy: Mapping) -> Tuning:
         selection = rule.get("selection") if isinstance(rule, Mapping) else None
         if not isinstance(selection, Mapping):
             continue
-        status, count_type, number = selection.get("tagStatus"), selection.get("countType"), selection.get("countNumber")
+        status, count_type = selection.get("tagStatus"), selection.get("countType")
+        number = selection.get("countNumber")
         prefixes = selection.get("tagPrefixList") or []
         if not isinstance(number, int) or isinstance(number, bool):
             continue

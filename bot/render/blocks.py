@@ -250,7 +250,8 @@ def hand_edit_message(arn: str, repository: str, live: str | None, expected: str
     def shown(text: str | None) -> str:
         return "_none_" if text is None else f"```{clip(escape(text), 1200)}```"
 
-    return {"text": clip(f"{repository}: its lifecycle policy was edited by hand; nothing was rolled back", MAX_SECTION),
+    return {"text": clip(f"{repository}: its lifecycle policy was edited by hand; nothing was rolled back",
+                         MAX_SECTION),
             "blocks": [
                 section(f":warning: The lifecycle policy of *{escape(repository)}* was changed by hand after the bot "
                         f"last set it. Rolling back would overwrite that edit, so *nothing was changed*."),
@@ -467,7 +468,8 @@ def plain(text: str, limit: int = MAX_SECTION) -> dict:
 def modal(callback_id: str, title: str, blocks: list[dict], arn: str, submit: str | None = None) -> dict:
     """A modal; ``private_metadata`` names the repository only (never who may act: that is the signed user)."""
     view = {"type": "modal", "callback_id": callback_id, "title": plain(title, MAX_MODAL_TITLE),
-            "close": plain("Cancel" if submit else "Close", MAX_MODAL_TITLE), "private_metadata": arn[:MAX_PRIVATE_METADATA],
+            "close": plain("Cancel" if submit else "Close", MAX_MODAL_TITLE),
+            "private_metadata": arn[:MAX_PRIVATE_METADATA],
             "blocks": blocks[:MAX_HOME_BLOCKS]}
     if submit:
         view["submit"] = plain(submit, MAX_MODAL_TITLE)
@@ -548,7 +550,8 @@ def sweep_announcement(found) -> dict:
     """The sweep's direct message to an owner: what will be deleted and when, Keep these / Stop sweeping."""
     row = found.row
     when = date_text(found.deletes_after)
-    text = (f":broom: *{plural(len(found.announced), 'image')}* of *{escape(row.repository)}* ({escape(row.account_id)} "
+    text = (f":broom: *{plural(len(found.announced), 'image')}* of *{escape(row.repository)}* "
+            f"({escape(row.account_id)} "
             f"{escape(row.region)}) nobody has pulled for {found.unpulled_days} days will be deleted after {when}: "
             f"{size(found.announced_bytes)}, *{per_month(found.announced_usd)}*. Images in use, pinned, or the "
             f"newest are never deleted; each one is checked again just before. Every deleted image's digest, tags "

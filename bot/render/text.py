@@ -236,7 +236,8 @@ def repository_detail_text(row: RepositoryCost, position: int, total: int, previ
         lines.append(f"  limit           {limit}")
     if previous is not None:
         delta = row.monthly_cost_usd - previous.monthly_cost_usd
-        lines.append(f"  since previous  {signed(delta)}/month ({signed_size(row.stored_bytes - previous.stored_bytes)})")
+        lines.append(f"  since previous  {signed(delta)}/month "
+                     f"({signed_size(row.stored_bytes - previous.stored_bytes)})")
     lines.append(f"  arn             {row.arn}")
     return "\n".join(lines)
 

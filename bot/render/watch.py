@@ -99,7 +99,8 @@ def watch_text(result: WatchResult) -> str:
             lines += ["  " + line for line in text_table(
                 ["repository", "region", "before", "after", "USD/month", "pushes", "new"],
                 [[g.row.repository, g.row.region, size(g.bytes_before), size(g.row.stored_bytes),
-                  usd(g.row.monthly_cost_usd), str(g.pushes), size(g.new_bytes)] for g in items], right={2, 3, 4, 5, 6})]
+                  usd(g.row.monthly_cost_usd), str(g.pushes), size(g.new_bytes)] for g in items],
+                right={2, 3, 4, 5, 6})]
             for g in items:
                 lines += [f"    {g.row.repository}: new layer {layer.digest[7:19]} {_size(layer.bytes)}"
                           + (f" ({layer.created_by})" if layer.created_by else "") for layer in g.top_layers]

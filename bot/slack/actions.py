@@ -60,7 +60,8 @@ def decide_claim(application: Application, directory: SlackDirectory, value: str
         return Outcome(ephemeral=blocks.escape(change.note or "Nothing was changed."))
     name = blocks.escape(ref.name)
     if approve:
-        done = f":white_check_mark: {blocks.mention(claimer)} now owns *{name}*: owner tag set by {blocks.mention(user_id)}."
+        done = (f":white_check_mark: {blocks.mention(claimer)} now owns *{name}*: "
+                f"owner tag set by {blocks.mention(user_id)}.")
         told = (f"Your claim on *{name}* was approved by {blocks.mention(user_id)}: you are its owner now. "
                 f"`/ecr-cost {name}` shows its cost and what a lifecycle policy would save.")
     else:

@@ -269,7 +269,8 @@ def send_export(client, user_id: str, row: RepositoryCost, export_id: int, conte
     """The export as a file in the person's direct messages with the app; raises when Slack refuses it."""
     try:
         channel = client.conversations_open(users=user_id)["channel"]["id"]
-        client.files_upload_v2(channel=channel, content=content, filename=f"{row.repository.replace('/', '_')}-export.json",
+        client.files_upload_v2(channel=channel, content=content,
+                               filename=f"{row.repository.replace('/', '_')}-export.json",
                                title=f"Export of {row.repository} before its deletion",
                                initial_comment=f"Export #{export_id} of {row.repository} ({row.account_id} "
                                                f"{row.region}), taken just before it is deleted.")
