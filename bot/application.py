@@ -266,10 +266,8 @@ class Application:
         """The scan narrowed to the account ``query`` names (its ID or its name in the organisation), and how to
         call it; raises UnknownAccount."""
         unread = {e.account_id for e in scan.errors} - {r.account_id for r in scan.repositories}
-        if query.strip() in unread:  # an account the scan could not read: its errors say why
-            account_id = query.strip()
-        else:
-            account_id = find_account(scan.repositories, query)
+        # an account the scan could not read: its errors say why
+        account_id = query.strip() if query.strip() in unread else find_account(scan.repositories, query)
         rows = [r for r in scan.repositories if r.account_id == account_id]
         name = next((r.account_name for r in rows if r.account_name), None)
         narrowed = replace(scan, repositories=rows, errors=[e for e in scan.errors if e.account_id == account_id])

@@ -5,6 +5,7 @@ Sessions come from a factory (the seam tests and other credential sources plug i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -258,7 +259,8 @@ class EcrCollector:
         own, entries, problems, causes = self._plan(everywhere)
         accounts = [own] if own is not None else []
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-accounts") as pool:
-            for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries)):
+            for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries),
+                                                                 strict=True):
                 if account is None:
                     causes.append(error)
                     problems.append(self._unentered(arn, account_id, error))
@@ -595,12 +597,11 @@ class EcrCollector:
             raise LookupError(f"image {digest} could not be read: {failure.get('failureCode')}: "
                               f"{failure.get('failureReason')}")
         image = found["images"][0]
-        try:
+        # ImageAlreadyExists: the tag is already there, what was asked for
+        with contextlib.suppress(client.exceptions.ImageAlreadyExistsException):
             client.put_image(repositoryName=ref.name, registryId=ref.account_id, imageManifest=image["imageManifest"],
                              imageManifestMediaType=image.get("imageManifestMediaType"), imageTag=tag,
                              imageDigest=digest)
-        except client.exceptions.ImageAlreadyExistsException:
-            pass  # the tag is already there: what was asked for
 
     def remove_tag(self, ref: RepositoryRef, tag: str) -> None:
         """Removes ``tag``. When it is the image's last tag, ECR deletes the image: callers decide that."""
@@ -695,10 +696,9 @@ class EcrCollector:
 
     def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
         client = self.client_for(ref)
-        try:
+        # LifecyclePolicyNotFound: already none, that is what was asked for
+        with contextlib.suppress(client.exceptions.LifecyclePolicyNotFoundException):
             client.delete_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
-        except client.exceptions.LifecyclePolicyNotFoundException:
-            pass  # already none: that is what was asked for
 
     def repository_policy(self, ref: RepositoryRef) -> str | None:
         """The repository's permissions policy (who may pull), None when it has none."""

@@ -710,7 +710,8 @@ def _database_in_use(db_path: str) -> Iterator[Callable[[], bool]]:
     independent of these). Yields ``alone()``: True when no other ecr-cost-bot process holds the file."""
     try:
         import fcntl
-        handle = open(db_path, "ab")  # an empty file is a new SQLite database
+        # an empty file is a new SQLite database; closed by `with handle` below
+        handle = open(db_path, "ab")  # noqa: SIM115
     except (ImportError, OSError):  # no flock here, or the path is not writable: the Store will say so
         yield lambda: False
         return

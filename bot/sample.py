@@ -59,7 +59,7 @@ def index(children: list[SampleImage], tags=(), pushed_days_ago=1.0, pulled_days
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX,
            "manifests": [{"mediaType": c.media_type, "digest": c.digest, "size": len(c.manifest),
                           "platform": {"architecture": arch, "os": "linux"}}
-                         for c, arch in zip(children, platforms)]}
+                         for c, arch in zip(children, platforms, strict=False)]}
     # AWS lists a manifest list with the largest child's size; the children appear again, untagged
     return SampleImage(json.dumps(doc, indent=3), OCI_INDEX, tuple(tags), max(c.listed_bytes or 0 for c in children),
                        pushed_days_ago, pulled_days_ago, tuple(children))

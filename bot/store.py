@@ -264,7 +264,7 @@ class Store:
             db = self._local.db = Database(conn)
             with self._lock:
                 # scan workers come and go: close the connections of threads that have ended
-                for thread, old in [c for c in self._connections if not c[0].is_alive()]:
+                for _thread, old in [c for c in self._connections if not c[0].is_alive()]:
                     old.close()
                 self._connections = [c for c in self._connections if c[0].is_alive()]
                 self._connections.append((threading.current_thread(), conn))

@@ -197,7 +197,8 @@ class SweepService:
                 except (ClientError, BotoCoreError) as exc:
                     self.ledger.forget(ref.arn, pinned)
                     raise PolicyOperationError(f"cannot pin the images of {ref.name} ({describe_error(exc)}); "
-                                               f"{len(pinned)} of {len(digests)} pinned, the rest stay announced")
+                                               f"{len(pinned)} of {len(digests)} pinned, "
+                                               "the rest stay announced") from exc
             self.ledger.forget(ref.arn, digests)
             decision = self._record(ref, "sweep_kept", actor, owners, born,
                                     f"pinned {plural(len(pinned), 'image')} announced for the sweep: "

@@ -273,7 +273,7 @@ def test_properties_of_evaluation(images, policy):
     assert validate_policy(text(policy))[1] == []
     decisions = evaluate(images, policy, NOW)
     rules = {r["rulePriority"]: r for r in policy["rules"]}
-    for digest, decision in decisions.items():
+    for _digest, decision in decisions.items():
         acting = rules[decision.rule_priority]
         # an image acted on by a rule matches that rule's selection, and no higher rule's selection
         assert matches_tags(acting["selection"], decision.image.tags)

@@ -32,8 +32,9 @@ def no_serve_left_behind():
 
 
 def start_serve(env: dict, log_path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
-                               cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log:  # the child holds its own copy of the descriptor
+        process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     STARTED.append(process)
     return process
 

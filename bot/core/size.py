@@ -142,7 +142,7 @@ def _steps_by_layer(found: Sequence[Push], steps: Mapping[str, Sequence[str | No
             layers = layers_of(leaf)
             if known is None or len(known) != len(layers):
                 continue
-            for position, ((digest, _), step) in enumerate(zip(layers, known)):
+            for position, ((digest, _), step) in enumerate(zip(layers, known, strict=True)):
                 if step is not None:
                     by_layer.setdefault(digest, step)
                     by_position[(config_of(leaf), position)] = step
@@ -343,7 +343,7 @@ def churn(found: Sequence[Push], now: datetime) -> tuple[Churn, list[set[str]]]:
         new_sets.append(new)
         if push.image.pushed_at is not None and push.image.pushed_at >= since:
             weekly += sum(push.blobs[d] for d in new)
-    recent = list(zip(found[-CHURN_PUSHES:], new_sets[-CHURN_PUSHES:]))
+    recent = list(zip(found[-CHURN_PUSHES:], new_sets[-CHURN_PUSHES:], strict=True))
     sizes = [sum(p.blobs[d] for d in new) for p, new in recent]
     figures = Churn(len(recent), round(statistics.median(sizes)) if sizes else 0, p90(sizes),
                     weekly * 7 // CHURN_DAYS)
@@ -363,15 +363,15 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
         return []
     new_in: Counter[int] = Counter()
     sizes: dict[int, list[int]] = {}
-    for push, new in zip(recent, new_sets):
+    for push, new in zip(recent, new_sets, strict=True):
         positions: dict[int, int] = {}
         for leaf in push.leaves:
-            for position, (digest, size) in enumerate(layers_of(leaf)):
+            for position, (digest, layer_bytes) in enumerate(layers_of(leaf)):
                 if digest in new:
-                    positions[position] = max(positions.get(position, 0), size)
-        for position, size in positions.items():
+                    positions[position] = max(positions.get(position, 0), layer_bytes)
+        for position, layer_bytes in positions.items():
             new_in[position] += 1
-            sizes.setdefault(position, []).append(size)
+            sizes.setdefault(position, []).append(layer_bytes)
     rebuilt = [p for p, n in new_in.items() if n * 2 > len(recent)]
     if not rebuilt:
         return []
@@ -387,8 +387,8 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
             blobs = leaf.blobs  # the config, then the layers
             for position, copies in at_position.items():
                 if position + 1 < len(blobs):
-                    digest, size = blobs[position + 1]
-                    copies[digest] = size
+                    digest, layer_bytes = blobs[position + 1]
+                    copies[digest] = layer_bytes
     out = []
     for position in rebuilt:
         if position == cause and median[position] < SMALL_CHANGE:
@@ -424,11 +424,11 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
     images = [ImageSize(p.image.digest, p.image.tags, p.image.pushed_at, p.bytes,
                         sum(s for d, s in p.blobs.items() if holders[d] == 1)) for p in largest]
     biggest: list[tuple[str, int]] = []
-    for digest, size in sorted(sizes.items(), key=itemgetter(1), reverse=True):  # a C sort beats a heap here
-        if len(biggest) >= TOP_LAYERS and size < biggest[-1][1]:
+    for digest, layer_bytes in sorted(sizes.items(), key=itemgetter(1), reverse=True):  # a C sort beats a heap here
+        if len(biggest) >= TOP_LAYERS and layer_bytes < biggest[-1][1]:
             break
         if digest not in configs:
-            biggest.append((digest, size))
+            biggest.append((digest, layer_bytes))
     biggest = sorted(biggest, key=lambda pair: (-pair[1], pair[0]))[:TOP_LAYERS]  # ties: by digest
     layers = [LayerSize(d, s, holders[d], share.blob_repositories.get(d, 1), by_layer.get(d)) for d, s in biggest]
     figures, new_sets = churn(found, now)

@@ -161,7 +161,7 @@ def growth(row: RepositoryCost, before: tuple[int, float], since: datetime, imag
             configs.add(config_of(leaf))
             known = steps.get(config_of(leaf))
             layers = layers_of(leaf)
-            for position, (digest, size) in enumerate(layers):
+            for position, (digest, _size) in enumerate(layers):
                 if known is not None and len(known) == len(layers) and known[position]:
                     step_of.setdefault(digest, known[position])
         for digest, size in push.blobs.items():
