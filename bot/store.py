@@ -668,8 +668,8 @@ class Store:
     def release_findings(self, period: str, findings: Sequence[str], user_id: str) -> None:
         """Gives findings back when their message could not be sent: a later run sends them."""
         with self.db.conn:
-            self.db.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
-                                [(period, f, user_id) for f in findings])
+            self.db.conn.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
+                                     [(period, f, user_id) for f in findings])
 
     def scan_sizes_closest_to(self, moment: datetime, before_id: int
                               ) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
