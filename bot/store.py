@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import cast, overload
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -66,22 +67,22 @@ def _holder_is_dead(holder: str | None) -> bool:
 
 @migrations()
 def m001_inventory(db: Database) -> None:
-    db["scans"].create({
+    db.table("scans").create({
         "id": int, "generated_at": str, "finished_at": str, "status": str, "price_per_gb_month": float,
         "partial": int, "errors": str, "warnings": str, "repository_count": int, "stored_bytes": int,
         "monthly_cost_usd": float, "api_calls": int, "manifests_fetched": int,
     }, pk="id")
-    db["repository_snapshots"].create({
+    db.table("repository_snapshots").create({
         "scan_id": int, "arn": str, "account_id": str, "region": str, "repository": str,
         "image_count": int, "tagged_image_count": int, "stored_bytes": int, "listed_bytes": int,
         "monthly_cost_usd": float, "last_pushed_at": str, "last_pulled_at": str, "unused": int,
         "has_lifecycle_policy": int, "lifecycle_policy": str, "owners": str, "tags": str,
     }, pk=("scan_id", "arn"), foreign_keys=[("scan_id", "scans", "id")])
-    db["repository_snapshots"].create_index(["arn", "scan_id"])
+    db.table("repository_snapshots").create_index(["arn", "scan_id"])
     # the image list of a snapshot, kept for the latest scans only (the policy preview reads it)
-    db["snapshot_images"].create({"scan_id": int, "arn": str, "images": str}, pk=("scan_id", "arn"))
+    db.table("snapshot_images").create({"scan_id": int, "arn": str, "images": str}, pk=("scan_id", "arn"))
     # manifests are immutable per digest: one row per digest, ever
-    db["manifests"].create({
+    db.table("manifests").create({
         "digest": str, "media_type": str, "blobs": str, "children": str, "problem": str, "fetched_at": str,
     }, pk="digest")
 
@@ -89,113 +90,113 @@ def m001_inventory(db: Database) -> None:
 @migrations()
 def m002_policy_changes(db: Database) -> None:
     # the policy text as it was before the bot overwrote it; policy_text NULL = there was none
-    db["policy_backups"].create({
+    db.table("policy_backups").create({
         "id": int, "arn": str, "account_id": str, "region": str, "repository": str, "had_policy": int,
         "policy_text": str, "taken_at": str, "reason": str,
     }, pk="id")
-    db["policy_backups"].create_index(["arn", "id"])
-    db["decisions"].create({
+    db.table("policy_backups").create_index(["arn", "id"])
+    db.table("decisions").create({
         "id": int, "arn": str, "account_id": str, "region": str, "repository": str, "action": str, "user_id": str,
         "source": str, "at": str, "policy_before": str, "policy_after": str,
         "projected_monthly_savings_usd": float, "backup_id": int,
     }, pk="id", foreign_keys=[("backup_id", "policy_backups", "id")])
-    db["decisions"].create_index(["arn", "id"])
+    db.table("decisions").create_index(["arn", "id"])
 
 
 @migrations()
 def m003_slack_clicks(db: Database) -> None:
     # one row per Slack interaction handled: a redelivered click is recognised and ignored
-    db["slack_clicks"].create({"click_id": str, "claimed_at": str}, pk="click_id")
+    db.table("slack_clicks").create({"click_id": str, "claimed_at": str}, pk="click_id")
 
 
 @migrations()
 def m004_report_runs(db: Database) -> None:
     # one row per report period, claimed before posting: exactly one report per period
-    db["report_runs"].create({"period": str, "claimed_by": str, "claimed_at": str, "status": str,
+    db.table("report_runs").create({"period": str, "claimed_by": str, "claimed_at": str, "status": str,
                               "message_ts": str, "finished_at": str, "error": str}, pk="period")
     # one direct message per repository per owner per period
-    db["nudges"].create({"period": str, "arn": str, "user_id": str, "sent_at": str},
+    db.table("nudges").create({"period": str, "arn": str, "user_id": str, "sent_at": str},
                         pk=("period", "arn", "user_id"))
 
 
 @migrations()
 def m005_trust(db: Database) -> None:
     # who a change was authorised against, and which adoption a rollback undid (the undo stack)
-    db["decisions"].add_column("owners_checked", str)
-    db["decisions"].add_column("undoes", int)
+    db.table("decisions").add_column("owners_checked", str)
+    db.table("decisions").add_column("undoes", int)
     # one change per repository at a time, across processes sharing the store
-    db["repository_claims"].create({"arn": str, "holder": str, "claimed_at": str}, pk="arn")
+    db.table("repository_claims").create({"arn": str, "holder": str, "claimed_at": str}, pk="arn")
     # a scan's holder and heartbeat: a scan whose holder died is recognised and abandoned
-    db["scans"].add_column("holder", str)
-    db["scans"].add_column("heartbeat_at", str)
+    db.table("scans").add_column("holder", str)
+    db.table("scans").add_column("heartbeat_at", str)
 
 
 @migrations()
 def m006_in_use(db: Database) -> None:
     # ECS task definitions are immutable per revision ARN: their container images, read once, ever
-    db["task_definitions"].create({"arn": str, "images": str, "fetched_at": str}, pk="arn")
+    db.table("task_definitions").create({"arn": str, "images": str, "fetched_at": str}, pk="arn")
 
 
 @migrations()
 def m007_repository_generation(db: Database) -> None:
     # a repository deleted and created again has the same ARN: its creation time keeps their histories apart
-    db["decisions"].add_column("repository_created_at", str)
+    db.table("decisions").add_column("repository_created_at", str)
 
 
 @migrations()
 def m008_owner_decisions(db: Database) -> None:
     # a decline's reason and the person's note; what a claim or a deletion did
-    db["decisions"].add_column("reason", str)
-    db["decisions"].add_column("note", str)
+    db.table("decisions").add_column("reason", str)
+    db.table("decisions").add_column("note", str)
     # a deleted repository's export (every image's digest, tags, times and manifest), kept before the deletion
-    db["repository_exports"].create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+    db.table("repository_exports").create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
                                      "user_id": str, "taken_at": str, "content": str}, pk="id")
     # "I own this": a claim waits for an admin's approval
-    db["ownership_claims"].create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+    db.table("ownership_claims").create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
                                    "claimer": str, "claimed_at": str, "status": str, "decided_by": str,
                                    "decided_at": str}, pk="id")
-    db["ownership_claims"].create_index(["arn", "status"])
+    db.table("ownership_claims").create_index(["arn", "status"])
 
 
 @migrations()
 def m009_config_steps(db: Database) -> None:
     # image config blobs are immutable per digest: the Dockerfile step of each layer (their history), read once, ever;
     # steps NULL with a problem: the blob could not be used (too large, no history), which will not change either
-    db["config_steps"].create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
+    db.table("config_steps").create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
 
 
 @migrations()
 def m010_billing_cache(db: Database) -> None:
     # Cost Explorer charges each request and the CUR is large: one answer per source and period per UTC day
-    db["billing_cache"].create({"key": str, "day": str, "payload": str, "fetched_at": str}, pk="key")
+    db.table("billing_cache").create({"key": str, "day": str, "payload": str, "fetched_at": str}, pk="key")
 
 
 @migrations()
 def m011_account_names(db: Database) -> None:
     # a repository's account, by its name in the AWS Organization (null outside one)
-    db["repository_snapshots"].add_column("account_name", str)
+    db.table("repository_snapshots").add_column("account_name", str)
 
 
 @migrations()
 def m015_watch(db: Database) -> None:
     # the watch: a repository's createdAt tells the repositories created since the previous scan
-    db["repository_snapshots"].add_column("created_at", str)
+    db.table("repository_snapshots").add_column("created_at", str)
     # a watch finding sent to a person: at most once per period (key: kind and repository)
-    db["watch_findings"].create({"period": str, "finding": str, "user_id": str, "sent_at": str},
+    db.table("watch_findings").create({"period": str, "finding": str, "user_id": str, "sent_at": str},
                                 pk=("period", "finding", "user_id"))
     # a limit set through the bot: the tag value before and after (undo restores the one before; null: none)
-    db["decisions"].add_column("tag_before", str)
-    db["decisions"].add_column("tag_after", str)
+    db.table("decisions").add_column("tag_before", str)
+    db.table("decisions").add_column("tag_after", str)
 
 
 @migrations()
 def m016_sweep(db: Database) -> None:
     # a sweep decision's images (digest, tags, manifest, times, size, outcome), recorded before they are deleted
-    db["decisions"].add_column("images", str)
+    db.table("decisions").add_column("images", str)
     # sweep candidates announced to their owners: deleted only once the grace period since then has passed
-    db["sweep_announcements"].create({"arn": str, "digest": str, "batch": str, "announced_at": str},
+    db.table("sweep_announcements").create({"arn": str, "digest": str, "batch": str, "announced_at": str},
                                      pk=("arn", "digest"))
-    db["sweep_announcements"].create_index(["batch"])
+    db.table("sweep_announcements").create_index(["batch"])
 
 
 @contextmanager
@@ -235,10 +236,18 @@ def _retry_while_busy(call, seconds: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+@overload
+def _iso(moment: datetime) -> str: ...
+@overload
+def _iso(moment: None) -> None: ...
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
+@overload
+def _parse(text: str) -> datetime: ...
+@overload
+def _parse(text: None) -> None: ...
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -309,7 +318,7 @@ class Store:
                  "children": json.dumps(m.children), "problem": m.problem, "fetched_at": now} for m in manifests]
         if rows:
             with self.db.conn:
-                self.db["manifests"].insert_all(rows, ignore=True)
+                self.db.table("manifests").insert_all(rows, ignore=True)
 
     def task_definition_images(self, arns: Iterable[str]) -> dict[str, list[str]]:
         arns = list(arns)
@@ -324,7 +333,7 @@ class Store:
     def put_task_definition_images(self, images: dict[str, list[str]]) -> None:
         now = _iso(datetime.now(UTC))
         with self.db.conn:
-            self.db["task_definitions"].insert_all(
+            self.db.table("task_definitions").insert_all(
                 [{"arn": arn, "images": json.dumps(uris), "fetched_at": now} for arn, uris in images.items()],
                 ignore=True)
 
@@ -342,7 +351,7 @@ class Store:
 
     def put_config_steps(self, digest: str, steps: Sequence[str | None] | None, problem: str | None) -> None:
         with self.db.conn:
-            self.db["config_steps"].insert({"digest": digest,
+            self.db.table("config_steps").insert({"digest": digest,
                                             "steps": None if steps is None else json.dumps(list(steps)),
                                             "problem": problem, "fetched_at": _iso(datetime.now(UTC))},
                                            ignore=True)
@@ -356,16 +365,16 @@ class Store:
         self.abandon_dead_scans()
         now = _iso(datetime.now(UTC))
         with self.db.conn:
-            table = self.db["scans"].insert({"generated_at": _iso(generated_at), "status": "running",
+            table = self.db.table("scans").insert({"generated_at": _iso(generated_at), "status": "running",
                                              "price_per_gb_month": price_per_gb_month, "holder": PROCESS,
                                              "heartbeat_at": now})
-        return table.last_pk
+        return cast(int, table.last_pk)  # set by the insert above
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
         with self.db.conn:
             if not self._beat(scan_id):  # an abandoned scan must not grow again (its rows were dropped)
                 raise ScanAbandoned(f"scan {scan_id} was marked abandoned")
-            self.db["repository_snapshots"].insert({
+            self.db.table("repository_snapshots").insert({
                 "scan_id": scan_id, "arn": row.arn, "account_id": row.account_id, "region": row.region,
                 "repository": row.repository, "image_count": row.image_count,
                 "tagged_image_count": row.tagged_image_count, "stored_bytes": row.stored_bytes,
@@ -376,7 +385,7 @@ class Store:
                 "tags": json.dumps(row.tags), "account_name": row.account_name,
                 "created_at": _iso(row.created_at),
             }, replace=True)
-            self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
+            self.db.table("snapshot_images").insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
                                               replace=True)
 
@@ -392,13 +401,14 @@ class Store:
 
     def finish_scan(self, result: ScanResult, keep_images_for: int = 2) -> None:
         """Marks the scan complete and drops image lists of all but the latest scans (summaries stay)."""
+        assert result.scan_id is not None, "a scan from start_scan"
         totals = self.db.execute(
             "select count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(monthly_cost_usd), 0) "
             "from repository_snapshots where scan_id = ?", [result.scan_id]).fetchone()
         with self.db.conn:
             if not self._beat(result.scan_id):
                 raise ScanAbandoned(f"scan {result.scan_id} was marked abandoned")
-            self.db["scans"].update(result.scan_id, {
+            self.db.table("scans").update(result.scan_id, {
                 "status": "complete", "finished_at": _iso(datetime.now(UTC)),
                 "partial": int(result.partial),
                 "errors": json.dumps([vars(p) for p in result.errors]),
@@ -479,15 +489,15 @@ class Store:
     def save_backup(self, ref: RepositoryRef, policy_text: str | None, reason: str) -> int:
         """Stores the current policy (or that there was none) before anything overwrites it."""
         with self.db.conn:
-            table = self.db["policy_backups"].insert({
+            table = self.db.table("policy_backups").insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
                 "had_policy": int(policy_text is not None), "policy_text": policy_text,
                 "taken_at": _iso(datetime.now(UTC)), "reason": reason})
-        return table.last_pk
+        return cast(int, table.last_pk)  # set by the insert above
 
     def backup(self, backup_id: int) -> tuple[bool, str | None]:
         """(whether there was a policy, its exact text)."""
-        row = self.db["policy_backups"].get(backup_id)
+        row = self.db.table("policy_backups").get(backup_id)
         return bool(row["had_policy"]), row["policy_text"]
 
     def backup_count(self, arn: str) -> int:
@@ -499,7 +509,7 @@ class Store:
         values["owners_checked"] = json.dumps(decision.owners_checked)
         values["repository_created_at"] = _iso(decision.repository_created_at)
         with self.db.conn:
-            table = self.db["decisions"].insert(values)
+            table = self.db.table("decisions").insert(values)
         return replace(decision, id=table.last_pk)
 
     def withdraw_decision(self, decision_id: int) -> None:
@@ -522,10 +532,10 @@ class Store:
     def save_export(self, ref: RepositoryRef, user_id: str, content: str) -> int:
         """A repository's export, stored before it is deleted."""
         with self.db.conn:
-            table = self.db["repository_exports"].insert({
+            table = self.db.table("repository_exports").insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
                 "user_id": user_id, "taken_at": _iso(datetime.now(UTC)), "content": content})
-        return table.last_pk
+        return cast(int, table.last_pk)  # set by the insert above
 
     def add_ownership_claim(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
         """(the claim's id, whether it is new): one pending claim per person and repository."""
@@ -534,10 +544,10 @@ class Store:
                 "arn = ? and claimer = ? and status = 'pending'", [ref.arn, claimer], limit=1))
             if pending:
                 return pending[0]["id"], False
-            table = self.db["ownership_claims"].insert({
+            table = self.db.table("ownership_claims").insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
                 "claimer": claimer, "claimed_at": _iso(datetime.now(UTC)), "status": "pending"})
-        return table.last_pk, True
+        return cast(int, table.last_pk), True  # set by the insert above
 
     def ownership_claim(self, claim_id: int) -> dict | None:
         rows = list(self.db["ownership_claims"].rows_where("id = ?", [claim_id], limit=1))
@@ -704,7 +714,7 @@ class Store:
         return rows[0]["payload"] if rows else None
 
     def cache_billing(self, key: str, day: str, payload: str) -> None:
-        self.db["billing_cache"].upsert({"key": key, "day": day, "payload": payload,
+        self.db.table("billing_cache").upsert({"key": key, "day": day, "payload": payload,
                                          "fetched_at": _iso(datetime.now(UTC))}, pk="key")
 
     def cost_before(self, arn: str, moment: datetime) -> float | None:
