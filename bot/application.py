@@ -566,7 +566,7 @@ class Application:
     def weekly_report(self, scan: ScanResult, period: datetime) -> WeeklyReport:
         previous = self.store.latest_scan(before=scan.generated_at - PREVIOUS_PERIOD)
         decisions = self.store.decisions()
-        cost_at_adoption = {d.id: cost for d in decisions if d.action in ADOPTIONS
+        cost_at_adoption = {d.id: cost for d in decisions if d.id is not None and d.action in ADOPTIONS
                             and (cost := self.store.cost_before(d.arn, d.at)) is not None}
         history: dict[str, list[PolicyDecision]] = {}
         for decision in decisions:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TypeGuard
 
 from .cost import stored_bytes
 from .models import Image, Manifest
@@ -30,7 +31,7 @@ ACTION_FIELDS = {"type", "targetStorageClass"}
 
 # -- validation -------------------------------------------------------------------------------
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

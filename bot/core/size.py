@@ -393,10 +393,10 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
     for position in rebuilt:
         if position == cause and median[position] < SMALL_CHANGE:
             continue
-        copies = at_position[position].values()
+        stored = at_position[position].values()
         step = steps_at.get((config_of(newest), position)) if newest else None
         out.append(RebuiltLayer(position + 1, of, median[position], new_in[position], len(recent),
-                                sum(copies) - max(copies), step, None if position == cause else cause + 1))
+                                sum(stored) - max(stored), step, None if position == cause else cause + 1))
     return sorted(out, key=lambda r: (-r.stored_copies_bytes, r.position))
 
 

@@ -129,7 +129,7 @@ def _ordered_rules(policy: Mapping) -> list:
     """The rules in priority order, their priorities and descriptions aside (what they do, not how they are
     numbered or described), the bot's own keep rule left out."""
     rules = [r for r in unprotected(policy).get("rules", []) if isinstance(r, Mapping)]
-    ordered = sorted(rules, key=lambda r: r.get("rulePriority") if isinstance(r.get("rulePriority"), int) else 0)
+    ordered = sorted(rules, key=lambda r: p if isinstance(p := r.get("rulePriority"), int) else 0)
     return [{k: v for k, v in r.items() if k not in ("rulePriority", "description")} for r in ordered]
 
 

@@ -167,8 +167,8 @@ def growth(row: RepositoryCost, before: tuple[int, float], since: datetime, imag
         for digest, size in push.blobs.items():
             if digest not in earlier_blobs:
                 sizes[digest] = size
-    layers = sorted(((d, s) for d, s in sizes.items() if d not in configs), key=lambda pair: (-pair[1], pair[0]))
-    top = tuple(NewLayer(d, s, step_of.get(d)) for d, s in layers[:TOP_NEW_LAYERS])
+    new_layers = sorted(((d, s) for d, s in sizes.items() if d not in configs), key=lambda pair: (-pair[1], pair[0]))
+    top = tuple(NewLayer(d, s, step_of.get(d)) for d, s in new_layers[:TOP_NEW_LAYERS])
     return Growth(row, before[0], before[1], len(recent), sum(sizes.values()), top)
 
 
