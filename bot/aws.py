@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import boto3
 from botocore.config import Config
@@ -128,7 +128,7 @@ def unreadable_cause(exc: BaseException) -> str:
     return f"cannot read the current AWS identity: {_message(exc)}"
 
 
-def describe_error(exc: Exception) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}"
@@ -154,7 +154,7 @@ class Account:
 class _Region:
     account_id: str
     region: str
-    client: object
+    client: Any  # a boto3 ECR client
 
 
 class EcrCollector:
@@ -222,12 +222,13 @@ class EcrCollector:
         wanted = (lambda _: True) if everywhere else self._wanted
         own, own_error = self._enter(None)
         problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
-                                                                        f"{_message(own_error)}")]
+                                                                        f"{_message(cast(Exception, own_error))}")]
         entries = [(arn, arn.split(":")[4]) for arn in self._role_arns]
         if self._org_role_name and own is not None:
             found, problem = self._organisation(own)
             problems += [problem] if problem else []
             explicit = {account_id for _, account_id in entries}
+            assert self._own is not None  # set by _enter(None) above
             partition = self._own[1]
             entries += [(f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}", account_id)
                         for account_id in found if account_id != own.account_id and account_id not in explicit]
@@ -249,7 +250,7 @@ class EcrCollector:
             if own is None and not entries:
                 raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none")
         elif not entries:
-            raise EstateUnreadable(unreadable_cause(own_error))
+            raise EstateUnreadable(unreadable_cause(cast(Exception, own_error)))  # own is None: the error
         return own, entries, problems, [] if own_error is None else [own_error]
 
     def accounts(self, everywhere: bool = False) -> tuple[list[Account], list[ScanProblem]]:
@@ -261,9 +262,9 @@ class EcrCollector:
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-accounts") as pool:
             for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries),
                                                                  strict=True):
-                if account is None:
-                    causes.append(error)
-                    problems.append(self._unentered(arn, account_id, error))
+                if account is None:  # then error is the exception
+                    causes.append(cast(Exception, error))
+                    problems.append(self._unentered(arn, account_id, cast(Exception, error)))
                 else:
                     accounts.append(account)
                     if account.problem:
@@ -551,6 +552,7 @@ class EcrCollector:
             return self._roles[account_id]
         if self._own is None and self._enter(None)[0] is None:
             return None  # the bot's own identity cannot be read: its own credentials are all there is
+        assert self._own is not None  # set by _enter(None)
         own_account, partition = self._own
         return None if account_id == own_account else f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}"
 

@@ -231,6 +231,7 @@ def cmd_policy_validate(args, settings: Settings) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1
+    assert policy is not None  # no problems: a policy
     print(f"valid: ECR would accept this policy ({len(policy['rules'])} rules)")
     return 0
 

@@ -111,6 +111,7 @@ def _base_policy(path: str | None) -> dict:
         more = f" (and {len(problems) - 1} more problems: see `ecr-cost-bot policy validate {path}`)" \
             if len(problems) > 1 else ""
         raise ConfigError(f"{name}: ECR would reject {path!r}: {problems[0]}{more}")
+    assert policy is not None  # no problems: a policy
     return policy
 
 

@@ -28,9 +28,9 @@ def inspector_references(collector: EcrCollector, accounts: Iterable[Account], n
     entered (a delegated administrator sees its members'), each image once."""
     now = now or datetime.now(UTC)
     jobs = [(account, region) for account in accounts for region in account.regions]
-    found: dict[tuple[str, str], Reference] = {}
+    found: dict[tuple[str | None, str], Reference] = {}
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="inspector") as pool:
-        for references in pool.map(lambda job: _read(collector, *job, now), jobs):
+        for references in pool.map(lambda job: _read(collector, job[0], job[1], now), jobs):
             for reference in references:
                 found.setdefault((reference.image.digest, reference.usage.account_id), reference)
     return list(found.values())

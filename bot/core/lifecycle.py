@@ -117,7 +117,7 @@ def _label(index: int, rule: object) -> str:
     return f"rule {priority}" if _is_int(priority) else f"rule #{index + 1} (no valid rulePriority)"
 
 
-def validate_policy(text: str) -> tuple[dict | None, list[str]]:
+def validate_policy(text: str | None) -> tuple[dict | None, list[str]]:
     """(policy, []) when ECR would accept ``text``; else every problem, each naming its rule priority."""
     problems: list[str] = []
     if not isinstance(text, str):
