@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -217,6 +218,7 @@ class PolicyChanges:
         policy, problems = validate_policy(text)
         if problems:
             raise PolicyOperationError("ECR would reject this lifecycle policy", problems)
+        assert policy is not None  # no problems: a policy
         return text, policy
 
     # -- reading ---------------------------------------------------------------------------
@@ -306,8 +308,10 @@ class PolicyChanges:
                 if inventory.lifecycle_policy is None:
                     return Change(None, f"{ref.name} has no lifecycle policy: nothing expires, nothing to protect")
                 text, policy = self.checked(compact(unprotected(json.loads(inventory.lifecycle_policy))))
+            assert policy is not None  # checked above, or just now
             projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
                                      source="fresh read")
+            assert projected.in_use is not None  # previewed with in-use checks
             if projected.in_use.partial and not despite_partial:
                 raise InUsePartial(ref, [f"{p.source} in {p.account_id} {p.region}: {p.message}"
                                          for p in projected.in_use.problems])
@@ -348,6 +352,7 @@ class PolicyChanges:
         if happened:
             raise PolicyOperationError(f"{failed}: {describe_error(error)}, yet the change is in AWS: it was "
                                        f"recorded (decision #{decision.id}) and can be rolled back") from None
+        assert decision.id is not None  # recorded
         self._store.withdraw_decision(decision.id)
         raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
 
@@ -400,10 +405,13 @@ class PolicyChanges:
             adoption = stack[-1]
             inventory = self.read(ref)
             live = inventory.lifecycle_policy
-            expected = self.last_put(ref.arn, born).policy_after
+            last = self.last_put(ref.arn, born)
+            assert last is not None  # an adoption is in force: it was put
+            expected = last.policy_after
             edited = not same_document(live, expected)
             if edited and (not force or (over is not None and over != fingerprint(live))):
                 raise HandEdited(ref, live, expected)  # unforced, or edited again since the person saw it
+            assert adoption.backup_id is not None  # every adoption backs up first
             had_policy, restored = self._store.backup(adoption.backup_id)
             risks: list[str] = []
             if had_policy:
@@ -416,6 +424,7 @@ class PolicyChanges:
                     if not despite_in_use:
                         raise HarmsInUse(ref, "restoring the previous policy", risks)
                 else:
+                    assert restored_policy is not None  # no problems: a policy
                     risks = self._final_check(ref, "restoring the previous policy", restored_policy,
                                               inventory.images, inventory.manifests, used, force=despite_in_use)
             backup_id = self._store.save_backup(ref, live, "before rollback")
@@ -423,7 +432,7 @@ class PolicyChanges:
             decision = self._record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
                                     None if savings is None else -savings, backup_id, undoes=adoption.id, born=born)
             self._put_or_withdraw(
-                ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, restored)) if had_policy
+                ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, cast(str, restored))) if had_policy
                 else (lambda: self._collector.delete_lifecycle_policy(ref)),
                 f"rollback of {ref.name} failed", "its policy is unchanged")
             if risks:
@@ -548,6 +557,7 @@ class PolicyChanges:
                     raise PolicyOperationError(f"deleting {ref.name} failed ({describe_error(exc)}) and whether it "
                                                f"still exists cannot be read: the deletion stays recorded "
                                                f"(decision #{decision.id}, export #{export_id})") from None
+                assert decision.id is not None  # recorded
                 self._store.withdraw_decision(decision.id)
                 raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe_error(exc)}; nothing was "
                                            f"deleted (export #{export_id} kept)") from None
@@ -614,6 +624,7 @@ class PolicyChanges:
                 except (ClientError, BotoCoreError):
                     happened = True  # cannot tell: keep the record
                 if not happened:
+                    assert decision.id is not None  # recorded
                     self._store.withdraw_decision(decision.id)
                     self._store.decide_ownership_claim(claim_id, "pending", actor.user_id, only_from="approved")
                     raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
@@ -654,6 +665,7 @@ class PolicyChanges:
                 except (ClientError, BotoCoreError):
                     happened = True  # cannot tell: keep the record, so an undo stays possible
                 if not happened:
+                    assert decision.id is not None  # recorded
                     self._store.withdraw_decision(decision.id)
                     raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
                                                f"changed") from None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -51,6 +52,10 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
+@overload
+def _parse(text: str) -> datetime: ...
+@overload
+def _parse(text: None) -> None: ...
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -148,9 +153,11 @@ class SweepService:
 
     def enable(self, ref: RepositoryRef, days: int | str, actor: Actor) -> Change:
         """Sets the opt-in tag (owners and admins only), recorded; `disable` undoes it."""
-        days, problem = parse_days(days)
+        parsed, problem = parse_days(days)
         if problem:
             raise PolicyOperationError(f"{problem}; nothing was changed")
+        assert parsed is not None  # no problem: a number
+        days = parsed
         with self._claimed(ref):
             tags, owners, born = self._authorise(ref, actor)
             before = tags.get(SWEEP_TAG)
@@ -303,6 +310,7 @@ class SweepService:
         if problem:  # the opt-in was removed or changed meanwhile
             found.problems.append(f"{ref.name} no longer opts in ({problem}); nothing swept")
             return inventory, None
+        assert days is not None  # no problem: a number
         found.unpulled_days = days
         in_use = self._in_use.repository(ref, inventory.images, inventory.manifests, fresh=fresh)
         used = in_use.of(ref.account_id, ref.region, ref.name)
@@ -362,6 +370,7 @@ class SweepService:
         found.deleted_bytes = freed_bytes(inventory.images, found.deleted, inventory.manifests)
         found.deleted_usd = monthly_cost(found.deleted_bytes, self._settings.price_per_gb_month)
         found.decision_id = decision.id
+        assert decision.id is not None  # recorded
         self.ledger.settle(decision.id, records,
                            f"{len(found.deleted)} of {plural(len(digests), 'image')} nobody pulled for "
                            f"{found.unpulled_days} days deleted, {found.deleted_bytes} bytes freed",
@@ -397,6 +406,7 @@ class SweepService:
         except (ClientError, BotoCoreError):
             done = True
         if not done:
+            assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
             raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(error)}; nothing was changed")
         raise PolicyOperationError(f"tagging {ref.name} failed ({describe_error(error)}), yet the tag is in AWS: it "

@@ -140,6 +140,7 @@ class TemplateService:
         try:
             self._registry.put_template(place.account_id, place.region, ROOT, fields, exists=root is not None)
         except RegistryError:
+            assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
             raise
         outcome = "updated" if root else "created"
@@ -157,6 +158,7 @@ class TemplateService:
             return TemplateChange(place.account_id, place.region, "refused",
                                   "the ROOT template was changed or deleted since the bot applied it; change it in "
                                   "the ECR console instead. Nothing was changed")
+        assert last.backup_id is not None  # every template change backs up first
         had, document = self._store.backup(last.backup_id)
         ref = RepositoryRef(place.account_id, place.region, ROOT, template_key(place.account_id, place.region))
         backup_id = self._store.save_backup(ref, root.document, "before template rollback")
@@ -173,6 +175,7 @@ class TemplateService:
             else:
                 self._registry.put_template(place.account_id, place.region, ROOT, _fields(earlier), exists=True)
         except RegistryError:
+            assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
             raise
         if earlier is None:
