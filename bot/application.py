@@ -58,7 +58,7 @@ from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, ne
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
-from .sweep import swept_since
+from .sweep import SweepService, swept_since
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def ref_of(row: RepositoryCost) -> RepositoryRef:
 
 
 class Application:
-    sweep = None  # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
+    # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
+    sweep: SweepService | None = None
 
     def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
                  settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC),

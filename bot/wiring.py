@@ -96,6 +96,7 @@ def build_slack(built: Components, client=None):
     from .slack import watch as slack_watch
 
     app = build_app(built.settings, built.application, directory, client)
+    assert built.limits is not None and built.templates is not None  # build() sets them
     slack_watch.register(app, built.application, built.limits, built.templates, directory)
     return app, directory, client
 

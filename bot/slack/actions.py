@@ -154,9 +154,9 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     except PolicyOperationError as exc:
         problems = "".join(f"\n• {blocks.escape(p)}" for p in exc.problems)
         return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}{problems}")
-    view = application.view_after_change(arn)
+    after = application.view_after_change(arn)
     note = None if change.note is None else blocks.escape(change.note)
-    return Outcome(replace=None if view is None else blocks.repository_detail(view), ephemeral=note)
+    return Outcome(replace=None if after is None else blocks.repository_detail(after), ephemeral=note)
 
 
 def sweep_click(application: Application, directory: SlackDirectory, action_id: str, value: str, user_id: str,
@@ -170,6 +170,7 @@ def sweep_click(application: Application, directory: SlackDirectory, action_id: 
         return None if found is None else ref_of(found[1])
 
     actor = directory.actor(user_id)
+    assert application.sweep is not None  # set by wiring
     try:
         if action_id == blocks.SWEEP_KEEP:
             change = application.sweep.keep(value, actor, ref)

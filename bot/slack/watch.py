@@ -25,6 +25,7 @@ ACTIONS = re.compile(f"^({'|'.join(map(re.escape, render.WATCH_ACTION_IDS))})$")
 
 
 def limit_outcome(row, change: Change) -> str:
+    assert change.decision is not None  # outcome_text answers a Change without a decision itself
     after = change.decision.tag_after
     if after is None:
         return f":white_check_mark: *{blocks.escape(row.repository)}* has no monthly limit any more."
