@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
 from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
@@ -46,6 +47,7 @@ from .core.models import (
     SNOOZE,
     Exemption,
     PolicyDecision,
+    PolicySavings,
     RepositoryCost,
     RepositoryInventory,
     RepositoryRef,
@@ -112,7 +114,7 @@ class Application:
                  sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):
         self.billing_sources = billing_sources or BillingSources()
         self._billing_warned: set[str] = set()
-        self._repository_bills: tuple[tuple, dict[str, RepositoryBill]] | None = None
+        self._repository_bills: tuple[tuple, dict[str | None, RepositoryBill]] | None = None
         self.store = store
         self.collector = collector
         self.changes = changes
@@ -164,7 +166,9 @@ class Application:
     def _collect(self, scan_id: int, now: datetime) -> ScanResult:
         calls_before, fetched_before = self.collector.api_calls, self.collector.manifests_fetched
         notices_before = len(self.collector.notices)
-        rows, errors, warnings = [], [], []
+        rows: list[RepositoryCost] = []
+        errors: list[ScanProblem] = []
+        warnings: list[ScanProblem] = []
         try:
             for item in self.collector.scan():
                 if isinstance(item, ScanProblem):
@@ -258,7 +262,7 @@ class Application:
     def find_by_arn(self, arn: str) -> tuple[ScanResult, RepositoryCost] | None:
         scan = self._without_deleted(self.store.latest_scan())
         row = next((r for r in scan.repositories if r.arn == arn), None) if scan else None
-        return (scan, row) if row else None
+        return (scan, row) if scan is not None and row else None
 
     def summary(self, scan: ScanResult) -> Summary:
         return summarize(scan.repositories)
@@ -312,12 +316,16 @@ class Application:
         labels, previous_rows = self._scan_context(scan)
         if inventory is None:
             row = self._with_latest_change(row, scan)
-        in_use = {}
+        in_use: dict[str, Any] = {}
+        expiring: int | None
+        freed: int | None
+        savings: PolicySavings | None
         try:
             found = self.preview(row, scan=scan, inventory=inventory)
             savings = found.savings  # what adopting really does: the protected form, every in-use image kept
             expiring, freed = savings.expiring_count, savings.bytes_freed
             used = found.used
+            assert found.in_use is not None  # previewed with in-use checks
             in_use = dict(in_use_count=len(used), in_use_kept=len(found.in_use_expiring),
                           in_use_where=tuple(sorted({f"{u.kind} {u.name}" for us in used.values() for u in us})),
                           in_use_blind=tuple(f"{p.source} in {p.account_id} {p.region}: {p.message}"
@@ -450,6 +458,7 @@ class Application:
         """Every in-use image (of one repository when ``query`` names it) and where it runs (``fresh``: the
         runtimes read now, not a few minutes ago)."""
         scan = self.latest()
+        assert scan.scan_id is not None  # a stored scan
         rows = [self.find(query, scan)[1]] if query else scan.repositories
         found = self.in_use.estate(scan, fresh=fresh)
         items = []
@@ -465,6 +474,7 @@ class Application:
         set, on a fresh scan. Where the bot adopted the policy, its protection is refreshed: new in-use images
         pinned, pins of images no longer used released where the policy would expire them anyway."""
         scan = self.scan()
+        assert scan.scan_id is not None  # a stored scan
         found = self.in_use.estate(scan, fresh=True)
         result = GuardResult(partial=found.partial or scan.partial,
                              errors=[f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in found.problems]
@@ -479,6 +489,7 @@ class Application:
             if problems:
                 result.errors.append(f"{row.repository}: its lifecycle policy is not one ECR accepts: {problems[0]}")
                 continue
+            assert policy is not None  # no problems: a policy
             manifests = reachable_manifests((i.digest for i in images), self.store.get_manifests)
             last = self.changes.last_put(row.arn)
             if has_pin_rule(policy) and last is not None and same_document(last.policy_after, row.lifecycle_policy):
@@ -592,7 +603,7 @@ class Application:
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
         """The costliest repositories without a policy that are not exempt, nor snoozed lately."""
         now = self._clock()
-        chosen = []
+        chosen: list[RepositoryCost] = []
         for row in (r for r in scan.repositories if not r.has_lifecycle_policy):
             if len(chosen) == NUDGE_TOP:
                 break
