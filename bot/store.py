@@ -479,7 +479,7 @@ class Store:
             api_calls=scan["api_calls"] or 0, manifests_fetched=scan["manifests_fetched"] or 0,
             scan_id=scan["id"])
 
-    def snapshot_images(self, scan_id: int, arn: str) -> list[Image] | None:
+    def snapshot_images(self, scan_id: int | None, arn: str) -> list[Image] | None:
         row = self.db.execute("select images from snapshot_images where scan_id = ? and arn = ?",
                               [scan_id, arn]).fetchone()
         return None if row is None else [_image_from_json(i) for i in json.loads(row[0])]

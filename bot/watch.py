@@ -77,9 +77,9 @@ class WatchService:
                 text = row.lifecycle_policy or ""
                 if text not in policies:
                     policies[text] = validate_policy(text)
-                found = self._ineffective(latest, row, *policies[text])
-                if found is not None:
-                    result.ineffective_policies.append(found)
+                ineffective = self._ineffective(latest, row, *policies[text])
+                if ineffective is not None:
+                    result.ineffective_policies.append(ineffective)
         result.new_without_policy = self._creators(new, previous.generated_at, latest.generated_at, result)
         core.sort_findings(result)
         return result
@@ -93,7 +93,7 @@ class WatchService:
         if held is not None:  # the image list of the previous scan is still kept
             earlier_blobs = set(unique_blobs(held, reachable_manifests((i.digest for i in held),
                                                                        self._store.get_manifests))[0])
-        steps = {}
+        steps: dict = {}
         if read_steps:
             steps, notices = self._app.config_steps(
                 row, core.configs_of_recent(images, manifests, previous.generated_at))
@@ -149,7 +149,7 @@ class WatchNotifier:
         return bool(snoozes) and self._clock() - snoozes[-1].at < SNOOZE
 
     def post(self, result: core.WatchResult, period: str) -> str:
-        inbox: dict[str, list[tuple[str, object]]] = {}
+        inbox: dict[str, list[tuple[str, core.Finding]]] = {}
         snoozed: dict[str, bool] = {}
         for kind, finding in render.findings(result):
             row = finding.row

@@ -88,6 +88,9 @@ class IneffectivePolicy:
     stale_monthly_usd: float
 
 
+Finding = OverLimit | Growth | NewRepository | IneffectivePolicy  # what the watch reports, each about one row
+
+
 @dataclass
 class WatchResult:
     generated_at: datetime

@@ -36,6 +36,7 @@ LIFT_EXEMPTION = "lift_exemption"
 # the final safety check's confirmations: the policy about to be put would expire or archive running images
 ADOPT_DESPITE_IN_USE, ROLLBACK_DESPITE_IN_USE = "adopt_despite_in_use", "rollback_despite_in_use"
 PROTECT_DESPITE_IN_USE = "protect_despite_in_use"
+ACTION_IDS: tuple[str, ...]  # grows below
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
               PROTECT_DESPITE_PARTIAL, ADJUST, DELETE, CLAIM, APPROVE_CLAIM, REJECT_CLAIM, LIFT_EXEMPTION,
               ADOPT_DESPITE_IN_USE, ROLLBACK_DESPITE_IN_USE, PROTECT_DESPITE_IN_USE)
@@ -154,6 +155,7 @@ def base_policy_lines(view: RepositoryView) -> list[str]:
     """What adopting the base policy does (its protected form: in-use images kept), then the policy as written on a
     line that says so."""
     savings = view.savings
+    assert savings is not None  # shown only with savings
     kept = " (in-use images kept)" if savings.in_use_checked else ""
     lines = [f"*Base policy* adopting it{kept} {adopting_sentence(savings, bold='*')}"]
     if (written := as_written_sentence(savings)) is not None:
@@ -165,6 +167,7 @@ def base_policy_lines(view: RepositoryView) -> list[str]:
 def billed_line(view: RepositoryView) -> str:
     """What the CUR billed this repository per day (storage, mean of the last 7 complete days) against the estimate."""
     billed = view.billed
+    assert billed is not None  # shown only with a bill
     shown = "nothing billed" if billed.billed_daily_usd is None else f"*{per_day(billed.billed_daily_usd)}*"
     estimate = "" if billed.estimate_daily_usd is None else f" · estimate {per_day(billed.estimate_daily_usd)}"
     difference = "" if billed.difference_pct is None else f" ({billed.difference_pct:+.0f}%)"

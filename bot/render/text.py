@@ -5,6 +5,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
+from typing import overload
 
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
 from ..core.inuse import RISKY_ACTIONS, InUseSet, Usage, is_pin
@@ -165,6 +166,10 @@ def _where(problem: ScanProblem) -> str:
     return f"{where} {problem.repository}" if problem.repository else where
 
 
+@overload
+def savings_json(savings: PolicySavings) -> dict: ...
+@overload
+def savings_json(savings: None) -> None: ...
 def savings_json(savings: PolicySavings | None) -> dict | None:
     """What adopting the base policy does (its protected form: in-use images kept), and the policy as written."""
     if savings is None:
