@@ -100,6 +100,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
             _report(this_week, application, settings, now, folder, out)
             built.close()
             if keep:
+                assert endpoint is not None  # set with keep
                 _keep_serving(settings, endpoint, out, until or _until_signalled)
         finally:
             built.close()

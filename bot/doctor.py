@@ -487,6 +487,7 @@ def billing_checks(settings: Settings, session_factory=None) -> list[Result]:
 def _cur_files(settings: Settings, factory) -> Result:
     from .billing_sources import BillingUnavailable, CurReader
 
+    assert settings.cur is not None  # checked only when set
     try:
         files = CurReader(settings.cur, factory).files()
     except BillingUnavailable as exc:
@@ -500,6 +501,7 @@ def _cur_files(settings: Settings, factory) -> Result:
 
 
 def _athena(settings: Settings, factory) -> Result:
+    assert settings.cur_athena is not None  # checked only when set
     database, table = settings.cur_athena.split(".", 1)
     session = factory(None)
     try:
