@@ -10,6 +10,7 @@ Prints one JSON object on stdout. The endpoint, region and credentials come from
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -45,10 +46,8 @@ def read_repository(client, repository: dict) -> tuple[int, int]:
     pages = client.get_paginator("describe_images").paginate(
         repositoryName=name, filter={"imageStatus": "ANY"}, PaginationConfig={"PageSize": PAGE_SIZE})
     digests = [detail["imageDigest"] for page in pages for detail in page["imageDetails"]]
-    try:
+    with contextlib.suppress(client.exceptions.LifecyclePolicyNotFoundException):
         client.get_lifecycle_policy(repositoryName=name)
-    except client.exceptions.LifecyclePolicyNotFoundException:
-        pass
     client.list_tags_for_resource(resourceArn=repository["repositoryArn"])
 
     blobs: dict[str, int] = {}

@@ -15,7 +15,7 @@ import json
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -24,7 +24,7 @@ from bot.config import shipped_base_policy_text  # noqa: E402
 from bot.core.lifecycle import evaluate, preview  # noqa: E402
 from bot.core.models import Image, Manifest  # noqa: E402
 
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def repository(n: int, seed: int = 1) -> tuple[list[Image], dict[str, Manifest]]:
@@ -65,9 +65,11 @@ def main() -> None:
     previous = None
     for n in args.sizes:
         images, manifests = repository(n)
-        baseline = best_of(args.repeat, lambda: sorted(images, key=lambda i: (-i.pushed_at.timestamp(), i.digest)))
-        evaluated = best_of(args.repeat, lambda: evaluate(images, policy, NOW))
-        previewed = best_of(args.repeat, lambda: preview(images, policy, NOW, manifests))
+        baseline = best_of(args.repeat,
+                           lambda images=images: sorted(images, key=lambda i: (-i.pushed_at.timestamp(), i.digest)))
+        evaluated = best_of(args.repeat, lambda images=images: evaluate(images, policy, NOW))
+        previewed = best_of(args.repeat,
+                            lambda images=images, manifests=manifests: preview(images, policy, NOW, manifests))
         expiring = sum(1 for d in preview(images, policy, NOW, manifests).decisions if d.action == "expire")
         growth = f"{previewed / previous[1]:.1f}x" if previous else "-"
         print(f"{n:>8,}  {baseline:>9.4f}  {evaluated:>12.4f}  {evaluated / baseline:>6.1f}x  {previewed:>11.4f}  "

@@ -29,17 +29,18 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+
+import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import boto3
+from scan_bench import SCAN_LINE, aws_environment, moto_server, run  # noqa: E402 (needs bench/ on sys.path)
 
-from bot.sample import MB, SampleRepository, blob, image
-from scan_bench import SCAN_LINE, aws_environment, moto_server, run
+from bot.sample import MB, SampleRepository, blob, image  # noqa: E402 (needs the repo root on sys.path)
 
 ROLE = "EcrCostReader"
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2", "us-west-2", "eu-central-1")
@@ -82,7 +83,8 @@ def account(account_id):
                 pass
             ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])
             blobs = {}
-            for image in ecr.batch_get_image(repositoryName=name, imageIds=[{"imageDigest": d} for d in digests])["images"]:
+            for image in ecr.batch_get_image(repositoryName=name,
+                                             imageIds=[{"imageDigest": d} for d in digests])["images"]:
                 doc = json.loads(image["imageManifest"])
                 for d in (doc.get("config"), *doc.get("layers", ())):
                     blobs[d["digest"]] = d["size"]
@@ -104,7 +106,7 @@ def organisation(endpoint: str, accounts: int, regions: tuple[str, ...], repos: 
     ids = [org.create_account(AccountName=f"team-{n:04d}", Email=f"team-{n}@example.com")["CreateAccountStatus"]
            ["AccountId"] for n in range(accounts)]
     base = [blob("org-base", 20 * MB), blob("org-runtime", 8 * MB)]
-    pushed = int(datetime.now(timezone.utc).timestamp()) - 86_400
+    pushed = int(datetime.now(UTC).timestamp()) - 86_400
     for account_id in ids:
         for region in regions:
             backend = ecr_backends[account_id][region]

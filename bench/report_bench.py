@@ -17,7 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,7 +40,7 @@ def build_and_render(db_path: str, env: dict) -> tuple[float, float, float, int]
     try:
         scan = store.latest_scan()
         started = time.perf_counter()
-        report = components.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
+        report = components.application.weekly_report(scan, period_start(settings, datetime.now(UTC)))
         built = time.perf_counter()
         message = report_message(report)
         report_text(report)

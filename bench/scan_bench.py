@@ -36,16 +36,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+
+import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import boto3
-
-from bot.config import shipped_base_policy_text
-from bot.sample import MB, OCI_MANIFEST, SampleImage, SampleRepository, blob, correct_moto, image, index, push
+from bot.config import shipped_base_policy_text  # noqa: E402 (needs the repo root on sys.path)
+from bot.sample import MB, OCI_MANIFEST, SampleImage, SampleRepository, blob, correct_moto, image, index, push  # noqa: E402 (needs the repo root on sys.path)
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
@@ -210,7 +210,7 @@ def load(estate: list[SampleRepository], endpoint: str, how: str) -> float:
         push_via_api(estate, endpoint)
     else:
         populate_directly(estate)
-    correct_moto(ACCOUNT, estate, datetime.now(timezone.utc))
+    correct_moto(ACCOUNT, estate, datetime.now(UTC))
     return time.perf_counter() - started
 
 
@@ -388,7 +388,7 @@ def speed(args, endpoint: str, env: dict[str, str], workdir: Path) -> None:
     widths = [len(h) + 2 for h in header[1:]]
     for label, wall, own, cpu, server, requests, manifests, rss in rows:
         cells = [f"{wall:.2f}", own, f"{cpu:.2f}", f"{server:.2f}", requests, manifests, rss]
-        print(f"{label:<40}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, widths)))
+        print(f"{label:<40}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)))
     print("wall s: the whole process as the bench sees it, interpreter start-up included; own s: what the process\n"
           "reports for its work; CPU s: the process's user + system time; moto CPU s: the server's meanwhile\n")
 

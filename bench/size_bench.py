@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -133,7 +133,7 @@ class Sized:
         self.components.close()
 
 
-def store_read(sized: "Sized") -> int:
+def store_read(sized: Sized) -> int:
     """The same rows read through the store into the models every reader of the store gets (what `size` starts
     from): each repository's images, and the manifests they reach."""
     from bot.core.cost import reachable_manifests
@@ -217,7 +217,7 @@ def main() -> None:
         print(plain_read(sys.argv[2]))
         return
     if sys.argv[1:2] == ["--write"]:  # in a child: this process stays small until the RSS contest has run
-        write_estate(sys.argv[2], *map(int, sys.argv[3:6]), datetime.now(timezone.utc))
+        write_estate(sys.argv[2], *map(int, sys.argv[3:6]), datetime.now(UTC))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10_000)

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -68,7 +68,7 @@ def main() -> None:
            "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": standin.api_url}
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     estate = sample_estate()
-    load_estate(boto3.Session(region_name="us-east-1"), "123456789012", estate, datetime.now(timezone.utc))
+    load_estate(boto3.Session(region_name="us-east-1"), "123456789012", estate, datetime.now(UTC))
     subprocess.run([sys.executable, "-m", "bot", "scan"], env=env, cwd=ROOT, check=True, capture_output=True)
 
     port = free_port()
@@ -83,7 +83,7 @@ def main() -> None:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit("serve did not start")
+                    raise SystemExit("serve did not start") from None
                 time.sleep(0.1)
 
         names = [repo.name if sum(r.name == repo.name for r in estate) == 1 else f"{repo.region}/{repo.name}"
@@ -114,7 +114,8 @@ def main() -> None:
                 sent = list(pool.map(slash, range(args.concurrency)))
                 acks += [elapsed for elapsed, _, _ in sent]
                 for _, response_id, started in sent:
-                    standin.wait_for(lambda calls, responses: any(i == response_id for i, _ in responses), 60)
+                    standin.wait_for(lambda calls, responses, response_id=response_id: any(
+                        i == response_id for i, _ in responses), 60)
                     details.append(standin.first_arrival[response_id] - started)
         ms = lambda s: f"{s * 1000:,.0f} ms"  # noqa: E731
         print(f"{args.rounds} rounds x {args.concurrency} concurrent signed /ecr-cost NAME requests "

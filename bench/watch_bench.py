@@ -18,14 +18,13 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scan_bench import (ACCOUNT, REGION, aws_environment, build_estate, ecr_cost_bot_scan, load,  # noqa: E402
-                        moto_server)
+from scan_bench import ACCOUNT, REGION, aws_environment, build_estate, ecr_cost_bot_scan, load, moto_server  # noqa: E402
 
 from bot.sample import MB, SampleRepository, blob, correct_moto, image, push  # noqa: E402
 
@@ -44,7 +43,7 @@ def change_between_scans(estate: list[SampleRepository], endpoint: str) -> tuple
         client.put_image(repositoryName=repo.name, imageManifest=big.manifest, imageManifestMediaType=big.media_type,
                          imageDigest=big.digest, imageTag="huge")
         pushed.append(SampleRepository(REGION, repo.name, [big]))
-    correct_moto(ACCOUNT, pushed, datetime.now(timezone.utc))
+    correct_moto(ACCOUNT, pushed, datetime.now(UTC))
     limited = estate[50::100]
     for repo in limited:
         arn = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repo.name}"
@@ -54,7 +53,7 @@ def change_between_scans(estate: list[SampleRepository], endpoint: str) -> tuple
         {"owner": "U0NEWTEAM1"}) for n in range(len(estate) // 200)]
     for repo in created:
         push(client, repo)
-    correct_moto(ACCOUNT, created, datetime.now(timezone.utc))
+    correct_moto(ACCOUNT, created, datetime.now(UTC))
     return len(grown), len(limited), len(created)
 
 

@@ -18,20 +18,42 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.analysis import exemption_of
-from .format import iso, plural, size
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
-from .core.inuse import (RISKY_ACTIONS, InUseSet, PinPlan, Usage, after_plan, harmed, pin_tag, plan_pins, protected,
-                         unprotected)
+from .core.inuse import (
+    RISKY_ACTIONS,
+    InUseSet,
+    PinPlan,
+    Usage,
+    after_plan,
+    harmed,
+    pin_tag,
+    plan_pins,
+    protected,
+    unprotected,
+)
 from .core.lifecycle import Preview, fingerprint, preview, same_document, same_rules, validate_policy
-from .core.models import (ADOPTIONS, EXEMPT_TAG, EXEMPTION_REASONS, SNOOZE, Image, Manifest, PolicyDecision,
-                          PolicySavings, RepositoryCost, RepositoryInventory, RepositoryRef)
+from .core.models import (
+    ADOPTIONS,
+    EXEMPT_TAG,
+    EXEMPTION_REASONS,
+    SNOOZE,
+    Image,
+    Manifest,
+    PolicyDecision,
+    PolicySavings,
+    RepositoryCost,
+    RepositoryInventory,
+    RepositoryRef,
+)
+from .format import iso, plural, size
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
@@ -179,7 +201,7 @@ class Change:
 
 class PolicyChanges:
     def __init__(self, collector: EcrCollector, store: Store, settings: Settings, in_use: InUseFinder,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._collector = collector
         self._store = store
         self._settings = settings
@@ -196,6 +218,7 @@ class PolicyChanges:
         policy, problems = validate_policy(text)
         if problems:
             raise PolicyOperationError("ECR would reject this lifecycle policy", problems)
+        assert policy is not None  # no problems: a policy
         return text, policy
 
     # -- reading ---------------------------------------------------------------------------
@@ -285,6 +308,7 @@ class PolicyChanges:
                 if inventory.lifecycle_policy is None:
                     return Change(None, f"{ref.name} has no lifecycle policy: nothing expires, nothing to protect")
                 text, policy = self.checked(compact(unprotected(json.loads(inventory.lifecycle_policy))))
+            assert policy is not None  # checked above, or just now
             projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
                                      source="fresh read", who_may_pull=True)
             if projected.in_use.partial and not despite_partial:
@@ -306,7 +330,8 @@ class PolicyChanges:
                                     guarded_text,
                                     projected.adopted_savings_usd, backup_id, born=born)
             self._put_or_withdraw(ref, decision, lambda: self._collector.put_lifecycle_policy(ref, guarded_text),
-                                  f"AWS refused the policy for {ref.name}", f"nothing changed; backup #{backup_id} kept")
+                                  f"AWS refused the policy for {ref.name}",
+                                  f"nothing changed; backup #{backup_id} kept")
             return Change(decision, note or None)
 
     def _put_or_withdraw(self, ref: RepositoryRef, decision: PolicyDecision, put: Callable[[], None],
@@ -326,6 +351,7 @@ class PolicyChanges:
         if happened:
             raise PolicyOperationError(f"{failed}: {describe_error(error)}, yet the change is in AWS: it was "
                                        f"recorded (decision #{decision.id}) and can be rolled back") from None
+        assert decision.id is not None  # recorded
         self._store.withdraw_decision(decision.id)
         raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
 
@@ -378,10 +404,13 @@ class PolicyChanges:
             adoption = stack[-1]
             inventory = self.read(ref)
             live = inventory.lifecycle_policy
-            expected = self.last_put(ref.arn, born).policy_after
+            last = self.last_put(ref.arn, born)
+            assert last is not None  # an adoption is in force: it was put
+            expected = last.policy_after
             edited = not same_document(live, expected)
             if edited and (not force or (over is not None and over != fingerprint(live))):
                 raise HandEdited(ref, live, expected)  # unforced, or edited again since the person saw it
+            assert adoption.backup_id is not None  # every adoption backs up first
             had_policy, restored = self._store.backup(adoption.backup_id)
             risks: list[str] = []
             if had_policy:
@@ -394,6 +423,7 @@ class PolicyChanges:
                     if not despite_in_use:
                         raise HarmsInUse(ref, "restoring the previous policy", risks)
                 else:
+                    assert restored_policy is not None  # no problems: a policy
                     risks = self._final_check(ref, "restoring the previous policy", restored_policy,
                                               inventory.images, inventory.manifests, used, force=despite_in_use)
             backup_id = self._store.save_backup(ref, live, "before rollback")
@@ -401,7 +431,7 @@ class PolicyChanges:
             decision = self._record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
                                     None if savings is None else -savings, backup_id, undoes=adoption.id, born=born)
             self._put_or_withdraw(
-                ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, restored)) if had_policy
+                ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, cast(str, restored))) if had_policy
                 else (lambda: self._collector.delete_lifecycle_policy(ref)),
                 f"rollback of {ref.name} failed", "its policy is unchanged")
             if risks:
@@ -515,7 +545,8 @@ class PolicyChanges:
                                            f"nothing was deleted: look again before deleting it")
             decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
                                     row.monthly_cost_usd, None, born=born,
-                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, {size(row.stored_bytes)}")
+                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, "
+                                         f"{size(row.stored_bytes)}")
             try:
                 self._collector.delete_repository(ref)
             except (ClientError, BotoCoreError) as exc:
@@ -526,6 +557,7 @@ class PolicyChanges:
                     raise PolicyOperationError(f"deleting {ref.name} failed ({describe_error(exc)}) and whether it "
                                                f"still exists cannot be read: the deletion stays recorded "
                                                f"(decision #{decision.id}, export #{export_id})") from None
+                assert decision.id is not None  # recorded
                 self._store.withdraw_decision(decision.id)
                 raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe_error(exc)}; nothing was "
                                            f"deleted (export #{export_id} kept)") from None
@@ -592,6 +624,7 @@ class PolicyChanges:
                 except (ClientError, BotoCoreError):
                     happened = True  # cannot tell: keep the record
                 if not happened:
+                    assert decision.id is not None  # recorded
                     self._store.withdraw_decision(decision.id)
                     self._store.decide_ownership_claim(claim_id, "pending", actor.user_id, only_from="approved")
                     raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
@@ -632,6 +665,7 @@ class PolicyChanges:
                 except (ClientError, BotoCoreError):
                     happened = True  # cannot tell: keep the record, so an undo stays possible
                 if not happened:
+                    assert decision.id is not None  # recorded
                     self._store.withdraw_decision(decision.id)
                     raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
                                                f"changed") from None

@@ -12,12 +12,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
-from .aws import EcrCollector, EstateUnreadable  # surfaces catch it from here
-from .aws import BlobRefused, describe_error, error_code
+from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
+from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
 from .config import Settings
 from .core.analysis import (Summary, display_names, exemption_of, find_account, find_repository, match_account, rank,
                             summarize)
@@ -25,17 +25,26 @@ from .core.cost import price_repository, reachable_manifests
 from .core.cost import GIB
 from .core.inuse import RISKY_ACTIONS, InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, same_document, validate_policy
-from .core.models import (ADOPTIONS, PREVIOUS_PERIOD, SNOOZE, Exemption, PolicyDecision, RepositoryCost,
-                          RepositoryInventory, RepositoryRef, RepositoryView, ScanProblem, ScanResult)
+from .core.models import (
+    ADOPTIONS,
+    PREVIOUS_PERIOD,
+    SNOOZE,
+    Exemption,
+    PolicyDecision,
+    PolicySavings,
+    RepositoryCost,
+    RepositoryInventory,
+    RepositoryRef,
+    RepositoryView,
+    ScanProblem,
+    ScanResult,
+)
 from .core.report import WeeklyReport, build_report
-from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
-from .core.billing import (CE_DAYS, BillingSummary, CostLine, CurBilling, CurLine, EstateFacts, EstimatedRepository,
-                           RepositoryBill, cost_explorer_lines, cur_billing, cur_service_bill, daily_estimate, denied_note,
-                           service_bill, summarize_bill, unavailable)
+from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
-from .sweep import swept_since
+from .sweep import SweepService, swept_since
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
@@ -81,14 +90,15 @@ def ref_of(row: RepositoryCost) -> RepositoryRef:
 
 
 class Application:
-    sweep = None  # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
+    # the SweepService (bot/sweep.py), set by wiring: the Slack surfaces reach it through here
+    sweep: SweepService | None = None
 
     def __init__(self, store: Store, collector: EcrCollector, changes: PolicyChanges, in_use: InUseFinder,
-                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, billing_sources: BillingSources | None = None):
         self.billing_sources = billing_sources or BillingSources()
         self._billing_warned: set[str] = set()
-        self._repository_bills: tuple[tuple, dict[str, RepositoryBill]] | None = None
+        self._repository_bills: tuple[tuple, dict[str | None, RepositoryBill]] | None = None
         self.store = store
         self.collector = collector
         self.changes = changes
@@ -140,7 +150,9 @@ class Application:
     def _collect(self, scan_id: int, now: datetime) -> ScanResult:
         calls_before, fetched_before = self.collector.api_calls, self.collector.manifests_fetched
         notices_before = len(self.collector.notices)
-        rows, errors, warnings = [], [], []
+        rows: list[RepositoryCost] = []
+        errors: list[ScanProblem] = []
+        warnings: list[ScanProblem] = []
         try:
             for item in self.collector.scan():
                 if isinstance(item, ScanProblem):
@@ -243,7 +255,7 @@ class Application:
     def find_by_arn(self, arn: str) -> tuple[ScanResult, RepositoryCost] | None:
         scan = self._without_deleted(self.store.latest_scan())
         row = next((r for r in scan.repositories if r.arn == arn), None) if scan else None
-        return (scan, row) if row else None
+        return (scan, row) if scan is not None and row else None
 
     def summary(self, scan: ScanResult) -> Summary:
         return summarize(scan.repositories)
@@ -267,10 +279,8 @@ class Application:
         """The scan narrowed to the account ``query`` names (its ID or its name in the organisation), and how to
         call it; raises UnknownAccount."""
         unread = {e.account_id for e in scan.errors} - {r.account_id for r in scan.repositories}
-        if query.strip() in unread:  # an account the scan could not read: its errors say why
-            account_id = query.strip()
-        else:
-            account_id = find_account(scan.repositories, query)
+        # an account the scan could not read: its errors say why
+        account_id = query.strip() if query.strip() in unread else find_account(scan.repositories, query)
         rows = [r for r in scan.repositories if r.account_id == account_id]
         name = next((r.account_name for r in rows if r.account_name), None)
         narrowed = replace(scan, repositories=rows, errors=[e for e in scan.errors if e.account_id == account_id])
@@ -308,17 +318,22 @@ class Application:
                 scan = replace(scan, repositories=rank([*others, row]), generated_at=self._clock())
         return self.view(scan, row, inventory)
 
-    def view(self, scan: ScanResult, row: RepositoryCost, inventory: RepositoryInventory | None = None) -> RepositoryView:
+    def view(self, scan: ScanResult, row: RepositoryCost,
+             inventory: RepositoryInventory | None = None) -> RepositoryView:
         """``inventory``: a fresh read of the repository already made, to preview from."""
         labels, previous_rows = self._scan_context(scan)
         if inventory is None:
             row = self._with_latest_change(row, scan)
-        in_use = {}
+        in_use: dict[str, Any] = {}
+        expiring: int | None
+        freed: int | None
+        savings: PolicySavings | None
         try:
             found = self.preview(row, scan=scan, inventory=inventory)
             savings = found.savings  # what adopting really does: the protected form, every in-use image kept
             expiring, freed = savings.expiring_count, savings.bytes_freed
             used = found.used
+            assert found.in_use is not None  # previewed with in-use checks
             in_use = dict(in_use_count=len(used), in_use_kept=len(found.in_use_expiring),
                           in_use_where=tuple(sorted({f"{u.kind} {u.name}" for us in used.values() for u in us})),
                           in_use_blind=tuple(f"{p.source} in {p.account_id} {p.region}: {p.message}"
@@ -453,6 +468,7 @@ class Application:
         """Every in-use image (of one repository when ``query`` names it) and where it runs (``fresh``: the
         runtimes read now, not a few minutes ago)."""
         scan = self.latest()
+        assert scan.scan_id is not None  # a stored scan
         rows = [self.find(query, scan)[1]] if query else scan.repositories
         found = self.in_use.estate(scan, fresh=fresh)
         items = []
@@ -468,6 +484,7 @@ class Application:
         set, on a fresh scan. Where the bot adopted the policy, its protection is refreshed: new in-use images
         pinned, pins of images no longer used released where the policy would expire them anyway."""
         scan = self.scan()
+        assert scan.scan_id is not None  # a stored scan
         found = self.in_use.estate(scan, fresh=True)
         result = GuardResult(partial=found.partial or scan.partial,
                              errors=[f"{p.source} in {p.account_id} {p.region}: {p.message}" for p in found.problems]
@@ -482,6 +499,7 @@ class Application:
             if problems:
                 result.errors.append(f"{row.repository}: its lifecycle policy is not one ECR accepts: {problems[0]}")
                 continue
+            assert policy is not None  # no problems: a policy
             manifests = reachable_manifests((i.digest for i in images), self.store.get_manifests)
             last = self.changes.last_put(row.arn)
             if has_pin_rule(policy) and last is not None and same_document(last.policy_after, row.lifecycle_policy):
@@ -570,7 +588,7 @@ class Application:
     def weekly_report(self, scan: ScanResult, period: datetime) -> WeeklyReport:
         previous = self.store.latest_scan(before=scan.generated_at - PREVIOUS_PERIOD)
         decisions = self.store.decisions()
-        cost_at_adoption = {d.id: cost for d in decisions if d.action in ADOPTIONS
+        cost_at_adoption = {d.id: cost for d in decisions if d.id is not None and d.action in ADOPTIONS
                             and (cost := self.store.cost_before(d.arn, d.at)) is not None}
         history: dict[str, list[PolicyDecision]] = {}
         for decision in decisions:
@@ -595,7 +613,7 @@ class Application:
     def nudge_candidates(self, scan: ScanResult) -> list[RepositoryCost]:
         """The costliest repositories without a policy that are not exempt, nor snoozed lately."""
         now = self._clock()
-        chosen = []
+        chosen: list[RepositoryCost] = []
         for row in (r for r in scan.repositories if not r.has_lifecycle_policy):
             if len(chosen) == NUDGE_TOP:
                 break
@@ -610,7 +628,7 @@ class Application:
 
     def _today(self) -> date:
         """Today in UTC: the days before it are complete."""
-        return self._clock().astimezone(timezone.utc).date()
+        return self._clock().astimezone(UTC).date()
 
     def _cost_explorer_lines(self, today: date) -> list[CostLine]:
         """The last 35 days from one GetCostAndUsage request (its pages aside), asked once per UTC day: each request
@@ -661,7 +679,8 @@ class Application:
         today = self._today()
         estimate = sum(r.monthly_cost_usd for r in scan.repositories)
         if self.settings.billing == "off":
-            return unavailable("billing is off (ECR_COST_BILLING=off)", daily_estimate(estimate, today - timedelta(days=1)))
+            return unavailable("billing is off (ECR_COST_BILLING=off)",
+                               daily_estimate(estimate, today - timedelta(days=1)))
         try:
             if self.settings.billing == "cur":
                 bill = cur_service_bill(self._cur_lines(today - timedelta(days=CE_DAYS), today), _estimated(scan))

@@ -5,17 +5,18 @@ Sessions come from a factory (the seam tests and other credential sources plug i
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
-import urllib.request
 import time
+import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
 
 import boto3
 from botocore.config import Config
@@ -140,7 +141,7 @@ def describe_error(exc: Exception) -> str:
 
 
 def _utc(moment: datetime | None) -> datetime | None:
-    return moment.astimezone(timezone.utc) if moment else None
+    return moment.astimezone(UTC) if moment else None
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class Account:
 class _Region:
     account_id: str
     region: str
-    client: object
+    client: Any  # a boto3 ECR client
 
 
 class EcrCollector:
@@ -226,12 +227,13 @@ class EcrCollector:
         wanted = (lambda _: True) if everywhere else self._wanted
         own, own_error = self._enter(None)
         problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
-                                                                        f"{_message(own_error)}")]
+                                                                        f"{_message(cast(Exception, own_error))}")]
         entries = [(arn, arn.split(":")[4]) for arn in self._role_arns]
         if self._org_role_name and own is not None:
             found, problem = self._organisation(own)
             problems += [problem] if problem else []
             explicit = {account_id for _, account_id in entries}
+            assert self._own is not None  # set by _enter(None) above
             partition = self._own[1]
             entries += [(f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}", account_id)
                         for account_id in found if account_id != own.account_id and account_id not in explicit]
@@ -253,7 +255,7 @@ class EcrCollector:
             if own is None and not entries:
                 raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none")
         elif not entries:
-            raise EstateUnreadable(unreadable_cause(own_error))
+            raise EstateUnreadable(unreadable_cause(cast(Exception, own_error)))  # own is None: the error
         return own, entries, problems, [] if own_error is None else [own_error]
 
     def accounts(self, everywhere: bool = False) -> tuple[list[Account], list[ScanProblem]]:
@@ -263,10 +265,11 @@ class EcrCollector:
         own, entries, problems, causes = self._plan(everywhere)
         accounts = [own] if own is not None else []
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="ecr-accounts") as pool:
-            for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries)):
-                if account is None:
-                    causes.append(error)
-                    problems.append(self._unentered(arn, account_id, error))
+            for (arn, account_id), (account, error) in zip(entries, pool.map(lambda e: self._enter(e[0]), entries),
+                                                                 strict=True):
+                if account is None:  # then error is the exception
+                    causes.append(cast(Exception, error))
+                    problems.append(self._unentered(arn, account_id, cast(Exception, error)))
                 else:
                     accounts.append(account)
                     if account.problem:
@@ -554,6 +557,7 @@ class EcrCollector:
             return self._roles[account_id]
         if self._own is None and self._enter(None)[0] is None:
             return None  # the bot's own identity cannot be read: its own credentials are all there is
+        assert self._own is not None  # set by _enter(None)
         own_account, partition = self._own
         return None if account_id == own_account else f"arn:{partition}:iam::{account_id}:role/{self._org_role_name}"
 
@@ -600,12 +604,11 @@ class EcrCollector:
             raise LookupError(f"image {digest} could not be read: {failure.get('failureCode')}: "
                               f"{failure.get('failureReason')}")
         image = found["images"][0]
-        try:
+        # ImageAlreadyExists: the tag is already there, what was asked for
+        with contextlib.suppress(client.exceptions.ImageAlreadyExistsException):
             client.put_image(repositoryName=ref.name, registryId=ref.account_id, imageManifest=image["imageManifest"],
                              imageManifestMediaType=image.get("imageManifestMediaType"), imageTag=tag,
                              imageDigest=digest)
-        except client.exceptions.ImageAlreadyExistsException:
-            pass  # the tag is already there: what was asked for
 
     def remove_tag(self, ref: RepositoryRef, tag: str) -> None:
         """Removes ``tag``. When it is the image's last tag, ECR deletes the image: callers decide that."""
@@ -700,10 +703,9 @@ class EcrCollector:
 
     def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
         client = self.client_for(ref)
-        try:
+        # LifecyclePolicyNotFound: already none, that is what was asked for
+        with contextlib.suppress(client.exceptions.LifecyclePolicyNotFoundException):
             client.delete_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
-        except client.exceptions.LifecyclePolicyNotFoundException:
-            pass  # already none: that is what was asked for
 
     def repository_policy(self, ref: RepositoryRef) -> str | None:
         """The repository's permissions policy (who may pull), None when it has none."""

@@ -57,7 +57,7 @@ class CostExplorerReader:
         """GetCostAndUsage's parameters for the days [start, end) (End is exclusive): ECR, in the accounts the
         scan covers (ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS), so the bill compares with the estimate."""
         service = {"Dimensions": {"Key": "SERVICE", "Values": [CE_SERVICE]}}
-        narrowed = [service]
+        narrowed: list[dict] = [service]
         if self._only:
             narrowed.append({"Dimensions": {"Key": "LINKED_ACCOUNT", "Values": list(self._only)}})
         if self._exclude:

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,7 @@ def recent_or_scan(application: Application) -> ScanResult:
     recent = application.recent_scan()
     if recent is None:
         return scan_and_log(application)
-    minutes = (datetime.now(timezone.utc) - recent.generated_at).total_seconds() / 60
+    minutes = (datetime.now(UTC) - recent.generated_at).total_seconds() / 60
     print(f"using the scan of {recent.generated_at:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min old; a new one after "
           f"ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES={application.settings.report_scan_max_age_minutes:g})",
           file=sys.stderr)
@@ -184,7 +184,7 @@ def cmd_report(args, settings: Settings) -> int:
         return _post_report(settings)
     with _components(settings, args) as built:
         scan = recent_or_scan(built.application)
-        report = built.application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
+        report = built.application.weekly_report(scan, period_start(settings, datetime.now(UTC)))
     print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
     return 0
 
@@ -235,6 +235,7 @@ def cmd_policy_validate(args, settings: Settings) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1
+    assert policy is not None  # no problems: a policy
     print(f"valid: ECR would accept this policy ({len(policy['rules'])} rules)")
     return 0
 
@@ -522,9 +523,9 @@ def _version() -> str:
 def cmd_sweep(args, settings: Settings) -> int:
     """`sweep` (announce, then delete after the grace period), `sweep enable NAME --days N`, `sweep disable NAME`."""
     from .application import ref_of
+    from .jobs import sweep_announcer
     from .render.text import sweep_table
     from .wiring import build_slack, cli_actor
-    from .jobs import sweep_announcer
 
     action, names = (args.words[0], args.words[1:]) if args.words else (None, [])
     if action not in (None, "enable", "disable") or len(names) != (0 if action is None else 1):
@@ -764,7 +765,8 @@ def _database_in_use(db_path: str) -> Iterator[Callable[[], bool]]:
     independent of these). Yields ``alone()``: True when no other ecr-cost-bot process holds the file."""
     try:
         import fcntl
-        handle = open(db_path, "ab")  # an empty file is a new SQLite database
+        # an empty file is a new SQLite database; closed by `with handle` below
+        handle = open(db_path, "ab")  # noqa: SIM115
     except (ImportError, OSError):  # no flock here, or the path is not writable: the Store will say so
         yield lambda: False
         return

@@ -114,6 +114,7 @@ def _base_policy(path: str | None) -> dict:
         more = f" (and {len(problems) - 1} more problems: see `ecr-cost-bot policy validate {path}`)" \
             if len(problems) > 1 else ""
         raise ConfigError(f"{name}: ECR would reject {path!r}: {problems[0]}{more}")
+    assert policy is not None  # no problems: a policy
     return policy
 
 
@@ -193,7 +194,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     role_arns = _csv(get("ECR_COST_ROLE_ARNS"))
     for arn in role_arns:
         if not _ROLE_ARN.match(arn):
-            raise ConfigError(f"ECR_COST_ROLE_ARNS: {arn!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+            raise ConfigError(f"ECR_COST_ROLE_ARNS: {arn!r} is not an IAM role ARN "
+                              "(arn:aws:iam::123456789012:role/name)")
 
     admins = _csv(get("ECR_COST_ADMINS"))
     for admin in admins:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
@@ -68,7 +68,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
             stale.unlink()
     workspace = nullcontext(str(folder.resolve())) if keep else tempfile.TemporaryDirectory(prefix="ecr-cost-demo-")
     with _sample_aws_environment(endpoint), (nullcontext() if keep else mock_aws()), workspace as workdir:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         estate = sample_estate()
         session = boto3.Session(region_name=DEMO_REGIONS[0])
         load_estate(session, DEMO_ACCOUNT, estate, now)
@@ -100,6 +100,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
             _report(this_week, application, settings, now, folder, out)
             built.close()
             if keep:
+                assert endpoint is not None  # set with keep
                 _keep_serving(settings, endpoint, out, until or _until_signalled)
         finally:
             built.close()

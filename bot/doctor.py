@@ -19,8 +19,16 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import Account, EcrCollector, EstateUnreadable, default_session_factory, describe_error, error_code, \
-    principal_role_arn, unreadable_cause
+from .aws import (
+    Account,
+    EcrCollector,
+    EstateUnreadable,
+    default_session_factory,
+    describe_error,
+    error_code,
+    principal_role_arn,
+    unreadable_cause,
+)
 from .config import ConfigError, Settings
 from .errors import brief
 
@@ -487,6 +495,7 @@ def billing_checks(settings: Settings, session_factory=None) -> list[Result]:
 def _cur_files(settings: Settings, factory) -> Result:
     from .billing_sources import BillingUnavailable, CurReader
 
+    assert settings.cur is not None  # checked only when set
     try:
         files = CurReader(settings.cur, factory).files()
     except BillingUnavailable as exc:
@@ -500,6 +509,7 @@ def _cur_files(settings: Settings, factory) -> Result:
 
 
 def _athena(settings: Settings, factory) -> Result:
+    assert settings.cur_athena is not None  # checked only when set
     database, table = settings.cur_athena.split(".", 1)
     session = factory(None)
     try:

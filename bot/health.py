@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import Settings
@@ -27,7 +27,7 @@ def write_alive(settings: Settings, mode: str, connected: bool) -> bool:
     path = alive_path(settings)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps({"pid": os.getpid(), "mode": mode, "connected": connected,
-                                     "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+                                     "at": datetime.now(UTC).isoformat(timespec="seconds")}))
     os.replace(temporary, path)
     return True
 
@@ -42,7 +42,7 @@ def check(settings: Settings, now: datetime | None = None) -> tuple[bool, str]:
         return False, f"no heartbeat at {path}: is `ecr-cost-bot serve` running with this ECR_COST_DB?"
     except (OSError, ValueError, KeyError) as exc:
         return False, f"unreadable heartbeat at {path}: {exc}"
-    age = ((now or datetime.now(timezone.utc)) - at).total_seconds()
+    age = ((now or datetime.now(UTC)) - at).total_seconds()
     if age > STALE_SECONDS:
         return False, f"serve's last heartbeat is {age:.0f} s old (process {state.get('pid')} hung or stopped)"
     if not state.get("connected"):

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .aws import Account, EcrCollector, describe_error
 from .core.inuse import ImageRef, Reference, Usage
@@ -26,11 +26,11 @@ def inspector_references(collector: EcrCollector, accounts: Iterable[Account], n
                          max_workers: int = 8) -> list[Reference]:
     """The images Inspector saw in use within IN_USE_WINDOW, as seen from each account and region the bot
     entered (a delegated administrator sees its members'), each image once."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     jobs = [(account, region) for account in accounts for region in account.regions]
-    found: dict[tuple[str, str], Reference] = {}
+    found: dict[tuple[str | None, str], Reference] = {}
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="inspector") as pool:
-        for references in pool.map(lambda job: _read(collector, *job, now), jobs):
+        for references in pool.map(lambda job: _read(collector, job[0], job[1], now), jobs):
             for reference in references:
                 found.setdefault((reference.image.digest, reference.usage.account_id), reference)
     return list(found.values())
@@ -53,11 +53,11 @@ def _read(collector: EcrCollector, account: Account, region: str, now: datetime)
         image = (resource.get("resourceMetadata") or {}).get("ecrImage") or {}
         last, count = image.get("lastInUseAt"), image.get("inUseCount") or 0
         match = _IMAGE_ARN.match(resource.get("resourceId") or "")
-        if match is None or not isinstance(last, datetime) or last.astimezone(timezone.utc) < since:
+        if match is None or not isinstance(last, datetime) or last.astimezone(UTC) < since:
             continue
         where = resource.get("accountId") or account.account_id
         references.append(Reference(
             ImageRef(match["account"], match["region"], match["repository"], None, match["digest"]),
-            Usage("inspector", f"{count} in use, last seen {last.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC",
+            Usage("inspector", f"{count} in use, last seen {last.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
                   where, match["region"])))
     return references

@@ -15,7 +15,7 @@ import socket
 import time
 import urllib.error
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -27,9 +27,11 @@ from .errors import SLACK_FIX_HINTS
 from .format import iso, plural
 from .core.models import ScanResult
 from .core.report import WeeklyReport
+from .errors import SLACK_FIX_HINTS
+from .format import plural
+from .heartbeat import heartbeat
 from .render import blocks
 from .render.report import report_message
-from .heartbeat import heartbeat
 from .store import CLAIM_LEASE, HEARTBEAT_SECONDS, PROCESS, Store
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class ReportJob:
     def __init__(self, application: Application, store: Store, settings: Settings, client,
                  owner_ids: Callable[[tuple[str, ...]], list[str]],
                  scan_now: Callable[[], ScanResult] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  sleep: Callable[[float], None] = time.sleep, heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self._app, self._store, self._settings = application, store, settings
         self._client, self._owner_ids = client, owner_ids
@@ -98,7 +100,8 @@ class ReportJob:
         how = self._store.claim_period(period, self._who, lease=CLAIM_LEASE)
         if how is None:
             return f"the report for the period of {period} was already claimed"
-        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds, "report-claim"):
+        with heartbeat(lambda: self._store.heartbeat_period(period, self._who), self._heartbeat_seconds,
+                       "report-claim"):
             return self._run(period, how)
 
     def _run(self, period: str, how: str) -> str:
@@ -212,7 +215,7 @@ class OncePerPeriod:
     run retries), and finished when it succeeds. The guard, and every job like it, is built on this."""
 
     def __init__(self, name: str, store: Store, settings: Settings, schedule_setting: str,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self.name, self._store, self._settings = name, store, settings
         self._schedule_setting, self._clock, self._heartbeat_seconds = schedule_setting, clock, heartbeat_seconds
@@ -245,7 +248,7 @@ class GuardJob:
 
     def __init__(self, application: Application, store: Store, settings: Settings, client,
                  owner_ids: Callable[[tuple[str, ...]], list[str]],
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self._app, self._store, self._settings = application, store, settings
         self._client, self._owner_ids, self._clock = client, owner_ids, clock
@@ -288,7 +291,7 @@ class WatchJob:
     findings to their owners."""
 
     def __init__(self, watch, notifier, scan_now: Callable[[], ScanResult], store: Store, settings: Settings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self._watch, self._notifier, self._scan_now = watch, notifier, scan_now
         self._once = OncePerPeriod("watch", store, settings, "watch_schedule", clock, heartbeat_seconds)
@@ -323,7 +326,7 @@ class SweepJob:
     to the owners, delete those announced a grace period ago that are still candidates."""
 
     def __init__(self, sweep, store: Store, settings: Settings, announce=None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self._sweep, self._announce = sweep, announce
         self._once = OncePerPeriod("sweep", store, settings, "sweep_schedule", clock, heartbeat_seconds)

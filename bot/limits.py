@@ -21,6 +21,7 @@ def read_amount(text: str | None) -> tuple[float | None, str | None]:
     limit, problem = parse_limit(text)
     if problem is not None:
         return None, "Type the monthly limit in USD, a positive number like 5 or 12.50 (empty: no limit)."
+    assert limit is not None  # text given, no problem: a number
     if limit > MAX_LIMIT_USD:
         return None, f"At most {MAX_LIMIT_USD:,.0f} USD per month."
     return limit, None

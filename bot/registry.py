@@ -118,8 +118,8 @@ class Registry:
                         continue
                     name = (detail.get("requestParameters") or {}).get("repositoryName")
                     who = (detail.get("userIdentity") or {}).get("arn") or event.get("Username")
-                    if isinstance(name, str) and isinstance(who, str) and event.get("EventSource", "ecr.amazonaws.com") \
-                            == "ecr.amazonaws.com":
+                    if isinstance(name, str) and isinstance(who, str) \
+                            and event.get("EventSource", "ecr.amazonaws.com") == "ecr.amazonaws.com":
                         found.setdefault(name, who)
         except (ClientError, BotoCoreError) as exc:
             raise _translated(exc, f"cannot read CloudTrail in {account_id} {region}", "cloudtrail:LookupEvents") \

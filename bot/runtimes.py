@@ -208,7 +208,7 @@ def _add(found: list[Reference], unreadable: list[str], uri: str | None, usage: 
     ref = parse_image_uri(uri or "")
     if ref is not None:
         found.append(Reference(ref, usage))
-    elif looks_like_ecr(uri or ""):
+    elif uri is not None and looks_like_ecr(uri):
         unreadable.append(uri)
 
 

@@ -10,9 +10,9 @@ import hashlib
 import json
 import random
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .config import shipped_base_policy_text
 
@@ -34,7 +34,7 @@ class SampleImage:
     listed_bytes: int | None  # what AWS's imageSizeInBytes reports for it
     pushed_days_ago: float
     pulled_days_ago: float | None = None
-    children: tuple["SampleImage", ...] = ()
+    children: tuple[SampleImage, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -59,7 +59,7 @@ def index(children: list[SampleImage], tags=(), pushed_days_ago=1.0, pulled_days
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX,
            "manifests": [{"mediaType": c.media_type, "digest": c.digest, "size": len(c.manifest),
                           "platform": {"architecture": arch, "os": "linux"}}
-                         for c, arch in zip(children, platforms)]}
+                         for c, arch in zip(children, platforms, strict=False)]}
     # AWS lists a manifest list with the largest child's size; the children appear again, untagged
     return SampleImage(json.dumps(doc, indent=3), OCI_INDEX, tuple(tags), max(c.listed_bytes or 0 for c in children),
                        pushed_days_ago, pulled_days_ago, tuple(children))
@@ -113,8 +113,10 @@ def correct_moto(account_id: str, repos: list[SampleRepository], now: datetime) 
             target = stored[img.digest]
             target.image_pushed_at = int((now - timedelta(days=img.pushed_days_ago)).timestamp())
             if img.pulled_days_ago is not None:
-                target.last_recorded_pull_time = now - timedelta(days=img.pulled_days_ago)
-            target.get_image_size_in_bytes = (lambda size=img.listed_bytes: size)
+                # moto's Image keeps no pull time: the field AWS reports is added
+                target.last_recorded_pull_time = now - timedelta(days=img.pulled_days_ago)  # type: ignore[attr-defined]
+            # moto derives the size from the layers it holds: AWS's listed size instead
+            target.get_image_size_in_bytes = (lambda size=img.listed_bytes: size)  # type: ignore[method-assign,misc]
 
 
 # -- the demo estate -------------------------------------------------------------------------
@@ -234,8 +236,8 @@ def _repository(spec) -> SampleRepository:
             images.append(image(base_layers + [deps, app], blob(f"{region}/{name}/config-{build}", 6_000 + build),
                                 tags, age, pulled))
     policy_text = {"base": shipped_base_policy_text(), "custom": CUSTOM_POLICY, None: None}[policy]
-    tags = {"owner": owner, "cost-center": f"cc-{rng.randint(100, 999)}"} if owner else {"cost-center": "unknown"}
-    return SampleRepository(region, name, images, tags, policy_text)
+    repo_tags = {"owner": owner, "cost-center": f"cc-{rng.randint(100, 999)}"} if owner else {"cost-center": "unknown"}
+    return SampleRepository(region, name, images, repo_tags, policy_text)
 
 
 def sample_estate() -> list[SampleRepository]:
@@ -245,8 +247,8 @@ def sample_estate() -> list[SampleRepository]:
 
 def load_estate(session, account_id: str, repos: list[SampleRepository], now: datetime | None = None) -> None:
     """Pushes ``repos`` through the ECR API of ``session`` (moto), then corrects moto's gaps."""
-    now = now or datetime.now(timezone.utc)
-    clients = {}
+    now = now or datetime.now(UTC)
+    clients: dict[str, object] = {}
     for repo in repos:
         client = clients.setdefault(repo.region, session.client("ecr", region_name=repo.region))
         push(client, repo)
@@ -297,7 +299,7 @@ def moto_move_tag(account_id: str, region: str, repository: str, tag: str, diges
         if tag in image.image_tags:
             image.remove_tag(tag)
             if not image.image_tags:
-                image.image_tag = None
+                image.image_tag = None  # type: ignore[assignment]  # moto types it str; untagged is None
     next(i for i in images if i.image_digest == digest).update_tag(tag)
 
 
@@ -306,7 +308,7 @@ def moto_task_runs(account_id: str, region: str, cluster: str, task_arn: str, di
     from moto.ecs.models import ecs_backends
 
     for container in ecs_backends[account_id][region].tasks[cluster][task_arn].containers:
-        container.imageDigest = digest
+        container.imageDigest = digest  # type: ignore[attr-defined]  # moto's Container has no such field
 
 
 # -- a Kubernetes API for the demo ------------------------------------------------------------------
@@ -326,7 +328,8 @@ class SampleKubernetesApi:
     makes (``objects``: path -> items), one item a page so that a client must follow ``continue``."""
 
     def __init__(self, objects: dict[str, list[dict]]):
-        self.objects, self.paths = objects, []
+        self.objects = objects
+        self.paths: list[str] = []
         standin = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import cast, overload
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -66,22 +67,22 @@ def _holder_is_dead(holder: str | None) -> bool:
 
 @migrations()
 def m001_inventory(db: Database) -> None:
-    db["scans"].create({
+    db.table("scans").create({
         "id": int, "generated_at": str, "finished_at": str, "status": str, "price_per_gb_month": float,
         "partial": int, "errors": str, "warnings": str, "repository_count": int, "stored_bytes": int,
         "monthly_cost_usd": float, "api_calls": int, "manifests_fetched": int,
     }, pk="id")
-    db["repository_snapshots"].create({
+    db.table("repository_snapshots").create({
         "scan_id": int, "arn": str, "account_id": str, "region": str, "repository": str,
         "image_count": int, "tagged_image_count": int, "stored_bytes": int, "listed_bytes": int,
         "monthly_cost_usd": float, "last_pushed_at": str, "last_pulled_at": str, "unused": int,
         "has_lifecycle_policy": int, "lifecycle_policy": str, "owners": str, "tags": str,
     }, pk=("scan_id", "arn"), foreign_keys=[("scan_id", "scans", "id")])
-    db["repository_snapshots"].create_index(["arn", "scan_id"])
+    db.table("repository_snapshots").create_index(["arn", "scan_id"])
     # the image list of a snapshot, kept for the latest scans only (the policy preview reads it)
-    db["snapshot_images"].create({"scan_id": int, "arn": str, "images": str}, pk=("scan_id", "arn"))
+    db.table("snapshot_images").create({"scan_id": int, "arn": str, "images": str}, pk=("scan_id", "arn"))
     # manifests are immutable per digest: one row per digest, ever
-    db["manifests"].create({
+    db.table("manifests").create({
         "digest": str, "media_type": str, "blobs": str, "children": str, "problem": str, "fetched_at": str,
     }, pk="digest")
 
@@ -89,112 +90,113 @@ def m001_inventory(db: Database) -> None:
 @migrations()
 def m002_policy_changes(db: Database) -> None:
     # the policy text as it was before the bot overwrote it; policy_text NULL = there was none
-    db["policy_backups"].create({
+    db.table("policy_backups").create({
         "id": int, "arn": str, "account_id": str, "region": str, "repository": str, "had_policy": int,
         "policy_text": str, "taken_at": str, "reason": str,
     }, pk="id")
-    db["policy_backups"].create_index(["arn", "id"])
-    db["decisions"].create({
+    db.table("policy_backups").create_index(["arn", "id"])
+    db.table("decisions").create({
         "id": int, "arn": str, "account_id": str, "region": str, "repository": str, "action": str, "user_id": str,
         "source": str, "at": str, "policy_before": str, "policy_after": str,
         "projected_monthly_savings_usd": float, "backup_id": int,
     }, pk="id", foreign_keys=[("backup_id", "policy_backups", "id")])
-    db["decisions"].create_index(["arn", "id"])
+    db.table("decisions").create_index(["arn", "id"])
 
 
 @migrations()
 def m003_slack_clicks(db: Database) -> None:
     # one row per Slack interaction handled: a redelivered click is recognised and ignored
-    db["slack_clicks"].create({"click_id": str, "claimed_at": str}, pk="click_id")
+    db.table("slack_clicks").create({"click_id": str, "claimed_at": str}, pk="click_id")
 
 
 @migrations()
 def m004_report_runs(db: Database) -> None:
     # one row per report period, claimed before posting: exactly one report per period
-    db["report_runs"].create({"period": str, "claimed_by": str, "claimed_at": str, "status": str,
+    db.table("report_runs").create({"period": str, "claimed_by": str, "claimed_at": str, "status": str,
                               "message_ts": str, "finished_at": str, "error": str}, pk="period")
     # one direct message per repository per owner per period
-    db["nudges"].create({"period": str, "arn": str, "user_id": str, "sent_at": str},
+    db.table("nudges").create({"period": str, "arn": str, "user_id": str, "sent_at": str},
                         pk=("period", "arn", "user_id"))
 
 
 @migrations()
 def m005_trust(db: Database) -> None:
     # who a change was authorised against, and which adoption a rollback undid (the undo stack)
-    db["decisions"].add_column("owners_checked", str)
-    db["decisions"].add_column("undoes", int)
+    db.table("decisions").add_column("owners_checked", str)
+    db.table("decisions").add_column("undoes", int)
     # one change per repository at a time, across processes sharing the store
-    db["repository_claims"].create({"arn": str, "holder": str, "claimed_at": str}, pk="arn")
+    db.table("repository_claims").create({"arn": str, "holder": str, "claimed_at": str}, pk="arn")
     # a scan's holder and heartbeat: a scan whose holder died is recognised and abandoned
-    db["scans"].add_column("holder", str)
-    db["scans"].add_column("heartbeat_at", str)
+    db.table("scans").add_column("holder", str)
+    db.table("scans").add_column("heartbeat_at", str)
 
 
 @migrations()
 def m006_in_use(db: Database) -> None:
     # ECS task definitions are immutable per revision ARN: their container images, read once, ever
-    db["task_definitions"].create({"arn": str, "images": str, "fetched_at": str}, pk="arn")
+    db.table("task_definitions").create({"arn": str, "images": str, "fetched_at": str}, pk="arn")
 
 
 @migrations()
 def m007_repository_generation(db: Database) -> None:
     # a repository deleted and created again has the same ARN: its creation time keeps their histories apart
-    db["decisions"].add_column("repository_created_at", str)
+    db.table("decisions").add_column("repository_created_at", str)
 
 
 @migrations()
 def m008_owner_decisions(db: Database) -> None:
     # a decline's reason and the person's note; what a claim or a deletion did
-    db["decisions"].add_column("reason", str)
-    db["decisions"].add_column("note", str)
+    db.table("decisions").add_column("reason", str)
+    db.table("decisions").add_column("note", str)
     # a deleted repository's export (every image's digest, tags, times and manifest), kept before the deletion
-    db["repository_exports"].create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+    db.table("repository_exports").create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
                                      "user_id": str, "taken_at": str, "content": str}, pk="id")
     # "I own this": a claim waits for an admin's approval
-    db["ownership_claims"].create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
+    db.table("ownership_claims").create({"id": int, "arn": str, "account_id": str, "region": str, "repository": str,
                                    "claimer": str, "claimed_at": str, "status": str, "decided_by": str,
                                    "decided_at": str}, pk="id")
-    db["ownership_claims"].create_index(["arn", "status"])
+    db.table("ownership_claims").create_index(["arn", "status"])
 
 
 @migrations()
 def m009_config_steps(db: Database) -> None:
     # image config blobs are immutable per digest: the Dockerfile step of each layer (their history), read once, ever;
     # steps NULL with a problem: the blob could not be used (too large, no history), which will not change either
-    db["config_steps"].create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
+    db.table("config_steps").create({"digest": str, "steps": str, "problem": str, "fetched_at": str}, pk="digest")
 
 
 @migrations()
 def m010_billing_cache(db: Database) -> None:
     # Cost Explorer charges each request and the CUR is large: one answer per source and period per UTC day
-    db["billing_cache"].create({"key": str, "day": str, "payload": str, "fetched_at": str}, pk="key")
+    db.table("billing_cache").create({"key": str, "day": str, "payload": str, "fetched_at": str}, pk="key")
 
 
 @migrations()
 def m011_account_names(db: Database) -> None:
     # a repository's account, by its name in the AWS Organization (null outside one)
-    db["repository_snapshots"].add_column("account_name", str)
+    db.table("repository_snapshots").add_column("account_name", str)
 
 
 @migrations()
 def m015_watch(db: Database) -> None:
     # the watch: a repository's createdAt tells the repositories created since the previous scan
-    db["repository_snapshots"].add_column("created_at", str)
+    db.table("repository_snapshots").add_column("created_at", str)
     # a watch finding sent to a person: at most once per period (key: kind and repository)
-    db["watch_findings"].create({"period": str, "finding": str, "user_id": str, "sent_at": str},
+    db.table("watch_findings").create({"period": str, "finding": str, "user_id": str, "sent_at": str},
                                 pk=("period", "finding", "user_id"))
     # a limit set through the bot: the tag value before and after (undo restores the one before; null: none)
-    db["decisions"].add_column("tag_before", str)
-    db["decisions"].add_column("tag_after", str)
+    db.table("decisions").add_column("tag_before", str)
+    db.table("decisions").add_column("tag_after", str)
 
 
 @migrations()
 def m016_sweep(db: Database) -> None:
     # a sweep decision's images (digest, tags, manifest, times, size, outcome), recorded before they are deleted
-    db["decisions"].add_column("images", str)
+    db.table("decisions").add_column("images", str)
     # sweep candidates announced to their owners: deleted only once the grace period since then has passed
-    db["sweep_announcements"].create({"arn": str, "digest": str, "batch": str, "announced_at": str}, pk=("arn", "digest"))
-    db["sweep_announcements"].create_index(["batch"])
+    db.table("sweep_announcements").create({"arn": str, "digest": str, "batch": str, "announced_at": str},
+                                     pk=("arn", "digest"))
+    db.table("sweep_announcements").create_index(["batch"])
 
 
 @contextmanager
@@ -242,9 +244,13 @@ def m017_scan_scope(db: Database) -> None:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat() if moment else None
+    return moment.astimezone(UTC).isoformat() if moment else None
 
 
+@overload
+def _parse(text: str) -> datetime: ...
+@overload
+def _parse(text: None) -> None: ...
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -270,7 +276,7 @@ class Store:
             db = self._local.db = Database(conn)
             with self._lock:
                 # scan workers come and go: close the connections of threads that have ended
-                for thread, old in [c for c in self._connections if not c[0].is_alive()]:
+                for _thread, old in [c for c in self._connections if not c[0].is_alive()]:
                     old.close()
                 self._connections = [c for c in self._connections if c[0].is_alive()]
                 self._connections.append((threading.current_thread(), conn))
@@ -310,12 +316,12 @@ class Store:
         return found
 
     def put_manifests(self, manifests: Iterable[Manifest]) -> None:
-        now = _iso(datetime.now(timezone.utc))
+        now = _iso(datetime.now(UTC))
         rows = [{"digest": m.digest, "media_type": m.media_type, "blobs": json.dumps(m.blobs),
                  "children": json.dumps(m.children), "problem": m.problem, "fetched_at": now} for m in manifests]
         if rows:
             with self.db.conn:
-                self.db["manifests"].insert_all(rows, ignore=True)
+                self.db.table("manifests").insert_all(rows, ignore=True)
 
     def task_definition_images(self, arns: Iterable[str]) -> dict[str, list[str]]:
         arns = list(arns)
@@ -328,9 +334,9 @@ class Store:
         return found
 
     def put_task_definition_images(self, images: dict[str, list[str]]) -> None:
-        now = _iso(datetime.now(timezone.utc))
+        now = _iso(datetime.now(UTC))
         with self.db.conn:
-            self.db["task_definitions"].insert_all(
+            self.db.table("task_definitions").insert_all(
                 [{"arn": arn, "images": json.dumps(uris), "fetched_at": now} for arn, uris in images.items()],
                 ignore=True)
 
@@ -348,8 +354,9 @@ class Store:
 
     def put_config_steps(self, digest: str, steps: Sequence[str | None] | None, problem: str | None) -> None:
         with self.db.conn:
-            self.db["config_steps"].insert({"digest": digest, "steps": None if steps is None else json.dumps(list(steps)),
-                                            "problem": problem, "fetched_at": _iso(datetime.now(timezone.utc))},
+            self.db.table("config_steps").insert({"digest": digest,
+                                            "steps": None if steps is None else json.dumps(list(steps)),
+                                            "problem": problem, "fetched_at": _iso(datetime.now(UTC))},
                                            ignore=True)
 
     def manifest_count(self) -> int:
@@ -359,9 +366,9 @@ class Store:
 
     def begin_scan(self, generated_at: datetime, price_per_gb_month: float, scope: str | None = None) -> int:
         self.abandon_dead_scans()
-        now = _iso(datetime.now(timezone.utc))
+        now = _iso(datetime.now(UTC))
         with self.db.conn:
-            table = self.db["scans"].insert({"generated_at": _iso(generated_at), "status": "running",
+            table = self.db.table("scans").insert({"generated_at": _iso(generated_at), "status": "running",
                                              "price_per_gb_month": price_per_gb_month, "holder": PROCESS,
                                              "heartbeat_at": now, "scope": scope})
         return table.last_pk
@@ -374,7 +381,7 @@ class Store:
         with self.db.conn:
             if not self._beat(scan_id):  # an abandoned scan must not grow again (its rows were dropped)
                 raise ScanAbandoned(f"scan {scan_id} was marked abandoned")
-            self.db["repository_snapshots"].insert({
+            self.db.table("repository_snapshots").insert({
                 "scan_id": scan_id, "arn": row.arn, "account_id": row.account_id, "region": row.region,
                 "repository": row.repository, "image_count": row.image_count,
                 "tagged_image_count": row.tagged_image_count, "stored_bytes": row.stored_bytes,
@@ -385,13 +392,13 @@ class Store:
                 "tags": json.dumps(row.tags), "account_name": row.account_name,
                 "created_at": _iso(row.created_at),
             }, replace=True)
-            self.db["snapshot_images"].insert({"scan_id": scan_id, "arn": row.arn,
+            self.db.table("snapshot_images").insert({"scan_id": scan_id, "arn": row.arn,
                                                "images": json.dumps([_image_json(i) for i in images])},
                                               replace=True)
 
     def _beat(self, scan_id: int) -> bool:
         cursor = self.db.execute("update scans set heartbeat_at = ? where id = ? and status = 'running'",
-                                 [_iso(datetime.now(timezone.utc)), scan_id])
+                                 [_iso(datetime.now(UTC)), scan_id])
         return cursor.rowcount == 1
 
     def heartbeat_scan(self, scan_id: int) -> bool:
@@ -401,14 +408,15 @@ class Store:
 
     def finish_scan(self, result: ScanResult, keep_images_for: int = 2) -> None:
         """Marks the scan complete and drops image lists of all but the latest scans (summaries stay)."""
+        assert result.scan_id is not None, "a scan from start_scan"
         totals = self.db.execute(
             "select count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(monthly_cost_usd), 0) "
             "from repository_snapshots where scan_id = ?", [result.scan_id]).fetchone()
         with self.db.conn:
             if not self._beat(result.scan_id):
                 raise ScanAbandoned(f"scan {result.scan_id} was marked abandoned")
-            self.db["scans"].update(result.scan_id, {
-                "status": "complete", "finished_at": _iso(datetime.now(timezone.utc)),
+            self.db.table("scans").update(result.scan_id, {
+                "status": "complete", "finished_at": _iso(datetime.now(UTC)),
                 "partial": int(result.partial),
                 "errors": json.dumps([vars(p) for p in result.errors]),
                 "warnings": json.dumps([vars(p) for p in result.warnings]),
@@ -428,8 +436,9 @@ class Store:
     def abandon_dead_scans(self, lease: timedelta = SCAN_LEASE) -> list[int]:
         """Scans that will never finish (their process died, or stopped beating for ``lease``) are marked
         abandoned and their rows dropped: at start-up and before every scan."""
-        stale = _iso(datetime.now(timezone.utc) - lease)
-        dead = [row["id"] for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
+        stale = _iso(datetime.now(UTC) - lease)
+        dead = [row["id"]
+                for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
                 if _holder_is_dead(row["holder"]) or (row["heartbeat_at"] or "") < stale]
         self.abandon_scans(dead)
         return dead
@@ -441,7 +450,7 @@ class Store:
         marks = ",".join("?" * len(scan_ids))
         with self.db.conn:
             self.db.execute(f"update scans set status = 'abandoned', finished_at = ? where id in ({marks})",
-                            [_iso(datetime.now(timezone.utc)), *scan_ids])
+                            [_iso(datetime.now(UTC)), *scan_ids])
             self.db.execute(f"delete from repository_snapshots where scan_id in ({marks})", list(scan_ids))
             self.db.execute(f"delete from snapshot_images where scan_id in ({marks})", list(scan_ids))
         self.prune_images()
@@ -450,7 +459,7 @@ class Store:
         """A scan in progress in any process (its heartbeat fresh), or None."""
         row = self.db.execute("select id from scans where status = 'running' and heartbeat_at >= ? "
                               "order by id desc limit 1",
-                              [_iso(datetime.now(timezone.utc) - lease)]).fetchone()
+                              [_iso(datetime.now(UTC) - lease)]).fetchone()
         return None if row is None else row[0]
 
     def scan_status(self, scan_id: int) -> str | None:
@@ -477,7 +486,7 @@ class Store:
             api_calls=scan["api_calls"] or 0, manifests_fetched=scan["manifests_fetched"] or 0,
             scan_id=scan["id"])
 
-    def snapshot_images(self, scan_id: int, arn: str) -> list[Image] | None:
+    def snapshot_images(self, scan_id: int | None, arn: str) -> list[Image] | None:
         row = self.db.execute("select images from snapshot_images where scan_id = ? and arn = ?",
                               [scan_id, arn]).fetchone()
         return None if row is None else [_image_from_json(i) for i in json.loads(row[0])]
@@ -487,15 +496,15 @@ class Store:
     def save_backup(self, ref: RepositoryRef, policy_text: str | None, reason: str) -> int:
         """Stores the current policy (or that there was none) before anything overwrites it."""
         with self.db.conn:
-            table = self.db["policy_backups"].insert({
+            table = self.db.table("policy_backups").insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
                 "had_policy": int(policy_text is not None), "policy_text": policy_text,
-                "taken_at": _iso(datetime.now(timezone.utc)), "reason": reason})
-        return table.last_pk
+                "taken_at": _iso(datetime.now(UTC)), "reason": reason})
+        return cast(int, table.last_pk)  # set by the insert above
 
     def backup(self, backup_id: int) -> tuple[bool, str | None]:
         """(whether there was a policy, its exact text)."""
-        row = self.db["policy_backups"].get(backup_id)
+        row = self.db.table("policy_backups").get(backup_id)
         return bool(row["had_policy"]), row["policy_text"]
 
     def backup_count(self, arn: str) -> int:
@@ -507,7 +516,7 @@ class Store:
         values["owners_checked"] = json.dumps(decision.owners_checked)
         values["repository_created_at"] = _iso(decision.repository_created_at)
         with self.db.conn:
-            table = self.db["decisions"].insert(values)
+            table = self.db.table("decisions").insert(values)
         return replace(decision, id=table.last_pk)
 
     def withdraw_decision(self, decision_id: int) -> None:
@@ -530,10 +539,10 @@ class Store:
     def save_export(self, ref: RepositoryRef, user_id: str, content: str) -> int:
         """A repository's export, stored before it is deleted."""
         with self.db.conn:
-            table = self.db["repository_exports"].insert({
+            table = self.db.table("repository_exports").insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
-                "user_id": user_id, "taken_at": _iso(datetime.now(timezone.utc)), "content": content})
-        return table.last_pk
+                "user_id": user_id, "taken_at": _iso(datetime.now(UTC)), "content": content})
+        return cast(int, table.last_pk)  # set by the insert above
 
     def add_ownership_claim(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
         """(the claim's id, whether it is new): one pending claim per person and repository."""
@@ -542,10 +551,10 @@ class Store:
                 "arn = ? and claimer = ? and status = 'pending'", [ref.arn, claimer], limit=1))
             if pending:
                 return pending[0]["id"], False
-            table = self.db["ownership_claims"].insert({
+            table = self.db.table("ownership_claims").insert({
                 "arn": ref.arn, "account_id": ref.account_id, "region": ref.region, "repository": ref.name,
-                "claimer": claimer, "claimed_at": _iso(datetime.now(timezone.utc)), "status": "pending"})
-        return table.last_pk, True
+                "claimer": claimer, "claimed_at": _iso(datetime.now(UTC)), "status": "pending"})
+        return cast(int, table.last_pk), True  # set by the insert above
 
     def ownership_claim(self, claim_id: int) -> dict | None:
         rows = list(self.db["ownership_claims"].rows_where("id = ?", [claim_id], limit=1))
@@ -556,17 +565,18 @@ class Store:
         with self.db.conn:
             cursor = self.db.execute(
                 "update ownership_claims set status = ?, decided_by = ?, decided_at = ? where id = ? and status = ?",
-                [status, decided_by, _iso(datetime.now(timezone.utc)), claim_id, only_from])
+                [status, decided_by, _iso(datetime.now(UTC)), claim_id, only_from])
         return cursor.rowcount == 1
 
     def claim(self, key: str, holder: str, lease: timedelta = CLAIM_LEASE) -> bool:
         """True when ``holder`` may act on ``key`` (a repository ARN, or the estate's scan) now: nobody else, in
         any thread or process, holds it, or its holder stopped beating ``lease`` ago. The holder keeps it
         alive with ``refresh_claim`` and gives it back with ``release_claim``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.db.conn:
-            cursor = self.db.execute("insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
-                                     [key, holder, _iso(now)])
+            cursor = self.db.execute(
+                "insert or ignore into repository_claims (arn, holder, claimed_at) values (?, ?, ?)",
+                [key, holder, _iso(now)])
             if cursor.rowcount == 1:
                 return True
             cursor = self.db.execute("update repository_claims set holder = ?, claimed_at = ? "
@@ -576,13 +586,13 @@ class Store:
     def refresh_claim(self, key: str, holder: str) -> bool:
         with self.db.conn:
             cursor = self.db.execute("update repository_claims set claimed_at = ? where arn = ? and holder = ?",
-                                     [_iso(datetime.now(timezone.utc)), key, holder])
+                                     [_iso(datetime.now(UTC)), key, holder])
         return cursor.rowcount == 1
 
     def claim_held(self, key: str, lease: timedelta = CLAIM_LEASE) -> bool:
         """Whether someone holds ``key`` and is alive."""
         row = self.db.execute("select 1 from repository_claims where arn = ? and claimed_at >= ?",
-                              [key, _iso(datetime.now(timezone.utc) - lease)]).fetchone()
+                              [key, _iso(datetime.now(UTC) - lease)]).fetchone()
         return row is not None
 
     def release_claim(self, key: str, holder: str) -> None:
@@ -593,7 +603,7 @@ class Store:
         """True the first time ``click_id`` is seen, by any thread or process."""
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into slack_clicks (click_id, claimed_at) values (?, ?)",
-                                     [click_id, _iso(datetime.now(timezone.utc))])
+                                     [click_id, _iso(datetime.now(UTC))])
         return cursor.rowcount == 1
 
     # -- reports ---------------------------------------------------------------------------
@@ -602,10 +612,11 @@ class Store:
         """Who reports ``period``, across threads and processes. Returns None when someone else has it or it
         was posted; else how it was claimed: 'new'; 'taken over' (the holder stopped beating for ``lease``:
         it died, maybe after posting); 'maybe posted' (a post whose answer was lost: check before posting)."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.db.conn:
             cursor = self.db.execute(
-                "insert or ignore into report_runs (period, claimed_by, claimed_at, status) values (?, ?, ?, 'claimed')",
+                "insert or ignore into report_runs (period, claimed_by, claimed_at, status) "
+                "values (?, ?, ?, 'claimed')",
                 [period, claimed_by, _iso(now)])
             if cursor.rowcount == 1:
                 return "new"
@@ -624,7 +635,7 @@ class Store:
         """Keeps a claim alive while its run is; False when it was lost."""
         with self.db.conn:
             cursor = self.db.execute("update report_runs set claimed_at = ? where period = ? and claimed_by = ? "
-                                     "and status = 'claimed'", [_iso(datetime.now(timezone.utc)), period, claimed_by])
+                                     "and status = 'claimed'", [_iso(datetime.now(UTC)), period, claimed_by])
         return cursor.rowcount == 1
 
     def release_period(self, period: str, claimed_by: str) -> None:
@@ -646,7 +657,7 @@ class Store:
         with self.db.conn:
             self.db.execute("update report_runs set status = ?, message_ts = ?, error = ?, finished_at = ?, "
                             "claimed_by = ? where period = ?", [status, message_ts, error,
-                                                                _iso(datetime.now(timezone.utc)), claimed_by, period])
+                                                                _iso(datetime.now(UTC)), claimed_by, period])
 
     def has_reported(self) -> bool:
         """Whether a weekly report was ever posted (or may have been) from this database; the other jobs'
@@ -661,21 +672,21 @@ class Store:
     def claim_nudge(self, period: str, arn: str, user_id: str) -> bool:
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into nudges (period, arn, user_id, sent_at) values (?, ?, ?, ?)",
-                                     [period, arn, user_id, _iso(datetime.now(timezone.utc))])
+                                     [period, arn, user_id, _iso(datetime.now(UTC))])
         return cursor.rowcount == 1
 
     def claim_finding(self, period: str, finding: str, user_id: str) -> bool:
         """True the first time ``finding`` (a watch finding's kind and repository) goes to ``user_id`` in ``period``."""
         with self.db.conn:
             cursor = self.db.execute("insert or ignore into watch_findings (period, finding, user_id, sent_at) "
-                                     "values (?, ?, ?, ?)", [period, finding, user_id, _iso(datetime.now(timezone.utc))])
+                                     "values (?, ?, ?, ?)", [period, finding, user_id, _iso(datetime.now(UTC))])
         return cursor.rowcount == 1
 
     def release_findings(self, period: str, findings: Sequence[str], user_id: str) -> None:
         """Gives findings back when their message could not be sent: a later run sends them."""
         with self.db.conn:
-            self.db.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
-                                [(period, f, user_id) for f in findings])
+            self.db.conn.executemany("delete from watch_findings where period = ? and finding = ? and user_id = ?",
+                                     [(period, f, user_id) for f in findings])
 
     def scan_sizes_closest_to(self, moment: datetime, before_id: int
                               ) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
@@ -710,8 +721,8 @@ class Store:
         return rows[0]["payload"] if rows else None
 
     def cache_billing(self, key: str, day: str, payload: str) -> None:
-        self.db["billing_cache"].upsert({"key": key, "day": day, "payload": payload,
-                                         "fetched_at": _iso(datetime.now(timezone.utc))}, pk="key")
+        self.db.table("billing_cache").upsert({"key": key, "day": day, "payload": payload,
+                                         "fetched_at": _iso(datetime.now(UTC))}, pk="key")
 
     def cost_before(self, arn: str, moment: datetime) -> float | None:
         """The repository's monthly cost in the newest complete scan at or before ``moment``."""

@@ -17,18 +17,28 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .format import plural, size
 from .adoption import Actor, Change, NotAnOwner, PolicyOperationError
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
 from .core.inuse import pin_tag
 from .core.models import PolicyDecision, RepositoryCost, RepositoryInventory, RepositoryRef, ScanResult
-from .core.sweep import SWEEP_TAG, archive_economics, capped, deletion_order, freed_bytes, parse_days, plan, whole_families
+from .core.sweep import (
+    SWEEP_TAG,
+    archive_economics,
+    capped,
+    deletion_order,
+    freed_bytes,
+    parse_days,
+    plan,
+    whole_families,
+)
+from .format import plural, size
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
@@ -39,9 +49,13 @@ _FREED = re.compile(r"(\d+) bytes freed")
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).isoformat() if moment else None
+    return moment.astimezone(UTC).isoformat() if moment else None
 
 
+@overload
+def _parse(text: str) -> datetime: ...
+@overload
+def _parse(text: None) -> None: ...
 def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -130,7 +144,7 @@ Announcer = Callable[[RepositorySweep], list[str]]  # messages the owners; retur
 
 class SweepService:
     def __init__(self, scan: Callable[[], ScanResult], collector: EcrCollector, store: Store, in_use: InUseFinder,
-                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._scan, self._collector, self._store = scan, collector, store
         self._in_use, self._settings, self._clock = in_use, settings, clock
         self.ledger = SweepLedger(store)
@@ -139,9 +153,11 @@ class SweepService:
 
     def enable(self, ref: RepositoryRef, days: int | str, actor: Actor) -> Change:
         """Sets the opt-in tag (owners and admins only), recorded; `disable` undoes it."""
-        days, problem = parse_days(days)
+        parsed, problem = parse_days(days)
         if problem:
             raise PolicyOperationError(f"{problem}; nothing was changed")
+        assert parsed is not None  # no problem: a number
+        days = parsed
         with self._claimed(ref):
             tags, owners, born = self._authorise(ref, actor)
             before = tags.get(SWEEP_TAG)
@@ -188,10 +204,12 @@ class SweepService:
                 except (ClientError, BotoCoreError) as exc:
                     self.ledger.forget(ref.arn, pinned)
                     raise PolicyOperationError(f"cannot pin the images of {ref.name} ({describe_error(exc)}); "
-                                               f"{len(pinned)} of {len(digests)} pinned, the rest stay announced")
+                                               f"{len(pinned)} of {len(digests)} pinned, "
+                                               "the rest stay announced") from exc
             self.ledger.forget(ref.arn, digests)
             decision = self._record(ref, "sweep_kept", actor, owners, born,
-                                    f"pinned {plural(len(pinned), 'image')} announced for the sweep: {', '.join(pinned)}"
+                                    f"pinned {plural(len(pinned), 'image')} announced for the sweep: "
+                                    f"{', '.join(pinned)}"
                                     + (f"; {len(gone)} already gone" if gone else ""))
             return Change(decision)
 
@@ -292,6 +310,7 @@ class SweepService:
         if problem:  # the opt-in was removed or changed meanwhile
             found.problems.append(f"{ref.name} no longer opts in ({problem}); nothing swept")
             return inventory, None
+        assert days is not None  # no problem: a number
         found.unpulled_days = days
         in_use = self._in_use.repository(ref, inventory.images, inventory.manifests, fresh=fresh)
         used = in_use.of(ref.account_id, ref.region, ref.name)
@@ -326,7 +345,8 @@ class SweepService:
         decision = self._store.record_decision(PolicyDecision(
             None, ref.name, ref.account_id, ref.region, ref.arn, "sweep", user_id, source, self._clock(), None, None,
             usd, owners_checked=found.row.owners, repository_created_at=inventory.created_at,
-            note=f"{plural(len(digests), 'image')} nobody pulled for {found.unpulled_days} days, to delete: {size(freed)} freed",
+            note=f"{plural(len(digests), 'image')} nobody pulled for {found.unpulled_days} days, "
+                 f"to delete: {size(freed)} freed",
             images=json.dumps(records)))
         failed: dict[str, str] = {}
         for group in deletion_order([by_digest[d] for d in digests], inventory.manifests):
@@ -350,8 +370,10 @@ class SweepService:
         found.deleted_bytes = freed_bytes(inventory.images, found.deleted, inventory.manifests)
         found.deleted_usd = monthly_cost(found.deleted_bytes, self._settings.price_per_gb_month)
         found.decision_id = decision.id
-        self.ledger.settle(decision.id, records, f"{len(found.deleted)} of {plural(len(digests), 'image')} nobody pulled for "
-                                                 f"{found.unpulled_days} days deleted, {found.deleted_bytes} bytes freed",
+        assert decision.id is not None  # recorded
+        self.ledger.settle(decision.id, records,
+                           f"{len(found.deleted)} of {plural(len(digests), 'image')} nobody pulled for "
+                           f"{found.unpulled_days} days deleted, {found.deleted_bytes} bytes freed",
                            found.deleted_usd)
 
     # -- owners' rules (as for adoption) ---------------------------------------------------------------
@@ -384,6 +406,7 @@ class SweepService:
         except (ClientError, BotoCoreError):
             done = True
         if not done:
+            assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
             raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(error)}; nothing was changed")
         raise PolicyOperationError(f"tagging {ref.name} failed ({describe_error(error)}), yet the tag is in AWS: it "

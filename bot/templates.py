@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .adoption import Actor, NotAnAdmin, compact
 from .config import Settings
@@ -61,7 +61,7 @@ class TemplateChange:
 
 class TemplateService:
     def __init__(self, registry: Registry, store: Store, settings: Settings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._registry, self._store, self._settings, self._clock = registry, store, settings, clock
 
     def policy_text(self) -> str:
@@ -126,7 +126,8 @@ class TemplateService:
         text = self.policy_text()
         root = next((t for t in place.templates if t.prefix == ROOT), None)
         applied_for = sorted(set(APPLIED_FOR) | set(root.applied_for if root else ()))
-        if root is not None and same_document(root.lifecycle_policy, text) and set(APPLIED_FOR) <= set(root.applied_for):
+        if root is not None and same_document(root.lifecycle_policy, text) \
+                and set(APPLIED_FOR) <= set(root.applied_for):
             return TemplateChange(place.account_id, place.region, "unchanged",
                                   "the ROOT template already gives new repositories the base policy")
         ref = RepositoryRef(place.account_id, place.region, ROOT, template_key(place.account_id, place.region))
@@ -139,6 +140,7 @@ class TemplateService:
         try:
             self._registry.put_template(place.account_id, place.region, ROOT, fields, exists=root is not None)
         except RegistryError:
+            assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
             raise
         outcome = "updated" if root else "created"
@@ -156,6 +158,7 @@ class TemplateService:
             return TemplateChange(place.account_id, place.region, "refused",
                                   "the ROOT template was changed or deleted since the bot applied it; change it in "
                                   "the ECR console instead. Nothing was changed")
+        assert last.backup_id is not None  # every template change backs up first
         had, document = self._store.backup(last.backup_id)
         ref = RepositoryRef(place.account_id, place.region, ROOT, template_key(place.account_id, place.region))
         backup_id = self._store.save_backup(ref, root.document, "before template rollback")
@@ -172,6 +175,7 @@ class TemplateService:
             else:
                 self._registry.put_template(place.account_id, place.region, ROOT, _fields(earlier), exists=True)
         except RegistryError:
+            assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
             raise
         if earlier is None:

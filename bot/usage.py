@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -26,7 +26,7 @@ REFERENCES_MAX_AGE = timedelta(minutes=5)
 
 class InUseFinder:
     def __init__(self, runtimes: RuntimeCollector, store: Store, settings: Settings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  collector: EcrCollector | None = None):
         self._runtimes = runtimes
         self._collector = collector

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from slack_sdk.errors import SlackApiError
 
@@ -31,8 +31,9 @@ CLOUDTRAIL_MARGIN = timedelta(hours=1)  # CloudTrail's events reach LookupEvents
 
 class WatchService:
     def __init__(self, application: Application, store: Store, settings: Settings, registry: Registry,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
-        self._app, self._store, self._settings, self._registry, self._clock = application, store, settings, registry, clock
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._app, self._store, self._settings = application, store, settings
+        self._registry, self._clock = registry, clock
 
     def previous(self, latest: ScanResult) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
         """The previous scan (without its rows) and ARN -> (stored bytes, monthly cost) in it."""
@@ -78,9 +79,9 @@ class WatchService:
                 text = row.lifecycle_policy or ""
                 if text not in policies:
                     policies[text] = validate_policy(text)
-                found = self._ineffective(latest, row, *policies[text])
-                if found is not None:
-                    result.ineffective_policies.append(found)
+                ineffective = self._ineffective(latest, row, *policies[text])
+                if ineffective is not None:
+                    result.ineffective_policies.append(ineffective)
         result.new_without_policy = self._creators(new, previous.generated_at, latest.generated_at, result)
         core.sort_findings(result)
         return result
@@ -94,7 +95,7 @@ class WatchService:
         if held is not None:  # the image list of the previous scan is still kept
             earlier_blobs = set(unique_blobs(held, reachable_manifests((i.digest for i in held),
                                                                        self._store.get_manifests))[0])
-        steps = {}
+        steps: dict = {}
         if read_steps:
             steps, notices = self._app.config_steps(
                 row, core.configs_of_recent(images, manifests, previous.generated_at))
@@ -147,7 +148,7 @@ class WatchNotifier:
 
     def __init__(self, application: Application, store: Store, settings: Settings, client,
                  owner_ids: Callable[[tuple[str, ...]], list[str]],
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._app, self._store, self._settings = application, store, settings
         self._client, self._owner_ids, self._clock = client, owner_ids, clock
 
@@ -156,7 +157,7 @@ class WatchNotifier:
         return bool(snoozes) and self._clock() - snoozes[-1].at < SNOOZE
 
     def post(self, result: core.WatchResult, period: str) -> str:
-        inbox: dict[str, list[tuple[str, object]]] = {}
+        inbox: dict[str, list[tuple[str, core.Finding]]] = {}
         snoozed: dict[str, bool] = {}
         for kind, finding in render.findings(result):
             row = finding.row

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .adoption import Actor, PolicyChanges
 from .application import Application
@@ -18,8 +18,8 @@ from .limits import LimitService
 from .registry import Registry
 from .runtimes import RuntimeCollector
 from .store import Store
-from .templates import TemplateService
 from .sweep import SweepService
+from .templates import TemplateService
 from .usage import InUseFinder
 from .watch import WatchService
 
@@ -50,7 +50,7 @@ def build_collector(settings: Settings, manifest_cache, session_factory: Session
 
 
 def build(settings: Settings, session_factory: SessionFactory | None = None,
-          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Components:
+          clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Components:
     store = Store(settings.db_path)
     collector = build_collector(settings, store, session_factory)
     kubernetes = None
@@ -96,6 +96,7 @@ def build_slack(built: Components, client=None):
     from .slack import watch as slack_watch
 
     app = build_app(built.settings, built.application, directory, client)
+    assert built.limits is not None and built.templates is not None  # build() sets them
     slack_watch.register(app, built.application, built.limits, built.templates, directory)
     return app, directory, client
 

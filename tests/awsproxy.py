@@ -70,7 +70,7 @@ class AwsProxy:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "AwsProxy":
+    def start(self) -> AwsProxy:
         self._thread.start()
         return self
 
@@ -150,7 +150,8 @@ class AwsProxy:
             body = json.dumps(params).encode()
         if operation == "GetQueryResults" and operation in self.max_page:  # Athena pages rows; moto does not
             params = json.loads(body or b"{}")
-            page = (min(params.pop("MaxResults", 1000), self.max_page[operation]), int(params.pop("NextToken", None) or 0))
+            page = (min(params.pop("MaxResults", 1000), self.max_page[operation]),
+                    int(params.pop("NextToken", None) or 0))
             body = json.dumps(params).encode()
         status, headers, payload = self._forward(request, body)
         if page is not None and status == 200 and operation == "GetQueryResults":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 ACCOUNT = "123456789012"
 OTHER_ACCOUNT = "210987654321"
@@ -59,7 +59,7 @@ def write_cur(path, items, time_zone: bool = False) -> None:
     stamp = pa.timestamp("ms", tz="UTC") if time_zone else pa.timestamp("ms")
 
     def at(item: Item, extra_hours: int = 0) -> datetime:
-        moment = datetime.combine(item.day, time(item.hour), tzinfo=timezone.utc) + timedelta(hours=extra_hours)
+        moment = datetime.combine(item.day, time(item.hour), tzinfo=UTC) + timedelta(hours=extra_hours)
         return moment if time_zone else moment.replace(tzinfo=None)
 
     columns = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import hypothesis.strategies as st
@@ -64,7 +64,8 @@ COPIED = json.dumps({"rules": [  # someone copied the protected policy and put a
     {"rulePriority": 2, "description": PIN_RULE_DESCRIPTION, "selection": {
         "tagStatus": "tagged", "tagPrefixList": [PIN_PREFIX], "countType": "imageCountMoreThan",
         "countNumber": PIN_KEEP_COUNT}, "action": {"type": "expire"}}]})
-ORIGINALS = (TEAM_STAR, ARCHIVE, None, json.dumps({"rules": [{"rulePriority": 1, "description": "the team's own, kept as typed",
+ORIGINALS = (TEAM_STAR, ARCHIVE, None, json.dumps({"rules": [{"rulePriority": 1,
+                                          "description": "the team's own, kept as typed",
                                           "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
                                                         "countUnit": "days", "countNumber": 14},
                                           "action": {"type": "expire"}}]}, indent=3))
@@ -93,7 +94,8 @@ def live_policy(name: str) -> str | None:
 class AdoptionMachine(RuleBasedStateMachine):
     db_dir = None
 
-    @initialize(original=st.sampled_from(ORIGINALS), owner=st.sampled_from(USERS), oldest_runs=st.sampled_from((True, False)))
+    @initialize(original=st.sampled_from(ORIGINALS), owner=st.sampled_from(USERS),
+                oldest_runs=st.sampled_from((True, False)))
     def create(self, original, owner, oldest_runs):
         self.name = f"inv-{next(_names)}"
         images = [image(BASE + [blob(f"{self.name}-{n}", 1000 + n)], blob(f"{self.name}-c{n}", 100),
@@ -170,7 +172,7 @@ class AdoptionMachine(RuleBasedStateMachine):
             return []
         policy, problems = validate_policy(text)
         assert not problems
-        return harmed(self._images(), policy, self._visible_in_use(), datetime.now(timezone.utc))
+        return harmed(self._images(), policy, self._visible_in_use(), datetime.now(UTC))
 
     @rule(where=st.sampled_from((ACCOUNT, WORKLOAD, STRANGER)), index=st.integers(0, 3))
     def start_runtime(self, where, index):

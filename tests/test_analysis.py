@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from bot.config import shipped_base_policy_text
 from bot.core.analysis import AmbiguousOrUnknownName, display_names, find_repository, rank, summarize
-from bot.core.tuning import lifecycle_status
 from bot.core.models import ScanProblem, ScanResult
+from bot.core.tuning import lifecycle_status
 from bot.render.text import scan_csv, scan_json, scan_table
 from tests.helpers.rows import row
 
@@ -73,7 +73,7 @@ def test_csv_rounds_to_whole_megabytes_and_cents_and_quotes_safely():
 
 
 def _result(rows, errors=()):
-    return ScanResult(datetime(2026, 11, 27, tzinfo=timezone.utc), 0.1, rank(rows), list(errors), [])
+    return ScanResult(datetime(2026, 11, 27, tzinfo=UTC), 0.1, rank(rows), list(errors), [])
 
 
 def test_json_marks_partial_results_and_names_the_failure():

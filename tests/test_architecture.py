@@ -33,14 +33,16 @@ def modules(folder: str) -> list[Path]:
 @pytest.mark.parametrize("path", modules("core"), ids=lambda p: p.name)
 def test_the_core_is_pure(path):
     for module, _ in imports(path):
-        assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3", "sqlite_utils")), module
+        assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3",
+                                      "sqlite_utils")), module
         assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.format")), module
 
 
 @pytest.mark.parametrize("path", modules("render"), ids=lambda p: p.name)
 def test_renderers_know_only_the_core(path):
     for module, _ in imports(path):
-        assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3", "sqlite_utils")), module
+        assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3",
+                                      "sqlite_utils")), module
         assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.render", "bot.format")), module
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import calendar
 import json
 import urllib.request
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import boto3
 import pytest
@@ -21,7 +21,7 @@ from tests.helpers.aws import ACCOUNT, BASE, load, repository, run_cli
 pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
 
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 
 
 def web() -> SampleRepository:
@@ -313,7 +313,7 @@ def test_the_report_from_the_cur_gives_each_adoption_its_repository_before_and_a
     assert code == 0, err
     from bot.store import Store
     store = Store(load_settings().db_path)  # the adoption happened 8 days ago
-    adopted_at = datetime.combine(adopted_day, datetime.min.time(), tzinfo=timezone.utc)
+    adopted_at = datetime.combine(adopted_day, datetime.min.time(), tzinfo=UTC)
     store.db.execute("update decisions set at = ?", [adopted_at.isoformat()])
     store.db.execute("update scans set generated_at = ?", [(adopted_at - timedelta(days=1)).isoformat()])
     store.db.conn.commit()
@@ -346,10 +346,11 @@ def test_service_summary_counts_archive_as_storage_and_the_rest_as_other():
 
 def test_the_chart_gains_the_billed_series():
     from bot.core.report import build_report
-    from tests.helpers.report import BASE_POLICY as POLICY, crafted
+    from tests.helpers.report import BASE_POLICY as POLICY
+    from tests.helpers.report import crafted
 
     current, previous, adopted = crafted()
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     lines = [CostLine(today - timedelta(days=n), "USE1-TimedStorage-ByteHrs", 0.05, "USD") for n in range(1, 15)]
     billing = summarize_bill(service_bill(lines, "cost-explorer"), today, 1.5)
     report = build_report(current, previous, [adopted], {7: 0.4}, {}, POLICY, [], current.generated_at,

@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.core.cost import (missing_children, monthly_cost, parse_manifest, parse_owners, price_repository,
-                           stored_bytes, unique_blobs)
+from bot.core.cost import (
+    missing_children,
+    monthly_cost,
+    parse_manifest,
+    parse_owners,
+    price_repository,
+    stored_bytes,
+    unique_blobs,
+)
 from bot.core.models import Image, Manifest, RepositoryInventory, RepositoryRef
 from bot.sample import blob, image, index
 
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def manifests_of(*samples):

@@ -52,7 +52,7 @@ def check(answer: dict, name: str) -> dict:
 
 
 def line(table: str, name: str) -> str:
-    return next(l for l in table.splitlines() if re.match(rf"^\S+\s+{re.escape(name)}\s", l))
+    return next(row for row in table.splitlines() if re.match(rf"^\S+\s+{re.escape(name)}\s", row))
 
 
 def test_all_pass_exits_0_with_one_line_per_check(aws, slack, capsys, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -81,7 +81,7 @@ def test_every_surface_states_what_adopting_frees_the_same_way(estate, capsys, m
         own, summary = application.views_owned(lambda entry: entry == OWNER)
         surfaces["App Home"] = texts(blocks.home_view(own, summary, False))
         surfaces["owner DM"] = texts(blocks.repository_detail(application.view(scan, row)))
-        report = application.weekly_report(scan, period_start(settings, datetime.now(timezone.utc)))
+        report = application.weekly_report(scan, period_start(settings, datetime.now(UTC)))
         surfaces["report text"] = report_text(report)
         surfaces["report blocks"] = texts(report_message(report))
 

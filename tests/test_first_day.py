@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -140,7 +141,7 @@ def test_health_follows_the_running_serve_in_both_modes(aws, capsys, tmp_path, m
 
 def test_a_stale_heartbeat_or_a_dropped_socket_is_unhealthy(tmp_path):
     from dataclasses import replace
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from bot.config import load_settings
     from bot.health import check, write_alive
@@ -148,7 +149,7 @@ def test_a_stale_heartbeat_or_a_dropped_socket_is_unhealthy(tmp_path):
     settings = replace(load_settings({}), db_path=str(tmp_path / "x.db"))
     write_alive(settings, "socket", connected=True)
     assert check(settings)[0]
-    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    later = datetime.now(UTC) + timedelta(minutes=5)
     healthy, why = check(settings, now=later)
     assert not healthy and "hung or stopped" in why
     write_alive(settings, "socket", connected=False)

@@ -4,7 +4,7 @@ adoption; the guard."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,9 +16,9 @@ from bot.sample import SampleKubernetesApi, blob, image
 from bot.wiring import components
 from tests.helpers.aws import ACCOUNT, BASE, ecr, load, run_cli
 from tests.helpers.inuse import api_repository
-from tests.runtimes_harness import (ecs_service, lambda_function, stop_everything, uri)
+from tests.runtimes_harness import ecs_service, lambda_function, stop_everything, uri
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_adoption_pins_every_in_use_image_and_the_policy_keeps_them_after_50_pus
         extra = image(BASE + [blob(f"push-{n}", 1000 + n)], blob(f"push-cfg-{n}", 100), (f"v2.{n}",))
         client.put_image(repositoryName="api", imageManifest=extra.manifest, imageManifestMediaType=extra.media_type,
                          imageDigest=extra.digest, imageTag=f"v2.{n}")
-    expired = evaluate(live_images(), policy, datetime.now(timezone.utc) + timedelta(days=1))
+    expired = evaluate(live_images(), policy, datetime.now(UTC) + timedelta(days=1))
     assert not {d for d, decision in expired.items() if decision.action == "expire"} & pinned
     assert len([d for d in expired.values() if d.action == "expire"]) > 40  # the rest is still cleaned up
 
@@ -149,7 +149,8 @@ def test_guard_finds_at_risk_images_under_a_foreign_policy_then_protects_and_rel
     stop_everything("prod")  # the service is removed: its old digest is no longer used
     doc = json.loads(run_cli(capsys, "guard", "--format", "json")[1])
     assert estate["old"] in {i["image_digest"] for i in doc["released"]}
-    assert estate["old"] not in {i.digest for i in live_images()}  # untagged but for its pin: expired as the policy would
+    # untagged but for its pin: expired as the policy would
+    assert estate["old"] not in {i.digest for i in live_images()}
     assert estate["lambda"] in {i.digest for i in live_images()}  # still in use: still there, still pinned
 
 
@@ -374,5 +375,6 @@ def test_service_revisions_are_described_twenty_at_a_time_across_services(estate
     items = in_use_json(capsys)
     assert sorted(asked) == [5, 20] and aws.calls["DescribeServiceRevisions"] == 2
     v13 = estate["repo"].images[4 + 3].digest
-    services = {u["name"] for i in items if i["image_digest"] == v13 for u in i["used_by"] if u["kind"] == "ecs-service"}
+    services = {u["name"] for i in items if i["image_digest"] == v13
+                for u in i["used_by"] if u["kind"] == "ecs-service"}
     assert services == {f"batch-{n % 2}/svc-{n}" for n in range(25)}

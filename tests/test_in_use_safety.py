@@ -6,7 +6,7 @@ keep rule always first, archive transitions as a risk, pin releases AWS refuses.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -19,7 +19,7 @@ from tests.helpers.aws import ACCOUNT, BASE, ecr, entered, load, role_arn, run_c
 from tests.runtimes_harness import pin_tasks_running, uri
 
 WORKLOAD, STRANGER = "210987654321", "999988887777"
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 OWNER = "U0CENTRAL"
 
 

@@ -7,7 +7,7 @@ number of days; the repository's image count stays bounded."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -23,7 +23,7 @@ from tests.helpers.simulation import _clients, client, describe, stop_everything
 from tests.runtimes_harness import REGION, ecs_service, move_tag, pin_tasks_running, run_task, uri
 
 DAYS = int(__import__("os").environ.get("SIM_DAYS", "90"))
-START = datetime.now(timezone.utc) - timedelta(days=DAYS)
+START = datetime.now(UTC) - timedelta(days=DAYS)
 OWNER = "U0SIMOWNR"
 
 
@@ -121,7 +121,8 @@ def test_ninety_days_never_expire_a_running_image(aws, monkeypatch, tmp_path):
                 run_task("prod", api_definition, by_tag["prod"], ecs=client("ecs"))
                 sim.running["api"] = {by_tag["prod"]}
             if sim.day == 30:
-                run_task("prod", api_definition, next(iter(sim.running["api"])), ecs=client("ecs"))  # scale-out: the same digest
+                # scale-out: the same digest
+                run_task("prod", api_definition, next(iter(sim.running["api"])), ecs=client("ecs"))
             if sim.day < 60 and sim.day % 4 == 0:
                 stop_everything_of(sim, "edge")
                 run_task("prod", edge_definition, by_tag["edge"], ecs=client("ecs"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import assume, given, settings
@@ -15,7 +15,7 @@ from bot.core.lifecycle import evaluate, matches_tags, preview, validate_policy
 from bot.core.models import Image
 from bot.sample import blob, image, index
 
-NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 BASE = json.loads(shipped_base_policy_text())
 
 
@@ -273,7 +273,7 @@ def test_properties_of_evaluation(images, policy):
     assert validate_policy(text(policy))[1] == []
     decisions = evaluate(images, policy, NOW)
     rules = {r["rulePriority"]: r for r in policy["rules"]}
-    for digest, decision in decisions.items():
+    for _digest, decision in decisions.items():
         acting = rules[decision.rule_priority]
         # an image acted on by a rule matches that rule's selection, and no higher rule's selection
         assert matches_tags(acting["selection"], decision.image.tags)

@@ -10,7 +10,9 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from bot.adoption import Actor, PolicyOperationError, compact
 from bot.config import shipped_base_policy_text
@@ -22,9 +24,17 @@ from bot.core.tuning import MAX_COUNT, MAX_DAYS, Tuning, lifecycle_status, parse
 from bot.render import blocks
 from bot.sample import MB, blob, image
 from tests.helpers.aws import ACCOUNT, CUSTOM, NOW, current_policy, ecr, load, run_cli
+from tests.helpers.decisions import (
+    SHOP,
+    decisions_estate,
+    interact,
+    opened_view,
+    submission,
+    tags_of,
+    tuning_state,
+    view_text,
+)
 from tests.helpers.slack import ADMIN, ALICE, OWNER, STRANGER, click, decisions, responses_to
-from tests.helpers.decisions import (SHOP, decisions_estate, interact, opened_view, submission, tags_of,
-                                    tuning_state, view_text)
 
 BASE_POLICY = json.loads(shipped_base_policy_text())
 ATTIC = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/attic"

@@ -8,6 +8,7 @@ import pytest
 from bot.store import Store
 from tests.helpers.aws import ACCOUNT, CUSTOM, adopted_base, current_policy, load, repository, run_cli
 
+
 def store(settings) -> Store:
     return Store(settings.db_path)
 

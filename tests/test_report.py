@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
-import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from matplotlib import image as mpimg
@@ -16,11 +16,12 @@ from bot.core.analysis import rank
 from bot.core.models import PolicyDecision, PolicySavings, ScanProblem, ScanResult
 from bot.core.report import build_report
 from bot.jobs import period_start
-from bot.store import _iso
 from bot.render.chart import chart_figure, chart_png
 from bot.render.report import report_json, report_message, report_text
+from bot.store import _iso
 from bot.wiring import build_report_job, build_slack
-from tests.helpers.report import BASE_POLICY as BASE, PERIOD, T0, crafted, posts
+from tests.helpers.report import BASE_POLICY as BASE
+from tests.helpers.report import PERIOD, T0, crafted, posts
 from tests.helpers.rows import huge_estate, row
 from tests.helpers.slack import check_limits
 
@@ -34,8 +35,9 @@ def adopting(usd: float, expiring: int = 3, images: int = 10) -> PolicySavings:
 
 def test_report_content_order_totals_change_and_realised_savings():
     previous, current, adopted = crafted()
-    report = build_report(current, previous, [adopted], {7: 0.4}, {row("a", 0).arn: adopting(0.5), row("d", 0).arn: adopting(0.1)},
-                          BASE, [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
+    report = build_report(current, previous, [adopted], {7: 0.4},
+                          {row("a", 0).arn: adopting(0.5), row("d", 0).arn: adopting(0.1)}, BASE,
+                          [(T0, 1.5), (T0 + timedelta(days=7), 1.7)], T0 + timedelta(days=7))
     assert [line.label for line in report.top] == ["a", "d", "b", "c"]
     assert report.summary.monthly_cost_usd == pytest.approx(1.7)
     assert report.change_usd == pytest.approx(1.7 - 1.5)
@@ -50,7 +52,8 @@ def test_report_content_order_totals_change_and_realised_savings():
 
     text = report_text(report)
     assert text.index(" a ") < text.index(" d ") < text.index(" b ")
-    assert "+$0.20" in text and "new" in text and "saved by policies adopted through the bot: estimated $0.30/month" in text
+    assert "+$0.20" in text and "new" in text
+    assert "saved by policies adopted through the bot: estimated $0.30/month" in text
     doc = report_json(report)
     assert doc["summary"]["change_usd"] == pytest.approx(0.2) and doc["realised_savings_usd"] == pytest.approx(0.3)
     message = report_message(report)
@@ -73,8 +76,8 @@ def test_report_message_holds_the_limits_for_10000_repositories():
     scan = ScanResult(T0, 0.1, rows, [ScanProblem("1", f"r{n}", "<!channel> " * 50) for n in range(40)], [])
     decisions = [PolicyDecision(n, r.repository, r.account_id, r.region, r.arn, "adopted", "U012AB3CD", "slack", T0,
                                 None, "{}", 1.0) for n, r in enumerate(rows[:500])]
-    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: adopting(1.0) for r in rows}, BASE,
-                          [(T0, 1.0)] * 26, T0)
+    report = build_report(scan, scan, decisions, {n: 5.0 for n in range(500)}, {r.arn: adopting(1.0) for r in rows},
+                          BASE, [(T0, 1.0)] * 26, T0)
     message = report_message(report)
     check_limits(message)
     assert "<!channel>" not in json.dumps(message)
@@ -96,11 +99,11 @@ def test_the_chart_is_a_png_showing_the_data():
 
 
 @pytest.mark.parametrize("schedule, now, expected", [
-    ("0 9 * * mon", datetime(2026, 11, 27, 15, tzinfo=timezone.utc), datetime(2026, 11, 23, 9, tzinfo=timezone.utc)),
-    ("0 9 * * mon", datetime(2026, 11, 23, 9, tzinfo=timezone.utc), datetime(2026, 11, 23, 9, tzinfo=timezone.utc)),
-    ("* * * * *", datetime(2026, 11, 27, 15, 4, 31, tzinfo=timezone.utc),
-     datetime(2026, 11, 27, 15, 4, tzinfo=timezone.utc)),
-    ("0 0 1 1 *", datetime(2026, 11, 27, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc)),
+    ("0 9 * * mon", datetime(2026, 11, 27, 15, tzinfo=UTC), datetime(2026, 11, 23, 9, tzinfo=UTC)),
+    ("0 9 * * mon", datetime(2026, 11, 23, 9, tzinfo=UTC), datetime(2026, 11, 23, 9, tzinfo=UTC)),
+    ("* * * * *", datetime(2026, 11, 27, 15, 4, 31, tzinfo=UTC),
+     datetime(2026, 11, 27, 15, 4, tzinfo=UTC)),
+    ("0 0 1 1 *", datetime(2026, 11, 27, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
 ])
 def test_the_period_is_the_schedules_last_fire_time(schedule, now, expected):
     settings = load_settings({"ECR_COST_SCHEDULE": schedule})
@@ -109,7 +112,7 @@ def test_the_period_is_the_schedules_last_fire_time(schedule, now, expected):
 
 def test_the_period_follows_the_time_zone():
     settings = load_settings({"ECR_COST_TIMEZONE": "America/New_York"})
-    start = period_start(settings, datetime(2026, 11, 27, 15, tzinfo=timezone.utc))
+    start = period_start(settings, datetime(2026, 11, 27, 15, tzinfo=UTC))
     assert start.isoformat() == "2026-11-23T09:00:00-05:00"
 
 
@@ -133,7 +136,7 @@ def test_one_report_per_period_with_its_chart_in_the_thread_and_nudges_capped(jo
     assert "already claimed" in make_job().run()  # same period, another run (a restart, a replica)
     assert "already handled" in make_job().catch_up()
     assert len(posts(standin, "C0REPORTS")) == 1
-    next_week = make_job(clock=lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc))
+    next_week = make_job(clock=lambda: datetime(2026, 12, 1, 12, tzinfo=UTC))
     assert "posted" in next_week.catch_up()  # a period nobody reported yet: posted at start-up
     assert len(posts(standin, "C0REPORTS")) == 2
 
@@ -141,7 +144,7 @@ def test_one_report_per_period_with_its_chart_in_the_thread_and_nudges_capped(jo
 def choice(name: str, action: str, user_id: str) -> PolicyDecision:
     r = row(name, 0)
     return PolicyDecision(None, r.repository, r.account_id, r.region, r.arn, action, user_id, "slack",
-                          datetime.now(timezone.utc), None, None, None)
+                          datetime.now(UTC), None, None, None)
 
 
 def test_snoozed_and_declined_repositories_get_no_nudge(job_parts):
@@ -203,7 +206,7 @@ def test_the_job_reports_from_a_recent_complete_scan_and_rescans_an_older_one(jo
     store.db.execute("update scans set generated_at = ? where id = ?",
                      [_iso(made.generated_at - timedelta(minutes=61)), made.scan_id])
     store.db.conn.commit()
-    next_week = make_job(scan_now=counted, clock=lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc))
+    next_week = make_job(scan_now=counted, clock=lambda: datetime(2026, 12, 1, 12, tzinfo=UTC))
     assert "failed before posting" in next_week.run() and len(scans) == 2  # 61 minutes old: scanned again
 
 
@@ -212,7 +215,7 @@ def job_parts_scan(store, scope: str | None = None) -> ScanResult:
     scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1, scope)
     for r in rows:
         store.save_repository(scan_id, r, [])
-    result = ScanResult(datetime.now(timezone.utc), 0.1, rows, [], [], scan_id=scan_id)
+    result = ScanResult(datetime.now(UTC), 0.1, rows, [], [], scan_id=scan_id)
     store.finish_scan(result)
     return result
 
@@ -249,7 +252,7 @@ def test_a_post_whose_answer_was_lost_is_checked_against_the_channel_before_post
     make_job, standin, store, built = job_parts
     _, directory, client = build_slack(built)
     lost = build_report_job(built, AnswerLost(client, reached), directory, scan_now=make_job()._scan_now,
-                            clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), sleep=lambda s: None)
+                            clock=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC), sleep=lambda s: None)
     assert "may not have been posted" in lost.run()
     assert store.period_run(PERIOD)["status"] == "maybe_posted"
     if not history_readable:
@@ -281,7 +284,7 @@ def test_the_claim_is_kept_alive_while_a_long_run_is_so_no_replica_takes_over(jo
     assert scanning.wait(timeout=10)
     claimed = datetime.fromisoformat(store.period_run(PERIOD)["claimed_at"])
     deadline = time.monotonic() + 10  # wait (bounded) until the run has outlived a 1-second lease
-    while datetime.now(timezone.utc) - claimed < timedelta(seconds=1.5) and time.monotonic() < deadline:
+    while datetime.now(UTC) - claimed < timedelta(seconds=1.5) and time.monotonic() < deadline:
         finish.wait(0.05)
     assert store.claim_period(PERIOD, "replica:2:x", lease=timedelta(seconds=1)) is None  # the heartbeat held it
     finish.set()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC
 
 import pytest
 
@@ -15,7 +16,6 @@ from bot.store import Store
 from tests.helpers.aws import free_port, load, repository, run_cli
 from tests.helpers.slack import ROOT
 from tests.slack_standin import SlackStandIn
-
 
 STARTED: list[subprocess.Popen] = []
 
@@ -32,8 +32,9 @@ def no_serve_left_behind():
 
 
 def start_serve(env: dict, log_path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
-                               cwd=ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    with open(log_path, "w") as log:  # the child holds its own copy of the descriptor
+        process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**env, "PORT": str(free_port())},
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     STARTED.append(process)
     return process
 
@@ -152,7 +153,7 @@ def test_report_cli_prints_and_posts_once(aws, capsys, monkeypatch):
 def test_report_reuses_a_recent_complete_scan_and_rescans_an_old_or_partial_one(aws, capsys, monkeypatch):
     """Right after a scan, `report` builds on it (no ECR request); older than ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES,
     or partial, it scans again. The scheduled job decides the same way."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from bot.config import load_settings
     from bot.wiring import build
@@ -172,7 +173,7 @@ def test_report_reuses_a_recent_complete_scan_and_rescans_an_old_or_partial_one(
     assert "ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES: " not in err  # 0 is valid: always scan
     monkeypatch.delenv("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES")
 
-    def recent(clock=lambda: datetime.now(timezone.utc)):
+    def recent(clock=lambda: datetime.now(UTC)):
         built = build(load_settings(), clock=clock)
         try:
             return built.application.recent_scan(), built.store.latest_scan()

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import statistics
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -329,7 +329,7 @@ def test_report_growth_in_the_pure_report():
     from bot.core.models import RepositoryCost
     from bot.core.report import fastest_growing
 
-    rows = [RepositoryCost(n, ACCOUNT, "us-east-1", f"arn:{n}", 1, 1, 10, 10, 0.0, datetime.now(timezone.utc), None,
+    rows = [RepositoryCost(n, ACCOUNT, "us-east-1", f"arn:{n}", 1, 1, 10, 10, 0.0, datetime.now(UTC), None,
                            False, False, None, (), {}) for n in ("a", "b", "c", "d", "e")]
     growth = fastest_growing(rows, {r.arn: r.repository for r in rows},
                              {"arn:a": 5, "arn:b": 50, "arn:c": 0, "arn:d": 50, "arn:e": 7}, 0.1)
@@ -353,7 +353,7 @@ def test_a_failing_analysis_answers_the_click_instead_of_silence():
 
 # -- the rebuilt-layer advice on shapes a review found misread -------------------------------------------
 
-REVIEW_NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+REVIEW_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _pushes_of(layers_of_push):
     from bot.core.models import Image, Manifest

@@ -2,6 +2,7 @@
 a local stand-in for the Slack Web API and response_urls."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from urllib.parse import urlencode
@@ -10,8 +11,20 @@ import pytest
 
 from bot.store import Store
 from tests.helpers.aws import CUSTOM, adopted_base, current_policy
-from tests.helpers.slack import (ADMIN, ALICE, ARN, OWNER, SECRET, STRANGER, all_text, click, decisions, post,
-                                 responses_to, slash)
+from tests.helpers.slack import (
+    ADMIN,
+    ALICE,
+    ARN,
+    OWNER,
+    SECRET,
+    STRANGER,
+    all_text,
+    click,
+    decisions,
+    post,
+    responses_to,
+    slash,
+)
 from tests.slack_standin import signed_headers
 
 
@@ -168,7 +181,8 @@ def test_preview_button_lists_what_would_expire_for_anyone(served, slack):
     _, response_id = click(served, slack, "preview_policy", STRANGER)
     [message] = responses_to(slack, response_id)
     text = all_text(message)
-    assert message["response_type"] == "ephemeral" and "Adopting the base policy on *shop* expires 19 of 30 images" in text
+    assert message["response_type"] == "ephemeral"
+    assert "Adopting the base policy on *shop* expires 19 of 30 images" in text
     assert "latest-old" in text and current_policy() == CUSTOM
 
 
@@ -210,10 +224,8 @@ def test_an_oversized_unsigned_request_gets_413_and_changes_nothing(served, slac
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded"
                      f"\r\nContent-Length: {len(body)}\r\n\r\n".encode())
-        try:
+        with contextlib.suppress(OSError):  # the server may answer and close before the whole body is sent
             sock.sendall(body)
-        except OSError:
-            pass  # the server may answer and close before the whole body is sent
         answer = b""
         while b"\r\n" not in answer:
             chunk = sock.recv(4096)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import re
-from datetime import datetime, timezone
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from tests.helpers.slack import check_limits
 from tests.slack_standin import SlackStandIn, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def view_of(r, scan_rows, decision=None) -> RepositoryView:

@@ -2,6 +2,7 @@
 websocket delivering envelopes and collecting acks, the Web API and response_urls), moto's server plays AWS."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,10 +48,8 @@ def socket_served(aws, socket_slack, capsys, tmp_path):
         while socket_slack.socket.connection_count == 0:  # poll: the connection, or the process dying, or the deadline
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"serve did not connect (exit code {process.poll()}):\n{log_path.read_text()}")
-            try:
+            with contextlib.suppress(TimeoutError):
                 socket_slack.socket.wait_for(lambda: socket_slack.socket.connections, timeout=0.2)
-            except TimeoutError:
-                pass
         yield process, log_path
     finally:
         if process.poll() is None:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bot.core.models import Image, Manifest, ScanResult
 from bot.store import Store, migrations
 from tests.helpers.rows import row
 
-T0 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 
 
 def _scan(store: Store, when: datetime, rows, images=()) -> ScanResult:

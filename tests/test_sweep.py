@@ -4,7 +4,7 @@ tests, Slack through the stand-in."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from moto.ecr.models import ecr_backends
@@ -12,8 +12,7 @@ from moto.ecr.models import ecr_backends
 from bot.config import load_settings
 from bot.core.inuse import PIN_PREFIX
 from bot.core.models import Image, Manifest
-from bot.core.sweep import (ARCHIVE_TIER_BYTES, SWEEP_TAG, archive_economics, capped, parse_days, plan,
-                            whole_families)
+from bot.core.sweep import ARCHIVE_TIER_BYTES, SWEEP_TAG, archive_economics, capped, parse_days, plan, whole_families
 from bot.render import blocks
 from bot.sample import SampleRepository, blob, image, index
 from bot.slack import actions
@@ -23,7 +22,7 @@ from tests.runtimes_harness import ecs_service, pin_tasks_running, run_task, uri
 from tests.slack_standin import SlackStandIn
 
 OWNER, STRANGER = "U0CIOWNER1", "U0STRANGR1"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # -- the pure candidate logic --------------------------------------------------------------------
@@ -149,7 +148,7 @@ def test_announced_then_deleted_after_grace_never_in_use_and_every_deletion_reco
     dry = sweep_json(capsys, "--dry-run")["repositories"][0]
     assert set(dry["deleted"]) == expected and live() >= expected
     # pulled meanwhile: the re-check just before deleting keeps it (and forgets its announcement)
-    set_pulled(estate["stale-2"], datetime.now(timezone.utc))
+    set_pulled(estate["stale-2"], datetime.now(UTC))
     done = sweep_json(capsys)["repositories"][0]
     assert set(done["deleted"]) == expected - {estate["stale-2"]} and done["problems"] == []
     assert live() == {estate[n] for n in ("stale-2", "pulled", "running", "pinned", "newest")}
@@ -167,7 +166,7 @@ def test_announced_then_deleted_after_grace_never_in_use_and_every_deletion_reco
     assert code == 0 and "swept this week: 6 images" in out and "(ci 6 images" in out, out
     # later: stale-2 idles again, so it is announced afresh with a full grace period of its own
     monkeypatch.setenv("ECR_COST_SWEEP_GRACE_HOURS", "168")
-    set_pulled(estate["stale-2"], datetime.now(timezone.utc) - timedelta(days=31))
+    set_pulled(estate["stale-2"], datetime.now(UTC) - timedelta(days=31))
     assert sweep_json(capsys)["repositories"][0]["announced"] == [estate["stale-2"]]
 
 
@@ -272,7 +271,8 @@ def test_the_daily_job_runs_once_per_period_and_is_one_registry_entry(estate, mo
 
 def test_the_adjust_dialog_opts_in_with_the_tuned_policy_and_states_the_archive_economics(served, slack, settings):
     from tests.helpers.decisions import SHOP, interact, opened_view, submission, tags_of, tuning_state, view_text
-    from tests.helpers.slack import OWNER as SHOP_OWNER, click
+    from tests.helpers.slack import OWNER as SHOP_OWNER
+    from tests.helpers.slack import click
 
     click(served, slack, blocks.ADJUST, SHOP_OWNER, value=SHOP)
     view = opened_view(slack, blocks.ADJUST_VIEW)

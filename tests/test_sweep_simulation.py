@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from moto.ecr.models import ecr_backends
 
@@ -21,7 +21,7 @@ from tests.helpers.simulation import _clients, client, describe, stop_everything
 from tests.runtimes_harness import REGION, ecs_service, move_tag, pin_tasks_running, run_task, uri
 
 DAYS = int(os.environ.get("SWEEP_SIM_DAYS", "60"))
-START = datetime.now(timezone.utc) - timedelta(days=DAYS + 1)
+START = datetime.now(UTC) - timedelta(days=DAYS + 1)
 UNPULLED_DAYS, GRACE_HOURS = 10, 48
 ARN = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/svc"
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -260,11 +261,11 @@ os._exit(9)  # killed midway: no finish_scan, no cleanup
 def test_serve_start_up_abandons_scans_a_dead_process_left_running(tmp_path):
     store = Store(str(tmp_path / "s.db"))
     try:
-        from datetime import datetime, timezone
+        from datetime import datetime
         with store.db.conn:
-            store.db["scans"].insert({"generated_at": datetime.now(timezone.utc).isoformat(), "status": "running",
+            store.db["scans"].insert({"generated_at": datetime.now(UTC).isoformat(), "status": "running",
                                       "holder": f"{os.uname().nodename}:999999999:dead:{PROCESS.split(':')[3]}",
-                                      "heartbeat_at": datetime.now(timezone.utc).isoformat()})
+                                      "heartbeat_at": datetime.now(UTC).isoformat()})
         assert store.abandon_dead_scans() == [1]
         assert store.scan_status(1) == "abandoned"
     finally:

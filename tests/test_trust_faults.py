@@ -8,7 +8,7 @@ import os
 import socket
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -85,7 +85,7 @@ def test_roll_back_anyway_overwrites_only_the_edit_that_was_shown(aws, capsys):
 def test_a_scan_marked_abandoned_can_never_complete(tmp_path):
     store = Store(str(tmp_path / "s.db"))
     try:
-        scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1)
+        scan_id = store.begin_scan(datetime.now(UTC), 0.1)
         store.save_repository(scan_id, row("a", 10), [])
         store.abandon_scans([scan_id])  # e.g. a sweep that thought it dead
         with pytest.raises(ScanAbandoned):
@@ -100,7 +100,7 @@ def test_a_scan_marked_abandoned_can_never_complete(tmp_path):
 def test_a_live_scan_of_another_container_with_the_same_host_name_is_not_abandoned(tmp_path):
     store = Store(str(tmp_path / "s.db"))
     try:
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         for pid in ("1", "999999999"):  # PID 1 of another container; a PID that does not exist here
             with store.db.conn:
                 store.db["scans"].insert({"generated_at": now, "status": "running", "heartbeat_at": now,
@@ -138,9 +138,9 @@ def test_a_change_claim_is_kept_alive_while_its_holder_works(tmp_path):
         assert store.claim("arn:x", "worker")
         with heartbeat(lambda: store.refresh_claim("arn:x", "worker"), 0.05):
             claimed = store.db.execute("select claimed_at from repository_claims").fetchone()[0]
-            deadline = datetime.now(timezone.utc) + timedelta(seconds=5)
+            deadline = datetime.now(UTC) + timedelta(seconds=5)
             while store.db.execute("select claimed_at from repository_claims").fetchone()[0] == claimed:
-                assert datetime.now(timezone.utc) < deadline
+                assert datetime.now(UTC) < deadline
                 threading.Event().wait(0.02)
             assert not store.claim("arn:x", "thief", lease=timedelta(seconds=1))
     finally:
@@ -167,7 +167,7 @@ def test_a_heartbeat_survives_a_failing_beat():
 
 def test_a_run_that_crashed_is_resumed_at_start_up(job_parts):
     make_job, standin, store, _ = job_parts
-    long_ago = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat()
+    long_ago = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
     with store.db.conn:
         store.db["report_runs"].insert({"period": PERIOD, "claimed_by": "crashed:1:x:y", "claimed_at": long_ago,
                                         "status": "claimed"})

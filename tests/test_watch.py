@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,8 +21,8 @@ from bot.sample import MB, SampleRepository, blob, correct_moto, image
 from bot.store import Store
 from bot.wiring import build, build_slack, build_watch_job, cli_actor, scheduled_jobs
 from tests.helpers.aws import ACCOUNT, NOW, ecr, load, run_cli
-from tests.slack_standin import SlackStandIn
 from tests.helpers.slack import check_limits
+from tests.slack_standin import SlackStandIn
 
 BASE = [blob("watch-base-os", 60 * MB), blob("watch-base-rt", 40 * MB)]
 API_OWNER, NEW_OWNER, WEB_OWNER, ADMIN = "U0API0001", "U0NEW0001", "U0WEB0001", "U0ADMIN01"
@@ -66,9 +66,9 @@ class Second:
     Dockerfile steps, served through the proxy), two repositories are created, one of them without a policy."""
 
     def __init__(self):
-        self.config, self.config_bytes = config_blob("api-2", ["/bin/sh -c #(nop) ADD file:os in / ", "COPY rt / # buildkit",
-                                                                     "COPY . /app # buildkit",
-                                                                     "/bin/sh -c pip install -r requirements.txt"])
+        self.config, self.config_bytes = config_blob("api-2", ["/bin/sh -c #(nop) ADD file:os in / ",
+                                                               "COPY rt / # buildkit", "COPY . /app # buildkit",
+                                                               "/bin/sh -c pip install -r requirements.txt"])
         self.deps = blob("api-deps-2", 300 * MB)
         self.app = blob("api-app-2", 21 * MB)
         self.api_push = image(BASE + [self.app, self.deps], self.config, ("v2",), pushed_days_ago=0)
@@ -85,7 +85,7 @@ class Second:
                          imageManifestMediaType=self.api_push.media_type, imageDigest=self.api_push.digest)
         # pushed after the first scan (moto keeps whole seconds)
         correct_moto(ACCOUNT, [SampleRepository("us-east-1", "api", [self.api_push])],
-                     datetime.now(timezone.utc) + timedelta(seconds=1))
+                     datetime.now(UTC) + timedelta(seconds=1))
         load([self.fresh, self.fresh_ok])
         proxy.blobs[self.config[0]] = self.config_bytes
 

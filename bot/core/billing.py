@@ -20,7 +20,7 @@ CE_PERMISSION = "ce:GetCostAndUsage"
 
 
 def is_storage(usage_type: str | None) -> bool:
-    return bool(usage_type) and usage_type.endswith(STORAGE_SUFFIX)
+    return usage_type is not None and usage_type.endswith(STORAGE_SUFFIX)
 
 
 def complete_days(today: date, count: int) -> list[date]:
@@ -363,7 +363,8 @@ def cur_service_bill(lines: Iterable[CurLine], repositories: Sequence[EstimatedR
     currency, _ = choose_currency(Counter(line.currency for line in lines))
     per_repo: dict[str, dict[date, float]] = defaultdict(lambda: defaultdict(float))
     for line in lines:
-        arn = arns.get(repository_key(line.resource_id, line.account_id, line.region))
+        key = repository_key(line.resource_id, line.account_id, line.region)
+        arn = arns.get(key) if key is not None else None
         if arn is not None and line.storage and line.currency == currency:
             per_repo[arn][line.day] += line.usd
     cost = [CostLine(line.day, STORAGE_SUFFIX if line.storage else "other", line.usd, line.currency)

@@ -244,8 +244,7 @@ def plan_pins(images: Sequence[Image], in_use: Iterable[str], policy: Mapping, n
     release = {d for d in release
                if not (parents.get(d) in held and (parents[d] not in decisions or decisions[parents[d]].action
                                                    != "expire"))}
-    release = tuple(sorted(release))
-    return PinPlan(to_pin, release, tuple(sorted(idle - set(release))))
+    return PinPlan(to_pin, tuple(sorted(release)), tuple(sorted(idle - release)))
 
 
 def harmed(images: Sequence[Image], policy: Mapping, used: Mapping[str, object], now: datetime,

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TypeGuard
 
 from .cost import stored_bytes
 from .models import Image, Manifest
@@ -30,7 +31,7 @@ ACTION_FIELDS = {"type", "targetStorageClass"}
 
 # -- validation -------------------------------------------------------------------------------
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -116,7 +117,7 @@ def _label(index: int, rule: object) -> str:
     return f"rule {priority}" if _is_int(priority) else f"rule #{index + 1} (no valid rulePriority)"
 
 
-def validate_policy(text: str) -> tuple[dict | None, list[str]]:
+def validate_policy(text: str | None) -> tuple[dict | None, list[str]]:
     """(policy, []) when ECR would accept ``text``; else every problem, each naming its rule priority."""
     problems: list[str] = []
     if not isinstance(text, str):

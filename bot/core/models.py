@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -131,8 +130,8 @@ class PolicyDecision:
     account_id: str
     region: str
     arn: str
-    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected | sweep |
-    # sweep_enabled | sweep_disabled | sweep_kept
+    # adopted | tuned | rolled_back | declined | snoozed | exemption_lifted | deleted | claimed | claim_rejected |
+    # sweep | sweep_enabled | sweep_disabled | sweep_kept
     action: str
     user_id: str
     source: str  # slack | cli

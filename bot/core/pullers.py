@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 PULL_ACTION = "ecr:batchgetimage"
@@ -93,8 +93,8 @@ def _principals(principal) -> tuple[set[str], list[str]]:
         for value in map(str, _list(values)):
             if value == "*":
                 open_ended.append("*")
-            elif str(kind).upper() == "AWS" and (_ACCOUNT.match(value) or _ARN_ACCOUNT.match(value)):
-                accounts.add(value if _ACCOUNT.match(value) else _ARN_ACCOUNT.match(value)[1])
+            elif str(kind).upper() == "AWS" and (found := _ACCOUNT.match(value) or _ARN_ACCOUNT.match(value)):
+                accounts.add(value if _ACCOUNT.match(value) else found[1])
             else:  # a service (lambda.amazonaws.com), a federated or canonical user: any account's
                 open_ended.append(f"{kind} {value}")
     return accounts, open_ended

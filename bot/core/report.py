@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .billing import BillingSummary
 from .analysis import Summary, display_names, exemption_of, summarize
+from .billing import BillingSummary
 from .cost import monthly_cost
 from .models import ADOPTIONS, Exemption, PolicyDecision, PolicySavings, RepositoryCost, ScanResult
 from .tuning import lifecycle_status
@@ -131,7 +131,7 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
     realised = [RealisedSaving(labels[d.arn], d.user_id, d.at, cost_at_adoption[d.id], current[d.arn].monthly_cost_usd,
                                d.projected_monthly_savings_usd, billed_per_month(billed.get((labels[d.arn], d.at))))
                 for d in latest_by_repo.values()
-                if d.action in ADOPTIONS and d.arn in current and d.id in cost_at_adoption]
+                if d.id is not None and d.action in ADOPTIONS and d.arn in current and d.id in cost_at_adoption]
     exempt = [ExemptLine(labels[r.arn], r, found) for r in ranked
               if (found := exemption_of(r.tags, history.get(r.arn, []))) is not None]
     exempt_arns = {line.row.arn for line in exempt}
@@ -148,7 +148,7 @@ def build_report(scan: ScanResult, previous: ScanResult | None, decisions: Seque
         errors=[f"{p.account_id} {p.region}: {p.message}" for p in scan.errors], trend=list(trend),
         growth=fastest_growing(ranked, labels, growth or {}, scan.price_per_gb_month),
         billing=billing,
-        over_limit=sorted(((labels[r.arn], r, found.limit_usd) for r in ranked if (found := over_limit(r)[0])),
+        over_limit=sorted(((labels[r.arn], r, over.limit_usd) for r in ranked if (over := over_limit(r)[0])),
                           key=lambda x: (-(x[1].monthly_cost_usd - x[2]), x[0])),
         swept=sorted((Swept(labels.get(arn, name), n, freed, usd)
                       for arn, (name, n, freed, usd) in (swept or {}).items() if n),

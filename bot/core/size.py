@@ -12,14 +12,14 @@ import math
 import re
 import statistics
 from collections import Counter
-from itertools import chain
-from operator import itemgetter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 
-from .cost import image_manifests, monthly_cost
 from ..format import per_month, size
+from .cost import image_manifests, monthly_cost
 from .models import Image, Manifest, RepositoryCost
 
 LARGEST_IMAGES = 10  # images shown, and whose config blobs are read for the Dockerfile steps
@@ -28,7 +28,7 @@ CHURN_PUSHES = 20  # churn is measured over the last this many pushes
 CHURN_DAYS = 28  # new_bytes_per_week is measured over this many days
 SMALL_CHANGE = 16 * 2**20  # a layer this small that changes with every push is the code: it must change
 MAX_STEP = 300  # characters of a Dockerfile step kept
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -142,7 +142,7 @@ def _steps_by_layer(found: Sequence[Push], steps: Mapping[str, Sequence[str | No
             layers = layers_of(leaf)
             if known is None or len(known) != len(layers):
                 continue
-            for position, ((digest, _), step) in enumerate(zip(layers, known)):
+            for position, ((digest, _), step) in enumerate(zip(layers, known, strict=True)):
                 if step is not None:
                     by_layer.setdefault(digest, step)
                     by_position[(config_of(leaf), position)] = step
@@ -262,7 +262,7 @@ class EstateShare:
         return Base(name, sum(sizes.get(d, 0) for d in prefix), len(prefix), len(holders))
 
 
-# -- the report ---------------------------------------------------------------------------------------------------------
+# -- the report --------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ImageSize:
@@ -343,7 +343,7 @@ def churn(found: Sequence[Push], now: datetime) -> tuple[Churn, list[set[str]]]:
         new_sets.append(new)
         if push.image.pushed_at is not None and push.image.pushed_at >= since:
             weekly += sum(push.blobs[d] for d in new)
-    recent = list(zip(found[-CHURN_PUSHES:], new_sets[-CHURN_PUSHES:]))
+    recent = list(zip(found[-CHURN_PUSHES:], new_sets[-CHURN_PUSHES:], strict=True))
     sizes = [sum(p.blobs[d] for d in new) for p, new in recent]
     figures = Churn(len(recent), round(statistics.median(sizes)) if sizes else 0, p90(sizes),
                     weekly * 7 // CHURN_DAYS)
@@ -363,15 +363,15 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
         return []
     new_in: Counter[int] = Counter()
     sizes: dict[int, list[int]] = {}
-    for push, new in zip(recent, new_sets):
+    for push, new in zip(recent, new_sets, strict=True):
         positions: dict[int, int] = {}
         for leaf in push.leaves:
-            for position, (digest, size) in enumerate(layers_of(leaf)):
+            for position, (digest, layer_bytes) in enumerate(layers_of(leaf)):
                 if digest in new:
-                    positions[position] = max(positions.get(position, 0), size)
-        for position, size in positions.items():
+                    positions[position] = max(positions.get(position, 0), layer_bytes)
+        for position, layer_bytes in positions.items():
             new_in[position] += 1
-            sizes.setdefault(position, []).append(size)
+            sizes.setdefault(position, []).append(layer_bytes)
     rebuilt = [p for p, n in new_in.items() if n * 2 > len(recent)]
     if not rebuilt:
         return []
@@ -387,16 +387,16 @@ def rebuilt_layers(found: Sequence[Push], new_sets: Sequence[set[str]],
             blobs = leaf.blobs  # the config, then the layers
             for position, copies in at_position.items():
                 if position + 1 < len(blobs):
-                    digest, size = blobs[position + 1]
-                    copies[digest] = size
+                    digest, layer_bytes = blobs[position + 1]
+                    copies[digest] = layer_bytes
     out = []
     for position in rebuilt:
         if position == cause and median[position] < SMALL_CHANGE:
             continue
-        copies = at_position[position].values()
+        stored = at_position[position].values()
         step = steps_at.get((config_of(newest), position)) if newest else None
         out.append(RebuiltLayer(position + 1, of, median[position], new_in[position], len(recent),
-                                sum(copies) - max(copies), step, None if position == cause else cause + 1))
+                                sum(stored) - max(stored), step, None if position == cause else cause + 1))
     return sorted(out, key=lambda r: (-r.stored_copies_bytes, r.position))
 
 
@@ -424,11 +424,11 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
     images = [ImageSize(p.image.digest, p.image.tags, p.image.pushed_at, p.bytes,
                         sum(s for d, s in p.blobs.items() if holders[d] == 1)) for p in largest]
     biggest: list[tuple[str, int]] = []
-    for digest, size in sorted(sizes.items(), key=itemgetter(1), reverse=True):  # a C sort beats a heap here
-        if len(biggest) >= TOP_LAYERS and size < biggest[-1][1]:
+    for digest, layer_bytes in sorted(sizes.items(), key=itemgetter(1), reverse=True):  # a C sort beats a heap here
+        if len(biggest) >= TOP_LAYERS and layer_bytes < biggest[-1][1]:
             break
         if digest not in configs:
-            biggest.append((digest, size))
+            biggest.append((digest, layer_bytes))
     biggest = sorted(biggest, key=lambda pair: (-pair[1], pair[0]))[:TOP_LAYERS]  # ties: by digest
     layers = [LayerSize(d, s, holders[d], share.blob_repositories.get(d, 1), by_layer.get(d)) for d, s in biggest]
     figures, new_sets = churn(found, now)
@@ -443,8 +443,8 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
         step = f" ({layer.created_by})" if layer.created_by else ""
         why = (f"it is rebuilt every time, because layer {layer.after} below it changes with every push; put "
                f"dependency installation before copying the code so it is cached" if layer.after is not None else
-               f"it changes although the layers below it do not, so it is stored again with every push; pin what it "
-               f"installs (lock files, exact versions) or split what changes from what does not, stable part first")
+               "it changes although the layers below it do not, so it is stored again with every push; pin what it "
+               "installs (lock files, exact versions) or split what changes from what does not, stable part first")
         advice.append(Advice("rebuilt-layer", (
             f"layer {layer.position} of {layer.of}{step}, {human(layer.bytes)}, new in {layer.new_in} of the last "
             f"{layer.pushes} pushes: {why}. Its {human(layer.stored_copies_bytes)} of repeated copies cost "
@@ -459,7 +459,8 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
         alone = sum(sizes[d] for d in only_large - others)
         top = large[0]
         advice.append(Advice("large-images", (
-            f"{len(large)} image{'s' if len(large) > 1 else ''} above {human(large_image_bytes)} (largest: {top.label}, "
+            f"{len(large)} image{'s' if len(large) > 1 else ''} above {human(large_image_bytes)} "
+            f"(largest: {top.label}, "
             f"{human(top.bytes)}): a multi-stage build that copies only what runs, and a slimmer base, shrink each; "
             f"the {human(alone)} only they hold cost {_usd(usd(alone))}"), usd(alone)))
     if base is not None and base.repository_count >= 2 and base.bytes * 4 >= large_image_bytes:
@@ -472,4 +473,5 @@ def size_report(row: RepositoryCost, found: Sequence[Push], unknown: Sequence[Im
     all_notices = list(notices)
     if unknown:
         all_notices.append(f"{len(unknown)} images have no readable manifest and are left out")
-    return SizeReport(row, price_per_gb_month, large_image_bytes, len(found), images, layers, figures, rebuilt, base, advice, all_notices)
+    return SizeReport(row, price_per_gb_month, large_image_bytes, len(found), images, layers, figures, rebuilt, base,
+                      advice, all_notices)

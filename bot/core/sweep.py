@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from .cost import GIB, stored_bytes
 from .inuse import is_pin
@@ -82,7 +83,8 @@ def plan(images: Sequence[Image], manifests: Mapping[str, Manifest], days: int, 
     found = SweepPlan()
     children = {c for i in images for c in (manifests[i.digest].children if i.digest in manifests else ())}
     tops = [i for i in images if i.digest not in children and i.pushed_at is not None]
-    newest = max(tops or [i for i in images if i.pushed_at is not None], key=lambda i: i.pushed_at, default=None)
+    newest = max(tops or [i for i in images if i.pushed_at is not None],
+                 key=lambda i: cast(datetime, i.pushed_at), default=None)  # None filtered out above
     families = _families(images, manifests)
     idle: dict[str, Image] = {}
     kept: set[str] = set()

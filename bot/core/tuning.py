@@ -66,7 +66,8 @@ def tuning_of(policy: Mapping) -> Tuning:
         selection = rule.get("selection") if isinstance(rule, Mapping) else None
         if not isinstance(selection, Mapping):
             continue
-        status, count_type, number = selection.get("tagStatus"), selection.get("countType"), selection.get("countNumber")
+        status, count_type = selection.get("tagStatus"), selection.get("countType")
+        number = selection.get("countNumber")
         prefixes = selection.get("tagPrefixList") or []
         if not isinstance(number, int) or isinstance(number, bool):
             continue
@@ -128,7 +129,7 @@ def _ordered_rules(policy: Mapping) -> list:
     """The rules in priority order, their priorities and descriptions aside (what they do, not how they are
     numbered or described), the bot's own keep rule left out."""
     rules = [r for r in unprotected(policy).get("rules", []) if isinstance(r, Mapping)]
-    ordered = sorted(rules, key=lambda r: r.get("rulePriority") if isinstance(r.get("rulePriority"), int) else 0)
+    ordered = sorted(rules, key=lambda r: p if isinstance(p := r.get("rulePriority"), int) else 0)
     return [{k: v for k, v in r.items() if k not in ("rulePriority", "description")} for r in ordered]
 
 

@@ -88,6 +88,9 @@ class IneffectivePolicy:
     stale_monthly_usd: float
 
 
+Finding = OverLimit | Growth | NewRepository | IneffectivePolicy  # what the watch reports, each about one row
+
+
 @dataclass
 class WatchResult:
     generated_at: datetime
@@ -161,14 +164,14 @@ def growth(row: RepositoryCost, before: tuple[int, float], since: datetime, imag
             configs.add(config_of(leaf))
             known = steps.get(config_of(leaf))
             layers = layers_of(leaf)
-            for position, (digest, size) in enumerate(layers):
+            for position, (digest, _size) in enumerate(layers):
                 if known is not None and len(known) == len(layers) and known[position]:
                     step_of.setdefault(digest, known[position])
         for digest, size in push.blobs.items():
             if digest not in earlier_blobs:
                 sizes[digest] = size
-    layers = sorted(((d, s) for d, s in sizes.items() if d not in configs), key=lambda pair: (-pair[1], pair[0]))
-    top = tuple(NewLayer(d, s, step_of.get(d)) for d, s in layers[:TOP_NEW_LAYERS])
+    new_layers = sorted(((d, s) for d, s in sizes.items() if d not in configs), key=lambda pair: (-pair[1], pair[0]))
+    top = tuple(NewLayer(d, s, step_of.get(d)) for d, s in new_layers[:TOP_NEW_LAYERS])
     return Growth(row, before[0], before[1], len(recent), sum(sizes.values()), top)
 
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..core.analysis import Summary
+from ..core.inuse import is_pin
 from ..core.lifecycle import fingerprint
 from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
-from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
-from ..core.inuse import is_pin
 from ..core.size import SizeReport
+from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
 from ..format import per_day, per_month, plural, signed, size, slack_date, status
 from .text import adopting_sentence, as_written_sentence, limit_text
 
@@ -36,6 +36,7 @@ LIFT_EXEMPTION = "lift_exemption"
 # the final safety check's confirmations: the policy about to be put would expire or archive running images
 ADOPT_DESPITE_IN_USE, ROLLBACK_DESPITE_IN_USE = "adopt_despite_in_use", "rollback_despite_in_use"
 PROTECT_DESPITE_IN_USE = "protect_despite_in_use"
+ACTION_IDS: tuple[str, ...]  # grows below
 ACTION_IDS = (ADOPT, PREVIEW, SNOOZE, DECLINE, ROLLBACK, ROLLBACK_OVER_HAND_EDIT, PROTECT, ADOPT_DESPITE_PARTIAL,
               PROTECT_DESPITE_PARTIAL, ADJUST, DELETE, CLAIM, APPROVE_CLAIM, REJECT_CLAIM, LIFT_EXEMPTION,
               ADOPT_DESPITE_IN_USE, ROLLBACK_DESPITE_IN_USE, PROTECT_DESPITE_IN_USE)
@@ -155,6 +156,7 @@ def base_policy_lines(view: RepositoryView) -> list[str]:
     """What adopting the base policy does (its protected form: in-use images kept), then the policy as written on a
     line that says so."""
     savings = view.savings
+    assert savings is not None  # shown only with savings
     kept = " (in-use images kept)" if savings.in_use_checked else ""
     lines = [f"*Base policy* adopting it{kept} {adopting_sentence(savings, bold='*')}"]
     if (written := as_written_sentence(savings)) is not None:
@@ -166,6 +168,7 @@ def base_policy_lines(view: RepositoryView) -> list[str]:
 def billed_line(view: RepositoryView) -> str:
     """What the CUR billed this repository per day (storage, mean of the last 7 complete days) against the estimate."""
     billed = view.billed
+    assert billed is not None  # shown only with a bill
     shown = "nothing billed" if billed.billed_daily_usd is None else f"*{per_day(billed.billed_daily_usd)}*"
     estimate = "" if billed.estimate_daily_usd is None else f" · estimate {per_day(billed.estimate_daily_usd)}"
     difference = "" if billed.difference_pct is None else f" ({billed.difference_pct:+.0f}%)"
@@ -251,7 +254,8 @@ def hand_edit_message(arn: str, repository: str, live: str | None, expected: str
     def shown(text: str | None) -> str:
         return "_none_" if text is None else f"```{clip(escape(text), 1200)}```"
 
-    return {"text": clip(f"{repository}: its lifecycle policy was edited by hand; nothing was rolled back", MAX_SECTION),
+    return {"text": clip(f"{repository}: its lifecycle policy was edited by hand; nothing was rolled back",
+                         MAX_SECTION),
             "blocks": [
                 section(f":warning: The lifecycle policy of *{escape(repository)}* was changed by hand after the bot "
                         f"last set it. Rolling back would overwrite that edit, so *nothing was changed*."),
@@ -478,7 +482,8 @@ def plain(text: str, limit: int = MAX_SECTION) -> dict:
 def modal(callback_id: str, title: str, blocks: list[dict], arn: str, submit: str | None = None) -> dict:
     """A modal; ``private_metadata`` names the repository only (never who may act: that is the signed user)."""
     view = {"type": "modal", "callback_id": callback_id, "title": plain(title, MAX_MODAL_TITLE),
-            "close": plain("Cancel" if submit else "Close", MAX_MODAL_TITLE), "private_metadata": arn[:MAX_PRIVATE_METADATA],
+            "close": plain("Cancel" if submit else "Close", MAX_MODAL_TITLE),
+            "private_metadata": arn[:MAX_PRIVATE_METADATA],
             "blocks": blocks[:MAX_HOME_BLOCKS]}
     if submit:
         view["submit"] = plain(submit, MAX_MODAL_TITLE)
@@ -559,7 +564,8 @@ def sweep_announcement(found) -> dict:
     """The sweep's direct message to an owner: what will be deleted and when, Keep these / Stop sweeping."""
     row = found.row
     when = date_text(found.deletes_after)
-    text = (f":broom: *{plural(len(found.announced), 'image')}* of *{escape(row.repository)}* ({escape(row.account_id)} "
+    text = (f":broom: *{plural(len(found.announced), 'image')}* of *{escape(row.repository)}* "
+            f"({escape(row.account_id)} "
             f"{escape(row.region)}) nobody has pulled for {found.unpulled_days} days will be deleted after {when}: "
             f"{size(found.announced_bytes)}, *{per_month(found.announced_usd)}*. Images in use, pinned, or the "
             f"newest are never deleted; each one is checked again just before. Every deleted image's digest, tags "

@@ -53,6 +53,7 @@ def chart_figure(report: WeeklyReport):
 def billed_series(axes, report: WeeklyReport) -> None:
     """Billed ECR storage per day (the last 14 complete days in the bill) beside the estimate per day."""
     billing = report.billing
+    assert billing is not None  # drawn only with a bill
     days = [day for day, _ in billing.storage_daily]
     axes.bar(days, [amount for _, amount in billing.storage_daily], color="#ff9900", label="billed storage")
     if billing.estimate_daily_usd is not None:

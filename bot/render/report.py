@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.billing import BillingSummary
-from ..core.report import WeeklyReport
+from ..core.report import RealisedSaving, WeeklyReport
+from ..format import day as calendar_day
+from ..format import iso, json_usd, local_time, per_day, per_month, plural, signed, size, status, usd
 from . import blocks
-from ..core.report import RealisedSaving
-from ..format import day as calendar_day, iso, json_usd, local_time, per_day, per_month, plural, signed, size, status, usd
 from .text import account_json, account_lines, account_name, adopting_sentence, limit_text, savings_json, text_table
 
 SAVINGS_LISTED = 5  # the repositories without a policy named with what adopting frees there
@@ -64,7 +64,8 @@ def report_message(report: WeeklyReport) -> dict:
     top_lines = [f"{line.rank}. *{blocks.escape(line.label)}* {size(line.row.stored_bytes)} · "
                  f"*{per_month(line.row.monthly_cost_usd)}* ({_change(line.change_usd)}) · policy: "
                  f"{blocks.escape(status(line.policy))} · {blocks.owners_text(line.row.owners)}"
-                 + (f" · limit {blocks.escape(limit)}" if (limit := limit_text(line.row)) else "") for line in report.top]
+                 + (f" · limit {blocks.escape(limit)}" if (limit := limit_text(line.row)) else "")
+                 for line in report.top]
     body = [
         blocks.header(f"ECR cost report: {period_text(report)}"),
         blocks.section(f"*{per_month(s.monthly_cost_usd)}*{change} for {plural(s.repository_count, 'repository')}, "
@@ -251,8 +252,8 @@ def swept_line(report: WeeklyReport, escape) -> str:
 
 def growth_line(report: WeeklyReport, escape) -> str:
     """The repositories whose new layers cost the most per week (`ecr-cost-bot size NAME` says why)."""
-    shown = ", ".join(f"{escape(g.label)} +{size(g.new_bytes_per_week)}/week (+{per_month(g.monthly_usd_added_per_week)}"
-                      f" each week)" for g in report.growth)
+    shown = ", ".join(f"{escape(g.label)} +{size(g.new_bytes_per_week)}/week "
+                      f"(+{per_month(g.monthly_usd_added_per_week)} each week)" for g in report.growth)
     return f"*Growing fastest* (new layers per week): {shown}; `ecr-cost-bot size NAME` shows why"
 
 
@@ -267,7 +268,8 @@ def billing_json(billing: BillingSummary | None) -> dict:
                 "storage_previous_7_days_usd": None, "other_last_7_days_usd": None, "estimate_daily_usd": None,
                 "note": None}
     return {"source": billing.source, "currency": billing.currency,
-            "storage_daily": [{"date": day.isoformat(), "usd": round(amount, 4)} for day, amount in billing.storage_daily],
+            "storage_daily": [{"date": day.isoformat(), "usd": round(amount, 4)}
+                              for day, amount in billing.storage_daily],
             "storage_last_7_days_usd": _round(billing.storage_last_7_days_usd),
             "storage_previous_7_days_usd": _round(billing.storage_previous_7_days_usd),
             "other_last_7_days_usd": _round(billing.other_last_7_days_usd),
@@ -296,8 +298,8 @@ def billing_lines(billing: BillingSummary, escape, bold: str = "") -> list[str]:
     currency = "" if billing.currency in (None, "USD") else f" ({billing.currency})"
     change = billing.change_usd or 0.0
     lines = [f"{b}Billed ECR storage{b} ({SOURCES.get(billing.source, billing.source)}{currency}): "
-             f"{usd(billing.storage_last_7_days_usd)} in the last 7 days, {usd(billing.storage_previous_7_days_usd or 0)}"
-             f" the 7 before ({signed(change)}); other ECR "
+             f"{usd(billing.storage_last_7_days_usd)} in the last 7 days, "
+             f"{usd(billing.storage_previous_7_days_usd or 0)} the 7 before ({signed(change)}); other ECR "
              f"{usd(billing.other_last_7_days_usd or 0)}"]
     if billing.estimate_daily_usd is not None:
         days = [amount for _, amount in billing.storage_daily[-7:]]

@@ -2,19 +2,28 @@
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
 from collections.abc import Mapping, Sequence
+from typing import overload
 
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
-from ..core.lifecycle import Preview
-from ..core.tuning import lifecycle_status
 from ..core.inuse import RISKY_ACTIONS, InUseSet, Usage, is_pin
-from ..core.models import (Image, PolicyDecision, PolicySavings, RepositoryCost, RepositoryRef, RepositoryView,
-                           ScanProblem, ScanResult)
+from ..core.lifecycle import Preview
+from ..core.models import (
+    Image,
+    PolicyDecision,
+    PolicySavings,
+    RepositoryCost,
+    RepositoryRef,
+    RepositoryView,
+    ScanProblem,
+    ScanResult,
+)
 from ..core.size import SizeReport
-from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
+from ..core.tuning import lifecycle_status
 from ..core.watch import limit_of
+from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
 
 __all__ = ["iso", "usd"]  # re-exported: the renderers' one way to write times and money (bot/format.py)
 
@@ -90,7 +99,7 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=False))).rstrip()
 
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
@@ -157,6 +166,10 @@ def _where(problem: ScanProblem) -> str:
     return f"{where} {problem.repository}" if problem.repository else where
 
 
+@overload
+def savings_json(savings: PolicySavings) -> dict: ...
+@overload
+def savings_json(savings: None) -> None: ...
 def savings_json(savings: PolicySavings | None) -> dict | None:
     """What adopting the base policy does (its protected form: in-use images kept), and the policy as written."""
     if savings is None:
@@ -228,7 +241,8 @@ def repository_detail_text(row: RepositoryCost, position: int, total: int, previ
         lines.append(f"  limit           {limit}")
     if previous is not None:
         delta = row.monthly_cost_usd - previous.monthly_cost_usd
-        lines.append(f"  since previous  {signed(delta)}/month ({signed_size(row.stored_bytes - previous.stored_bytes)})")
+        lines.append(f"  since previous  {signed(delta)}/month "
+                     f"({signed_size(row.stored_bytes - previous.stored_bytes)})")
     lines.append(f"  arn             {row.arn}")
     return "\n".join(lines)
 

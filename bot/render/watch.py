@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..core.models import RepositoryCost
 from ..core.size import human
@@ -22,7 +23,7 @@ WATCH_ACTION_IDS = (SET_LIMIT, UNDO_LIMIT, APPLY_TEMPLATES)
 LIMIT_VIEW = "set_limit_view"
 
 
-def findings(result: WatchResult) -> Iterator[tuple[str, object]]:
+def findings(result: WatchResult) -> Iterator[tuple[str, Finding]]:
     """(kind, finding), over-limit first."""
     yield from (("over_limit", f) for f in result.over_limit)
     yield from (("growth", f) for f in result.growth)
@@ -90,6 +91,7 @@ def watch_text(result: WatchResult) -> str:
     lines = [f"Watch of the scan of {iso(result.generated_at)}{since}"
              + (" (PARTIAL: some accounts or regions could not be read)" if result.partial else "")]
     lines += [f"note: {n}" for n in result.notes]
+    sections: list[tuple[str, Sequence[Any], str]]
     sections = [("Over their limit", result.over_limit, "over_limit"), ("Grown", result.growth, "growth"),
                 ("New without a lifecycle policy", result.new_without_policy, "new_without_policy"),
                 ("Policies that expire nothing", result.ineffective_policies, "ineffective_policy")]
@@ -99,7 +101,8 @@ def watch_text(result: WatchResult) -> str:
             lines += ["  " + line for line in text_table(
                 ["repository", "region", "before", "after", "USD/month", "pushes", "new"],
                 [[g.row.repository, g.row.region, size(g.bytes_before), size(g.row.stored_bytes),
-                  usd(g.row.monthly_cost_usd), str(g.pushes), size(g.new_bytes)] for g in items], right={2, 3, 4, 5, 6})]
+                  usd(g.row.monthly_cost_usd), str(g.pushes), size(g.new_bytes)] for g in items],
+                right={2, 3, 4, 5, 6})]
             for g in items:
                 lines += [f"    {g.row.repository}: new layer {layer.digest[7:19]} {_size(layer.bytes)}"
                           + (f" ({layer.created_by})" if layer.created_by else "") for layer in g.top_layers]
@@ -128,7 +131,7 @@ def _buttons(kind: str, row: RepositoryCost) -> list[dict]:
     return elements
 
 
-def owner_message(items: Sequence[tuple[str, object]], more: int = 0, unowned: bool = False) -> dict:
+def owner_message(items: Sequence[tuple[str, Finding]], more: int = 0, unowned: bool = False) -> dict:
     """One direct message listing a person's findings, each with its buttons."""
     whose = "repositories nobody owns (you are an admin)" if unowned else "your ECR repositories"
     out = [blocks.header("ECR cost watch"),

@@ -60,7 +60,8 @@ def decide_claim(application: Application, directory: SlackDirectory, value: str
         return Outcome(ephemeral=blocks.escape(change.note or "Nothing was changed."))
     name = blocks.escape(ref.name)
     if approve:
-        done = f":white_check_mark: {blocks.mention(claimer)} now owns *{name}*: owner tag set by {blocks.mention(user_id)}."
+        done = (f":white_check_mark: {blocks.mention(claimer)} now owns *{name}*: "
+                f"owner tag set by {blocks.mention(user_id)}.")
         told = (f"Your claim on *{name}* was approved by {blocks.mention(user_id)}: you are its owner now. "
                 f"`/ecr-cost {name}` shows its cost and what a lifecycle policy would save.")
     else:
@@ -153,9 +154,9 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     except PolicyOperationError as exc:
         problems = "".join(f"\n• {blocks.escape(p)}" for p in exc.problems)
         return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}{problems}")
-    view = application.view_after_change(arn)
+    after = application.view_after_change(arn)
     note = None if change.note is None else blocks.escape(change.note)
-    return Outcome(replace=None if view is None else blocks.repository_detail(view), ephemeral=note)
+    return Outcome(replace=None if after is None else blocks.repository_detail(after), ephemeral=note)
 
 
 def sweep_click(application: Application, directory: SlackDirectory, action_id: str, value: str, user_id: str,
@@ -169,6 +170,7 @@ def sweep_click(application: Application, directory: SlackDirectory, action_id: 
         return None if found is None else ref_of(found[1])
 
     actor = directory.actor(user_id)
+    assert application.sweep is not None  # set by wiring
     try:
         if action_id == blocks.SWEEP_KEEP:
             change = application.sweep.keep(value, actor, ref)

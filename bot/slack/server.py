@@ -38,7 +38,8 @@ def serve(settings: Settings) -> int:
     if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN: required for serve")
     if not settings.slack_app_token and not settings.slack_signing_secret:
-        raise ConfigError("SLACK_SIGNING_SECRET: required for serve in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
+        raise ConfigError("SLACK_SIGNING_SECRET: required for serve in HTTP mode "
+                          "(or set SLACK_APP_TOKEN for Socket Mode)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "slack_bolt", "slack_sdk", "apscheduler", "waitress"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # their start-up lines say nothing an operator needs

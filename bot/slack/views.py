@@ -11,21 +11,33 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import (Actor, Change, Deletion, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner,
-                        PolicyOperationError, compact)
+from ..adoption import (
+    Actor,
+    Change,
+    Deletion,
+    HasOwners,
+    InUsePartial,
+    NotAnAdmin,
+    NotAnOwner,
+    PolicyOperationError,
+    compact,
+)
 from ..application import Application, ref_of
 from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.sweep import parse_days
 from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
-from ..render import blocks
 from ..format import per_month, plural, size
+from ..render import blocks
 from .directory import SlackDirectory
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 TUNING_INPUTS = re.compile(f"^{re.escape(blocks.TUNE_PREFIX)}({'|'.join(FIELDS)})$")
@@ -110,7 +122,7 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
         logger.info("views.update of the Adjust form skipped: %s", exc.response.get("error"))
 
 
-def outcome_text(action: Callable[[], object], row: RepositoryCost, done: Callable[[object], str]) -> str:
+def outcome_text(action: Callable[[], T], row: RepositoryCost, done: Callable[[T], str]) -> str:
     """What a change did, or why it did nothing (a refusal, or a Change without a decision and its note), in one
     message."""
     try:
@@ -150,8 +162,8 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
                                                                      f"*{blocks.escape(row.repository)}*…"))
         return row
 
-    def submit(ack, body, view: dict, client, title: str, action: Callable[[RepositoryCost, Actor], object],
-               done: Callable[[RepositoryCost, object], str]) -> None:
+    def submit(ack, body, view: dict, client, title: str, action: Callable[[RepositoryCost, Actor], T],
+               done: Callable[[RepositoryCost, T], str]) -> None:
         """A valid submission: acknowledged with a "working" view, acted on as the signed user, the outcome shown."""
         row = begin(ack, view, title)
         if row is None:
@@ -184,6 +196,7 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
                                                                  if sweep_problem else {})})
             return
         def done(row: RepositoryCost, change: Change) -> str:
+            assert change.decision is not None  # outcome_text answers a Change without a decision itself
             note = f"\n{blocks.escape(change.note)}" if change.note else ""
             return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
                     f"({blocks.escape(describe_tuning(tuning))}), projected to save "
@@ -199,12 +212,13 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
         def adopt(row: RepositoryCost, actor: Actor) -> Change:
             change = application.adopt_tuned(row, actor, tuning)
             if days is not None:  # after the policy: a refused adoption opts nothing in
+                assert application.sweep is not None  # set by wiring
                 try:
                     swept = application.sweep.enable(ref_of(row), days, actor)
                 except PolicyOperationError as exc:
                     sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(str(exc))}")
                 else:
-                    sweep_notes.append(blocks.escape(swept.note) if swept.decision is None else
+                    sweep_notes.append(blocks.escape(swept.note or "") if swept.decision is None else
                                        f":broom: Images nobody has pulled for {days} days will be deleted, each "
                                        f"announced to the owners {application.settings.sweep_grace_hours:g} hours "
                                        f"ahead (*Stop sweeping* in that message, or `ecr-cost-bot sweep disable`).")
@@ -260,7 +274,8 @@ def send_export(client, user_id: str, row: RepositoryCost, export_id: int, conte
     """The export as a file in the person's direct messages with the app; raises when Slack refuses it."""
     try:
         channel = client.conversations_open(users=user_id)["channel"]["id"]
-        client.files_upload_v2(channel=channel, content=content, filename=f"{row.repository.replace('/', '_')}-export.json",
+        client.files_upload_v2(channel=channel, content=content,
+                               filename=f"{row.repository.replace('/', '_')}-export.json",
                                title=f"Export of {row.repository} before its deletion",
                                initial_comment=f"Export #{export_id} of {row.repository} ({row.account_id} "
                                                f"{row.region}), taken just before it is deleted.")

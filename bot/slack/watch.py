@@ -12,10 +12,10 @@ from slack_sdk.errors import SlackApiError
 
 from ..adoption import Change, NotAnAdmin
 from ..application import Application
+from ..format import per_month
 from ..limits import LimitService, read_amount
 from ..render import blocks
 from ..render import watch as render
-from ..format import per_month
 from ..templates import TemplateService
 from .directory import SlackDirectory
 from .views import outcome_text, repository_of, state_value
@@ -25,6 +25,7 @@ ACTIONS = re.compile(f"^({'|'.join(map(re.escape, render.WATCH_ACTION_IDS))})$")
 
 
 def limit_outcome(row, change: Change) -> str:
+    assert change.decision is not None  # outcome_text answers a Change without a decision itself
     after = change.decision.tag_after
     if after is None:
         return f":white_check_mark: *{blocks.escape(row.repository)}* has no monthly limit any more."

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 
@@ -13,7 +13,7 @@ from bot.core.inuse import protected
 from bot.sample import MB, SampleRepository, blob, correct_moto, image, push
 
 ACCOUNT = "123456789012"  # moto's default account
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 BASE = [blob("debian", 30 * MB), blob("python", 12 * MB)]
 CUSTOM = json.dumps({"rules": [{"rulePriority": 1, "description": "mine, formatted my way",
                                 "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bot.config import load_settings
 from bot.core.analysis import rank
@@ -14,7 +14,7 @@ from tests.slack_standin import SlackStandIn
 
 GB = 2**30
 PERIOD = "2026-11-23T09:00:00+00:00"  # the period of the job's default clock, 2026-11-27 12:00 UTC
-T0 = datetime(2026, 11, 16, 9, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 16, 9, tzinfo=UTC)
 BASE_POLICY = load_settings({}).base_policy
 
 
@@ -50,11 +50,11 @@ def job_parts(tmp_path):
         scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1, built.application.scan_scope())
         for r in rows:
             store.save_repository(scan_id, r, [])
-        result = ScanResult(datetime.now(timezone.utc), 0.1, rows, [], [], scan_id=scan_id)
+        result = ScanResult(datetime.now(UTC), 0.1, rows, [], [], scan_id=scan_id)
         store.finish_scan(result)
         return result
 
-    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=timezone.utc), scan_now=stored_scan, **options):
+    def make_job(clock=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC), scan_now=stored_scan, **options):
         return build_report_job(built, client, directory, scan_now=scan_now, clock=clock, sleep=lambda s: None,
                                 **options)
 

@@ -36,7 +36,7 @@ def serving(slack: SlackStandIn, tmp_path: Path, **env_overrides: str):
     env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_SIGNING_SECRET": SECRET,
            "SLACK_API_URL": slack.api_url, "PORT": str(port), "ECR_COST_ADMINS": ADMIN, **env_overrides}
     env.pop("SLACK_APP_TOKEN", None)
-    log = open(tmp_path / "serve.log", "w+")
+    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 (read back once the process has ended)
     process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env=env, cwd=ROOT, stdout=log,
                                stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
