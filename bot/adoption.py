@@ -311,6 +311,7 @@ class PolicyChanges:
             assert policy is not None  # checked above, or just now
             projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
                                      source="fresh read", who_may_pull=True)
+            assert projected.in_use is not None  # previews with the in-use check by default
             if projected.in_use.partial and not despite_partial:
                 raise InUsePartial(ref, [f"{p.source} in {p.account_id} {p.region}: {p.message}"
                                          for p in projected.in_use.problems])

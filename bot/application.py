@@ -19,10 +19,35 @@ from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationErr
 from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
 from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
 from .config import Settings
-from .core.analysis import (Summary, display_names, exemption_of, find_account, find_repository, match_account, rank,
-                            summarize)
-from .core.cost import price_repository, reachable_manifests
-from .core.cost import GIB
+from .core.analysis import (
+    Summary,
+    display_names,
+    exemption_of,
+    find_account,
+    find_repository,
+    match_account,
+    rank,
+    summarize,
+)
+from .core.billing import (
+    CE_DAYS,
+    BillingSummary,
+    CostLine,
+    CurBilling,
+    CurLine,
+    EstateFacts,
+    EstimatedRepository,
+    RepositoryBill,
+    cost_explorer_lines,
+    cur_billing,
+    cur_service_bill,
+    daily_estimate,
+    denied_note,
+    service_bill,
+    summarize_bill,
+    unavailable,
+)
+from .core.cost import GIB, price_repository, reachable_manifests
 from .core.inuse import RISKY_ACTIONS, InUseSet, Usage, after_plan, has_pin_rule, is_pin
 from .core.lifecycle import evaluate, same_document, validate_policy
 from .core.models import (

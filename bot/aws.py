@@ -24,8 +24,8 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
-from .errors import brief
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
+from .errors import brief
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def unreadable_cause(exc: BaseException) -> str:
     return f"cannot read the current AWS identity: {_message(exc)}"
 
 
-def describe_error(exc: Exception) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line for a person: AWS's code and message; an endpoint's HTML page or long body cut to its gist."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})

@@ -23,12 +23,10 @@ from slack_sdk.errors import SlackApiError
 
 from .application import Application
 from .config import Settings
-from .errors import SLACK_FIX_HINTS
-from .format import iso, plural
 from .core.models import ScanResult
 from .core.report import WeeklyReport
 from .errors import SLACK_FIX_HINTS
-from .format import plural
+from .format import iso, plural
 from .heartbeat import heartbeat
 from .render import blocks
 from .render.report import report_message

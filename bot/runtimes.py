@@ -60,8 +60,8 @@ class RuntimeCollector:
         references: list[Reference] = []
         jobs = []
         for account in accounts:
-            regions, problem = self._runtime_regions(account)
-            problems += [problem] if problem is not None else []
+            regions, region_problem = self._runtime_regions(account)
+            problems += [region_problem] if region_problem is not None else []
             jobs += [(reader, account, region) for region in regions for reader in (self._ecs, self._lambda)]
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="in-use") as pool:
             for found, problem in pool.map(lambda job: self._run(*job), jobs):

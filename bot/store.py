@@ -240,7 +240,7 @@ def _retry_while_busy(call, seconds: float = 30.0) -> None:
 def m017_scan_scope(db: Database) -> None:
     # what a scan covered (regions, roles, organisation, account filters): a report reuses only a scan of the
     # estate as configured now
-    db["scans"].add_column("scope", str)
+    db.table("scans").add_column("scope", str)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -371,7 +371,8 @@ class Store:
             table = self.db.table("scans").insert({"generated_at": _iso(generated_at), "status": "running",
                                              "price_per_gb_month": price_per_gb_month, "holder": PROCESS,
                                              "heartbeat_at": now, "scope": scope})
-        return table.last_pk
+        assert table.last_pk is not None  # the row just inserted
+        return int(table.last_pk)
 
     def scan_scope(self, scan_id: int | None) -> str | None:
         row = self.db.execute("select scope from scans where id = ?", [scan_id]).fetchone()
@@ -436,7 +437,7 @@ class Store:
     def abandon_dead_scans(self, lease: timedelta = SCAN_LEASE) -> list[int]:
         """Scans that will never finish (their process died, or stopped beating for ``lease``) are marked
         abandoned and their rows dropped: at start-up and before every scan."""
-        stale = _iso(datetime.now(UTC) - lease)
+        stale = _iso(datetime.now(UTC) - lease) or ""
         dead = [row["id"]
                 for row in self.db.query("select id, holder, heartbeat_at from scans where status = 'running'")
                 if _holder_is_dead(row["holder"]) or (row["heartbeat_at"] or "") < stale]

@@ -312,7 +312,7 @@ def test_repo_delete_without_a_name_is_a_usage_error_not_a_repository_called_del
 
 
 def _views(count: int, status: str = "none"):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from bot.core.analysis import display_names
     from bot.core.models import RepositoryView
@@ -322,7 +322,7 @@ def _views(count: int, status: str = "none"):
     labels = display_names(rows)
     return rows, [RepositoryView(row=r, label=labels[r.arn], rank=i + 1, rank_of=len(rows), lifecycle_status=status,
                                  expiring_count=None, bytes_freed=None, savings_usd=None, change_usd=None,
-                                 last_decision=None, adopted=False, scanned_at=datetime.now(timezone.utc))
+                                 last_decision=None, adopted=False, scanned_at=datetime.now(UTC))
                   for i, r in enumerate(rows)]
 
 

@@ -212,7 +212,7 @@ def test_the_job_reports_from_a_recent_complete_scan_and_rescans_an_older_one(jo
 
 def job_parts_scan(store, scope: str | None = None) -> ScanResult:
     rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1",)), row("small", GB)])
-    scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1, scope)
+    scan_id = store.begin_scan(datetime.now(UTC), 0.1, scope)
     for r in rows:
         store.save_repository(scan_id, r, [])
     result = ScanResult(datetime.now(UTC), 0.1, rows, [], [], scan_id=scan_id)

@@ -24,7 +24,22 @@ def test_migrations_apply_once(tmp_path):
     path = str(tmp_path / "s.db")
     Store(path).close()
     store = Store(path)
-    assert [m.name for m in migrations.applied(store.db)] == ["m001_inventory", "m002_policy_changes", "m003_slack_clicks", "m004_report_runs", "m005_trust", "m006_in_use", "m007_repository_generation", "m008_owner_decisions", "m009_config_steps", "m010_billing_cache", "m011_account_names", "m015_watch", "m016_sweep", "m017_scan_scope"]
+    assert [m.name for m in migrations.applied(store.db)] == [
+        "m001_inventory",
+        "m002_policy_changes",
+        "m003_slack_clicks",
+        "m004_report_runs",
+        "m005_trust",
+        "m006_in_use",
+        "m007_repository_generation",
+        "m008_owner_decisions",
+        "m009_config_steps",
+        "m010_billing_cache",
+        "m011_account_names",
+        "m015_watch",
+        "m016_sweep",
+        "m017_scan_scope",
+    ]
     assert migrations.pending(store.db) == []
     assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
 

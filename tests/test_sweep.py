@@ -315,7 +315,8 @@ def test_the_announcement_holds_slacks_limits_and_escapes_names():
     check_limits(message)
     text = json.dumps([message["text"], *message["blocks"][:-1]])  # the confirm dialog is plain text: never a ping
     assert "<!channel>" not in text and "10,000" in text and "3.00 GB" in text and "$0.30/month" in text
-    check_limits({"text": "modal", "blocks": blocks.adjust_modal("ci", "arn:x", {blocks.SWEEP_DAYS: "30", "archive_note": "x" * 5000},
+    values = {blocks.SWEEP_DAYS: "30", "archive_note": "x" * 5000}
+    check_limits({"text": "modal", "blocks": blocks.adjust_modal("ci", "arn:x", values,
                                                  "preview")["blocks"]})
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from ..core.models import RepositoryCost
 from ..core.size import human
-from ..core.watch import WatchResult
-from . import blocks
+from ..core.watch import Finding, WatchResult
 from ..format import per_month, plural, size
+from . import blocks
 from .text import iso, limit_text, problem_json, text_table, usd
 
 MAX_FINDINGS_PER_MESSAGE = 15  # two blocks each, within Slack's 50

@@ -12,7 +12,9 @@ EVENTS = ("app_home_opened",)
 
 
 def home_view(application: Application, directory: SlackDirectory, user_id: str, page: int = 0) -> dict:
-    own, summary = application.views_owned(directory.actor(user_id).names_me)
+    names_me = directory.actor(user_id).names_me
+    assert names_me is not None  # a Slack actor always knows who they are
+    own, summary = application.views_owned(names_me)
     view = blocks.home_view(own, summary, directory.is_admin(user_id), page)
     if directory.is_admin(user_id):  # the admins' default policy for new repositories (repository creation templates)
         view["blocks"] = [*view["blocks"][:2], templates_button(), *view["blocks"][2:]][:blocks.MAX_HOME_BLOCKS]

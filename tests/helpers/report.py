@@ -47,7 +47,7 @@ def job_parts(tmp_path):
     def stored_scan() -> ScanResult:
         rows = rank([row("big", 9 * GB, owners=("U0BIGOWN1", "owner@example.com")), row("mid", 5 * GB),
                      row("small", GB, owners=("U0SMALL01",))])
-        scan_id = store.begin_scan(datetime.now(timezone.utc), 0.1, built.application.scan_scope())
+        scan_id = store.begin_scan(datetime.now(UTC), 0.1, built.application.scan_scope())
         for r in rows:
             store.save_repository(scan_id, r, [])
         result = ScanResult(datetime.now(UTC), 0.1, rows, [], [], scan_id=scan_id)
