@@ -695,19 +695,8 @@ class PolicyChanges:
             raise NotAnOwner(ref, owners)
         return owners, born
 
-    @contextmanager
-    def _claimed(self, ref: RepositoryRef) -> Iterator[None]:
-        """One change per repository at a time, across threads and processes; kept alive while it lasts (reading
-        a large repository takes a while)."""
-        holder = f"{PROCESS}:{uuid.uuid4().hex}"
-        if not self._store.claim(ref.arn, holder):
-            raise PolicyOperationError(f"another change to {ref.name} is in progress; nothing was changed, "
-                                       f"try again in a moment")
-        try:
-            with heartbeat(lambda: self._store.refresh_claim(ref.arn, holder), HEARTBEAT_SECONDS, "change-claim"):
-                yield
-        finally:
-            self._store.release_claim(ref.arn, holder)
+    def _claimed(self, ref: RepositoryRef):
+        return claimed(self._store, ref)
 
     def _record(self, ref, action, actor: Actor, owners, before, after, savings, backup_id,
                 undoes: int | None = None, born: datetime | None = None, reason: str | None = None,
@@ -778,3 +767,18 @@ def export_document(inventory: RepositoryInventory, documents: dict[str, dict], 
                     "media_type": i.media_type, "status": i.status} for i in inventory.images],
         "manifests": {digest: documents[digest] for digest in sorted(documents)},
     }, indent=1)
+
+
+@contextmanager
+def claimed(store: Store, ref: RepositoryRef) -> Iterator[None]:
+    """One change per repository at a time (a policy change, a sweep), across threads and processes; kept alive
+    while it lasts (reading a large repository takes a while)."""
+    holder = f"{PROCESS}:{uuid.uuid4().hex}"
+    if not store.claim(ref.arn, holder):
+        raise PolicyOperationError(f"another change to {ref.name} is in progress; nothing was changed, "
+                                   f"try again in a moment")
+    try:
+        with heartbeat(lambda: store.refresh_claim(ref.arn, holder), HEARTBEAT_SECONDS, "change-claim"):
+            yield
+    finally:
+        store.release_claim(ref.arn, holder)

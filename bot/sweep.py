@@ -14,15 +14,13 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import overload
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .adoption import Actor, Change, NotAnOwner, PolicyOperationError
+from .adoption import Actor, Change, NotAnOwner, PolicyOperationError, claimed
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
@@ -39,25 +37,12 @@ from .core.sweep import (
     whole_families,
 )
 from .format import plural, size
-from .heartbeat import heartbeat
-from .store import HEARTBEAT_SECONDS, PROCESS, Store
+from .store import Store, _iso, _parse
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
 BOT_USER = "ecr-cost-bot"
 _FREED = re.compile(r"(\d+) bytes freed")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment else None
-
-
-@overload
-def _parse(text: str) -> datetime: ...
-@overload
-def _parse(text: None) -> None: ...
-def _parse(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 class SweepLedger:
@@ -417,18 +402,9 @@ class SweepService:
             None, ref.name, ref.account_id, ref.region, ref.arn, action, actor.user_id, actor.source, self._clock(),
             None, None, None, owners_checked=owners, repository_created_at=born, note=note))
 
-    @contextmanager
-    def _claimed(self, ref: RepositoryRef) -> Iterator[None]:
+    def _claimed(self, ref: RepositoryRef):
         """One change per repository at a time: the same claim policy changes take."""
-        holder = f"{PROCESS}:{uuid.uuid4().hex}"
-        if not self._store.claim(ref.arn, holder):
-            raise PolicyOperationError(f"another change to {ref.name} is in progress; nothing was changed, "
-                                       f"try again in a moment")
-        try:
-            with heartbeat(lambda: self._store.refresh_claim(ref.arn, holder), HEARTBEAT_SECONDS, "sweep-claim"):
-                yield
-        finally:
-            self._store.release_claim(ref.arn, holder)
+        return claimed(self._store, ref)
 
 
 def swept_since(store: Store, since: datetime) -> dict[str, tuple[str, int, int, float]]:
