@@ -763,6 +763,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _database_in_use(db_path: str) -> Iterator[Callable[[], bool]]:
     """Holds a shared flock on the database file while the command runs (SQLite's own locks are fcntl locks,
     independent of these). Yields ``alone()``: True when no other ecr-cost-bot process holds the file."""
+    if db_path == ":memory:" or db_path.startswith("file:"):  # not a file of ours to lock or remove
+        yield lambda: False
+        return
     try:
         import fcntl
         # an empty file is a new SQLite database; closed by `with handle` below
