@@ -255,6 +255,9 @@ def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+# the store's way to write and read times, for the tables other modules keep over this database
+to_iso, from_iso = _iso, _parse
+
 class Store:
     def __init__(self, path: str):
         self.path = path

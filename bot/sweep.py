@@ -37,7 +37,7 @@ from .core.sweep import (
     whole_families,
 )
 from .format import plural, size
-from .store import Store, _iso, _parse
+from .store import Store, from_iso, to_iso
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,13 @@ class SweepLedger:
 
     def announced(self, arn: str) -> dict[str, datetime]:
         rows = self._store.db.execute("select digest, announced_at from sweep_announcements where arn = ?", [arn])
-        return {digest: _parse(at) for digest, at in rows.fetchall()}
+        return {digest: from_iso(at) for digest, at in rows.fetchall()}
 
     def announce(self, arn: str, digests: Sequence[str], batch: str, at: datetime) -> None:
         with self._store.db.conn:
             self._store.db.conn.executemany(
                 "insert or ignore into sweep_announcements (arn, digest, batch, announced_at) values (?, ?, ?, ?)",
-                [(arn, d, batch, _iso(at)) for d in digests])
+                [(arn, d, batch, to_iso(at)) for d in digests])
 
     def forget(self, arn: str, digests: Sequence[str] | None = None) -> None:
         """Announcements that no longer stand (pulled again, kept, deleted; every one with ``digests`` None)."""
@@ -322,8 +322,8 @@ class SweepService:
             return
         by_digest = {i.digest: i for i in inventory.images}
         records = [{"digest": d, "tags": list(by_digest[d].tags), "media_type": documents[d]["media_type"],
-                    "manifest": documents[d]["manifest"], "pushed_at": _iso(by_digest[d].pushed_at),
-                    "last_pulled_at": _iso(by_digest[d].last_pulled_at), "size_bytes": by_digest[d].listed_bytes}
+                    "manifest": documents[d]["manifest"], "pushed_at": to_iso(by_digest[d].pushed_at),
+                    "last_pulled_at": to_iso(by_digest[d].last_pulled_at), "size_bytes": by_digest[d].listed_bytes}
                    for d in digests]
         freed = freed_bytes(inventory.images, digests, inventory.manifests)
         usd = monthly_cost(freed, self._settings.price_per_gb_month)
