@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,11 @@ def test_help_imports_none_of_the_heavy_libraries():
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
     assert "ecr-cost-bot" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_iam_action_doctor_checks_is_in_the_readmes_iam_section():
+    from bot.doctor import PERMISSIONS
+
+    section = _readme_section("IAM permissions")
+    missing = sorted({a for p in PERMISSIONS for a in p.actions} - set(re.findall(r"`([a-z0-9]+:[A-Za-z]+)`", section)))
+    assert not missing, f"README's IAM section lacks {missing}"
