@@ -142,3 +142,20 @@ def test_processes_starting_together_on_a_fresh_database_all_start(tmp_path):
                 {m.name for m in migrations.applied(store.db)})  # each applied once
         finally:
             store.close()
+
+
+def test_snapshot_rows_skip_the_fsync_and_every_other_write_keeps_it(tmp_path):
+    """Rows of a running scan are committed with synchronous=NORMAL (the next FULL commit syncs them); the
+    connection is back to its own setting after each, so decisions and backups still wait for the disk."""
+    store = Store(str(tmp_path / "s.db"))
+    level = lambda: store.db.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731
+    assert level() == 2  # FULL: SQLite's default, which every other write keeps
+    scan_id = store.begin_scan(T0, 0.1)
+    inside: list[int] = []
+    original = store._beat
+    store._beat = lambda scan: inside.append(level()) or original(scan)  # type: ignore[method-assign]
+    store.save_repository(scan_id, row("a", 5), [])
+    store._beat = original  # type: ignore[method-assign]
+    assert inside == [1] and level() == 2  # NORMAL inside the snapshot's transaction only
+    store.finish_scan(ScanResult(T0, 0.1, [row("a", 5)], [], [], scan_id=scan_id))
+    assert [r.repository for r in store.latest_scan().repositories] == ["a"]
