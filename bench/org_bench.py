@@ -167,6 +167,9 @@ def main() -> None:
                 "repositories": expected,
                 "scan_seconds": round(bot.seconds, 1), "floor_seconds": round(floor.seconds, 1),
                 "time_ratio": round(bot.seconds / floor.seconds, 2),
+                # client CPU (each process's own): steadier than wall time on a shared machine
+                "scan_cpu_seconds": round(bot.cpu_seconds, 1), "floor_cpu_seconds": round(floor.cpu_seconds, 1),
+                "cpu_ratio": round(bot.cpu_seconds / floor.cpu_seconds, 2),
                 "scan_api_calls": bot_calls, "floor_api_calls": floor_out["api_calls"],
                 "extra_calls": bot_calls - floor_out["api_calls"],
                 "scan_peak_rss_mb": round(bot.peak_rss_mb), "floor_peak_rss_mb": round(floor.peak_rss_mb),

@@ -71,13 +71,14 @@ class AccountSession:
 SessionFactory = Callable[[str | None], "boto3.Session | AccountSession"]
 
 
-def default_session_factory(base: boto3.Session | None = None, region_name: str | None = None) -> SessionFactory:
+def default_session_factory(base: boto3.Session | None = None, region_name: str | None = None,
+                            on_request: Callable[..., None] | None = None) -> SessionFactory:
     """role ARN -> session: None is the ambient credential chain, a role ARN is assumed through STS (an
     AccountSession over the same base session).
     ``region_name``: AWS_REGION or AWS_DEFAULT_REGION (boto3 alone reads only the latter); None leaves it to
-    the profile."""
+    the profile. ``on_request``: told of each AssumeRole request (botocore's before-send event)."""
     base = base or boto3.Session(region_name=region_name)
-    sts: dict[str, tuple[tuple, object]] = {}  # the one STS client every AssumeRole goes through (per source keys)
+    sts: dict[str, tuple[tuple, Any]] = {}  # the one STS client every AssumeRole goes through (per source keys)
     making = threading.Lock()
 
     def sts_client(service_name: str, **kwargs):
@@ -86,6 +87,8 @@ def default_session_factory(base: boto3.Session | None = None, region_name: str 
             known = sts.get(service_name)
             if known is None or known[0] != key:  # the source credentials were refreshed: a client for the new ones
                 known = sts[service_name] = (key, base._session.create_client(service_name, **kwargs))
+                if on_request is not None:
+                    known[1].meta.events.register("before-send", on_request)
             return known[1]
 
     def factory(role_arn: str | None) -> boto3.Session | AccountSession:
@@ -159,7 +162,7 @@ class Account:
 class _Region:
     account_id: str
     region: str
-    client: Any  # a boto3 ECR client
+    client: Any  # a boto3 ECR client, made when the region is listed
 
 
 class EcrCollector:
@@ -199,6 +202,8 @@ class EcrCollector:
         self.notices: list[ScanProblem] = []  # complete data, but something an operator should fix
         self._principals: dict[str, str] = {}  # account -> the ARN the bot reads it as
         self._pull_time_checked: set[tuple[str, str]] = set()
+        self._pull_time_api: bool | None = None  # whether the endpoint answers ListPullTimeUpdateExclusions
+        self._pull_time_probe = threading.Lock()  # one thread asks until the endpoint has answered
         self.organisation_accounts: frozenset[str] = frozenset()  # ACTIVE accounts, once the organisation is listed
         self._organisation_id: str | None = None
 
@@ -210,10 +215,10 @@ class EcrCollector:
                                                                                  "total_max_attempts": 1}))
         with self._session_lock:  # boto3 sessions are not thread-safe; the clients they make are
             client = session.client(service, region_name=region, config=config)
-        client.meta.events.register("before-send", self._count_call)
+        client.meta.events.register("before-send", self.count_request)
         return client
 
-    def _count_call(self, **_):
+    def count_request(self, **_) -> None:
         with self._lock:
             self.api_calls += 1
 
@@ -311,14 +316,17 @@ class EcrCollector:
                                                                                  else None)
             if not home:
                 raise NoRegionError()
-            # a regional STS endpoint: the first region scanned, never the global endpoint by default
-            identity = self.client(session, "sts", home).get_caller_identity()
-            account_id = identity["Account"]
+            if role_arn is None:  # the bot's own credentials: only STS knows whose they are
+                # a regional STS endpoint: the first region scanned, never the global endpoint by default
+                identity = self.client(session, "sts", home).get_caller_identity()
+                account_id, principal = identity["Account"], identity.get("Arn", "")
+            else:  # a role names its account and is the principal: assuming it is the check, no GetCallerIdentity
+                account_id, principal = self._assumed(session, role_arn)
             with self._lock:
-                self._principals[account_id] = identity.get("Arn", "")
+                self._principals[account_id] = principal
                 self._entered[account_id] = session
                 if role_arn is None:
-                    self._own = (account_id, identity.get("Arn", "arn:aws:").split(":")[1] or "aws")
+                    self._own = (account_id, principal.split(":")[1] if principal.count(":") >= 5 else "aws")
         except Exception as exc:  # noqa: BLE001 - one account's failure must not end the scan
             return None, exc
         regions, problem = self._regions or (home,), None
@@ -330,6 +338,15 @@ class EcrCollector:
                 problem = (f"cannot list the regions enabled in this account (ec2:DescribeRegions): {_message(exc)}; "
                            f"only {home} was read")
         return Account(account_id, session, regions, self.account_names.get(account_id), problem), None
+
+    @staticmethod
+    def _assumed(session, role_arn: str) -> tuple[str, str]:
+        """(the account, the principal) of a role, once its credentials are in hand: across an organisation a
+        GetCallerIdentity per account was a sixth of the scan's calls where an account holds one repository."""
+        credentials = session.get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()  # the AssumeRole itself: a role that cannot be assumed fails here
+        return role_arn.split(":")[4], role_arn
 
     def _organisation(self, own: Account) -> tuple[list[str], ScanProblem | None]:
         """The ACTIVE accounts of the organisation as the bot's account sees them (it must be the management
@@ -353,7 +370,10 @@ class EcrCollector:
         problems."""
         return self.accounts()[1]
 
-    def _list_repositories(self, target: _Region) -> list[tuple[RepositoryRef, datetime | None]]:
+    def _list_repositories(self, target: _Region, session) -> list[tuple[RepositoryRef, datetime | None]]:
+        # the region's client is made here, in a worker: made by the consumer, a client per account (30 ms of CPU
+        # each) held up pricing and storing across an organisation
+        target.client = self.client(session, "ecr", target.region)
         pages = target.client.get_paginator("describe_repositories").paginate(
             PaginationConfig={"PageSize": PAGE_SIZE})
         return [(RepositoryRef(target.account_id, target.region, repo["repositoryName"], repo["repositoryArn"]),
@@ -383,7 +403,7 @@ class EcrCollector:
         def load(wanted: set[str]) -> dict[str, Manifest]:
             found = self._cache.get_manifests(wanted)
             if wanted - found.keys():
-                self._check_pull_time_exclusion(ref.account_id, ref.region)
+                self._check_pull_time_exclusion(ref.account_id, ref.region, client)
             fetched, failures = self._fetch(client, ref, sorted(wanted - found.keys()))
             self._cache.put_manifests(fetched.values())
             problems.extend(failures)
@@ -392,18 +412,31 @@ class EcrCollector:
 
         return reachable_manifests(digests, load), problems
 
-    def _check_pull_time_exclusion(self, account_id: str, region: str) -> None:
+    def _check_pull_time_exclusion(self, account_id: str, region: str, region_client) -> None:
         """Before the first BatchGetImage in an account and region: reading a manifest may count as a pull, and
         so make unused images look used, unless the bot's principal is on ECR's pull-time update exclusion
-        list. A notice says how to register it; an API that cannot be asked (no permission) says nothing."""
+        list. A notice says how to register it; an API that cannot be asked (no permission) says nothing.
+
+        Until the endpoint has answered once, one thread at a time asks, through a client without retries (an
+        endpoint lacking the API must not slow the scan, and is not asked again); then each account and region
+        asks with its own client (a client more per account was a sixth of an organisation scan's CPU)."""
         with self._lock:
             if (account_id, region) in self._pull_time_checked:
                 return
             self._pull_time_checked.add((account_id, region))
+        if self._pull_time_api is None:
+            with self._pull_time_probe:
+                if self._pull_time_api is None:
+                    session = self._entered.get(account_id) or self._session(self._role_of(account_id))
+                    self._ask_pull_time_exclusions(account_id, region, self.client(session, "ecr", region,
+                                                                                   retries=False))
+                    return
+        if self._pull_time_api:
+            self._ask_pull_time_exclusions(account_id, region, region_client)
+
+    def _ask_pull_time_exclusions(self, account_id: str, region: str, client) -> None:
         principal = _role_arn(self._principals.get(account_id, ""))
-        try:  # asked once, without retries: an endpoint that lacks the API must not slow the scan
-            session = self._entered.get(account_id) or self._session(self._role_of(account_id))  # no new AssumeRole
-            client = self.client(session, "ecr", region, retries=False)
+        try:
             excluded, token = set(), None
             while True:
                 page = client.list_pull_time_update_exclusions(**({"nextToken": token} if token else {}))
@@ -412,9 +445,12 @@ class EcrCollector:
                 if not token:
                     break
         except Exception as exc:  # noqa: BLE001 - best effort: an API this endpoint lacks, or no permission
+            if _endpoint_lacks(exc):  # the same endpoint for every account: not asked again in this scan
+                self._pull_time_api = False
             logger.info("cannot list the pull-time update exclusions in %s %s: %s", account_id, region,
                         _message(exc))
             return
+        self._pull_time_api = True
         if principal and principal not in excluded:
             with self._lock:
                 self.notices.append(ScanProblem(account_id, region, (
@@ -482,8 +518,8 @@ class EcrCollector:
                     busy[kind] = busy.get(kind, 0) + 1
                 while targets and busy["region"] < self._workers and waiting < 4 * self._workers:
                     account, region = targets.popleft()
-                    target = _Region(account.account_id, region, self.client(account.session, "ecr", region))
-                    pending[pool.submit(self._list_repositories, target)] = ("region", target)
+                    target = _Region(account.account_id, region, None)  # its client is made by the worker
+                    pending[pool.submit(self._list_repositories, target, account.session)] = ("region", target)
                     busy["region"] += 1
                 while to_enter and busy["account"] < self._workers and len(targets) < self._workers:
                     arn, account_id = to_enter.popleft()
@@ -754,6 +790,16 @@ class EcrCollector:
             if status in ("FAILED", "EXPIRED") or time.monotonic() > deadline:
                 raise TimeoutError(f"AWS lifecycle preview ended {status or 'without a status'}")
             sleep(2)
+
+
+def _endpoint_lacks(error: Exception) -> bool:
+    """Whether an error says the endpoint does not implement the operation (a server error, an unknown operation),
+    rather than this principal or account being refused."""
+    if not isinstance(error, ClientError):
+        return False
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    code = error.response.get("Error", {}).get("Code", "")
+    return status >= 500 or status == 404 or code in ("UnknownOperationException", "InvalidAction", "NotImplemented")
 
 
 def principal_role_arn(principal: str) -> str:

@@ -44,9 +44,14 @@ class Components:
 
 def build_collector(settings: Settings, manifest_cache, session_factory: SessionFactory | None = None) -> EcrCollector:
     """The AWS reader of the configured accounts and regions (`build`'s, and doctor's without a database)."""
-    return EcrCollector(session_factory or default_session_factory(region_name=settings.aws_region),
-                        settings.regions, settings.role_arns, manifest_cache, org_role_name=settings.org_role_name,
-                        only_accounts=settings.accounts, exclude_accounts=settings.exclude_accounts)
+    made: list[EcrCollector] = []  # the AssumeRole requests of its sessions count among its API requests
+    collector = EcrCollector(
+        session_factory or default_session_factory(region_name=settings.aws_region,
+                                                   on_request=lambda **event: made[0].count_request(**event)),
+        settings.regions, settings.role_arns, manifest_cache, org_role_name=settings.org_role_name,
+        only_accounts=settings.accounts, exclude_accounts=settings.exclude_accounts)
+    made.append(collector)
+    return collector
 
 
 def build(settings: Settings, session_factory: SessionFactory | None = None,

@@ -201,3 +201,27 @@ def test_an_account_that_could_not_be_read_can_still_be_looked_at(organisation, 
     aws.deny_roles.add(role_arn(organisation["locked"]))
     result = scan(capsys, "--account", organisation["locked"])
     assert result["repositories"] == [] and result["errors"][0]["account_id"] == organisation["locked"]
+
+
+def test_entering_an_account_costs_one_assume_role_and_the_pull_time_check_one_call_a_region(organisation, aws,
+                                                                                           capsys, monkeypatch,
+                                                                                           tmp_path):
+    """A role names its account and is the principal: no GetCallerIdentity per account. The pull-time exclusion
+    list is asked once per account and region read; an endpoint that lacks the API is asked once per scan."""
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1,eu-west-1")
+    aws.calls.clear()  # the fixture's own AssumeRoles, loading each account
+    scan(capsys)  # moto lacks ListPullTimeUpdateExclusions (a server error): asked once, never again
+    assert aws.calls["ListPullTimeUpdateExclusions"] == 1
+    assert aws.calls["GetCallerIdentity"] == 1  # the bot's own; team-a, team-b and locked by their roles
+    assert aws.calls["AssumeRole"] == 3  # team-a, team-b, locked (closed is SUSPENDED)
+
+    aws.reset()
+    aws.canned["ListPullTimeUpdateExclusions"] = {"pullTimeUpdateExclusions": []}
+    monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "answered.db"))  # no manifest cached: all read again
+    result = scan(capsys)
+    # where manifests were read: mgmt-tools, a-api, b-web, l-secret in us-east-1; a-eu in eu-west-1 (team-a)
+    assert aws.calls["ListPullTimeUpdateExclusions"] == 5
+    named = sorted(w["message"].split("--principal-arn ")[1].split()[0]
+                   for w in result["warnings"] if "register-pull-time-update-exclusion" in w["message"])
+    assert named.count(role_arn(organisation["team-a"])) == 2 and role_arn(organisation["team-b"]) in named
+    assert aws.calls["GetCallerIdentity"] == 1
