@@ -73,6 +73,7 @@ from .sweep import SweepService, swept_since
 from .usage import InUseFinder
 
 logger = logging.getLogger(__name__)
+ACCOUNT_SCAN = "account"  # the status of a finished scan of one account: never read as the estate's latest scan
 ESTATE_SCAN = "scan:estate"  # the claim a scan holds: one scan of the estate at a time, across processes
 NUDGE_TOP = 10  # owners of the costliest repositories without a policy get a direct message
 WAIT_FOR_OTHER_SCAN = 30 * 60.0  # seconds a request waits for a scan another process is running
@@ -148,6 +149,18 @@ class Application:
         finally:
             self.store.release_claim(ESTATE_SCAN, holder)
 
+    def scan_account(self, account_id: str, now: datetime | None = None) -> ScanResult:
+        """Collects one account now (every region configured; no other account is entered). Stored as an account
+        scan, never as a scan of the estate: the report, `repo`, the guard and the sweep keep using the latest full
+        scan. One scan of an account at a time; raises ScanBusy when another is under way."""
+        holder, key = f"{PROCESS}:{uuid.uuid4().hex}", f"{ESTATE_SCAN}:{account_id}"
+        if not self.store.claim(key, holder, lease=SCAN_LEASE):
+            raise ScanBusy(f"a scan of account {account_id} is already running; try again when it ends")
+        try:
+            return self._scan(now or self._clock(), holder, account_id)
+        finally:
+            self.store.release_claim(key, holder)
+
     def _wait_for_other_scan(self) -> ScanResult:
         started = self.store.latest_scan()
         deadline = time.monotonic() + WAIT_FOR_OTHER_SCAN
@@ -160,26 +173,28 @@ class Application:
             return self.scan()  # the other scan failed: this caller scans itself
         return latest
 
-    def _scan(self, now: datetime, holder: str) -> ScanResult:
+    def _scan(self, now: datetime, holder: str, account: str | None = None) -> ScanResult:
         """Saves each repository as it arrives (memory follows repositories, not images); one heartbeat keeps the
-        scan and its claim alive between repositories."""
-        scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month, self.scan_scope())
+        scan and its claim alive between repositories. ``account``: that account alone (an account scan)."""
+        scope = self.scan_scope() if account is None else json.dumps({"account": account}, sort_keys=True)
+        scan_id = self.store.begin_scan(now, self.settings.price_per_gb_month, scope)
+        claim = ESTATE_SCAN if account is None else f"{ESTATE_SCAN}:{account}"
 
         def beat() -> bool:
-            claimed = self.store.refresh_claim(ESTATE_SCAN, holder)
+            claimed = self.store.refresh_claim(claim, holder)
             return self.store.heartbeat_scan(scan_id) and claimed
 
         with heartbeat(beat, HEARTBEAT_SECONDS, "scan-heartbeat"):
-            return self._collect(scan_id, now)
+            return self._collect(scan_id, now, account)
 
-    def _collect(self, scan_id: int, now: datetime) -> ScanResult:
+    def _collect(self, scan_id: int, now: datetime, account: str | None = None) -> ScanResult:
         calls_before, fetched_before = self.collector.api_calls, self.collector.manifests_fetched
         notices_before = len(self.collector.notices)
         rows: list[RepositoryCost] = []
         errors: list[ScanProblem] = []
         warnings: list[ScanProblem] = []
         try:
-            for item in self.collector.scan():
+            for item in self.collector.scan(account):
                 if isinstance(item, ScanProblem):
                     errors.append(item)
                     continue
@@ -203,7 +218,7 @@ class Application:
                             repositories=rank(rows), errors=sorted(errors, key=key),
                             warnings=sorted(warnings, key=key), api_calls=self.collector.api_calls - calls_before,
                             manifests_fetched=self.collector.manifests_fetched - fetched_before, scan_id=scan_id)
-        self.store.finish_scan(result)
+        self.store.finish_scan(result, status="complete" if account is None else ACCOUNT_SCAN)
         return result
 
     def _price(self, inventory: RepositoryInventory, now: datetime):

@@ -222,14 +222,18 @@ class EcrCollector:
         with self._lock:
             self.api_calls += 1
 
-    def _plan(self, everywhere: bool = False) -> tuple[Account | None, list[tuple[str, str]], list[ScanProblem],
-                                                      list[Exception]]:
+    def _plan(self, everywhere: bool = False, account: str | None = None
+              ) -> tuple[Account | None, list[tuple[str, str]], list[ScanProblem], list[Exception]]:
         """(the bot's own account, entered: it lists the organisation; the (role ARN, account ID) of every other
         account to enter; the problems met; their causes). The others are each role of ECR_COST_ROLE_ARNS and,
         with ECR_COST_ORG_ROLE_NAME, every ACTIVE account of the organisation entered through that role;
         ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS filter them all, unless ``everywhere`` (where images may
-        run: those filters narrow what is scanned, never where the bot looks for running images)."""
+        run: those filters narrow what is scanned, never where the bot looks for running images); ``account``: that
+        account alone (no other account is entered)."""
         wanted = (lambda _: True) if everywhere else self._wanted
+        if account is not None:
+            configured = wanted
+            wanted = lambda account_id: account_id == account and configured(account_id)  # noqa: E731
         own, own_error = self._enter(None)
         problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
                                                                         f"{_message(cast(Exception, own_error))}")]
@@ -248,6 +252,7 @@ class EcrCollector:
                 kept[account_id] = arn
         entries = [(arn, account_id) for account_id, arn in kept.items()]
         missing = [] if everywhere else sorted(self._only - set(kept) - ({own.account_id} if own else set()))
+        missing = [a for a in missing if account is None or a == account]
         problems += [ScanProblem(account_id, "*", "in ECR_COST_ACCOUNTS, but neither the bot's own account, an ACTIVE "
                                                   "account of the organisation, nor one of ECR_COST_ROLE_ARNS: not "
                                                   "scanned") for account_id in missing]
@@ -258,7 +263,9 @@ class EcrCollector:
         if own is not None:
             own = replace(own, name=self.account_names.get(own.account_id)) if wanted(own.account_id) else None
             if own is None and not entries:
-                raise EstateUnreadable("no account to scan: ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave none")
+                raise EstateUnreadable(f"account {account}: not scanned, ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS "
+                                       f"leave it out" if account else "no account to scan: ECR_COST_ACCOUNTS / "
+                                       "ECR_COST_EXCLUDE_ACCOUNTS leave none")
         elif not entries:
             raise EstateUnreadable(unreadable_cause(cast(Exception, own_error)))  # own is None: the error
         return own, entries, problems, [] if own_error is None else [own_error]
@@ -480,8 +487,9 @@ class EcrCollector:
 
     # -- the estate -----------------------------------------------------------------------
 
-    def scan(self) -> Iterator[RepositoryInventory | ScanProblem]:
-        """Yields each repository's inventory as soon as it is read, and each problem met.
+    def scan(self, only: str | None = None) -> Iterator[RepositoryInventory | ScanProblem]:
+        """Yields each repository's inventory as soon as it is read, and each problem met (``only``: that
+        account's repositories only, every region configured).
 
         ECR's rate limits are per account and region, so the work is spread: repositories are read
         round-robin across (account, region). Memory follows the work in flight, not the organisation:
@@ -490,7 +498,7 @@ class EcrCollector:
         (a slow consumer, pricing and storing, holds the readers back). A region's client lives as long as its
         repositories are being read; an account's session is let go once others have replaced it.
         """
-        own, entries, problems, _ = self._plan()
+        own, entries, problems, _ = self._plan(account=only)
         yield from problems
         to_enter = deque(entries)
         targets: deque[tuple[Account, str]] = deque((own, region) for region in own.regions) if own else deque()

@@ -30,10 +30,11 @@ class UsageError(UserError):
     """Arguments that do not make a command; exit code 2."""
 
 
-def scan_and_log(application: Application, log=None, now: datetime | None = None) -> ScanResult:
-    """A scan now, with a line on stderr (or ``log``) saying what it cost."""
+def scan_and_log(application: Application, log=None, now: datetime | None = None,
+                 account: str | None = None) -> ScanResult:
+    """A scan now (of the estate, or of ``account`` alone), with a line on stderr (or ``log``) saying what it cost."""
     started = time.perf_counter()
-    result = application.scan(now)
+    result = application.scan(now) if account is None else application.scan_account(account, now)
     print(f"scanned {len(result.repositories)} repositories in {time.perf_counter() - started:.1f} s: "
           f"{result.api_calls} API requests, {result.manifests_fetched} manifests fetched "
           f"(the others came from the cache)" + (" - PARTIAL, see errors" if result.partial else ""),
@@ -118,9 +119,7 @@ def cmd_scan(args, settings: Settings) -> int:
     with _components(settings, args) as built:
         try:  # an account nobody knows is a typo: said before anything is scanned
             account_id = built.application.known_account(args.account) if args.account else None
-            result = scan_and_log(built.application)
-            if account_id is not None:
-                result, _ = built.application.account_view(result, account_id)
+            result = scan_and_log(built.application, account=account_id)  # that account alone, stored apart
         except UnknownAccount as exc:
             hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
             raise UserError(f"{exc}{hint}") from None
@@ -570,8 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="collect every repository now, store a snapshot, print the ranking")
     scan.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _quiet_flag(scan)
-    scan.add_argument("--account", metavar="ID", help="print one account's repositories (its ID or its name in the "
-                                                     "organisation); the whole estate is scanned and stored")
+    scan.add_argument("--account", metavar="ID", help="scan only this account (its ID or its name in the "
+                                                     "organisation), every region; stored apart, the report and "
+                                                     "`repo` keep using the latest full scan")
     scan.set_defaults(handler=cmd_scan)
 
     repo = commands.add_parser("repo", help="one repository's detail (what /ecr-cost NAME shows); `repo delete "
@@ -802,7 +802,7 @@ def _remove_new_database(path: Path, alone: Callable[[], bool]) -> None:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
             tables = [name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")
                       if not name.startswith(("_", "sqlite_"))]
-            kept = {"scans": "where status = 'complete'"}  # a scan that failed on its way holds nothing
+            kept = {"scans": "where status in ('complete', 'account')"}  # a scan that failed on its way holds nothing
             if any(conn.execute(f'select 1 from "{name}" {kept.get(name, "")} limit 1').fetchone()
                    for name in tables):
                 return

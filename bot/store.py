@@ -430,8 +430,10 @@ class Store:
         with self.db.conn:
             return self._beat(scan_id)
 
-    def finish_scan(self, result: ScanResult, keep_images_for: int = 2) -> None:
-        """Marks the scan complete and drops image lists of all but the latest scans (summaries stay)."""
+    def finish_scan(self, result: ScanResult, keep_images_for: int = 2, status: str = "complete") -> None:
+        """Marks the scan complete and drops image lists of all but the latest scans (summaries stay). A scan of
+        one account finishes with another ``status`` ("account"): only 'complete' scans are the estate's, so
+        latest_scan, the comparisons and the trend never take it for one."""
         assert result.scan_id is not None, "a scan from start_scan"
         totals = self.db.execute(
             "select count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(monthly_cost_usd), 0) "
@@ -440,7 +442,7 @@ class Store:
             if not self._beat(result.scan_id):
                 raise ScanAbandoned(f"scan {result.scan_id} was marked abandoned")
             self.db.table("scans").update(result.scan_id, {
-                "status": "complete", "finished_at": _iso(datetime.now(UTC)),
+                "status": status, "finished_at": _iso(datetime.now(UTC)),
                 "partial": int(result.partial),
                 "errors": json.dumps([vars(p) for p in result.errors]),
                 "warnings": json.dumps([vars(p) for p in result.warnings]),

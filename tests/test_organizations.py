@@ -98,13 +98,36 @@ def test_accounts_filters_keep_or_leave_out_accounts_and_scan_narrows_to_one(org
     result = scan(capsys)
     assert {r["repository"] for r in result["repositories"]} == {"mgmt-tools", "a-api"}
     assert result["partial"] is False
-    narrowed = scan(capsys, "--account", organisation["team-a"])
-    assert [r["repository"] for r in narrowed["repositories"]] == ["a-api"]
-    assert narrowed["summary"]["repository_count"] == 1
     described = aws.calls["DescribeRepositories"]
     code, _, err = run_cli(capsys, "scan", "--account", "999999999999")  # a typo: said first, nothing scanned
     assert code == 1 and "999999999999" in err and "Traceback" not in err
     assert aws.calls["DescribeRepositories"] == described
+
+
+def test_scan_account_reads_that_account_alone_and_never_stands_in_for_the_estate(organisation, aws, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1,eu-west-1")
+    estate = scan(capsys)
+    assert {r["repository"] for r in estate["repositories"]} == {"mgmt-tools", "a-api", "a-eu", "b-web", "l-secret"}
+    listed: list[str] = []  # the account of every repository ECR listed, and of every image list read
+    aws.amend["DescribeRepositories"] = lambda params, answer: listed.extend(
+        r["registryId"] for r in answer["repositories"]) or answer
+    aws.amend["DescribeImages"] = lambda params, answer: listed.append(params["registryId"]) or answer
+    before = {op: aws.calls[op] for op in ("DescribeRepositories", "DescribeImages")}
+    narrowed = scan(capsys, "--account", "team-a")  # its name in the organisation: every region configured
+    assert {(r["repository"], r["region"]) for r in narrowed["repositories"]} == {("a-api", "us-east-1"),
+                                                                                  ("a-eu", "eu-west-1")}
+    assert narrowed["errors"] == [] and narrowed["partial"] is False
+    assert set(listed) == {organisation["team-a"]}  # no other account's repositories listed or read
+    assert aws.calls["DescribeRepositories"] - before["DescribeRepositories"] == 2  # team-a's two regions
+    assert aws.calls["DescribeImages"] - before["DescribeImages"] == 2
+    # stored apart: the report, `repo` and the scan a report reuses are still the full scan's
+    code, out, err = run_cli(capsys, "report", "--format", "json", "--quiet")
+    assert code == 0, err
+    assert "using the scan of" in err and aws.calls["DescribeImages"] - before["DescribeImages"] == 2
+    assert json.loads(out)["summary"]["repository_count"] == 5
+    code, out, _ = run_cli(capsys, "repo", "b-web", "--format", "json")  # another account's: from the full scan
+    assert code == 0 and json.loads(out)["account_id"] == organisation["team-b"]
 
 
 def test_role_arns_keep_working_beside_the_organisation_and_without_one(aws, capsys, monkeypatch):
@@ -199,8 +222,10 @@ def test_wanted_accounts_never_found_are_named_and_left_out_ones_are_never_chang
 def test_an_account_that_could_not_be_read_can_still_be_looked_at(organisation, aws, capsys, monkeypatch):
     monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
     aws.deny_roles.add(role_arn(organisation["locked"]))
-    result = scan(capsys, "--account", organisation["locked"])
-    assert result["repositories"] == [] and result["errors"][0]["account_id"] == organisation["locked"]
+    # scanned alone, an account that cannot be entered is a failure that names it and its role
+    code, _, err = run_cli(capsys, "scan", "--format", "json", "--account", organisation["locked"])
+    assert code == 1 and organisation["locked"] in err and role_arn(organisation["locked"]) in err
+    assert "Traceback" not in err
 
 
 def test_entering_an_account_costs_one_assume_role_and_the_pull_time_check_one_call_a_region(organisation, aws,
