@@ -53,71 +53,11 @@ from .core.models import (
     RepositoryInventory,
     RepositoryRef,
 )
+from .errors import HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from .format import iso, plural, size
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
-
-
-class PolicyOperationError(Exception):
-    """A policy change that was refused or failed; nothing was changed (a backup may have been kept)."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = problems or []
-
-
-class NotAnOwner(PolicyOperationError):
-    """The person is neither named in the owner tag (as AWS has it now) nor an admin."""
-
-    def __init__(self, ref: RepositoryRef, owners: tuple[str, ...]):
-        super().__init__(f"only the owners or an admin can change {ref.name}; nothing was changed")
-        self.ref, self.owners = ref, owners
-
-
-class NotAnAdmin(PolicyOperationError):
-    """Only an admin (ECR_COST_ADMINS) may do this."""
-
-    def __init__(self, what: str):
-        super().__init__(f"only an admin can {what}; nothing was changed")
-
-
-class HasOwners(PolicyOperationError):
-    """A claim on a repository whose owner tag (as AWS has it now) names owners already."""
-
-    def __init__(self, ref: RepositoryRef, owners: tuple[str, ...]):
-        super().__init__(f"{ref.name} already has owners; ask them, or an admin. Nothing was changed")
-        self.ref, self.owners = ref, owners
-
-
-class InUsePartial(PolicyOperationError):
-    """Some runtimes could not be read: images running there cannot be seen, so they cannot be kept. Adopting
-    anyway takes an explicit second confirmation."""
-
-    def __init__(self, ref: RepositoryRef, problems: list[str]):
-        super().__init__(f"the in-use check of {ref.name} is partial: images running where the bot cannot see "
-                         f"could be expired; nothing was changed", problems)
-        self.ref = ref
-
-
-class HarmsInUse(PolicyOperationError):
-    """The final safety check: the policy about to be put would expire or archive images that run. Nothing was
-    put; only an explicit confirmation naming these images (CLI --force, Slack "Adopt anyway" / "Roll back
-    anyway") puts it."""
-
-    def __init__(self, ref: RepositoryRef, what: str, images: list[str]):
-        super().__init__(f"{what} of {ref.name} would expire or archive {len(images)} image(s) in use; nothing was "
-                         f"changed", images)
-        self.ref, self.what, self.images = ref, what, images
-
-
-class HandEdited(PolicyOperationError):
-    """The live policy is not what the bot last put: someone edited it by hand since."""
-
-    def __init__(self, ref: RepositoryRef, live: str | None, expected: str | None):
-        super().__init__(f"the lifecycle policy of {ref.name} was changed by hand since the bot last set it; "
-                         f"rolling back would overwrite that edit, so nothing was changed")
-        self.ref, self.live, self.expected = ref, live, expected
 
 
 @dataclass(frozen=True)

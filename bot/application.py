@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
-from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
-from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
+from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyPreview, compact
+from .aws import EcrCollector, describe_error, error_code
+from .billing_sources import BillingSources
 from .config import Settings
 from .core.analysis import (
     Summary,
@@ -67,6 +67,7 @@ from .core.models import (
 from .core.report import WeeklyReport, build_report
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
+from .errors import BillingUnavailable, BlobRefused, EstateUnreadable, PolicyOperationError, ScanBusy
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .sweep import SweepService, swept_since
@@ -104,10 +105,6 @@ class GuardResult:
     released: list[GuardItem] = field(default_factory=list)  # no longer used: its pin removed
     partial: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-class ScanBusy(Exception):
-    """A scan has been running longer than a request may wait for it."""
 
 
 def ref_of(row: RepositoryCost) -> RepositoryRef:

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
-from .errors import brief
+from .errors import BlobRefused, EstateUnreadable, brief
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -100,19 +100,11 @@ def default_session_factory(base: boto3.Session | None = None, region_name: str 
     return factory
 
 
-class BlobRefused(Exception):
-    """A blob that was served but is not used: too large, or not what its digest names."""
-
-
 class AccountLeftOut(BotoCoreError):
     """A request for an account that ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave out."""
 
     fmt = ("account {account_id} is left out by ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS: the bot does not act "
            "there")
-
-
-class EstateUnreadable(Exception):
-    """Not one account could be read: the message is one line naming the cause and the fix."""
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws import SessionFactory, describe_error, error_code
 from .core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
+from .errors import BillingUnavailable
 
 logger = logging.getLogger(__name__)
 CE_REGION = "us-east-1"  # Cost Explorer's one endpoint
@@ -28,10 +29,6 @@ DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "Opt
 ATHENA_PAGE = 1000  # GetQueryResults' largest page
 ATHENA_TIMEOUT = 600.0  # seconds a query may run
 _CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
-
-
-class BillingUnavailable(Exception):
-    """The bill cannot be read: the message says what is missing (a permission, the extra, a column ...)."""
 
 
 def _client(session_factory: SessionFactory, service: str, region: str | None = None):

@@ -13,21 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, Settings, load_settings
-from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
+from .config import Settings, load_settings
 from .core.models import RepositoryCost, ScanResult
+from .errors import AmbiguousOrUnknownName, ConfigError, UnknownAccount, UsageError, UserError
 from .format import iso, per_month, plural, size
 
 if TYPE_CHECKING:  # boto3, sqlite-utils, matplotlib ...: imported by the commands that use them, not by --help
     from .application import Application
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, exit code 1."""
-
-
-class UsageError(UserError):
-    """Arguments that do not make a command; exit code 2."""
 
 
 def scan_and_log(application: Application, log=None, now: datetime | None = None) -> ScanResult:
@@ -241,8 +233,9 @@ def cmd_policy_validate(args, settings: Settings) -> int:
 
 
 def cmd_policy_preview(args, settings: Settings) -> int:
-    from .adoption import PolicyOperationError, protection_note
+    from .adoption import protection_note
     from .application import ref_of
+    from .errors import PolicyOperationError
     from .render.text import preview_json, preview_text
 
     text = _read_policy_file(args.policy)
@@ -299,7 +292,7 @@ def cmd_policy_apply(args, settings: Settings) -> int:
 
 
 def cmd_policy_rollback(args, settings: Settings) -> int:
-    from .adoption import HandEdited
+    from .errors import HandEdited
     from .wiring import cli_actor
 
     _require_yes(args, "policy rollback")
@@ -371,7 +364,7 @@ def cmd_size(args, settings: Settings) -> int:
 
 def cmd_billing(args, settings: Settings) -> int:
     """Billed cost per repository from the CUR (a Parquet export or Athena) beside the estimate."""
-    from .application import BillingUnavailable  # the application layer is what surfaces talk to
+    from .errors import BillingUnavailable
     from .render.text import cur_billing_json, cur_billing_table
 
     if args.days < 1 or args.days > 400:
@@ -733,8 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the application's own errors: imported here, as the command that raised them did
-        from .adoption import HarmsInUse, InUsePartial, PolicyOperationError
-        from .application import EstateUnreadable, ScanBusy
+        from .errors import EstateUnreadable, HarmsInUse, InUsePartial, PolicyOperationError, ScanBusy
 
         if isinstance(exc, (EstateUnreadable, ScanBusy)):
             print(f"ecr-cost-bot: {exc}", file=sys.stderr)

@@ -22,15 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .aws import (
     Account,
     EcrCollector,
-    EstateUnreadable,
     default_session_factory,
     describe_error,
     error_code,
     principal_role_arn,
     unreadable_cause,
 )
-from .config import ConfigError, Settings
-from .errors import brief
+from .config import Settings
+from .errors import ConfigError, EstateUnreadable, brief
 
 OK, FAIL, WARN, SKIP, UNCHECKED = "ok", "fail", "warn", "skip", "unchecked"
 SYMBOLS = {OK: "ok", FAIL: "FAIL", WARN: "warn", SKIP: "skip", UNCHECKED: "??"}
@@ -493,7 +492,8 @@ def billing_checks(settings: Settings, session_factory=None) -> list[Result]:
 
 
 def _cur_files(settings: Settings, factory) -> Result:
-    from .billing_sources import BillingUnavailable, CurReader
+    from .billing_sources import CurReader
+    from .errors import BillingUnavailable
 
     assert settings.cur is not None  # checked only when set
     try:

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws import EcrCollector, describe_error, error_code
 from .core.models import ScanProblem
+from .errors import RegistryError
 
 logger = logging.getLogger(__name__)
 APPLIED_FOR = ("PULL_THROUGH_CACHE", "REPLICATION", "CREATE_ON_PUSH")  # how a template can create a repository
@@ -21,10 +22,6 @@ DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
 TEMPLATE_FIELDS = ("description", "encryptionConfiguration", "resourceTags", "imageTagMutability",
                    "imageTagMutabilityExclusionFilters", "repositoryPolicy", "lifecyclePolicy", "appliedFor",
                    "customRoleArn")
-
-
-class RegistryError(Exception):
-    """A template or CloudTrail call that failed: the message says what, and what to grant or fix."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .adoption import Actor, Change, NotAnOwner, PolicyOperationError, claimed
+from .adoption import Actor, Change, claimed
 from .aws import EcrCollector, describe_error, error_code
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
@@ -36,6 +36,7 @@ from .core.sweep import (
     plan,
     whole_families,
 )
+from .errors import NotAnOwner, PolicyOperationError
 from .format import plural, size
 from .store import Store, from_iso, to_iso
 from .usage import InUseFinder

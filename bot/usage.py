@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import EcrCollector, EstateUnreadable, describe_error
+from .aws import EcrCollector, describe_error
 from .config import Settings
 from .core.cost import reachable_manifests
 from .core.inuse import InUseSet, Reference, SourceProblem, recent_pulls, resolve
 from .core.models import Image, Manifest, RepositoryRef, ScanResult
 from .core.pullers import blind_spots, grants
+from .errors import EstateUnreadable
 from .runtimes import RuntimeCollector
 from .store import Store
 

@@ -35,7 +35,7 @@ def test_the_core_is_pure(path):
     for module, _ in imports(path):
         assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3",
                                       "sqlite_utils")), module
-        assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.format")), module
+        assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.format", "bot.errors")), module
 
 
 @pytest.mark.parametrize("path", modules("render"), ids=lambda p: p.name)
@@ -44,6 +44,14 @@ def test_renderers_know_only_the_core(path):
         assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3",
                                       "sqlite_utils")), module
         assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.render", "bot.format")), module
+
+
+def test_the_error_tree_is_pure():
+    """bot/errors.py: every layer raises from it (the core too), so it needs nothing but the standard library (the
+    core's models only to name types)."""
+    for module, _ in imports(BOT / "errors.py"):
+        assert module.split(".")[0] in ("__future__", "collections", "typing", "html", "re") \
+            or module == "bot.core.models", module
 
 
 def test_the_one_way_to_write_figures_is_pure():

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from ..application import Application, ref_of
+from ..errors import HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from ..render import blocks
 from .directory import SlackDirectory
 from .home import home_view

@@ -5,8 +5,8 @@ import logging
 
 from slack_bolt import App
 
-from ..application import Application, EstateUnreadable, ScanBusy
-from ..core.analysis import AmbiguousOrUnknownName, UnknownAccount
+from ..application import Application
+from ..errors import AmbiguousOrUnknownName, EstateUnreadable, ScanBusy, UnknownAccount
 from ..render import blocks
 
 COMMAND = "/ecr-cost"

@@ -16,23 +16,14 @@ from typing import TypeVar
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import (
-    Actor,
-    Change,
-    Deletion,
-    HasOwners,
-    InUsePartial,
-    NotAnAdmin,
-    NotAnOwner,
-    PolicyOperationError,
-    compact,
-)
+from ..adoption import Actor, Change, Deletion, compact
 from ..application import Application, ref_of
 from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.sweep import parse_days
 from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
+from ..errors import HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from ..format import per_month, plural, size
 from ..render import blocks
 from .directory import SlackDirectory

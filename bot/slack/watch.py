@@ -10,8 +10,9 @@ import re
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import Change, NotAnAdmin
+from ..adoption import Change
 from ..application import Application
+from ..errors import NotAnAdmin
 from ..format import per_month
 from ..limits import LimitService, read_amount
 from ..render import blocks
