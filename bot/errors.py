@@ -224,13 +224,19 @@ class HandEdited(PolicyOperationError):
 class AwsError(BotError):
     """An AWS call that failed, as the AWS adapters translate it (bot/aws_errors.py): ``code`` is AWS's error
     code (a client-side failure: the botocore exception's name), ``message`` AWS's text, ``operation`` the API
-    (DescribeImages ...), ``service`` the service (ecr ...), ``status`` the HTTP status (None: no answer).
-    Its text is one line, "Code: message", an endpoint's HTML page or long body cut to its gist."""
+    (DescribeImages ...), ``service`` the service (ecr ...), ``status`` the HTTP status of AWS's answer (0: not
+    known; None: AWS never answered, the failure is the client's). Its text is one line, "Code: message", an
+    endpoint's HTML page or long body cut to its gist."""
 
     def __init__(self, code: str, message: str, operation: str | None = None, service: str | None = None,
                  status: int | None = None):
         self.code, self.message, self.operation, self.service, self.status = code, message, operation, service, status
         super().__init__(brief(f"{code}: {message}", limit=AWS_REASON))
+
+    @property
+    def answered(self) -> bool:
+        """Whether AWS answered (with this refusal); else the request never got an answer."""
+        return self.status is not None
 
 
 class AwsAccessDenied(AwsError):
