@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .aws import EcrCollector, describe_error, error_code
+from .aws import EcrCollector
 from .config import Settings
 from .core.analysis import exemption_of
 from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
@@ -53,71 +51,21 @@ from .core.models import (
     RepositoryInventory,
     RepositoryRef,
 )
+from .errors import (
+    AwsError,
+    HandEdited,
+    HarmsInUse,
+    HasOwners,
+    InUsePartial,
+    NotAnAdmin,
+    NotAnOwner,
+    PolicyOperationError,
+    describe,
+)
 from .format import iso, plural, size
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, Store
 from .usage import InUseFinder
-
-
-class PolicyOperationError(Exception):
-    """A policy change that was refused or failed; nothing was changed (a backup may have been kept)."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = problems or []
-
-
-class NotAnOwner(PolicyOperationError):
-    """The person is neither named in the owner tag (as AWS has it now) nor an admin."""
-
-    def __init__(self, ref: RepositoryRef, owners: tuple[str, ...]):
-        super().__init__(f"only the owners or an admin can change {ref.name}; nothing was changed")
-        self.ref, self.owners = ref, owners
-
-
-class NotAnAdmin(PolicyOperationError):
-    """Only an admin (ECR_COST_ADMINS) may do this."""
-
-    def __init__(self, what: str):
-        super().__init__(f"only an admin can {what}; nothing was changed")
-
-
-class HasOwners(PolicyOperationError):
-    """A claim on a repository whose owner tag (as AWS has it now) names owners already."""
-
-    def __init__(self, ref: RepositoryRef, owners: tuple[str, ...]):
-        super().__init__(f"{ref.name} already has owners; ask them, or an admin. Nothing was changed")
-        self.ref, self.owners = ref, owners
-
-
-class InUsePartial(PolicyOperationError):
-    """Some runtimes could not be read: images running there cannot be seen, so they cannot be kept. Adopting
-    anyway takes an explicit second confirmation."""
-
-    def __init__(self, ref: RepositoryRef, problems: list[str]):
-        super().__init__(f"the in-use check of {ref.name} is partial: images running where the bot cannot see "
-                         f"could be expired; nothing was changed", problems)
-        self.ref = ref
-
-
-class HarmsInUse(PolicyOperationError):
-    """The final safety check: the policy about to be put would expire or archive images that run. Nothing was
-    put; only an explicit confirmation naming these images (CLI --force, Slack "Adopt anyway" / "Roll back
-    anyway") puts it."""
-
-    def __init__(self, ref: RepositoryRef, what: str, images: list[str]):
-        super().__init__(f"{what} of {ref.name} would expire or archive {len(images)} image(s) in use; nothing was "
-                         f"changed", images)
-        self.ref, self.what, self.images = ref, what, images
-
-
-class HandEdited(PolicyOperationError):
-    """The live policy is not what the bot last put: someone edited it by hand since."""
-
-    def __init__(self, ref: RepositoryRef, live: str | None, expected: str | None):
-        super().__init__(f"the lifecycle policy of {ref.name} was changed by hand since the bot last set it; "
-                         f"rolling back would overwrite that edit, so nothing was changed")
-        self.ref, self.live, self.expected = ref, live, expected
 
 
 @dataclass(frozen=True)
@@ -227,16 +175,16 @@ class PolicyChanges:
         """The repository as AWS has it now."""
         try:
             return self._collector.refresh(ref)
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             raise self._read_error(ref, exc) from None
 
     @staticmethod
-    def _read_error(ref: RepositoryRef, exc: Exception) -> PolicyOperationError:
-        if error_code(exc) == "RepositoryNotFoundException":
+    def _read_error(ref: RepositoryRef, exc: AwsError) -> PolicyOperationError:
+        if exc.code == "RepositoryNotFoundException":
             return PolicyOperationError(f"{ref.name} no longer exists in {ref.account_id} {ref.region}; "
                                         f"nothing was changed")
         return PolicyOperationError(f"cannot read {ref.name} in {ref.account_id} {ref.region}: "
-                                    f"{describe_error(exc)}; nothing was changed")
+                                    f"{describe(exc)}; nothing was changed")
 
     def preview(self, ref: RepositoryRef, policy_text: str | None = None, *, images: list[Image] | None = None,
                 manifests: dict[str, Manifest] | None = None, source: str = "latest scan",
@@ -343,18 +291,18 @@ class PolicyChanges:
         try:
             put()
             return
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             error = exc
         try:
             happened = same_document(self._collector.get_lifecycle_policy(ref), decision.policy_after)
-        except (ClientError, BotoCoreError):
+        except AwsError:
             happened = True  # cannot tell: keep the decision, so a rollback stays possible
         if happened:
-            raise PolicyOperationError(f"{failed}: {describe_error(error)}, yet the change is in AWS: it was "
+            raise PolicyOperationError(f"{failed}: {describe(error)}, yet the change is in AWS: it was "
                                        f"recorded (decision #{decision.id}) and can be rolled back") from None
         assert decision.id is not None  # recorded
         self._store.withdraw_decision(decision.id)
-        raise PolicyOperationError(f"{failed}: {describe_error(error)} ({unchanged})") from None
+        raise PolicyOperationError(f"{failed}: {describe(error)} ({unchanged})") from None
 
     def refresh_protection(self, ref: RepositoryRef, images: list[Image], used: dict[str, list[Usage]],
                            policy: dict, manifests: dict[str, Manifest],
@@ -376,16 +324,16 @@ class PolicyChanges:
         try:
             for digest in plan.pin:
                 self._collector.add_tag(ref, digest, pin_tag(digest))
-        except (ClientError, BotoCoreError, LookupError) as exc:
-            raise PolicyOperationError(f"cannot pin the in-use images of {ref.name} ({describe_error(exc)}); "
+        except (AwsError, LookupError) as exc:
+            raise PolicyOperationError(f"cannot pin the in-use images of {ref.name} ({describe(exc)}); "
                                        f"its policy was not changed") from None
         failed: dict[str, str] = {}
         for digest in plan.release if release else ():
             try:
                 self._collector.remove_tag(ref, pin_tag(digest))
-            except (ClientError, BotoCoreError, LookupError) as exc:
+            except (AwsError, LookupError) as exc:
                 failed[digest] = (f"{ref.name}: the pin of {digest[:19]} could not be released "
-                                  f"({describe_error(exc)}); it stays pinned")
+                                  f"({describe(exc)}); it stays pinned")
         return failed
 
     def rollback(self, ref: RepositoryRef, actor: Actor, force: bool = False, over: str | None = None,
@@ -522,7 +470,7 @@ class PolicyChanges:
                                              for p in found.problems])
             try:
                 documents, failures = self._collector.manifest_documents(ref, [i.digest for i in inventory.images])
-            except (ClientError, BotoCoreError) as exc:
+            except AwsError as exc:
                 raise self._read_error(ref, exc) from None
             if failures:
                 raise PolicyOperationError(f"{len(failures)} manifest(s) of {ref.name} could not be exported; "
@@ -537,7 +485,7 @@ class PolicyChanges:
                                            f"delivered to you ({exc}); nothing was deleted") from None
             try:  # an image pushed while the export was taken or delivered would go unexported: look again
                 now_there = self._collector.image_digests(ref)
-            except (ClientError, BotoCoreError) as exc:
+            except AwsError as exc:
                 raise self._read_error(ref, exc) from None
             if now_there != {i.digest for i in inventory.images}:
                 raise PolicyOperationError(f"{ref.name} changed while it was being exported "
@@ -550,17 +498,17 @@ class PolicyChanges:
                                          f"{size(row.stored_bytes)}")
             try:
                 self._collector.delete_repository(ref)
-            except (ClientError, BotoCoreError) as exc:
+            except AwsError as exc:
                 exists = self._exists(ref)
                 if exists is False:  # the answer was lost, the deletion was not
                     return Deletion(decision, export_id, content, row)
                 if exists is None:
-                    raise PolicyOperationError(f"deleting {ref.name} failed ({describe_error(exc)}) and whether it "
+                    raise PolicyOperationError(f"deleting {ref.name} failed ({describe(exc)}) and whether it "
                                                f"still exists cannot be read: the deletion stays recorded "
                                                f"(decision #{decision.id}, export #{export_id})") from None
                 assert decision.id is not None  # recorded
                 self._store.withdraw_decision(decision.id)
-                raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe_error(exc)}; nothing was "
+                raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe(exc)}; nothing was "
                                            f"deleted (export #{export_id} kept)") from None
             return Deletion(decision, export_id, content, row)
 
@@ -568,8 +516,8 @@ class PolicyChanges:
         """Whether the repository exists now (None: it cannot be told)."""
         try:
             self._collector.created_at(ref)
-        except (ClientError, BotoCoreError) as exc:
-            return False if error_code(exc) == "RepositoryNotFoundException" else None
+        except AwsError as exc:
+            return False if exc.code == "RepositoryNotFoundException" else None
         return True
 
     # -- claiming an unowned repository ----------------------------------------------------------
@@ -619,16 +567,16 @@ class PolicyChanges:
                                     note=f"owner tag {key}={claimer}{before}, claimed by {claimer}")
             try:
                 self._collector.tag_repository(ref, key, claimer)
-            except (ClientError, BotoCoreError) as exc:
+            except AwsError as exc:
                 try:
                     happened = self._collector.read_tags(ref).get(key) == claimer
-                except (ClientError, BotoCoreError):
+                except AwsError:
                     happened = True  # cannot tell: keep the record
                 if not happened:
                     assert decision.id is not None  # recorded
                     self._store.withdraw_decision(decision.id)
                     self._store.decide_ownership_claim(claim_id, "pending", actor.user_id, only_from="approved")
-                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
+                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe(exc)}; nothing was "
                                                f"changed, the claim is still pending") from None
             return Change(decision)
 
@@ -660,15 +608,15 @@ class PolicyChanges:
                     self._collector.untag_repository(ref, key)
                 else:
                     self._collector.tag_repository(ref, key, value)
-            except (ClientError, BotoCoreError) as exc:
+            except AwsError as exc:
                 try:
                     happened = self._collector.read_tags(ref).get(key) == value
-                except (ClientError, BotoCoreError):
+                except AwsError:
                     happened = True  # cannot tell: keep the record, so an undo stays possible
                 if not happened:
                     assert decision.id is not None  # recorded
                     self._store.withdraw_decision(decision.id)
-                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(exc)}; nothing was "
+                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe(exc)}; nothing was "
                                                f"changed") from None
             return Change(decision)
 
@@ -679,10 +627,10 @@ class PolicyChanges:
         try:
             born = self._collector.created_at(ref)
             return self._collector.read_tags(ref), born
-        except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) == "RepositoryNotFoundException":
+        except AwsError as exc:
+            if exc.code == "RepositoryNotFoundException":
                 raise self._read_error(ref, exc) from None
-            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe_error(exc)}), so nobody "
+            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe(exc)}), so nobody "
                                        f"can be checked as its owner; nothing was changed") from None
 
     def _authorise(self, ref: RepositoryRef, actor: Actor) -> tuple[tuple[str, ...], datetime | None]:
@@ -710,8 +658,8 @@ class PolicyChanges:
         """Compares our preview with AWS's own; tolerates its absence or a lack of permission."""
         try:
             theirs = self._collector.aws_preview(found.ref, found.policy_text)
-        except (ClientError, BotoCoreError, TimeoutError) as exc:
-            return f"AWS preview unavailable ({describe_error(exc)}); the local evaluation stands alone"
+        except (AwsError, TimeoutError) as exc:
+            return f"AWS preview unavailable ({describe(exc)}); the local evaluation stands alone"
         ours = {d.image.digest for d in found.result.decisions if d.action == "expire"}
         if ours == set(theirs):
             return f"AWS preview agrees: the same {len(ours)} images expire"

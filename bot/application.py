@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyOperationError, PolicyPreview, compact
-from .aws import BlobRefused, EcrCollector, EstateUnreadable, describe_error, error_code  # surfaces catch it from here
-from .billing_sources import BillingSources, BillingUnavailable  # surfaces catch it from here
+from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyPreview, compact
+from .aws import EcrCollector
+from .billing_sources import BillingSources
 from .config import Settings
 from .core.analysis import (
     Summary,
@@ -67,6 +67,16 @@ from .core.models import (
 from .core.report import WeeklyReport, build_report
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, new_bytes_per_week, pushes, size_report
 from .core.tuning import Tuning, lifecycle_status, tuned_policy, tuning_of
+from .errors import (
+    AwsAccessDenied,
+    AwsNotFound,
+    BillingUnavailable,
+    BlobRefused,
+    EstateUnreadable,
+    PolicyOperationError,
+    ScanBusy,
+    describe,
+)
 from .heartbeat import heartbeat
 from .store import HEARTBEAT_SECONDS, PROCESS, SCAN_LEASE, Store
 from .sweep import SweepService, swept_since
@@ -77,8 +87,6 @@ ACCOUNT_SCAN = "account"  # the status of a finished scan of one account: never 
 ESTATE_SCAN = "scan:estate"  # the claim a scan holds: one scan of the estate at a time, across processes
 NUDGE_TOP = 10  # owners of the costliest repositories without a policy get a direct message
 WAIT_FOR_OTHER_SCAN = 30 * 60.0  # seconds a request waits for a scan another process is running
-DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
-MISSING_BLOB = ("LayersNotFoundException", "LayerInaccessibleException", "ImageNotFoundException")
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,6 @@ class GuardResult:
     released: list[GuardItem] = field(default_factory=list)  # no longer used: its pin removed
     partial: bool = False
     errors: list[str] = field(default_factory=list)
-
-
-class ScanBusy(Exception):
-    """A scan has been running longer than a request may wait for it."""
 
 
 def ref_of(row: RepositoryCost) -> RepositoryRef:
@@ -604,18 +608,18 @@ class Application:
                 self.store.put_config_steps(digest, None, str(exc))
                 notices.append(str(exc))
                 continue
+            except AwsNotFound as exc:  # that blob alone is missing
+                notices.append(f"config blob {digest} could not be read: {describe(exc)}")
+                continue
+            except AwsAccessDenied as exc:
+                notices.append(f"created_by is unknown: the bot may not read image config blobs of "
+                               f"{row.repository} (grant ecr:GetDownloadUrlForLayer; see the README's IAM "
+                               f"permissions)")
+                logger.info("config blob %s of %s: %s", digest, row.arn, exc)
+                break
             except Exception as exc:  # noqa: BLE001 - the figures stand without the steps
-                code = error_code(exc)
-                if code in MISSING_BLOB:
-                    notices.append(f"config blob {digest} could not be read: {describe_error(exc)}")
-                    continue
-                if code in DENIED:
-                    notices.append(f"created_by is unknown: the bot may not read image config blobs of "
-                                   f"{row.repository} (grant ecr:GetDownloadUrlForLayer; see the README's IAM "
-                                   f"permissions)")
-                else:
-                    notices.append(f"created_by is unknown: the config blobs of {row.repository} could not be read "
-                                   f"({describe_error(exc) if code else f'{exc.__class__.__name__}: {exc}'})")
+                notices.append(f"created_by is unknown: the config blobs of {row.repository} could not be read "
+                               f"({describe(exc)})")
                 logger.info("config blob %s of %s: %s", digest, row.arn, exc)
                 break
             parsed, problem = layer_steps(text)
@@ -731,7 +735,7 @@ class Application:
             self._warn_once(note)
             return unavailable(note, daily_estimate(estimate, today - timedelta(days=1)))
         except Exception as exc:  # noqa: BLE001 - the report stands without the bill
-            note = f"billing unavailable: {describe_error(exc)}"
+            note = f"billing unavailable: {describe(exc)}"
             self._warn_once(note)
             return unavailable(note, daily_estimate(estimate, today - timedelta(days=1)))
         labels = display_names(scan.repositories)

@@ -1,4 +1,6 @@
-"""The only module that talks to AWS. Reads ECR across accounts and regions and returns core models.
+"""The AWS adapter that reads (and on demand changes) ECR across accounts and regions, and makes every other
+adapter's clients (bot/registry.py, runtimes.py, inspector.py, doctor.py): returns core models, raises the
+AwsError family (every client is wrapped by bot/aws_errors.py's ``translating``).
 
 Sessions come from a factory (the seam tests and other credential sources plug into);
 `AWS_ENDPOINT_URL` is honoured by boto3 itself.
@@ -21,11 +23,21 @@ from typing import Any, Protocol, cast
 import boto3
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from .aws_errors import translated, translating
 from .core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from .core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
-from .errors import brief
+from .errors import (
+    AccountLeftOut,
+    AwsCredentialsRefused,
+    AwsError,
+    AwsNoCredentials,
+    AwsNoRegion,
+    AwsNotFound,
+    BlobRefused,
+    EstateUnreadable,
+    describe,
+)
 from .progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -103,44 +115,26 @@ def default_session_factory(base: boto3.Session | None = None, region_name: str 
     return factory
 
 
-class BlobRefused(Exception):
-    """A blob that was served but is not used: too large, or not what its digest names."""
-
-
-class AccountLeftOut(BotoCoreError):
-    """A request for an account that ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave out."""
-
-    fmt = ("account {account_id} is left out by ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS: the bot does not act "
-           "there")
-
-
-class EstateUnreadable(Exception):
-    """Not one account could be read: the message is one line naming the cause and the fix."""
-
-
-def error_code(exc: BaseException) -> str | None:
-    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-
-
 def unreadable_cause(exc: BaseException) -> str:
     """One line a newcomer can act on, for the commonest reasons no account can be read."""
-    if isinstance(exc, NoCredentialsError):
+    if isinstance(exc, AwsNoCredentials):
         return ("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "or run with an instance, task or pod role")
-    if isinstance(exc, NoRegionError):
+    if isinstance(exc, AwsNoRegion):
         return "no region: set ECR_COST_REGIONS or AWS_REGION"
-    if error_code(exc) in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
-                           "UnrecognizedClientException"):
-        return f"the AWS credentials were refused ({describe_error(exc)}): refresh them or set AWS_PROFILE"
-    return f"cannot read the current AWS identity: {_message(exc)}"
+    if isinstance(exc, AwsCredentialsRefused):
+        return f"the AWS credentials were refused ({describe(exc)}): refresh them or set AWS_PROFILE"
+    return f"cannot read the current AWS identity: {describe(exc)}"
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a person: AWS's code and message; an endpoint's HTML page or long body cut to its gist."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return brief(f"{error.get('Code', 'Error')}: {error.get('Message', str(exc))}", limit=300)
-    return brief(f"{exc.__class__.__name__}: {exc}", limit=300)
+@contextlib.contextmanager
+def _unless(code: str) -> Iterator[None]:
+    """Inside: the AWS error ``code`` (what is asked for is already so, or there is none) is swallowed."""
+    try:
+        yield
+    except AwsError as exc:
+        if exc.code != code:
+            raise
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -213,10 +207,10 @@ class EcrCollector:
         """A client with adaptive retries (or none) whose requests are counted in ``api_calls``."""
         config = self._config if retries else self._config.merge(Config(retries={"mode": "standard",
                                                                                  "total_max_attempts": 1}))
-        with self._session_lock:  # boto3 sessions are not thread-safe; the clients they make are
+        with self._session_lock, translated(service):  # boto3 sessions are not thread-safe; their clients are
             client = session.client(service, region_name=region, config=config)
         client.meta.events.register("before-send", self.count_request)
-        return client
+        return translating(client)
 
     def count_request(self, **_) -> None:
         with self._lock:
@@ -236,7 +230,7 @@ class EcrCollector:
             wanted = lambda account_id: account_id == account and configured(account_id)  # noqa: E731
         own, own_error = self._enter(None)
         problems = [] if own is not None else [ScanProblem("current", "*", f"cannot read the current AWS identity: "
-                                                                        f"{_message(cast(Exception, own_error))}")]
+                                                                        f"{describe(cast(Exception, own_error))}")]
         entries = [(arn, arn.split(":")[4]) for arn in self._role_arns]
         if self._org_role_name and own is not None:
             found, problem = self._organisation(own)
@@ -293,7 +287,7 @@ class EcrCollector:
 
     @staticmethod
     def _unentered(arn: str, account_id: str, error: Exception) -> ScanProblem:
-        return ScanProblem(account_id, "*", f"cannot assume {arn}: {_message(error)}")
+        return ScanProblem(account_id, "*", f"cannot assume {arn}: {describe(error)}")
 
     def _wanted(self, account_id: str) -> bool:
         return (not self._only or account_id in self._only) and account_id not in self._exclude
@@ -307,7 +301,8 @@ class EcrCollector:
             if session is not None:
                 self._sessions.move_to_end(role_arn)
                 return session
-        session = self._session_factory(role_arn)
+        with translated("sts"):  # a profile that does not exist, ...
+            session = self._session_factory(role_arn)
         with self._lock:
             session = self._sessions.setdefault(role_arn, session)
             while len(self._sessions) > SESSIONS_KEPT:
@@ -322,7 +317,7 @@ class EcrCollector:
             home = self._regions[0] if self._regions else session.region_name or ("us-east-1" if self._all_regions
                                                                                  else None)
             if not home:
-                raise NoRegionError()
+                raise AwsNoRegion("NoRegionError", "You must specify a region.", service="sts")
             if role_arn is None:  # the bot's own credentials: only STS knows whose they are
                 # a regional STS endpoint: the first region scanned, never the global endpoint by default
                 identity = self.client(session, "sts", home).get_caller_identity()
@@ -342,7 +337,7 @@ class EcrCollector:
                 found = self.client(session, "ec2", home).describe_regions()["Regions"]  # those enabled only
                 regions = tuple(sorted(r["RegionName"] for r in found))
             except Exception as exc:  # noqa: BLE001 - the account is entered: read what can be read
-                problem = (f"cannot list the regions enabled in this account (ec2:DescribeRegions): {_message(exc)}; "
+                problem = (f"cannot list the regions enabled in this account (ec2:DescribeRegions): {describe(exc)}; "
                            f"only {home} was read")
         return Account(account_id, session, regions, self.account_names.get(account_id), problem), None
 
@@ -352,7 +347,8 @@ class EcrCollector:
         GetCallerIdentity per account was a sixth of the scan's calls where an account holds one repository."""
         credentials = session.get_credentials()
         if credentials is not None:
-            credentials.get_frozen_credentials()  # the AssumeRole itself: a role that cannot be assumed fails here
+            with translated("sts", "AssumeRole"):  # the AssumeRole itself: a role that cannot be assumed fails here
+                credentials.get_frozen_credentials()
         return role_arn.split(":")[4], role_arn
 
     def _organisation(self, own: Account) -> tuple[list[str], ScanProblem | None]:
@@ -365,7 +361,7 @@ class EcrCollector:
         except Exception as exc:  # noqa: BLE001 - the bot's own account and ECR_COST_ROLE_ARNS still count
             return [], ScanProblem(own.account_id, "*", f"cannot list the organisation's accounts "
                                                         f"(organizations:ListAccounts, from the management account "
-                                                        f"or a delegated administrator): {_message(exc)}")
+                                                        f"or a delegated administrator): {describe(exc)}")
         active = [a for a in found if (a.get("State") or a.get("Status")) == "ACTIVE"]
         with self._lock:
             self.account_names.update({a["Id"]: a.get("Name") or a["Id"] for a in found})
@@ -394,11 +390,10 @@ class EcrCollector:
             repositoryName=ref.name, registryId=ref.account_id, filter={"imageStatus": "ANY"},
             PaginationConfig={"PageSize": PAGE_SIZE})
         images = [_image(detail) for page in pages for detail in page["imageDetails"]]
-        try:
-            policy = client.get_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
-            policy_text = policy["lifecyclePolicyText"]
-        except client.exceptions.LifecyclePolicyNotFoundException:
-            policy_text = None
+        policy_text = None
+        with _unless("LifecyclePolicyNotFoundException"):
+            policy_text = client.get_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)[
+                "lifecyclePolicyText"]
         tags = {t["Key"]: t["Value"] for t in client.list_tags_for_resource(resourceArn=ref.arn).get("tags", [])}
         manifests, problems = self._manifests(client, ref, [i.digest for i in images])
         return RepositoryInventory(ref, created_at, tags, policy_text, images, manifests, problems)
@@ -455,7 +450,7 @@ class EcrCollector:
             if _endpoint_lacks(exc):  # the same endpoint for every account: not asked again in this scan
                 self._pull_time_api = False
             logger.info("cannot list the pull-time update exclusions in %s %s: %s", account_id, region,
-                        _message(exc))
+                        describe(exc))
             return
         self._pull_time_api = True
         if principal and principal not in excluded:
@@ -556,7 +551,7 @@ class EcrCollector:
                         progress.listed(target.account_id, len(found))
                         if error is not None:
                             yield ScanProblem(target.account_id, target.region,
-                                              f"cannot list repositories: {_message(error)}")
+                                              f"cannot list repositories: {describe(error)}")
                         elif found:
                             key = (target.account_id, target.region)
                             queues[key] = deque((target, ref, created_at) for ref, created_at in found)
@@ -565,13 +560,12 @@ class EcrCollector:
                     progress.read(target.account_id)
                     if error is None:
                         yield future.result()
-                    elif isinstance(error, ClientError) and \
-                            error.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
+                    elif isinstance(error, AwsNotFound) and error.code == "RepositoryNotFoundException":
                         pass  # deleted while we were scanning: it no longer costs anything
                     else:
                         ref = rest[0]
                         yield ScanProblem(target.account_id, target.region,
-                                          f"cannot read repository {ref.name}: {_message(error)}", ref.name)
+                                          f"cannot read repository {ref.name}: {describe(error)}", ref.name)
                 fill()
         progress.log(final=True)
 
@@ -581,7 +575,7 @@ class EcrCollector:
         """The ECR client of ``ref``'s account and region (assuming the account's role), reused. An account that
         ECR_COST_ACCOUNTS / ECR_COST_EXCLUDE_ACCOUNTS leave out is never entered, not even on demand."""
         if not self._wanted(ref.account_id):
-            raise AccountLeftOut(account_id=ref.account_id)
+            raise AccountLeftOut(ref.account_id)
         key = (ref.account_id, ref.region)
         with self._lock:
             client = self._clients.get(key)
@@ -608,11 +602,11 @@ class EcrCollector:
     def service_client(self, account_id: str, service: str, region: str):
         """A client of ``service`` (CloudTrail, ...) in ``account_id``, through the session that enters it."""
         if not self._wanted(account_id):
-            raise AccountLeftOut(account_id=account_id)
+            raise AccountLeftOut(account_id)
         return self.client(self._session(self._role_of(account_id)), service, region)
 
     def refresh(self, ref: RepositoryRef, created_at: datetime | None = None) -> RepositoryInventory:
-        """Re-reads one repository. Raises ClientError / BotoCoreError."""
+        """Re-reads one repository. Raises AwsError."""
         return self.read_repository(self.client_for(ref), ref, created_at)
 
     def created_at(self, ref: RepositoryRef) -> datetime | None:
@@ -628,11 +622,10 @@ class EcrCollector:
 
     def get_lifecycle_policy(self, ref: RepositoryRef) -> str | None:
         client = self.client_for(ref)
-        try:
+        with _unless("LifecyclePolicyNotFoundException"):
             return client.get_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)[
                 "lifecyclePolicyText"]
-        except client.exceptions.LifecyclePolicyNotFoundException:
-            return None
+        return None
 
     def put_lifecycle_policy(self, ref: RepositoryRef, text: str) -> None:
         self.client_for(ref).put_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id,
@@ -649,7 +642,7 @@ class EcrCollector:
                               f"{failure.get('failureReason')}")
         image = found["images"][0]
         # ImageAlreadyExists: the tag is already there, what was asked for
-        with contextlib.suppress(client.exceptions.ImageAlreadyExistsException):
+        with _unless("ImageAlreadyExistsException"):
             client.put_image(repositoryName=ref.name, registryId=ref.account_id, imageManifest=image["imageManifest"],
                              imageManifestMediaType=image.get("imageManifestMediaType"), imageTag=tag,
                              imageDigest=digest)
@@ -718,7 +711,7 @@ class EcrCollector:
     def config_blob(self, ref: RepositoryRef, digest: str, limit: int = MAX_CONFIG_BYTES,
                     timeout: float = 20.0) -> bytes:
         """An image config blob: GetDownloadUrlForLayer, then the presigned URL read as a stream, at most ``limit``
-        bytes. Raises ClientError (e.g. AccessDeniedException without ecr:GetDownloadUrlForLayer), OSError, or
+        bytes. Raises AwsError (e.g. AwsAccessDenied without ecr:GetDownloadUrlForLayer), OSError, or
         BlobRefused (too large, or not the bytes the digest names)."""
         url = self.client_for(ref).get_download_url_for_layer(repositoryName=ref.name, registryId=ref.account_id,
                                                               layerDigest=digest)["downloadUrl"]
@@ -748,24 +741,22 @@ class EcrCollector:
     def delete_lifecycle_policy(self, ref: RepositoryRef) -> None:
         client = self.client_for(ref)
         # LifecyclePolicyNotFound: already none, that is what was asked for
-        with contextlib.suppress(client.exceptions.LifecyclePolicyNotFoundException):
+        with _unless("LifecyclePolicyNotFoundException"):
             client.delete_lifecycle_policy(repositoryName=ref.name, registryId=ref.account_id)
 
     def repository_policy(self, ref: RepositoryRef) -> str | None:
         """The repository's permissions policy (who may pull), None when it has none."""
         client = self.client_for(ref)
-        try:
+        with _unless("RepositoryPolicyNotFoundException"):
             return client.get_repository_policy(repositoryName=ref.name, registryId=ref.account_id)["policyText"]
-        except client.exceptions.RepositoryPolicyNotFoundException:
-            return None
+        return None
 
     def registry_policy(self, ref: RepositoryRef) -> str | None:
         """The registry's permissions policy of ``ref``'s account and region, None when it has none."""
         client = self.client_for(ref)
-        try:
+        with _unless("RegistryPolicyNotFoundException"):
             return client.get_registry_policy().get("policyText")
-        except client.exceptions.RegistryPolicyNotFoundException:
-            return None
+        return None
 
     def organisation_id(self) -> str | None:
         """The ID of the bot's organisation (o-…), None outside one or when it cannot be read."""
@@ -776,7 +767,7 @@ class EcrCollector:
                 answer = self.client(own, "organizations", region).describe_organization()
                 self._organisation_id = answer["Organization"]["Id"]
             except Exception as exc:  # noqa: BLE001 - not in an organisation, or not allowed to ask
-                logger.info("cannot read the organisation's ID: %s", _message(exc))
+                logger.info("cannot read the organisation's ID: %s", describe(exc))
                 return None
         return self._organisation_id
 
@@ -803,11 +794,11 @@ class EcrCollector:
 def _endpoint_lacks(error: Exception) -> bool:
     """Whether an error says the endpoint does not implement the operation (a server error, an unknown operation),
     rather than this principal or account being refused."""
-    if not isinstance(error, ClientError):
+    if not isinstance(error, AwsError):
         return False
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    code = error.response.get("Error", {}).get("Code", "")
-    return status >= 500 or status == 404 or code in ("UnknownOperationException", "InvalidAction", "NotImplemented")
+    status = error.status or 0
+    return status >= 500 or status == 404 or error.code in ("UnknownOperationException", "InvalidAction",
+                                                            "NotImplemented")
 
 
 def principal_role_arn(principal: str) -> str:
@@ -875,12 +866,6 @@ class _Progress:
         logger.info("scan %s: %d of %d accounts done, %d repositories read in %.0f s (%.1f accounts/min, "
                     "%.1f repositories/s)%s", "finished" if final else "progress", self._done, self._total,
                     self._repositories, elapsed, rate * 60, self._repositories / elapsed, eta)
-
-
-def _message(error: BaseException) -> str:
-    if isinstance(error, (ClientError, BotoCoreError)):
-        return describe_error(error)
-    return f"{error.__class__.__name__}: {error}"
 
 
 def _image(detail: dict) -> Image:

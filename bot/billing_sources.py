@@ -17,26 +17,31 @@ from datetime import date
 from pathlib import Path
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import SessionFactory, describe_error, error_code
+from .aws import SessionFactory
+from .aws_errors import translated, translating
 from .core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
+from .errors import AwsAccessDenied, AwsError, BillingUnavailable, describe
 
 logger = logging.getLogger(__name__)
 CE_REGION = "us-east-1"  # Cost Explorer's one endpoint
-DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "OptInRequired")
+OPT_IN = "OptInRequired"  # Cost Explorer not enabled: as good as denied
 ATHENA_PAGE = 1000  # GetQueryResults' largest page
 ATHENA_TIMEOUT = 600.0  # seconds a query may run
 _CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
 
 
-class BillingUnavailable(Exception):
-    """The bill cannot be read: the message says what is missing (a permission, the extra, a column ...)."""
-
-
 def _client(session_factory: SessionFactory, service: str, region: str | None = None):
-    session = session_factory(None)
-    return session.client(service, region_name=region or session.region_name or CE_REGION, config=_CONFIG)
+    """A client of the bot's own account whose errors are the AwsError family."""
+    with translated(service):
+        session = session_factory(None)
+        return translating(session.client(service, region_name=region or session.region_name or CE_REGION,
+                                          config=_CONFIG))
+
+
+def _why(exc: AwsError) -> str:
+    """AWS's answer ("Code: message"), or what kept the request from one."""
+    return describe(exc) if exc.answered else exc.message
 
 
 # -- Cost Explorer --------------------------------------------------------------------------------------------
@@ -79,12 +84,11 @@ class CostExplorerReader:
                 if not token:
                     return pages
                 params["NextPageToken"] = token
-        except ClientError as exc:
-            if error_code(exc) in DENIED or "not enabled for cost explorer" in str(exc).lower():
+        except AwsError as exc:
+            if isinstance(exc, AwsAccessDenied) or exc.code == OPT_IN or \
+                    "not enabled for cost explorer" in exc.message.lower():
                 raise BillingUnavailable("denied") from exc
-            raise BillingUnavailable(f"Cost Explorer failed: {describe_error(exc)}") from exc
-        except BotoCoreError as exc:
-            raise BillingUnavailable(f"Cost Explorer failed: {exc}") from exc
+            raise BillingUnavailable(f"Cost Explorer failed: {_why(exc)}") from exc
 
     @staticmethod
     def lines(pages: list[dict]) -> list[CostLine]:
@@ -162,19 +166,21 @@ class CurReader:
             keys = [item["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                                                            Prefix=prefix)
                     for item in page.get("Contents", []) if _parquet(item["Key"])]
-        except ClientError as exc:
-            raise BillingUnavailable(f"cannot list {self.location}: {describe_error(exc)} (the bot needs s3:ListBucket "
+        except AwsError as exc:
+            if not exc.answered:
+                raise BillingUnavailable(f"cannot list {self.location}: {exc.message}") from None
+            raise BillingUnavailable(f"cannot list {self.location}: {describe(exc)} (the bot needs s3:ListBucket "
                                      f"and s3:GetObject on the export)") from None
-        except BotoCoreError as exc:
-            raise BillingUnavailable(f"cannot list {self.location}: {exc}") from None
         return bucket, sorted(keys)
 
     def files(self) -> list[str]:
         """The export's Parquet files, as `lines` finds them (what `doctor` checks). Raises BillingUnavailable."""
         if not self.location.startswith("s3://"):
             return self._local_files()
-        session = self._session_factory(None)
-        client = session.client("s3", region_name=session.region_name or CE_REGION, config=_CONFIG)
+        try:
+            client = _client(self._session_factory, "s3")
+        except AwsError as exc:
+            raise BillingUnavailable(f"cannot list {self.location}: {_why(exc)}") from None
         bucket, keys = self._s3_objects(client)
         return [f"s3://{bucket}/{key}" for key in keys]
 
@@ -220,8 +226,10 @@ class CurReader:
 
         from boto3.s3.transfer import TransferConfig
 
-        session = self._session_factory(None)
-        client = session.client("s3", region_name=session.region_name or CE_REGION, config=_CONFIG)
+        try:
+            client = _client(self._session_factory, "s3")
+        except AwsError as exc:
+            raise BillingUnavailable(f"cannot list {self.location}: {_why(exc)}") from None
         bucket, keys = self._s3_objects(client)
         if not keys:
             raise BillingUnavailable(f"ECR_COST_CUR: no Parquet file at {self.location} (a CUR 2.0 data export in "
@@ -234,11 +242,11 @@ class CurReader:
                 path = os.path.join(folder, f"{index}.parquet")
                 try:
                     client.download_file(bucket, keys[index], path, Config=transfer)
-                except ClientError as exc:
-                    raise BillingUnavailable(f"cannot read s3://{bucket}/{keys[index]}: {describe_error(exc)} (the "
+                except AwsError as exc:
+                    if not exc.answered:
+                        raise BillingUnavailable(f"cannot read s3://{bucket}/{keys[index]}: {exc.message}") from None
+                    raise BillingUnavailable(f"cannot read s3://{bucket}/{keys[index]}: {describe(exc)} (the "
                                              f"bot needs s3:GetObject on the export)") from None
-                except BotoCoreError as exc:
-                    raise BillingUnavailable(f"cannot read s3://{bucket}/{keys[index]}: {exc}") from None
                 return path
 
             pending = downloader.submit(download, 0)
@@ -290,13 +298,11 @@ class AthenaCurReader:
             execution_id = client.start_query_execution(**params)["QueryExecutionId"]
             self._wait(client, execution_id)
             return [_athena_line(row) for row in self._rows(client, execution_id)]
-        except ClientError as exc:
-            if error_code(exc) in DENIED:
-                raise BillingUnavailable(f"Athena refused the CUR query ({describe_error(exc)}): grant the Athena, "
+        except AwsError as exc:
+            if isinstance(exc, AwsAccessDenied) or exc.code == OPT_IN:
+                raise BillingUnavailable(f"Athena refused the CUR query ({describe(exc)}): grant the Athena, "
                                          f"Glue and S3 permissions listed in the README") from None
-            raise BillingUnavailable(f"Athena failed: {describe_error(exc)}") from None
-        except BotoCoreError as exc:
-            raise BillingUnavailable(f"Athena failed: {exc}") from None
+            raise BillingUnavailable(f"Athena failed: {_why(exc)}") from None
 
     def _wait(self, client, execution_id: str) -> None:
         deadline, delay = time.monotonic() + self._timeout, 0.2

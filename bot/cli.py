@@ -13,21 +13,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, Settings, load_settings
-from .core.analysis import AmbiguousOrUnknownName, UnknownAccount
+from .config import Settings, load_settings
 from .core.models import RepositoryCost, ScanResult
+from .errors import (
+    BotError,
+    ConfigError,
+    HandEdited,
+    HarmsInUse,
+    InUsePartial,
+    PolicyOperationError,
+    UsageError,
+    UserError,
+    describe,
+)
 from .format import iso, per_month, plural, size
 
 if TYPE_CHECKING:  # boto3, sqlite-utils, matplotlib ...: imported by the commands that use them, not by --help
     from .application import Application
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, exit code 1."""
-
-
-class UsageError(UserError):
-    """Arguments that do not make a command; exit code 2."""
 
 
 def scan_and_log(application: Application, log=None, now: datetime | None = None,
@@ -72,11 +74,7 @@ def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> Non
 def resolve(application: Application, name: str, refresh: bool = False) -> tuple[ScanResult, RepositoryCost]:
     """The latest scan (scanning first when there is none, or with ``refresh``) and the repository NAME names."""
     scan = scan_and_log(application) if refresh else application.latest()
-    try:
-        return application.find(name, scan)
-    except AmbiguousOrUnknownName as exc:
-        hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
-        raise UserError(f"{exc}{hint}") from None
+    return application.find(name, scan)  # AmbiguousOrUnknownName: main prints it with its candidates
 
 
 def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> str:
@@ -117,12 +115,9 @@ def _showing_progress(built_components, what: str):
 
 def cmd_scan(args, settings: Settings) -> int:
     with _components(settings, args) as built:
-        try:  # an account nobody knows is a typo: said before anything is scanned
-            account_id = built.application.known_account(args.account) if args.account else None
-            result = scan_and_log(built.application, account=account_id)  # that account alone, stored apart
-        except UnknownAccount as exc:
-            hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
-            raise UserError(f"{exc}{hint}") from None
+        # an account nobody knows is a typo (UnknownAccount): said before anything is scanned
+        account_id = built.application.known_account(args.account) if args.account else None
+        result = scan_and_log(built.application, account=account_id)  # that account alone, stored apart
     print_scan(result, args.format, settings.base_policy)
     return 0
 
@@ -240,7 +235,7 @@ def cmd_policy_validate(args, settings: Settings) -> int:
 
 
 def cmd_policy_preview(args, settings: Settings) -> int:
-    from .adoption import PolicyOperationError, protection_note
+    from .adoption import protection_note
     from .application import ref_of
     from .render.text import preview_json, preview_text
 
@@ -298,7 +293,6 @@ def cmd_policy_apply(args, settings: Settings) -> int:
 
 
 def cmd_policy_rollback(args, settings: Settings) -> int:
-    from .adoption import HandEdited
     from .wiring import cli_actor
 
     _require_yes(args, "policy rollback")
@@ -332,11 +326,7 @@ def cmd_in_use(args, settings: Settings) -> int:
     from .render.text import in_use_json, in_use_table
 
     with _components(settings) as built:
-        try:
-            items, found = built.application.in_use_images(args.repo, fresh=True)
-        except AmbiguousOrUnknownName as exc:
-            hint = f"; did you mean: {', '.join(exc.candidates)}?" if exc.candidates else ""
-            raise UserError(f"{exc}{hint}") from None
+        items, found = built.application.in_use_images(args.repo, fresh=True)
     if args.format == "json":
         print(json.dumps([{"repository": i.row.repository, "account_id": i.row.account_id, "region": i.row.region,
                            **in_use_json(i.digest, i.tags, i.used_by)} for i in items], indent=2))
@@ -370,16 +360,12 @@ def cmd_size(args, settings: Settings) -> int:
 
 def cmd_billing(args, settings: Settings) -> int:
     """Billed cost per repository from the CUR (a Parquet export or Athena) beside the estimate."""
-    from .application import BillingUnavailable  # the application layer is what surfaces talk to
     from .render.text import cur_billing_json, cur_billing_table
 
     if args.days < 1 or args.days > 400:
         raise UsageError(f"--days: expected 1 to 400, got {args.days}")
     with _components(settings) as built:
-        try:
-            found = built.application.billing(args.days)
-        except BillingUnavailable as exc:
-            raise UserError(str(exc)) from None
+        found = built.application.billing(args.days)
     print(json.dumps(cur_billing_json(found), indent=2) if args.format == "json" else cur_billing_table(found))
     for note in found.notes:
         print(f"warning: {note}", file=sys.stderr)
@@ -723,33 +709,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _remove_new_database(created, in_use)
             created = None
         return code
-    except ConfigError as exc:
-        print(f"ecr-cost-bot: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except UserError as exc:
-        print(f"ecr-cost-bot: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
+    except BotError as exc:  # one line (a refused change: its problems and how to go ahead, indented below it)
+        print(f"ecr-cost-bot: {describe(exc)}", file=sys.stderr)
+        for line in _details(exc):
+            print(f"  {line}", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, UsageError)) else 1
     except sqlite3.Error as exc:
         print(f"ecr-cost-bot: cannot use the database {settings.db_path!r} (ECR_COST_DB): {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # the application's own errors: imported here, as the command that raised them did
-        from .adoption import HarmsInUse, InUsePartial, PolicyOperationError
-        from .application import EstateUnreadable, ScanBusy
-
-        if isinstance(exc, (EstateUnreadable, ScanBusy)):
-            print(f"ecr-cost-bot: {exc}", file=sys.stderr)
-            return 1
-        if not isinstance(exc, PolicyOperationError):
-            raise
-        print(f"ecr-cost-bot: {exc}", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        if isinstance(exc, InUsePartial):
-            print("  add --accept-partial-in-use to adopt anyway (images running there are not protected)",
-                  file=sys.stderr)
-        if isinstance(exc, HarmsInUse):
-            print("  add --force to put it anyway: these running images would be expired or archived",
-                  file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -757,6 +723,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if created is not None:  # the handler raised: the error was printed above
             with _database_in_use(str(created)) as in_use:
                 _remove_new_database(created, in_use)
+
+
+def _details(exc: BotError) -> list[str]:
+    """What follows a refused change's line: its problems, and the flag that goes ahead anyway."""
+    if not isinstance(exc, PolicyOperationError):
+        return []
+    found = list(exc.problems)
+    if isinstance(exc, InUsePartial):
+        found.append("add --accept-partial-in-use to adopt anyway (images running there are not protected)")
+    if isinstance(exc, HarmsInUse):
+        found.append("add --force to put it anyway: these running images would be expired or archived")
+    return found
 
 
 @contextmanager

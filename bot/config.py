@@ -14,11 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .core.lifecycle import validate_policy
 from .core.models import SLACK_USER_ID
-
-
-class ConfigError(Exception):
-    pass
-
+from .errors import ConfigError
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")

@@ -49,13 +49,12 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
     stays up after the story (with the database and the sample cluster) until ``until`` returns (by default:
     SIGINT or SIGTERM), and the ``export`` lines that point every command at it are printed."""
     try:
-        import boto3
         from moto import mock_aws
     except ImportError:
         out.write("demo needs the sample registry: pip install 'ecr-cost-bot[demo]'\n")
         return 1
     from .render.text import scan_table, view_text
-    from .sample import KUBERNETES_LIST_PATHS, SampleKubernetesApi, load_estate, sample_estate
+    from .sample import KUBERNETES_LIST_PATHS, SampleKubernetesApi, load_estate, sample_estate, sample_session
     from .wiring import build, cli_actor
 
     server = _start_registry(port, out) if keep else None
@@ -70,7 +69,7 @@ def run_demo(settings: Settings, out: TextIO, folder: Path, keep: bool = False, 
     with _sample_aws_environment(endpoint), (nullcontext() if keep else mock_aws()), workspace as workdir:
         now = datetime.now(UTC)
         estate = sample_estate()
-        session = boto3.Session(region_name=DEMO_REGIONS[0])
+        session = sample_session(DEMO_REGIONS[0])
         load_estate(session, DEMO_ACCOUNT, estate, now)
         out.write(f"Sample registry: {len(estate)} repositories, "
                   f"{sum(len(r.all_images()) for r in estate)} images in {', '.join(DEMO_REGIONS)} "

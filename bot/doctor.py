@@ -17,25 +17,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .aws import (
-    Account,
-    EcrCollector,
+from .aws import Account, EcrCollector, default_session_factory, principal_role_arn, unreadable_cause
+from .aws_errors import translated
+from .config import Settings
+from .errors import (
+    AwsAccessDenied,
+    AwsCredentialsRefused,
+    AwsError,
+    AwsNotFound,
+    ConfigError,
     EstateUnreadable,
-    default_session_factory,
-    describe_error,
-    error_code,
-    principal_role_arn,
-    unreadable_cause,
+    brief,
+    describe,
 )
-from .config import ConfigError, Settings
-from .errors import brief
 
 OK, FAIL, WARN, SKIP, UNCHECKED = "ok", "fail", "warn", "skip", "unchecked"
 SYMBOLS = {OK: "ok", FAIL: "FAIL", WARN: "warn", SKIP: "skip", UNCHECKED: "??"}
-DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException",
-          "AuthorizationError", "Forbidden"}
+# answered, yet no word on the permission: the endpoint lacks the API, or failed
+NOT_A_VERDICT = ("InvalidAction", "UnknownOperationException", "NotImplemented", "InternalFailure")
 PROBE = "ecr-cost-bot-doctor-probe"  # a name no resource has: a read of it is refused, or answers "not found"
 PROBE_DIGEST = "sha256:" + "0" * 64
 WORKERS = 16
@@ -157,8 +156,7 @@ def aws_checks(settings: Settings, session_factory=None, collector: EcrCollector
 
 
 def _credentials_fix(exc: BaseException) -> str:
-    code = error_code(exc)
-    if code in ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException"):
+    if isinstance(exc, AwsCredentialsRefused):
         return "refresh the credentials (aws sso login, a new access key) or set AWS_PROFILE"
     return "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance, task or pod role"
 
@@ -197,14 +195,14 @@ def _account(collector: EcrCollector, account: Account, own: bool) -> tuple[Resu
     try:
         principal = principal_role_arn(collector.client(session, "sts", home).get_caller_identity()["Arn"])
     except Exception as exc:  # noqa: BLE001
-        return (Result(name, FAIL, f"cannot read its identity: {brief(_message(exc))}", "see docs/doctor.md"),
+        return (Result(name, FAIL, f"cannot read its identity: {brief(describe(exc))}", "see docs/doctor.md"),
                 _Found(account.account_id, "", False, {}, {}))
     failed = []
     for region in account.regions:
         try:
             collector.client(session, "ecr", region).describe_repositories(maxResults=1)
         except Exception as exc:  # noqa: BLE001
-            failed.append(f"{region}: {brief(_message(exc))}")
+            failed.append(f"{region}: {brief(describe(exc))}")
     if failed:
         line = Result(name, FAIL, f"as {principal}, cannot list repositories in " + "; ".join(failed),
                       f"grant ecr:DescribeRepositories to {principal}, or leave those regions out of ECR_COST_REGIONS")
@@ -221,7 +219,7 @@ def _permissions(collector: EcrCollector, session, region: str, account_id: str,
     try:
         decisions = _simulate(collector.client(session, "iam", region, retries=False), principal, actions)
     except Exception as exc:  # noqa: BLE001 - not allowed, or not an IAM principal: try harmless reads instead
-        why = brief(_message(exc))
+        why = brief(describe(exc))
         tried, probed = _probe(collector, session, region, account_id)
         denied = {p.feature: [a for a in p.actions if tried.get(a) is False] for p in wanted}
         unchecked = {p.feature: [a for a in p.actions if tried.get(a) is None] for p in wanted}
@@ -281,14 +279,12 @@ def _probe(collector: EcrCollector, session, region: str, account_id: str) -> tu
         try:
             call()
             found[action] = True
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
-            if error_code(exc) in DENIED:
-                found[action] = False
-            elif status < 500 and error_code(exc) not in ("InvalidAction", "UnknownOperationException",
-                                                          "NotImplemented", "InternalFailure"):
+        except AwsAccessDenied:
+            found[action] = False
+        except AwsError as exc:
+            if exc.answered and (exc.status or 400) < 500 and exc.code not in NOT_A_VERDICT:
                 found[action] = True  # authorised, then refused for the name: the action is allowed
-        except (BotoCoreError, OSError):
+        except OSError:
             pass  # not answered: unknown
     return {action: value for action, value in found.items() if value is not None}, frozenset(calls)
 
@@ -344,11 +340,6 @@ def _how(found: list[_Found]) -> str:
     if not simulated:
         return "tried with harmless reads: no policy simulation"
     return f"simulated in {simulated}, tried with harmless reads in {len(found) - simulated}"
-
-
-def _message(exc: BaseException) -> str:
-    return describe_error(exc) if isinstance(exc, (ClientError, BotoCoreError)) else \
-        f"{exc.__class__.__name__}: {exc}"
 
 
 # -- Slack ----------------------------------------------------------------------------------------------------
@@ -493,7 +484,8 @@ def billing_checks(settings: Settings, session_factory=None) -> list[Result]:
 
 
 def _cur_files(settings: Settings, factory) -> Result:
-    from .billing_sources import BillingUnavailable, CurReader
+    from .billing_sources import CurReader
+    from .errors import BillingUnavailable
 
     assert settings.cur is not None  # checked only when set
     try:
@@ -513,19 +505,21 @@ def _athena(settings: Settings, factory) -> Result:
     database, table = settings.cur_athena.split(".", 1)
     session = factory(None)
     try:
-        session.client("glue").get_table(DatabaseName=database, Name=table)
-        if settings.athena_workgroup:
-            session.client("athena").get_work_group(WorkGroup=settings.athena_workgroup)
-    except ClientError as exc:
-        if error_code(exc) == "EntityNotFoundException":
+        with translated():  # making the clients fails too (no region ...)
+            session.client("glue").get_table(DatabaseName=database, Name=table)
+            if settings.athena_workgroup:
+                session.client("athena").get_work_group(WorkGroup=settings.athena_workgroup)
+    except AwsError as exc:
+        if not exc.answered:
+            return Result("CUR", FAIL, f"{settings.cur_athena}: {brief(exc.message)}",
+                          "check the AWS endpoint and the network")
+        if isinstance(exc, AwsNotFound) and exc.code == "EntityNotFoundException":
             fix = "check ECR_COST_CUR_ATHENA (database.table in the Glue Data Catalog of the bot's region)"
-        elif error_code(exc) in DENIED:
+        elif isinstance(exc, AwsAccessDenied):
             fix = "grant the QueryTheCurInAthena statement (README 'IAM permissions', Billing)"
         else:
             fix = "check ECR_COST_CUR_ATHENA and ECR_COST_ATHENA_WORKGROUP"
-        return Result("CUR", FAIL, f"{settings.cur_athena}: {brief(describe_error(exc))}", fix)
-    except BotoCoreError as exc:
-        return Result("CUR", FAIL, f"{settings.cur_athena}: {brief(exc)}", "check the AWS endpoint and the network")
+        return Result("CUR", FAIL, f"{settings.cur_athena}: {brief(describe(exc))}", fix)
     return Result("CUR", OK, f"Athena table {settings.cur_athena} found" + (
         f", workgroup {settings.athena_workgroup}" if settings.athena_workgroup else ""))
 

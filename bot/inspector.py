@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from .aws import Account, EcrCollector, describe_error
+from .aws import Account, EcrCollector
 from .core.inuse import ImageRef, Reference, Usage
+from .errors import describe
 
 logger = logging.getLogger(__name__)
 IN_USE_WINDOW = timedelta(days=1)  # an image Inspector saw in use within this long counts as in use
@@ -46,7 +47,7 @@ def _read(collector: EcrCollector, account: Account, region: str, now: datetime)
         resources = [r for page in pages for r in page.get("coveredResources", [])]
     except Exception as exc:  # noqa: BLE001 - not enabled, not allowed, failing: not a source
         logger.info("Amazon Inspector is not an in-use source in %s %s: %s", account.account_id, region,
-                    describe_error(exc) if hasattr(exc, "response") else exc)
+                    describe(exc))
         return []
     references = []
     for resource in resources:

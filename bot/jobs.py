@@ -25,7 +25,7 @@ from .application import Application
 from .config import Settings
 from .core.models import ScanResult
 from .core.report import WeeklyReport
-from .errors import SLACK_FIX_HINTS
+from .errors import SLACK_FIX_HINTS, describe
 from .format import iso, plural
 from .heartbeat import heartbeat
 from .render import blocks
@@ -119,7 +119,8 @@ class ReportJob:
         except Exception as exc:  # noqa: BLE001 - nothing was posted: the claim is given back
             logger.exception("building the weekly report for %s failed", period)
             self._store.release_period(period, self._who)
-            return f"the report for the period of {period} failed before posting (a later run may retry): {exc}"
+            return (f"the report for the period of {period} failed before posting (a later run may retry): "
+                    f"{describe(exc)}")
         if not self._store.holds_period(period, self._who):  # stalled so long that another run took over
             return f"the report for the period of {period} was taken over by another run while this one stalled"
         try:
@@ -235,7 +236,7 @@ class OncePerPeriod:
             except Exception as exc:  # noqa: BLE001 - the period is given back: a later run may retry
                 logger.exception("the %s for %s failed", self.name, period)
                 self._store.release_period(period, self._who)
-                return f"the {self.name} for {period} failed: {exc}"
+                return f"the {self.name} for {period} failed: {describe(exc)}"
             self._store.finish_period(period, self._who, "posted")
         return outcome
 

@@ -4,10 +4,11 @@ AWS has it at the change.
 """
 from __future__ import annotations
 
-from .adoption import Actor, Change, PolicyChanges, PolicyOperationError
+from .adoption import Actor, Change, PolicyChanges
 from .application import ref_of
 from .core.models import PolicyDecision, RepositoryCost
 from .core.watch import LIMIT_TAG, format_limit_value, parse_limit
+from .errors import PolicyOperationError
 from .store import Store
 
 LIMIT_SET, LIMIT_UNDONE = "limit_set", "limit_undone"

@@ -1,6 +1,6 @@
 """The AWS adapter for the registry-wide settings the watch needs: ECR repository creation templates, and who
-created a repository (CloudTrail LookupEvents). AWS errors become ``RegistryError`` here, with one line naming the
-cause and the fix; nothing above this module sees botocore.
+created a repository (CloudTrail LookupEvents). Its clients raise the AwsError family (bot/aws_errors.py); each
+becomes a ``RegistryError`` here, with one line naming the cause and the fix.
 """
 from __future__ import annotations
 
@@ -9,22 +9,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .aws import EcrCollector, describe_error, error_code
+from .aws import EcrCollector
 from .core.models import ScanProblem
+from .errors import AwsAccessDenied, AwsError, RegistryError, describe
 
 logger = logging.getLogger(__name__)
 APPLIED_FOR = ("PULL_THROUGH_CACHE", "REPLICATION", "CREATE_ON_PUSH")  # how a template can create a repository
 ROOT = "ROOT"  # the template that applies to every repository no other template's prefix matches
-DENIED = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")
 TEMPLATE_FIELDS = ("description", "encryptionConfiguration", "resourceTags", "imageTagMutability",
                    "imageTagMutabilityExclusionFilters", "repositoryPolicy", "lifecyclePolicy", "appliedFor",
                    "customRoleArn")
-
-
-class RegistryError(Exception):
-    """A template or CloudTrail call that failed: the message says what, and what to grant or fix."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +36,10 @@ class CreationTemplate:
         return {k: found[k] for k in TEMPLATE_FIELDS if found.get(k) not in (None, "", [], {})}
 
 
-def _translated(exc: Exception, what: str, action: str) -> RegistryError:
-    if error_code(exc) in DENIED:
+def _translated(exc: AwsError, what: str, action: str) -> RegistryError:
+    if isinstance(exc, AwsAccessDenied):
         return RegistryError(f"{what}: access denied; grant {action} to the bot's role (docs/watch.md, IAM)")
-    return RegistryError(f"{what}: {describe_error(exc)}")
+    return RegistryError(f"{what}: {describe(exc)}")
 
 
 def _template(account_id: str, region: str, found: dict) -> CreationTemplate:
@@ -74,7 +68,7 @@ class Registry:
                 token = page.get("nextToken")
                 if not token:
                     return found
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             raise _translated(exc, f"cannot list the repository creation templates of {account_id} {region}",
                               "ecr:DescribeRepositoryCreationTemplates") from None
 
@@ -87,7 +81,7 @@ class Registry:
                 client.update_repository_creation_template(prefix=prefix, **fields)
             else:
                 client.create_repository_creation_template(prefix=prefix, **fields)
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             raise _translated(exc, f"cannot {'update' if exists else 'create'} the {prefix} template of {account_id} "
                                    f"{region}", f"ecr:{action}") from None
 
@@ -95,8 +89,8 @@ class Registry:
         try:
             client = self._collector.service_client(account_id, "ecr", region)
             client.delete_repository_creation_template(prefix=prefix)
-        except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) == "TemplateNotFoundException":
+        except AwsError as exc:
+            if exc.code == "TemplateNotFoundException":
                 return  # already gone: what was asked for
             raise _translated(exc, f"cannot delete the {prefix} template of {account_id} {region}",
                               "ecr:DeleteRepositoryCreationTemplate") from None
@@ -121,7 +115,7 @@ class Registry:
                     if isinstance(name, str) and isinstance(who, str) \
                             and event.get("EventSource", "ecr.amazonaws.com") == "ecr.amazonaws.com":
                         found.setdefault(name, who)
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             raise _translated(exc, f"cannot read CloudTrail in {account_id} {region}", "cloudtrail:LookupEvents") \
                 from None
         return found

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from .aws import Account, EcrCollector, describe_error
+from .aws import Account, EcrCollector
 from .core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_image_uri
+from .errors import describe
 
 logger = logging.getLogger(__name__)
 DESCRIBE_SERVICES_MAX = 10  # DescribeServices takes at most 10 services
@@ -90,7 +91,7 @@ class RuntimeCollector:
             except Exception as exc:  # noqa: BLE001 - read where it can, and say where it could not
                 return account.regions, SourceProblem(
                     "aws", account.account_id, "*",
-                    f"cannot list the regions enabled in this account (ec2:DescribeRegions): {describe_error(exc)}; "
+                    f"cannot list the regions enabled in this account (ec2:DescribeRegions): {describe(exc)}; "
                     f"ECS and Lambda were read only in {', '.join(account.regions)} (an image running in another "
                     f"region is not seen: grant ec2:DescribeRegions, or set ECR_COST_RUNTIME_REGIONS)")
         return self._enabled[account.account_id], None
@@ -102,7 +103,7 @@ class RuntimeCollector:
             found = reader(account, region, unreadable)
         except Exception as exc:  # noqa: BLE001 - one runtime's failure is named, never fatal
             logger.warning("cannot read %s in %s %s: %s", source, account.account_id, region, exc)
-            return [], [SourceProblem(source, account.account_id, region, describe_error(exc))]
+            return [], [SourceProblem(source, account.account_id, region, describe(exc))]
         return found, [SourceProblem(source, account.account_id, region, f"cannot read the image reference {uri!r}")
                        for uri in dict.fromkeys(unreadable)]
 

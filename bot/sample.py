@@ -2,7 +2,9 @@
 untagged leftovers, semver / latest / branch / sha tags, owners, policies, long-unused repositories.
 
 Used by `ecr-cost-bot demo` (on moto in-process), and by the tests and benchmarks (on moto's server).
-Only `correct_moto` knows about moto, and imports it when called.
+Only `correct_moto` knows about moto, and imports it when called. The sample is the AWS side of the demo: it
+writes the registry through boto3 clients of its own (``sample_session``), so it is one of the modules that may
+import boto3 (tests/test_architecture.py), and the demo itself need not.
 """
 from __future__ import annotations
 
@@ -243,6 +245,13 @@ def _repository(spec) -> SampleRepository:
 def sample_estate() -> list[SampleRepository]:
     """About 40 repositories in two regions; deterministic."""
     return [_repository(spec) for spec in SERVICES]
+
+
+def sample_session(region: str):
+    """A boto3 session in ``region`` on whatever AWS the environment names (the demo's moto)."""
+    import boto3
+
+    return boto3.Session(region_name=region)
 
 
 def load_estate(session, account_id: str, repos: list[SampleRepository], now: datetime | None = None) -> None:

@@ -23,6 +23,7 @@ from sqlite_utils.migrations import Migrations
 
 from .core.analysis import rank
 from .core.models import Image, Manifest, PolicyDecision, RepositoryCost, RepositoryRef, ScanProblem, ScanResult
+from .errors import ScanAbandoned
 
 migrations = Migrations("ecr_cost_bot")
 
@@ -30,10 +31,6 @@ _CHUNK = 500  # stay well under SQLite's bound-variable limit
 SCAN_LEASE = timedelta(minutes=15)  # a running scan whose heartbeat is older than this was abandoned
 CLAIM_LEASE = timedelta(minutes=10)  # a claim (one change, one scan) whose holder stopped beating this long is free
 HEARTBEAT_SECONDS = 60.0
-
-
-class ScanAbandoned(Exception):
-    """The scan was marked abandoned (its heartbeat lapsed): its rows are gone, it must not complete."""
 
 
 def _pid_namespace() -> str:

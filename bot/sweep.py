@@ -18,10 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .adoption import Actor, Change, NotAnOwner, PolicyOperationError, claimed
-from .aws import EcrCollector, describe_error, error_code
+from .adoption import Actor, Change, claimed
+from .aws import EcrCollector
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
 from .core.inuse import pin_tag
@@ -36,6 +34,7 @@ from .core.sweep import (
     plan,
     whole_families,
 )
+from .errors import AwsError, NotAnOwner, PolicyOperationError, describe
 from .format import plural, size
 from .store import Store, from_iso, to_iso
 from .usage import InUseFinder
@@ -186,9 +185,9 @@ class SweepService:
                     pinned.append(digest)
                 except LookupError:
                     gone.append(digest)
-                except (ClientError, BotoCoreError) as exc:
+                except AwsError as exc:
                     self.ledger.forget(ref.arn, pinned)
-                    raise PolicyOperationError(f"cannot pin the images of {ref.name} ({describe_error(exc)}); "
+                    raise PolicyOperationError(f"cannot pin the images of {ref.name} ({describe(exc)}); "
                                                f"{len(pinned)} of {len(digests)} pinned, "
                                                "the rest stay announced") from exc
             self.ledger.forget(ref.arn, digests)
@@ -235,7 +234,7 @@ class SweepService:
                 found.problems.append(str(exc))
             except Exception as exc:  # noqa: BLE001 - one repository never stops the others
                 logger.exception("sweeping %s failed", row.arn)
-                found.problems.append(f"sweeping {row.repository} failed: {describe_error(exc)}; nothing more was "
+                found.problems.append(f"sweeping {row.repository} failed: {describe(exc)}; nothing more was "
                                       f"deleted there")
             if found.announced and not dry_run and announce is not None:
                 try:
@@ -288,8 +287,8 @@ class SweepService:
         """(the repository read now, its sweep plan), or (…, None) when nothing may be swept there."""
         try:
             inventory = self._collector.refresh(ref)
-        except (ClientError, BotoCoreError) as exc:
-            found.problems.append(f"cannot read {ref.name}: {describe_error(exc)}; nothing swept")
+        except AwsError as exc:
+            found.problems.append(f"cannot read {ref.name}: {describe(exc)}; nothing swept")
             return None, None
         days, problem = parse_days(inventory.tags.get(SWEEP_TAG))
         if problem:  # the opt-in was removed or changed meanwhile
@@ -313,8 +312,8 @@ class SweepService:
         image are reported and marked in the record."""
         try:
             documents, failures = self._collector.manifest_documents(ref, digests)
-        except (ClientError, BotoCoreError) as exc:
-            found.problems.append(f"cannot read the manifests of {ref.name} ({describe_error(exc)}); nothing deleted")
+        except AwsError as exc:
+            found.problems.append(f"cannot read the manifests of {ref.name} ({describe(exc)}); nothing deleted")
             return
         found.problems += [f"{f}: not deleted (its manifest could not be recorded)" for f in failures]
         digests = sorted(whole_families({d for d in digests if d in documents}, inventory.images, inventory.manifests))
@@ -339,12 +338,12 @@ class SweepService:
                 continue
             try:
                 failed |= self._collector.delete_images(ref, group)
-            except (ClientError, BotoCoreError) as exc:
+            except AwsError as exc:
                 try:  # the answer may be lost while the deletion was not: what is still there failed
                     there = self._collector.image_digests(ref)
-                except (ClientError, BotoCoreError):
+                except AwsError:
                     there = set(group)
-                failed |= {d: describe_error(exc) for d in group if d in there}
+                failed |= {d: describe(exc) for d in group if d in there}
         for record in records:
             record["deleted"] = record["digest"] not in failed
             if record["digest"] in failed:
@@ -367,11 +366,11 @@ class SweepService:
         try:
             born = self._collector.created_at(ref)
             tags = self._collector.read_tags(ref)
-        except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) == "RepositoryNotFoundException":
+        except AwsError as exc:
+            if exc.code == "RepositoryNotFoundException":
                 raise PolicyOperationError(f"{ref.name} no longer exists in {ref.account_id} {ref.region}; nothing "
                                            f"was changed") from None
-            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe_error(exc)}), so nobody "
+            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe(exc)}), so nobody "
                                        f"can be checked as its owner; nothing was changed") from None
         owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
         if not actor.may_change(owners):
@@ -384,17 +383,17 @@ class SweepService:
         try:
             change()
             return
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             error = exc
         try:
             done = happened(self._collector.read_tags(ref))
-        except (ClientError, BotoCoreError):
+        except AwsError:
             done = True
         if not done:
             assert decision.id is not None  # recorded
             self._store.withdraw_decision(decision.id)
-            raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe_error(error)}; nothing was changed")
-        raise PolicyOperationError(f"tagging {ref.name} failed ({describe_error(error)}), yet the tag is in AWS: it "
+            raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe(error)}; nothing was changed")
+        raise PolicyOperationError(f"tagging {ref.name} failed ({describe(error)}), yet the tag is in AWS: it "
                                    f"was recorded (decision #{decision.id})")
 
     def _record(self, ref: RepositoryRef, action: str, actor: Actor, owners, born, note: str) -> PolicyDecision:

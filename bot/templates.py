@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .adoption import Actor, NotAnAdmin, compact
+from .adoption import Actor, compact
 from .config import Settings
 from .core.inuse import protected
 from .core.lifecycle import same_document
 from .core.models import PolicyDecision, RepositoryRef, ScanProblem
-from .registry import APPLIED_FOR, ROOT, CreationTemplate, Registry, RegistryError
+from .errors import NotAnAdmin, RegistryError
+from .registry import APPLIED_FOR, ROOT, CreationTemplate, Registry
 from .store import PROCESS, Store
 
 APPLIED, UNDONE = "template_applied", "template_rolled_back"

@@ -10,14 +10,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .aws import EcrCollector, EstateUnreadable, describe_error
+from .aws import EcrCollector
 from .config import Settings
 from .core.cost import reachable_manifests
 from .core.inuse import InUseSet, Reference, SourceProblem, recent_pulls, resolve
 from .core.models import Image, Manifest, RepositoryRef, ScanResult
 from .core.pullers import blind_spots, grants
+from .errors import AwsError, EstateUnreadable, describe
 from .runtimes import RuntimeCollector
 from .store import Store
 
@@ -93,9 +92,9 @@ class InUseFinder:
             found = grants(self._collector.repository_policy(ref), f"the repository policy of {ref.name}")
             found |= grants(self._collector.registry_policy(ref), f"the registry policy of {ref.account_id} "
                                                                    f"{ref.region}", ref.arn)
-        except (ClientError, BotoCoreError) as exc:
+        except AwsError as exc:
             problems.append(named(f"cannot read who may pull {ref.name} (ecr:GetRepositoryPolicy, "
-                                  f"ecr:GetRegistryPolicy): {describe_error(exc)}"))
+                                  f"ecr:GetRegistryPolicy): {describe(exc)}"))
         if found is not None:
             self.references()  # the accounts whose runtimes were read go with the references
             readable = self._runtimes.readable_accounts

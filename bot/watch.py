@@ -20,7 +20,8 @@ from .core.inuse import PIN_PREFIX
 from .core.lifecycle import validate_policy
 from .core.models import SNOOZE, RepositoryCost, ScanResult
 from .core.tuning import lifecycle_status
-from .registry import Registry, RegistryError
+from .errors import RegistryError
+from .registry import Registry
 from .render import watch as render
 from .store import Store
 

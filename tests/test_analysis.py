@@ -11,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import shipped_base_policy_text
-from bot.core.analysis import AmbiguousOrUnknownName, display_names, find_repository, rank, summarize
+from bot.core.analysis import display_names, find_repository, rank, summarize
 from bot.core.models import ScanProblem, ScanResult
 from bot.core.tuning import lifecycle_status
+from bot.errors import AmbiguousOrUnknownName
 from bot.render.text import scan_csv, scan_json, scan_table
 from tests.helpers.rows import row
 

@@ -35,7 +35,7 @@ def test_the_core_is_pure(path):
     for module, _ in imports(path):
         assert not module.startswith(("boto3", "botocore", "slack_sdk", "slack_bolt", "sqlite3",
                                       "sqlite_utils")), module
-        assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.format")), module
+        assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.format", "bot.errors")), module
 
 
 @pytest.mark.parametrize("path", modules("render"), ids=lambda p: p.name)
@@ -46,10 +46,38 @@ def test_renderers_know_only_the_core(path):
         assert not module.startswith("bot.") or module.startswith(("bot.core", "bot.render", "bot.format")), module
 
 
+def test_the_error_tree_is_pure():
+    """bot/errors.py: every layer raises from it (the core too), so it needs nothing but the standard library (the
+    core's models only to name types)."""
+    for module, _ in imports(BOT / "errors.py"):
+        assert module.split(".")[0] in ("__future__", "collections", "typing", "html", "re") \
+            or module == "bot.core.models", module
+
+
 def test_the_one_way_to_write_figures_is_pure():
     """bot/format.py: every layer writes figures through it, so it depends on nothing but the standard library."""
     for module, _ in imports(BOT / "format.py"):
         assert module.split(".")[0] in ("__future__", "datetime", "zoneinfo"), module
+
+
+# the modules that make boto3 clients (every other AWS adapter, registry.py, runtimes.py, inspector.py and
+# doctor.py, gets its clients from aws.py, already translated): botocore's exceptions become bot/errors.py's
+# AwsError family in aws_errors.py, so nothing else needs to know them. sample.py writes the demo's sample registry.
+BOTO_ADAPTERS = ("aws.py", "aws_errors.py", "billing_sources.py", "sample.py")
+
+
+@pytest.mark.parametrize("path", [p for p in modules("") if str(p.relative_to(BOT)) not in BOTO_ADAPTERS],
+                         ids=lambda p: str(p.relative_to(BOT)))
+def test_nothing_above_the_aws_adapters_imports_boto(path):
+    for module, _ in imports(path):
+        assert module.split(".")[0] not in ("boto3", "botocore"), \
+            f"{path.relative_to(BOT)} imports {module}: AWS is reached through bot/aws.py, its errors are bot.errors'"
+
+
+def test_the_boto_adapters_are_still_there():
+    """The allowed list names real modules, and the translation is where the docstrings say."""
+    assert all((BOT / name).exists() for name in BOTO_ADAPTERS)
+    assert any(module == "botocore.exceptions" for module, _ in imports(BOT / "aws_errors.py"))
 
 
 @pytest.mark.parametrize("path", [*modules("slack"), BOT / "cli.py", BOT / "demo.py"], ids=lambda p: p.name)

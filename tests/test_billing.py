@@ -9,8 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 import boto3
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import load_settings
 from bot.core.billing import CostLine, service_bill, summarize_bill
+from bot.errors import ConfigError
 from bot.render.blocks import repository_detail
 from bot.render.chart import chart_figure
 from bot.sample import SampleRepository, blob, image
@@ -390,7 +391,8 @@ def test_the_cur_from_s3_is_read_object_by_object_and_leaves_no_file_behind(aws,
     import boto3
 
     from bot.aws import default_session_factory
-    from bot.billing_sources import BillingUnavailable, CurReader
+    from bot.billing_sources import CurReader
+    from bot.errors import BillingUnavailable
 
     items = estate_items(TODAY)
     folder = export_folder(tmp_path, items, time_zone=True)

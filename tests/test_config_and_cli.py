@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import build_parser, main
-from bot.config import ConfigError, load_settings
+from bot.config import load_settings
+from bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

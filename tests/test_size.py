@@ -216,8 +216,8 @@ def test_without_permission_created_by_is_null_and_says_how_to_grant_it(estate, 
 
 
 def test_a_config_blob_above_the_cap_is_not_read(estate, aws, settings):
-    from bot.aws import BlobRefused
     from bot.core.models import RepositoryRef
+    from bot.errors import BlobRefused
     from bot.wiring import build
 
     built = build(settings)

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.adoption import Actor, HandEdited
+from bot.adoption import Actor
 from bot.config import load_settings
 from bot.core.lifecycle import fingerprint
+from bot.errors import HandEdited, ScanAbandoned
 from bot.heartbeat import heartbeat
-from bot.store import ScanAbandoned, Store
+from bot.store import Store
 from bot.wiring import build, components
 from tests.helpers.aws import CUSTOM, current_policy, ecr, load, repository, run_cli
 from tests.helpers.report import PERIOD, posts

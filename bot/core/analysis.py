@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..errors import AmbiguousOrUnknownName, UnknownAccount
 from .models import ADOPTIONS, EXEMPT_TAG, Exemption, PolicyDecision, RepositoryCost
 
 
@@ -64,13 +65,6 @@ def account_totals(rows: Sequence[RepositoryCost]) -> tuple[AccountTotal, ...]:
     return tuple(sorted(totals, key=lambda t: (-t.monthly_cost_usd, t.account_id)))
 
 
-class UnknownAccount(LookupError):
-    def __init__(self, query: str, candidates: list[str]):
-        super().__init__(f"no account {query!r} among those the bot knows (its own, ECR_COST_ROLE_ARNS, the "
-                         f"organisation's, the latest scan's)")
-        self.query, self.candidates = query, candidates
-
-
 def match_account(accounts: Mapping[str, str | None], query: str) -> str:
     """The account ID ``query`` names among ``accounts`` (ID -> name or None): an ID, or a name (case-insensitive,
     unique). Raises UnknownAccount with the closest candidates."""
@@ -106,14 +100,6 @@ def display_names(rows: Sequence[RepositoryCost]) -> dict[str, str]:
         else:
             names[r.arn] = r.arn
     return names
-
-
-class AmbiguousOrUnknownName(Exception):
-    """NAME matched no repository, or several; ``candidates`` are what to suggest."""
-
-    def __init__(self, message: str, candidates: Sequence[str]):
-        super().__init__(message)
-        self.candidates = list(candidates)
 
 
 def find_repository(rows: Sequence[RepositoryCost], query: str) -> RepositoryCost:

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
 from ..application import Application, ref_of
+from ..errors import (
+    BotError,
+    HandEdited,
+    HarmsInUse,
+    HasOwners,
+    InUsePartial,
+    NotAnAdmin,
+    NotAnOwner,
+    describe,
+)
 from ..render import blocks
 from .directory import SlackDirectory
 from .home import home_view
@@ -54,8 +63,8 @@ def decide_claim(application: Application, directory: SlackDirectory, value: str
         text = (f"*{blocks.escape(exc.ref.name)}* got owners meanwhile ({blocks.owners_text(exc.owners)}); the claim "
                 f"was not applied.")
         return Outcome(replace=blocks.plain_message(text), direct=((claimer, blocks.plain_message(text)),))
-    except PolicyOperationError as exc:
-        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+    except BotError as exc:
+        return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}")
     if change.decision is None:
         return Outcome(ephemeral=blocks.escape(change.note or "Nothing was changed."))
     name = blocks.escape(ref.name)
@@ -86,13 +95,16 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     if action_id == blocks.PREVIEW:  # anyone may look
         try:
             view, expiring, kept = application.expiring(row, scan)
-        except PolicyOperationError as exc:
-            return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+        except BotError as exc:
+            return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}")
         return Outcome(ephemeral_message=blocks.preview_message(
             view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
     if action_id == blocks.WHY_BIG:  # anyone may look
         try:
             report = application.size(scan, row)
+        except BotError as exc:
+            return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
+                                     f"{blocks.escape(describe(exc))}")
         except Exception as exc:  # noqa: BLE001 - the person who clicked gets an answer, not silence
             logger.exception("size of %s failed", row.arn)
             return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
@@ -136,7 +148,7 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     except NotAnOwner as exc:
         return Outcome(ephemeral=blocks.refusal(row.repository, exc.owners))
     except NotAnAdmin as exc:
-        message = blocks.escape(str(exc))
+        message = blocks.escape(describe(exc))
         return Outcome(ephemeral=f"{message[:1].upper()}{message[1:]}.")
     except InUsePartial as exc:
         return Outcome(ephemeral_message=blocks.partial_message(row.arn, row.repository, exc.problems,
@@ -151,9 +163,9 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
                                                              exc.images, confirm))
     except HandEdited as exc:
         return Outcome(ephemeral_message=blocks.hand_edit_message(row.arn, row.repository, exc.live, exc.expected))
-    except PolicyOperationError as exc:
-        problems = "".join(f"\n• {blocks.escape(p)}" for p in exc.problems)
-        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}{problems}")
+    except BotError as exc:  # a refused change (with its problems), or AWS's refusal
+        problems = "".join(f"\n• {blocks.escape(p)}" for p in getattr(exc, "problems", ()))
+        return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}{problems}")
     after = application.view_after_change(arn)
     note = None if change.note is None else blocks.escape(change.note)
     return Outcome(replace=None if after is None else blocks.repository_detail(after), ephemeral=note)
@@ -181,8 +193,8 @@ def sweep_click(application: Application, directory: SlackDirectory, action_id: 
             change = application.sweep.disable(target, actor)
     except NotAnOwner as exc:
         return Outcome(ephemeral=blocks.refusal(exc.ref.name, exc.owners))
-    except PolicyOperationError as exc:
-        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+    except BotError as exc:
+        return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}")
     decision = change.decision
     if decision is None:
         return Outcome(ephemeral=blocks.escape(change.note or "Nothing was changed."))
@@ -208,8 +220,8 @@ def claim(application: Application, directory: SlackDirectory, row, user_id: str
     except HasOwners as exc:
         return Outcome(ephemeral=f"*{blocks.escape(row.repository)}* already has owners "
                                  f"({blocks.owners_text(exc.owners)}); ask them. Nothing was changed.")
-    except PolicyOperationError as exc:
-        return Outcome(ephemeral=f":x: {blocks.escape(str(exc))}")
+    except BotError as exc:
+        return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}")
     who = ", ".join(blocks.mention(a) for a in admins)
     if not new:
         return Outcome(ephemeral=f"You already claimed *{blocks.escape(row.repository)}*; the admins ({who}) have "

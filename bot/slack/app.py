@@ -10,8 +10,8 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from slack_sdk.web import SlackResponse
 
 from ..application import Application
-from ..config import ConfigError, Settings
-from ..errors import slack_failure
+from ..config import Settings
+from ..errors import ConfigError, slack_failure
 from . import actions, commands, home, views
 from .directory import SlackDirectory
 

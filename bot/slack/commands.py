@@ -5,8 +5,8 @@ import logging
 
 from slack_bolt import App
 
-from ..application import Application, EstateUnreadable, ScanBusy
-from ..core.analysis import AmbiguousOrUnknownName, UnknownAccount
+from ..application import Application
+from ..errors import AmbiguousOrUnknownName, BotError, EstateUnreadable, ScanBusy, UnknownAccount, describe
 from ..render import blocks
 
 COMMAND = "/ecr-cost"
@@ -22,9 +22,12 @@ def register(app: App, application: Application) -> None:
         try:
             message = answer(application, query)
         except EstateUnreadable as exc:
-            message = blocks.plain_message(f":x: No AWS account could be read: {blocks.escape(str(exc))}")
+            message = blocks.plain_message(f":x: No AWS account could be read: {blocks.escape(describe(exc))}")
         except ScanBusy as exc:
-            message = blocks.plain_message(f":hourglass: {blocks.escape(str(exc))}")
+            message = blocks.plain_message(f":hourglass: {blocks.escape(describe(exc))}")
+        except BotError as exc:  # AWS refused a read, ...: its one line
+            logger.warning("/ecr-cost %r: %s", query[:200], describe(exc))
+            message = blocks.plain_message(f":x: {blocks.escape(describe(exc))}")
         except Exception:  # noqa: BLE001 - the user still gets an answer
             logger.exception("/ecr-cost %r failed", query[:200])
             message = blocks.plain_message(":x: Something went wrong answering that; the error is in the bot's log.")

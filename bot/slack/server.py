@@ -6,7 +6,8 @@ import logging
 import signal
 import threading
 
-from ..config import ConfigError, Settings
+from ..config import Settings
+from ..errors import ConfigError
 from ..health import BEAT_SECONDS, alive_path, write_alive
 from ..heartbeat import heartbeat
 

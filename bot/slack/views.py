@@ -16,23 +16,14 @@ from typing import TypeVar
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import (
-    Actor,
-    Change,
-    Deletion,
-    HasOwners,
-    InUsePartial,
-    NotAnAdmin,
-    NotAnOwner,
-    PolicyOperationError,
-    compact,
-)
+from ..adoption import Actor, Change, Deletion, compact
 from ..application import Application, ref_of
 from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.sweep import parse_days
 from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
+from ..errors import BotError, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, describe
 from ..format import per_month, plural, size
 from ..render import blocks
 from .directory import SlackDirectory
@@ -110,8 +101,8 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
     else:
         try:
             found = application.tuned_preview(row, tuning)
-        except PolicyOperationError as exc:
-            text = f"*Preview* unavailable: {blocks.escape(str(exc))}"
+        except BotError as exc:
+            text = f"*Preview* unavailable: {blocks.escape(describe(exc))}"
         else:
             text = blocks.tuning_preview_text(found.savings, len(found.used),
                                               found.in_use is not None and found.in_use.partial)
@@ -130,12 +121,14 @@ def outcome_text(action: Callable[[], T], row: RepositoryCost, done: Callable[[T
     except NotAnOwner as exc:
         return blocks.refusal(row.repository, exc.owners)
     except (NotAnAdmin, HasOwners) as exc:
-        return f":x: {blocks.escape(str(exc))}."
+        return f":x: {blocks.escape(describe(exc))}."
     except InUsePartial as exc:
-        return (f":warning: *Nothing was changed.* {blocks.escape(str(exc))}:\n"
+        return (f":warning: *Nothing was changed.* {blocks.escape(describe(exc))}:\n"
                 + "\n".join(f"• {blocks.escape(p)}" for p in exc.problems[:10]))
     except PolicyOperationError as exc:
-        return f":x: {blocks.escape(str(exc))}" + "".join(f"\n• {blocks.escape(p)}" for p in exc.problems[:10])
+        return f":x: {blocks.escape(describe(exc))}" + "".join(f"\n• {blocks.escape(p)}" for p in exc.problems[:10])
+    except BotError as exc:  # AWS refused or failed, ...: its one line
+        return f":x: {blocks.escape(describe(exc))}"
     except Exception:  # noqa: BLE001 - the person still gets an answer
         logger.exception("a modal's change to %s failed", row.arn)
         return ":x: Something went wrong; the error is in the bot's log. Nothing may have changed: check " \
@@ -215,8 +208,8 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
                 assert application.sweep is not None  # set by wiring
                 try:
                     swept = application.sweep.enable(ref_of(row), days, actor)
-                except PolicyOperationError as exc:
-                    sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(str(exc))}")
+                except BotError as exc:
+                    sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(describe(exc))}")
                 else:
                     sweep_notes.append(blocks.escape(swept.note or "") if swept.decision is None else
                                        f":broom: Images nobody has pulled for {days} days will be deleted, each "

@@ -10,8 +10,9 @@ import re
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import Change, NotAnAdmin
+from ..adoption import Change
 from ..application import Application
+from ..errors import NotAnAdmin, describe
 from ..format import per_month
 from ..limits import LimitService, read_amount
 from ..render import blocks
@@ -57,7 +58,7 @@ def register(app: App, application: Application, limits: LimitService, templates
             try:
                 changes = templates.apply(directory.actor(user_id))
             except NotAnAdmin as exc:
-                changes, note = [], str(exc)
+                changes, note = [], describe(exc)
             else:
                 note = render.template_changes_text(changes)
             tell(client, user_id, blocks.plain_message(f"*Default policy for new repositories*\n"
