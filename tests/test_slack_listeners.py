@@ -264,3 +264,17 @@ def test_only_an_admin_may_set_the_default_policy_for_new_repositories(built, di
     told = client.chat_postMessage.call_args.kwargs
     assert told["channel"] == OWNER and told["text"] == ("Only an admin can set the default policy for new "
                                                          "repositories; nothing was changed.")
+
+
+def test_undo_restores_no_limit_once_and_answers_in_app_home_by_direct_message(built, directory, client):
+    watch.on_limit(ack=mock.Mock(), body={"user": {"id": OWNER}}, view=limit_form("5"), client=client,
+                   application=built.application, limits=built.limits, directory=directory)
+    calls = watch_click(built, directory, client, watch_render.UNDO_LIMIT, OWNER, container="view")
+    assert calls.mock_calls == [mock.call.ack()]  # App Home: no response_url, so the app's DM
+    told = client.chat_postMessage.call_args.kwargs
+    assert told["channel"] == OWNER and told["text"].startswith(":leftwards_arrow_with_hook: Undone: ")
+    tags = {t["Key"]: t["Value"] for t in ecr().list_tags_for_resource(resourceArn=ARN)["tags"]}
+    assert "ecr-cost-limit-usd" not in tags
+
+    watch_click(built, directory, client, watch_render.UNDO_LIMIT, OWNER, container="view")  # Slack's retry
+    assert client.chat_postMessage.call_count == 2  # the limit's message and the one Undo, nothing more
