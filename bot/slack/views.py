@@ -22,7 +22,7 @@ from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.sweep import parse_days
-from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
+from ..core.tuning import FIELDS, Tuning, archives, describe_tuning, parse_tuning, tuned_policy
 from ..errors import BotError, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, describe
 from ..format import per_month, plural, size
 from ..render import blocks
@@ -78,11 +78,20 @@ def tuning_problems(values: dict[str, str | None]):
     return tuning, {}
 
 
-def sweep_values(application: Application, view: dict) -> dict[str, str | None]:
-    """The sweep input as the form holds it, and the estate's archive economics (kept across refreshes)."""
+def sweep_values(application: Application, view: dict, tuning: Tuning | None = None) -> dict[str, str | None]:
+    """The sweep input as the form holds it, and the estate's archive economics (kept across refreshes), said of
+    the tuned policy when there is one: whether what it archives saves anything."""
     return {blocks.SWEEP_DAYS: state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS),
-            "archive_note": application.sweep.archive_note(application.store.latest_scan()) if application.sweep
-            else None}
+            "archive_note": application.sweep.archive_note(application.store.latest_scan(), tuned_policy(tuning)
+                                                           if tuning is not None else None)
+            if application.sweep else None}
+
+
+def archive_figures(application: Application, adopted) -> dict:
+    """What the tuned policy's adopted form archives (count, bytes), and whether archiving saves anything here."""
+    economics = application.sweep.archive_economics(application.store.latest_scan()) if application.sweep else None
+    return {"archiving": (adopted.archiving_count, adopted.bytes_archived),
+            "archive_saves": economics is not None and economics.saves}
 
 
 def refresh_adjust(application: Application, client, view: dict) -> None:
@@ -94,8 +103,8 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
     values = tuning_values(view)
     if all(v is None for v in values.values()):  # just opened: its initial values
         values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
-    values |= sweep_values(application, view)
     tuning, problems = tuning_problems(values)
+    values |= sweep_values(application, view, tuning)
     if tuning is None:
         text = "*Preview* fix the form first: " + "; ".join(blocks.escape(p) for p in problems.values())
     else:
@@ -105,7 +114,8 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
             text = f"*Preview* unavailable: {blocks.escape(describe(exc))}"
         else:
             text = blocks.tuning_preview_text(found.savings, len(found.used),
-                                              found.in_use is not None and found.in_use.partial)
+                                              found.in_use is not None and found.in_use.partial,
+                                              **archive_figures(application, found.adopted or found.result))
     try:
         client.views_update(view_id=view["id"], hash=view.get("hash"),
                             view=blocks.adjust_modal(row.repository, row.arn, values, text))
@@ -195,7 +205,13 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
                     f"({blocks.escape(describe_tuning(tuning))}), projected to save "
                     f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
                     f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}"
-                    + swept_text(row))
+                    + archive_text() + swept_text(row))
+
+        def archive_text() -> str:  # chosen where it saves nothing: said again, never silently dropped
+            policy = tuned_policy(tuning)
+            found = application.sweep.archive_note(application.store.latest_scan(), policy) \
+                if application.sweep and archives(policy) else None
+            return f"\n:package: {blocks.escape(found)}" if found else ""
 
         sweep_notes: list[str] = []
 
