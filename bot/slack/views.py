@@ -148,41 +148,94 @@ def outcome_text(action: Callable[[], T], row: RepositoryCost, done: Callable[[T
     return done(result)
 
 
+def begin(application: Application, ack, view: dict, title: str) -> RepositoryCost | None:
+    """The checks every submission shares once its inputs are valid: the repository, and one action per view.
+    Acknowledges with a "working" view, or with why nothing will happen."""
+    row = repository_of(application, view)
+    if row is None:
+        ack(response_action="update", view=blocks.notice_modal(title, "That repository is not in the latest "
+                                                                        "scan; nothing was changed."))
+        return None
+    if not application.first_delivery(f"view:{view.get('id')}"):
+        ack(response_action="update", view=blocks.notice_modal(title, "This form was already submitted; "
+                                                                        "nothing more was changed."))
+        return None
+    ack(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
+                                                                 f"*{blocks.escape(row.repository)}*…"))
+    return row
+
+
+def submit(application: Application, directory: SlackDirectory, ack, body, view: dict, client, title: str,
+           action: Callable[[RepositoryCost, Actor], T], done: Callable[[RepositoryCost, T], str]) -> None:
+    """A valid submission: acknowledged with a "working" view, acted on as the signed user, the outcome shown."""
+    row = begin(application, ack, view, title)
+    if row is None:
+        return
+    actor = directory.actor(body["user"]["id"])
+    finish(client, view, title, outcome_text(lambda: action(row, actor), row, lambda result: done(row, result)))
+
+
+def finish(client, view: dict, title: str, text: str) -> None:
+    if not isinstance(view.get("id"), str):
+        logger.warning("a modal without an id: its outcome cannot be shown (%s)", text[:200])
+        return
+    try:
+        client.views_update(view_id=view["id"], view=blocks.notice_modal(title, text))
+    except SlackApiError as exc:
+        logger.warning("could not show the outcome in the modal: %s", exc.response.get("error"))
+
+
+def adjust(application: Application, directory: SlackDirectory, ack, body, view: dict, client) -> None:
+    """The Adjust form submitted: the tuned policy adopted (its archive choice restated where archiving saves
+    nothing), then the sweep opt-in if asked for."""
+    tuning, problems = tuning_problems(tuning_values(view))
+    sweep_days = state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS)
+    days, sweep_problem = parse_days(sweep_days) if sweep_days else (None, None)
+    if problems or sweep_problem:
+        ack(response_action="errors", errors={**problems, **({blocks.SWEEP_DAYS: sweep_problem}
+                                                             if sweep_problem else {})})
+        return
+    def done(row: RepositoryCost, change: Change) -> str:
+        assert change.decision is not None  # outcome_text answers a Change without a decision itself
+        note = f"\n{blocks.escape(change.note)}" if change.note else ""
+        return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
+                f"({blocks.escape(describe_tuning(tuning))}), projected to save "
+                f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
+                f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}"
+                + archive_text() + swept_text(row))
+
+    def archive_text() -> str:  # chosen where it saves nothing: said again, never silently dropped
+        policy = tuned_policy(tuning)
+        found = application.sweep.archive_note(application.store.latest_scan(), policy) \
+            if application.sweep and archives(policy) else None
+        return f"\n:package: {blocks.escape(found)}" if found else ""
+
+    sweep_notes: list[str] = []
+
+    def swept_text(row: RepositoryCost) -> str:
+        return "".join(f"\n{n}" for n in sweep_notes)
+
+    def adopt(row: RepositoryCost, actor: Actor) -> Change:
+        change = application.adopt_tuned(row, actor, tuning)
+        if days is not None:  # after the policy: a refused adoption opts nothing in
+            assert application.sweep is not None  # set by wiring
+            try:
+                swept = application.sweep.enable(ref_of(row), days, actor)
+            except BotError as exc:
+                sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(describe(exc))}")
+            else:
+                sweep_notes.append(blocks.escape(swept.note or "") if swept.decision is None else
+                                   f":broom: Images nobody has pulled for {days} days will be deleted, each "
+                                   f"announced to the owners {application.settings.sweep_grace_hours:g} hours "
+                                   f"ahead (*Stop sweeping* in that message, or `ecr-cost-bot sweep disable`).")
+        if change.decision is None and sweep_notes:  # the same rules already: the opt-in is the news
+            return Change(None, "\n".join([change.note or "The policy was not changed.", *sweep_notes]))
+        return change
+
+    submit(application, directory, ack, body, view, client, "Adjust the policy", adopt, done)
+
+
 def register(app: App, application: Application, directory: SlackDirectory) -> None:
-    def begin(ack, view: dict, title: str) -> RepositoryCost | None:
-        """The checks every submission shares once its inputs are valid: the repository, and one action per view.
-        Acknowledges with a "working" view, or with why nothing will happen."""
-        row = repository_of(application, view)
-        if row is None:
-            ack(response_action="update", view=blocks.notice_modal(title, "That repository is not in the latest "
-                                                                            "scan; nothing was changed."))
-            return None
-        if not application.first_delivery(f"view:{view.get('id')}"):
-            ack(response_action="update", view=blocks.notice_modal(title, "This form was already submitted; "
-                                                                            "nothing more was changed."))
-            return None
-        ack(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
-                                                                     f"*{blocks.escape(row.repository)}*…"))
-        return row
-
-    def submit(ack, body, view: dict, client, title: str, action: Callable[[RepositoryCost, Actor], T],
-               done: Callable[[RepositoryCost, T], str]) -> None:
-        """A valid submission: acknowledged with a "working" view, acted on as the signed user, the outcome shown."""
-        row = begin(ack, view, title)
-        if row is None:
-            return
-        actor = directory.actor(body["user"]["id"])
-        finish(client, view, title, outcome_text(lambda: action(row, actor), row, lambda result: done(row, result)))
-
-    def finish(client, view: dict, title: str, text: str) -> None:
-        if not isinstance(view.get("id"), str):
-            logger.warning("a modal without an id: its outcome cannot be shown (%s)", text[:200])
-            return
-        try:
-            client.views_update(view_id=view["id"], view=blocks.notice_modal(title, text))
-        except SlackApiError as exc:
-            logger.warning("could not show the outcome in the modal: %s", exc.response.get("error"))
-
     @app.action(TUNING_INPUTS)
     def on_tuning_input(ack, body, client):
         ack()
@@ -191,51 +244,7 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
 
     @app.view(blocks.ADJUST_VIEW)
     def on_adjust(ack, body, view, client):
-        tuning, problems = tuning_problems(tuning_values(view))
-        sweep_days = state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS)
-        days, sweep_problem = parse_days(sweep_days) if sweep_days else (None, None)
-        if problems or sweep_problem:
-            ack(response_action="errors", errors={**problems, **({blocks.SWEEP_DAYS: sweep_problem}
-                                                                 if sweep_problem else {})})
-            return
-        def done(row: RepositoryCost, change: Change) -> str:
-            assert change.decision is not None  # outcome_text answers a Change without a decision itself
-            note = f"\n{blocks.escape(change.note)}" if change.note else ""
-            return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
-                    f"({blocks.escape(describe_tuning(tuning))}), projected to save "
-                    f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
-                    f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}"
-                    + archive_text() + swept_text(row))
-
-        def archive_text() -> str:  # chosen where it saves nothing: said again, never silently dropped
-            policy = tuned_policy(tuning)
-            found = application.sweep.archive_note(application.store.latest_scan(), policy) \
-                if application.sweep and archives(policy) else None
-            return f"\n:package: {blocks.escape(found)}" if found else ""
-
-        sweep_notes: list[str] = []
-
-        def swept_text(row: RepositoryCost) -> str:
-            return "".join(f"\n{n}" for n in sweep_notes)
-
-        def adopt(row: RepositoryCost, actor: Actor) -> Change:
-            change = application.adopt_tuned(row, actor, tuning)
-            if days is not None:  # after the policy: a refused adoption opts nothing in
-                assert application.sweep is not None  # set by wiring
-                try:
-                    swept = application.sweep.enable(ref_of(row), days, actor)
-                except BotError as exc:
-                    sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(describe(exc))}")
-                else:
-                    sweep_notes.append(blocks.escape(swept.note or "") if swept.decision is None else
-                                       f":broom: Images nobody has pulled for {days} days will be deleted, each "
-                                       f"announced to the owners {application.settings.sweep_grace_hours:g} hours "
-                                       f"ahead (*Stop sweeping* in that message, or `ecr-cost-bot sweep disable`).")
-            if change.decision is None and sweep_notes:  # the same rules already: the opt-in is the news
-                return Change(None, "\n".join([change.note or "The policy was not changed.", *sweep_notes]))
-            return change
-
-        submit(ack, body, view, client, "Adjust the policy", adopt, done)
+        adjust(application, directory, ack, body, view, client)
 
     @app.view(blocks.DECLINE_VIEW)
     def on_decline(ack, body, view, client):
@@ -251,7 +260,7 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
             return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
                     f"weekly report lists it with your reason. An admin can lift the exemption.")
 
-        submit(ack, body, view, client, "Decline the policy",
+        submit(application, directory, ack, body, view, client, "Decline the policy",
                lambda row, actor: application.decline(row, actor, reason, note or None), done)
 
     @app.view(blocks.DELETE_VIEW)
@@ -276,7 +285,7 @@ def register(app: App, application: Application, directory: SlackDirectory) -> N
             return application.delete_repository(row, actor, deliver=lambda export_id, content: send_export(
                 client, user_id, row, export_id, content))
 
-        submit(ack, body, view, client, title, delete, done)
+        submit(application, directory, ack, body, view, client, title, delete, done)
 
 
 def send_export(client, user_id: str, row: RepositoryCost, export_id: int, content: str) -> None:
