@@ -24,6 +24,7 @@ from bot.core.tuning import (
     Tuning,
     archives,
     describe_tuning,
+    lifecycle_status,
     parse_tuning,
     tuned_policy,
     tuning_of,
@@ -72,6 +73,9 @@ def test_the_archive_rules_are_built_as_ecr_accepts_them_after_the_keep_rule_and
     assert archives(policy) and not archives(tuned_policy(Tuning()))
     assert describe_tuning(ARCHIVING) == ("keeps 1 untagged, 1 latest, 9 v*, archives the others nobody pulled for "
                                           "60 days, deletes images archived 120 days ago")
+    # the repository detail's lifecycle status names the choice, as the bot put it
+    put = compact(policy)
+    assert lifecycle_status(put, tuned_policy(Tuning()), put) == f"tuned ({describe_tuning(ARCHIVING)})"
 
 
 def test_without_the_archive_choices_the_tuned_policy_is_unchanged():
