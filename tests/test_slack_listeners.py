@@ -1,6 +1,7 @@
 """The Slack listeners as plain functions: each called directly with mocks for what Bolt injects (ack, respond, the
 Web API client) and the real services over moto, asserting what was acknowledged, answered, opened and changed.
-The same listeners over signed HTTP are in tests/test_slack_e2e.py, tests/test_watch_slack.py and the others."""
+The same listeners over signed HTTP are in tests/test_slack_e2e.py, tests/test_owner_decisions.py,
+tests/test_watch_slack.py and the others."""
 from __future__ import annotations
 
 import json
@@ -13,11 +14,14 @@ from slack_sdk.web import SlackResponse
 from bot.config import load_settings
 from bot.render import blocks
 from bot.render import watch as watch_render
-from bot.slack import actions, commands, home, watch
+from bot.slack import actions, commands, home, views, watch
 from bot.slack.directory import SlackDirectory
 from bot.wiring import components
 from tests.helpers.aws import ACCOUNT, current_policy, ecr, load, repository, run_cli
+from tests.helpers.decisions import decisions_estate, tuning_state
 from tests.helpers.slack import ADMIN, ARN, OWNER, STRANGER
+
+ATTIC = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/attic"
 
 
 @pytest.fixture
@@ -278,3 +282,205 @@ def test_undo_restores_no_limit_once_and_answers_in_app_home_by_direct_message(b
 
     watch_click(built, directory, client, watch_render.UNDO_LIMIT, OWNER, container="view")  # Slack's retry
     assert client.chat_postMessage.call_count == 2  # the limit's message and the one Undo, nothing more
+
+
+# the modals
+
+def adjust_form(state: dict, view_id: str = "V0ADJUST1", arn: str = ARN) -> dict:
+    """The Adjust form as a submission (or an input's block_actions) carries it: its id, hash, metadata, state."""
+    return {"id": view_id, "hash": "h7", "callback_id": blocks.ADJUST_VIEW, "private_metadata": arn,
+            "state": {"values": state}}
+
+
+def sweep_days(value: str) -> dict:
+    return {blocks.SWEEP_DAYS: {blocks.SWEEP_DAYS: {"type": "number_input", "value": value}}}
+
+
+def submit_adjust(built, directory, client, view: dict, user: str = OWNER):
+    ack = mock.Mock()
+    views.on_adjust(ack=ack, body={"user": {"id": user}}, view=view, client=client, application=built.application,
+                    directory=directory)
+    return ack
+
+
+def working(title: str, repository: str = "shop") -> mock._Call:
+    return mock.call(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
+                                                                                f"*{repository}*…"))
+
+
+def shown(client) -> str:
+    """The text the form shows after the outcome (the last views.update)."""
+    [section] = client.views_update.call_args.kwargs["view"]["blocks"]
+    return section["text"]["text"]
+
+
+def test_a_change_in_the_adjust_form_is_acknowledged_then_its_preview_refreshed_with_the_views_hash(built, client):
+    ack = mock.Mock()
+    views.on_tuning_input(ack=ack, body={"view": adjust_form(tuning_state(versions="3"))}, client=client,
+                          application=built.application)
+    ack.assert_called_once_with()
+    updated = client.views_update.call_args.kwargs
+    assert (updated["view_id"], updated["hash"]) == ("V0ADJUST1", "h7")  # an older refresh never wins
+    assert "*Preview* adopting it" in text_of(updated["view"])
+    versions = next(b for b in updated["view"]["blocks"] if b.get("block_id") == "versions")
+    assert versions["element"]["initial_value"] == "3"  # what the person typed stays in the form
+
+    views.on_tuning_input(ack=ack, body={"view": adjust_form(tuning_state(versions="0"))}, client=client,
+                          application=built.application)
+    assert "*Preview* fix the form first" in text_of(client.views_update.call_args.kwargs["view"])
+    assert current_policy() is None
+
+    client.views_update.reset_mock()
+    client.views_update.side_effect = slack_error("hash_conflict")  # the person typed again meanwhile: no raise
+    views.on_tuning_input(ack=ack, body={"view": adjust_form(tuning_state())}, client=client,
+                          application=built.application)
+    client.views_update.assert_called_once()
+    views.on_tuning_input(ack=ack, body={"container": {"type": "message"}}, client=client,
+                          application=built.application)  # no view: acknowledged, nothing refreshed
+    assert ack.call_count == 4 and client.views_update.call_count == 1
+
+
+def test_an_invalid_adjust_form_is_answered_on_its_inputs_and_changes_nothing(built, directory, client):
+    ack = submit_adjust(built, directory, client, adjust_form(tuning_state(versions="0") | sweep_days("ten")))
+    ack.assert_called_once()
+    answer = ack.call_args.kwargs
+    assert answer["response_action"] == "errors" and set(answer["errors"]) == {"versions", blocks.SWEEP_DAYS}
+    client.views_update.assert_not_called()
+    assert current_policy() is None and built.application.decisions() == []
+
+
+def test_adjust_by_the_owner_adopts_the_tuned_policy_and_opts_in_once_per_form(built, directory, client):
+    ack = submit_adjust(built, directory, client, adjust_form(tuning_state(versions="3") | sweep_days("30")))
+    assert ack.call_args_list == [working("Adjust the policy")]
+    assert client.views_update.call_args.kwargs["view_id"] == "V0ADJUST1"
+    done = shown(client)
+    assert done.startswith(":white_check_mark: Tuned policy adopted on *shop*") and "Roll back" in done
+    assert "nobody has pulled for 30 days" in done and "Stop sweeping" in done
+    rules = json.loads(current_policy() or "{}")["rules"]
+    assert any(r["selection"].get("tagPrefixList") == ["v"] and r["selection"]["countNumber"] == 3 for r in rules)
+    tags = {t["Key"]: t["Value"] for t in ecr().list_tags_for_resource(resourceArn=ARN)["tags"]}
+    assert tags["ecr-cost-expire-unpulled-days"] == "30"
+    adopted = current_policy()
+
+    again = submit_adjust(built, directory, client, adjust_form(tuning_state(versions="5")))  # the same form again
+    assert again.call_args_list == [mock.call(response_action="update", view=blocks.notice_modal(
+        "Adjust the policy", "This form was already submitted; nothing more was changed."))]
+    assert client.views_update.call_count == 1 and current_policy() == adopted
+
+
+def test_adjust_by_someone_else_is_refused_in_the_form(built, directory, client):
+    ack = submit_adjust(built, directory, client, adjust_form(tuning_state()), user=STRANGER)
+    assert ack.call_args_list == [working("Adjust the policy")]
+    assert shown(client) == blocks.refusal("shop", [OWNER])
+    assert current_policy() is None and built.application.decisions() == []
+
+
+def test_a_form_naming_a_repository_gone_from_the_scan_changes_nothing(built, directory, client):
+    gone = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/gone"
+    ack = submit_adjust(built, directory, client, adjust_form(tuning_state(), arn=gone))
+    assert ack.call_args_list == [mock.call(response_action="update", view=blocks.notice_modal(
+        "Adjust the policy", "That repository is not in the latest scan; nothing was changed."))]
+    client.views_update.assert_not_called()
+
+
+def decline_form(reason: str | None, note: str | None = None, view_id: str = "V0DECLINE") -> dict:
+    option = {"text": {"type": "plain_text", "text": reason}, "value": reason} if reason else None
+    return {"id": view_id, "private_metadata": ARN, "state": {"values": {
+        "reason": {"reason": {"type": "static_select", "selected_option": option}},
+        "note": {"note": {"type": "plain_text_input", "value": note}}}}}
+
+
+def test_decline_checks_its_inputs_then_exempts_the_repository_with_the_reason(built, directory, client):
+    def decline(view: dict, user: str = OWNER) -> mock.Mock:
+        ack = mock.Mock()
+        views.on_decline(ack=ack, body={"user": {"id": user}}, view=view, client=client,
+                         application=built.application, directory=directory)
+        return ack
+
+    for bad in ("bogus", None):
+        assert decline(decline_form(bad)).call_args == mock.call(
+            response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
+    assert decline(decline_form("other", "x" * 501)).call_args == mock.call(
+        response_action="errors", errors={"note": "At most 500 characters (501 now)."})
+    assert built.application.decisions() == [] and client.views_update.call_count == 0
+
+    refused = decline(decline_form("other", view_id="V0STRANGR"), user=STRANGER)
+    assert refused.call_args_list == [working("Decline the policy")]
+    assert shown(client) == blocks.refusal("shop", [OWNER]) and built.application.decisions() == []
+
+    ack = decline(decline_form("data_retention", " kept 7 years "))
+    assert ack.call_args_list == [working("Decline the policy")]
+    assert shown(client).startswith("*shop* is exempt (data retention): no more nudges")
+    [declined] = built.application.decisions()
+    assert (declined.action, declined.reason, declined.note, declined.user_id) == (
+        "declined", "data_retention", "kept 7 years", OWNER)
+
+
+@pytest.fixture
+def with_attic(built, capsys):
+    """`attic` added beside `shop`: owned by OWNER, nothing pushed or pulled for 200 days (unused), rescanned."""
+    load([decisions_estate()[1]])
+    assert run_cli(capsys, "scan")[0] == 0
+    return built
+
+
+def delete_form(name: str, arn: str = ATTIC, view_id: str = "V0DELETE1") -> dict:
+    return {"id": view_id, "private_metadata": arn,
+            "state": {"values": {"confirm_name": {"confirm_name": {"type": "plain_text_input", "value": name}}}}}
+
+
+def delete(built, directory, client, view: dict, user: str = OWNER) -> mock.Mock:
+    ack = mock.Mock()
+    views.on_delete(ack=ack, body={"user": {"id": user}}, view=view, client=client, application=built.application,
+                    directory=directory)
+    return ack
+
+
+def attic_exists() -> bool:
+    client = ecr()
+    try:
+        return bool(client.describe_repositories(repositoryNames=["attic"])["repositories"])
+    except client.exceptions.RepositoryNotFoundException:
+        return False
+
+
+def test_delete_asks_for_the_exact_name_and_refuses_a_repository_used_lately(with_attic, directory, client):
+    ack = delete(with_attic, directory, client, delete_form("atic"))
+    assert ack.call_args == mock.call(response_action="errors", errors={
+        "confirm_name": "That is not this repository's name: type attic exactly."})
+    assert attic_exists() and client.views_update.call_count == 0
+
+    ack = delete(with_attic, directory, client, delete_form("shop", arn=ARN, view_id="V0DELSHOP"))
+    assert ack.call_args_list == [working("Delete repository")]
+    assert "is not unused" in shown(client) and "nothing was deleted" in shown(client)
+    client.files_upload_v2.assert_not_called()
+    assert ecr().describe_repositories(repositoryNames=["shop"])["repositories"]
+
+
+def test_delete_sends_the_export_before_deleting_and_a_refused_upload_deletes_nothing(with_attic, directory,
+                                                                                       client):
+    client.conversations_open.return_value = {"ok": True, "channel": {"id": "D0OWNER01"}}
+    client.files_upload_v2.side_effect = slack_error("not_allowed_token_type")
+    ack = delete(with_attic, directory, client, delete_form("attic", view_id="V0DELETE0"))
+    assert ack.call_args_list == [working("Delete repository", "attic")]
+    assert "could not be delivered" in shown(client) and "nothing was deleted" in shown(client)
+    assert attic_exists() and with_attic.application.decisions() == []
+
+    client.files_upload_v2.side_effect = None
+    ack = delete(with_attic, directory, client, delete_form("attic"))
+    assert ack.call_args_list == [working("Delete repository", "attic")]
+    client.conversations_open.assert_called_with(users=OWNER)
+    upload = client.files_upload_v2.call_args.kwargs
+    assert upload["channel"] == "D0OWNER01" and upload["filename"] == "attic-export.json"
+    export = json.loads(upload["content"])
+    assert export["repository"] == "attic" and len(export["images"]) == 4
+    done = shown(client)
+    assert done.startswith(":wastebasket: *attic* was deleted: 4 images") and "sent to you as a file" in done
+    assert not attic_exists()
+    [deleted] = with_attic.application.decisions()
+    assert (deleted.action, deleted.user_id) == ("deleted", OWNER)
+
+    again = delete(with_attic, directory, client, delete_form("attic"))  # a retry: the deleted one is gone
+    assert again.call_args_list == [mock.call(response_action="update", view=blocks.notice_modal(
+        "Delete repository", "That repository is not in the latest scan; nothing was changed."))]
+    assert client.files_upload_v2.call_count == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from slack_bolt import App
@@ -185,7 +186,22 @@ def finish(client, view: dict, title: str, text: str) -> None:
         logger.warning("could not show the outcome in the modal: %s", exc.response.get("error"))
 
 
-def adjust(application: Application, directory: SlackDirectory, ack, body, view: dict, client) -> None:
+def register(app: App, application: Application, directory: SlackDirectory) -> None:
+    """The modals' listeners, their services bound by keyword (Bolt injects the rest by name)."""
+    app.action(TUNING_INPUTS)(partial(on_tuning_input, application=application))
+    app.view(blocks.ADJUST_VIEW)(partial(on_adjust, application=application, directory=directory))
+    app.view(blocks.DECLINE_VIEW)(partial(on_decline, application=application, directory=directory))
+    app.view(blocks.DELETE_VIEW)(partial(on_delete, application=application, directory=directory))
+
+
+def on_tuning_input(ack, body, client, application: Application) -> None:
+    """A change in the Adjust form: acknowledged, then the preview recomputed from what the form holds now."""
+    ack()
+    if isinstance(body.get("view"), dict):
+        refresh_adjust(application, client, body["view"])
+
+
+def on_adjust(ack, body, view, client, application: Application, directory: SlackDirectory) -> None:
     """The Adjust form submitted: the tuned policy adopted (its archive choice restated where archiving saves
     nothing), then the sweep opt-in if asked for."""
     tuning, problems = tuning_problems(tuning_values(view))
@@ -235,57 +251,47 @@ def adjust(application: Application, directory: SlackDirectory, ack, body, view:
     submit(application, directory, ack, body, view, client, "Adjust the policy", adopt, done)
 
 
-def register(app: App, application: Application, directory: SlackDirectory) -> None:
-    @app.action(TUNING_INPUTS)
-    def on_tuning_input(ack, body, client):
-        ack()
-        if isinstance(body.get("view"), dict):
-            refresh_adjust(application, client, body["view"])
+def on_decline(ack, body, view, client, application: Application, directory: SlackDirectory) -> None:
+    """The Decline form submitted: the exemption recorded with its reason (a bad input is answered in the form)."""
+    reason = state_value(view, "reason", "reason")
+    note = (state_value(view, "note", "note") or "").strip()
+    if reason not in EXEMPTION_REASONS:
+        ack(response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
+        return
+    if len(note) > blocks.MAX_NOTE:
+        ack(response_action="errors", errors={"note": f"At most {blocks.MAX_NOTE} characters ({len(note)} now)."})
+        return
+    def done(row: RepositoryCost, _change: Change) -> str:
+        return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
+                f"weekly report lists it with your reason. An admin can lift the exemption.")
 
-    @app.view(blocks.ADJUST_VIEW)
-    def on_adjust(ack, body, view, client):
-        adjust(application, directory, ack, body, view, client)
+    submit(application, directory, ack, body, view, client, "Decline the policy",
+           lambda row, actor: application.decline(row, actor, reason, note or None), done)
 
-    @app.view(blocks.DECLINE_VIEW)
-    def on_decline(ack, body, view, client):
-        reason = state_value(view, "reason", "reason")
-        note = (state_value(view, "note", "note") or "").strip()
-        if reason not in EXEMPTION_REASONS:
-            ack(response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
-            return
-        if len(note) > blocks.MAX_NOTE:
-            ack(response_action="errors", errors={"note": f"At most {blocks.MAX_NOTE} characters ({len(note)} now)."})
-            return
-        def done(row: RepositoryCost, _change: Change) -> str:
-            return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
-                    f"weekly report lists it with your reason. An admin can lift the exemption.")
 
-        submit(application, directory, ack, body, view, client, "Decline the policy",
-               lambda row, actor: application.decline(row, actor, reason, note or None), done)
+def on_delete(ack, body, view, client, application: Application, directory: SlackDirectory) -> None:
+    """The Delete repository form submitted: the name typed checked, then the export sent and the deletion made."""
+    title = "Delete repository"
+    row = repository_of(application, view)
+    typed = (state_value(view, "confirm_name", "confirm_name") or "").strip()
+    if row is not None and typed != row.repository:
+        ack(response_action="errors", errors={"confirm_name": f"That is not this repository's name: type "
+                                                              f"{row.repository[:200]} exactly."})
+        return
+    user_id = body["user"]["id"]
 
-    @app.view(blocks.DELETE_VIEW)
-    def on_delete(ack, body, view, client):
-        title = "Delete repository"
-        row = repository_of(application, view)
-        typed = (state_value(view, "confirm_name", "confirm_name") or "").strip()
-        if row is not None and typed != row.repository:
-            ack(response_action="errors", errors={"confirm_name": f"That is not this repository's name: type "
-                                                                  f"{row.repository[:200]} exactly."})
-            return
-        user_id = body["user"]["id"]
+    def done(row: RepositoryCost, deletion: Deletion) -> str:
+        return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: "
+                f"{plural(deletion.row.image_count, 'image')}, {size(deletion.row.stored_bytes)}, "
+                f"*{per_month(deletion.row.monthly_cost_usd)}* saved. "
+                f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
+                f"and is kept by the bot as export #{deletion.export_id}.")
 
-        def done(row: RepositoryCost, deletion: Deletion) -> str:
-            return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: "
-                    f"{plural(deletion.row.image_count, 'image')}, {size(deletion.row.stored_bytes)}, "
-                    f"*{per_month(deletion.row.monthly_cost_usd)}* saved. "
-                    f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
-                    f"and is kept by the bot as export #{deletion.export_id}.")
+    def delete(row: RepositoryCost, actor: Actor) -> Deletion:
+        return application.delete_repository(row, actor, deliver=lambda export_id, content: send_export(
+            client, user_id, row, export_id, content))
 
-        def delete(row: RepositoryCost, actor: Actor) -> Deletion:
-            return application.delete_repository(row, actor, deliver=lambda export_id, content: send_export(
-                client, user_id, row, export_id, content))
-
-        submit(application, directory, ack, body, view, client, title, delete, done)
+    submit(application, directory, ack, body, view, client, title, delete, done)
 
 
 def send_export(client, user_id: str, row: RepositoryCost, export_id: int, content: str) -> None:
