@@ -159,6 +159,14 @@ def test_snapshot_rows_skip_the_fsync_and_every_other_write_keeps_it(tmp_path):
     assert inside == [1] and level() == 2  # NORMAL inside the snapshot's transaction only
     store.finish_scan(ScanResult(T0, 0.1, [row("a", 5)], [], [], scan_id=scan_id))
     assert [r.repository for r in store.latest_scan().repositories] == ["a"]
+    # the manifest cache (read again if lost) is written the same way, once per digest
+    from bot.core.models import Manifest
+
+    manifest = Manifest("sha256:m", "application/vnd.oci.image.manifest.v1+json", blobs=(("sha256:l", 7),))
+    store.put_manifests([manifest])
+    store.put_manifests([manifest, Manifest("sha256:n", manifest.media_type, problem="unreadable")])
+    assert level() == 2 and store.get_manifests(["sha256:m", "sha256:n"]) == {
+        "sha256:m": manifest, "sha256:n": Manifest("sha256:n", manifest.media_type, problem="unreadable")}
 
 
 def test_the_table_groups_share_one_database_and_one_connection_per_thread(tmp_path):

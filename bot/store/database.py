@@ -116,3 +116,27 @@ def insert_or_replace(db: Database, table: str, values: dict) -> None:
     columns = ", ".join(f"[{name}]" for name in values)
     db.execute(f"insert or replace into [{table}] ({columns}) values ({', '.join('?' * len(values))})",
                list(values.values()))
+
+
+def insert_or_ignore(db: Database, table: str, rows: list[dict]) -> None:
+    """Rows (all with the same columns) not already there, in one statement run for each: sqlite-utils'
+    ``insert_all(ignore=True)`` reads the table's schema first."""
+    columns = list(rows[0])
+    names = ", ".join(f"[{name}]" for name in columns)
+    db.conn.executemany(f"insert or ignore into [{table}] ({names}) values ({', '.join('?' * len(columns))})",
+                        [[row[name] for name in columns] for row in rows])
+
+
+@contextmanager
+def unsynced(db: Database) -> Iterator[None]:
+    """Commits inside are made without waiting for the disk (WAL, synchronous=NORMAL), for what a power loss may
+    lose at no cost: a running scan's snapshot rows (the scan is abandoned anyway) and the manifest cache (read
+    again). The next FULL commit (finish_scan, any decision or backup) syncs them. Across an organisation the fsync
+    per repository was a third of the scan's time, and held the write lock the other writers waited for."""
+    before = db.execute("PRAGMA synchronous").fetchone()[0]
+    db.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        db.execute(f"PRAGMA synchronous = {int(before)}")
+

@@ -3,14 +3,13 @@ a scan's life (begun, kept alive, finished or abandoned) and the reads over its 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..core.analysis import rank
 from ..core.models import Image, RepositoryCost, ScanProblem, ScanResult
 from ..errors import ScanAbandoned
-from .database import Tables, from_iso, insert_or_replace, to_iso
+from .database import Tables, from_iso, insert_or_replace, to_iso, unsynced
 from .holders import PROCESS, SCAN_LEASE, holder_is_dead
 
 
@@ -33,7 +32,7 @@ class Scans(Tables):
         return row[0] if row else None
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
-        with self._unsynced(), self.db.conn:
+        with unsynced(self.db), self.db.conn:
             if not self._beat(scan_id):  # an abandoned scan must not grow again (its rows were dropped)
                 raise ScanAbandoned(f"scan {scan_id} was marked abandoned")
             insert_or_replace(self.db, "repository_snapshots", {
@@ -49,19 +48,6 @@ class Scans(Tables):
             })
             insert_or_replace(self.db, "snapshot_images", {
                 "scan_id": scan_id, "arn": row.arn, "images": json.dumps([_image_json(i) for i in images])})
-
-    @contextmanager
-    def _unsynced(self) -> Iterator[None]:
-        """A scan's snapshot rows committed without waiting for the disk (WAL, synchronous=NORMAL): a power loss can
-        lose only rows of a scan still running, which is abandoned anyway; the next FULL commit (finish_scan, any
-        decision or backup) syncs them all. At one repository per account the fsync per row was a third of an
-        organisation scan's time."""
-        before = self.db.execute("PRAGMA synchronous").fetchone()[0]
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        try:
-            yield
-        finally:
-            self.db.execute(f"PRAGMA synchronous = {int(before)}")
 
     def _beat(self, scan_id: int) -> bool:
         cursor = self.db.execute("update scans set heartbeat_at = ? where id = ? and status = 'running'",
