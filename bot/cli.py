@@ -119,13 +119,15 @@ def _components(settings: Settings, args=None):
 
 @contextmanager
 def _showing_progress(built_components, what: str):
-    from .progress import StderrProgress
+    """The scan's progress (its collector's), and the other long work's (runtimes, the CUR, image configs)."""
+    from .progress import StderrProgress, showing
 
     with built_components as built:
         sink = StderrProgress(what)
         built.collector.progress = sink
         try:
-            yield built
+            with showing(sink):
+                yield built
         finally:
             sink.close()
 
@@ -366,7 +368,7 @@ def cmd_guard(args, settings: Settings) -> int:
 def cmd_size(args, settings: Settings) -> int:
     from .render.text import size_json, size_text
 
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         scan, row = resolve(built.application, args.name)
         report = built.application.size(scan, row)
         label = built.application.labels(scan).get(row.arn)
@@ -380,7 +382,7 @@ def cmd_billing(args, settings: Settings) -> int:
 
     if args.days < 1 or args.days > 400:
         raise UsageError(f"--days: expected 1 to 400, got {args.days}")
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         found = built.application.billing(args.days)
     emit(args.format, lambda: cur_billing_json(found), lambda: cur_billing_table(found))
     for note in found.notes:
@@ -591,11 +593,12 @@ COMMANDS = (
             ("ecr-cost-bot guard", "ecr-cost-bot guard --format json")),
     Command("size", cmd_size, "why a repository is big: largest images and layers, churn per push, the base it is "
                               "built on, advice ranked by USD/month",
-            (arg("name", metavar="NAME", help="repository name, region/name, or repository ARN"), FORMAT),
+            (arg("name", metavar="NAME", help="repository name, region/name, or repository ARN"), FORMAT, QUIET),
             ("ecr-cost-bot size ml/training-gpu", "ecr-cost-bot size ml/training-gpu --format json")),
     Command("billing", cmd_billing, "billed cost per repository from the CUR (ECR_COST_CUR or ECR_COST_CUR_ATHENA) "
                                     "beside the estimate",
-            (arg("--days", type=int, default=30, help="the complete UTC days ending yesterday (default 30)"), FORMAT),
+            (arg("--days", type=int, default=30, help="the complete UTC days ending yesterday (default 30)"), FORMAT,
+             QUIET),
             ("ecr-cost-bot billing", "ecr-cost-bot billing --days 7 --format json")),
     Command("sweep", cmd_sweep, "announce, then after the grace period delete, images nobody pulled for N days in "
                                 "opted-in repositories; `sweep enable NAME --days N`, `sweep disable NAME` set or "

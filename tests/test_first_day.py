@@ -279,6 +279,33 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_every_10_seconds_elsewhere()
     assert "scan: 1 of 4 accounts, 100 of 400 repositories read, 10 s elapsed, about 30 s left" in log.getvalue()
 
 
+def test_other_long_work_reports_steps_only_while_a_command_shows_them():
+    import io
+    import threading
+
+    from bot.progress import StderrProgress, StepClock, showing
+
+    now = [0.0]
+    log = io.StringIO()
+    sink = StderrProgress("in-use", log, clock=lambda: now[0])
+    clock = StepClock("runtime reads", 40, clock=lambda: now[0])
+    clock.step()  # nobody is showing: nothing drawn
+    with showing(sink):
+        def work():
+            for _ in range(10):
+                clock.step()
+
+        now[0] = 20.0
+        workers = [threading.Thread(target=work) for _ in range(3)]  # steps come from the workers' threads
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    now[0] = 40.0
+    clock.step()  # the command is done showing: nothing drawn
+    assert log.getvalue() == "in-use: 2 of 40 runtime reads, 20 s elapsed, about 6 min left\n"
+
+
 def test_every_command_has_a_description_and_examples_and_one_format_vocabulary():
     import argparse
 
