@@ -94,6 +94,16 @@ def test_the_aws_package_loads_nothing_at_import():
     assert imports(AWS_ADAPTERS / "__init__.py") == []
 
 
+@pytest.mark.parametrize("path", modules("aws"), ids=lambda p: p.name)
+def test_the_aws_adapters_keep_to_the_size_limits(path):
+    """Issue 22: no class over 300 lines, no function over 80 (the scan is its steps, EcrCollector a façade)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno is not None
+            lines, limit = node.end_lineno - node.lineno + 1, 300 if isinstance(node, ast.ClassDef) else 80
+            assert lines <= limit, f"{path.name}: {node.name} is {lines} lines (at most {limit})"
+
+
 @pytest.mark.parametrize("path", [*modules("slack"), BOT / "cli.py", BOT / "demo.py"], ids=lambda p: p.name)
 def test_surfaces_go_through_the_application_layer(path):
     for module, _ in imports(path):
