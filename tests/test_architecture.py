@@ -107,8 +107,16 @@ def test_the_aws_adapters_keep_to_the_size_limits(path):
 @pytest.mark.parametrize("path", [*modules("slack"), BOT / "cli.py", BOT / "demo.py"], ids=lambda p: p.name)
 def test_surfaces_go_through_the_application_layer(path):
     for module, _ in imports(path):
-        assert module != "bot.store" and module.split(".")[:2] != ["bot", "aws"], \
+        assert module.split(".")[:2] not in (["bot", "aws"], ["bot", "store"]), \
             f"{path.name} reaches past the application layer: {module}"
+
+
+@pytest.mark.parametrize("path", [p for p in modules("store") if p.name != "database.py"], ids=lambda p: p.name)
+def test_the_store_groups_share_the_one_connection_handling(path):
+    """bot/store/: one database, one module per table group, every group over ``database.Connections`` (the
+    thread-local connections, the busy timeout, close); only database.py opens a connection."""
+    assert "sqlite3" not in [module for module, _ in imports(path)], path.name
+    assert "connect(" not in path.read_text(), path.name
 
 
 @pytest.mark.parametrize("path", modules(""), ids=lambda p: str(p.relative_to(BOT)))

@@ -298,8 +298,8 @@ def test_every_command_has_a_description_and_examples_and_one_format_vocabulary(
         text = parser.format_help()
         assert parser.description and "examples:\n  ecr-cost-bot " + command.split()[0] in text, command
         formats = next((a.choices for a in parser._actions if "--format" in a.option_strings), None)
-        if formats is not None:  # table and json everywhere (scan: csv too)
-            assert {"table", "json"} <= set(formats), command
+        if formats is not None:  # one vocabulary everywhere (`text`, the older name of table, still read)
+            assert set(formats) == {"table", "json", "csv", "text"}, command
 
 
 def test_repo_delete_without_a_name_is_a_usage_error_not_a_repository_called_delete(tmp_path, capsys, monkeypatch):
