@@ -16,8 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .adoption import Actor, Change, Deletion, PolicyChanges, PolicyPreview, compact
-from .aws import EcrCollector
-from .billing_sources import BillingSources
+from .aws.billing import BillingSources
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.analysis import (
     Summary,

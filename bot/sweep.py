@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .adoption import Actor, Change, claimed
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
 from .core.inuse import pin_tag

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from slack_sdk.errors import SlackApiError
 
 from .application import Application
+from .aws.repository_creation import Registry
 from .config import Settings
 from .core import watch as core
 from .core.cost import reachable_manifests, unique_blobs
@@ -21,7 +22,6 @@ from .core.lifecycle import validate_policy
 from .core.models import SNOOZE, RepositoryCost, ScanResult
 from .core.tuning import lifecycle_status
 from .errors import RegistryError
-from .registry import Registry
 from .render import watch as render
 from .store import Store
 

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 
 from .adoption import Actor, PolicyChanges
 from .application import Application
-from .aws import EcrCollector, SessionFactory, default_session_factory
-from .billing_sources import billing_sources
+from .aws.billing import billing_sources
+from .aws.ecr import EcrCollector
+from .aws.repository_creation import Registry
+from .aws.runtimes import RuntimeCollector
+from .aws.sessions import SessionFactory, default_session_factory
 from .config import Settings
 from .limits import LimitService
-from .registry import Registry
-from .runtimes import RuntimeCollector
 from .store import Store
 from .sweep import SweepService
 from .templates import TemplateService

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from .aws import Account, EcrCollector
-from .core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_image_uri
-from .errors import describe
+from ..core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_image_uri
+from ..errors import describe
+from .accounts import Account
+from .ecr import EcrCollector
 
 logger = logging.getLogger(__name__)
 DESCRIBE_SERVICES_MAX = 10  # DescribeServices takes at most 10 services

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from botocore.config import Config
 
-from .aws import SessionFactory
-from .aws_errors import translated, translating
-from .core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
-from .errors import AwsAccessDenied, AwsError, BillingUnavailable, describe
+from ..core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
+from ..errors import AwsAccessDenied, AwsError, BillingUnavailable, describe
+from .errors import translated, translating
+from .sessions import SessionFactory
 
 logger = logging.getLogger(__name__)
 CE_REGION = "us-east-1"  # Cost Explorer's one endpoint
