@@ -35,6 +35,7 @@ class AwsProxy:
         self.deny_roles: set[str] = set()  # role ARNs whose AssumeRole is refused (an account that cannot be entered)
         self.throttle_next = 0
         self.fail: dict[str, tuple[str, str]] = {}  # operation -> (error code, message)
+        self.unavailable_next: Counter[str] = Counter()  # operation -> how many of its next requests get a 503
         self.canned: dict[str, dict] = {}  # operation -> the JSON answer (for what moto does not implement)
         # operation -> f(request params) -> the JSON answer, and f(request params, moto's answer) -> the answer sent
         # (JSON protocols only: what moto lacks, or leaves out of its answer)
@@ -86,6 +87,7 @@ class AwsProxy:
             self.throttle_next = 0
             self.max_page = {}
             self.fail = {}
+            self.unavailable_next = Counter()
             self.canned = {}
             self.answer = {}
             self.amend = {}
@@ -126,6 +128,12 @@ class AwsProxy:
                                                                 "authorized to perform: sts:AssumeRole")
         if operation in self.fail:
             return _reply_error(request, json_protocol, *self.fail[operation])
+        with self._lock:
+            unavailable = self.unavailable_next[operation] > 0
+            if unavailable:
+                self.unavailable_next[operation] -= 1
+        if unavailable:  # AWS failing once: the service's own 503
+            return _reply_error(request, json_protocol, "ServiceUnavailableException", "Service Unavailable", 503)
         if operation == "SimulatePrincipalPolicy" and self.simulated_denials is not None:
             return _reply_simulation(request, body, self.simulated_denials)
         if operation in self.canned:
@@ -266,7 +274,8 @@ def _reply_json(request: BaseHTTPRequestHandler, answer: dict) -> None:
     request.wfile.write(payload)
 
 
-def _reply_error(request: BaseHTTPRequestHandler, json_protocol: bool, code: str, message: str) -> None:
+def _reply_error(request: BaseHTTPRequestHandler, json_protocol: bool, code: str, message: str,
+                 status: int = 400) -> None:
     if json_protocol:  # ECR
         payload = json.dumps({"__type": code, "message": message}).encode()
         content_type = "application/x-amz-json-1.1"
@@ -274,7 +283,7 @@ def _reply_error(request: BaseHTTPRequestHandler, json_protocol: bool, code: str
         payload = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
                    f"</Error><RequestId>proxy</RequestId></ErrorResponse>").encode()
         content_type = "text/xml"
-    request.send_response(400)
+    request.send_response(status)
     request.send_header("Content-Type", content_type)
     request.send_header("x-amzn-ErrorType", code)
     request.send_header("Content-Length", str(len(payload)))

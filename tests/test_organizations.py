@@ -250,3 +250,16 @@ def test_entering_an_account_costs_one_assume_role_and_the_pull_time_check_one_c
                    for w in result["warnings"] if "register-pull-time-update-exclusion" in w["message"])
     assert named.count(role_arn(organisation["team-a"])) == 2 and role_arn(organisation["team-b"]) in named
     assert aws.calls["GetCallerIdentity"] == 1
+
+    # AWS failing once (a 503) is not an endpoint lacking the API: the region is asked again before its next
+    # manifest read, and the other accounts and regions are asked as before
+    aws.reset()
+    aws.canned["ListPullTimeUpdateExclusions"] = {"pullTimeUpdateExclusions": []}
+    aws.unavailable_next["ListPullTimeUpdateExclusions"] = 1
+    monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "once.db"))
+    result = scan(capsys)
+    # the failed one and the 4 others: each account and region here holds one repository, read at once
+    assert aws.calls["ListPullTimeUpdateExclusions"] == 5
+    again = [w for w in result["warnings"] if "register-pull-time-update-exclusion" in w["message"]]
+    assert len(again) == len(named) - 1  # every account and region but the one AWS failed once
+

@@ -159,6 +159,14 @@ def test_snapshot_rows_skip_the_fsync_and_every_other_write_keeps_it(tmp_path):
     assert inside == [1] and level() == 2  # NORMAL inside the snapshot's transaction only
     store.finish_scan(ScanResult(T0, 0.1, [row("a", 5)], [], [], scan_id=scan_id))
     assert [r.repository for r in store.latest_scan().repositories] == ["a"]
+    # inside a transaction SQLite refuses to change the level: the commit simply stays FULL
+    from bot.store.database import unsynced
+
+    store.db.conn.execute("begin")
+    store.db.execute("insert into scans (generated_at, status) values ('2026-01-01T00:00:00Z', 'abandoned')")
+    with unsynced(store.db):
+        assert store.db.conn.in_transaction and level() == 2
+    store.db.conn.commit()
     # the manifest cache (read again if lost) is written the same way, once per digest
     from bot.core.models import Manifest
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from ..core.cost import ACCEPTED_MEDIA_TYPES, parse_manifest, reachable_manifests
 from ..core.models import Image, Manifest, RepositoryInventory, RepositoryRef, ScanProblem
-from ..errors import AwsError, BlobRefused, describe
+from ..errors import AwsError, AwsThrottled, BlobRefused, describe
 from .accounts import Accounts, principal_role_arn
 from .errors import unless
 from .sessions import Clients
@@ -59,14 +59,26 @@ def _image(detail: dict) -> Image:
     )
 
 
+# what a server says of itself when it failed this once: asked again in the next account and region
+_TRANSIENT = frozenset({"InternalFailure", "InternalError", "InternalServerError", "InternalServerException",
+                        "ServiceUnavailable", "ServiceUnavailableException", "ServerException"})
+
+
+def _transient(error: Exception) -> bool:
+    return isinstance(error, AwsError) and ((error.status or 0) in (502, 503, 504) or error.code in _TRANSIENT
+                                            or isinstance(error, AwsThrottled))
+
+
 def _endpoint_lacks(error: Exception) -> bool:
-    """Whether an error says the endpoint does not implement the operation (a server error, an unknown operation),
-    rather than this principal or account being refused."""
+    """Whether an error says the endpoint does not implement the operation (an unknown operation, a 404 or 501, a
+    server error that is none of AWS's own), rather than this principal being refused or the service failing once
+    (a 502, 503 or 504, or AWS's own internal-error codes: asked again elsewhere)."""
     if not isinstance(error, AwsError):
         return False
     status = error.status or 0
-    return status >= 500 or status == 404 or error.code in ("UnknownOperationException", "InvalidAction",
-                                                            "NotImplemented")
+    if error.code in ("UnknownOperationException", "InvalidAction", "NotImplemented") or status in (404, 501):
+        return True
+    return status >= 500 and status not in (502, 503, 504) and error.code not in _TRANSIENT
 
 
 class PullTimeExclusions:
@@ -114,6 +126,9 @@ class PullTimeExclusions:
         except Exception as exc:  # noqa: BLE001 - best effort: an API this endpoint lacks, or no permission
             if _endpoint_lacks(exc):  # the same endpoint for every account: not asked again in this scan
                 self._api = False
+            elif _transient(exc):  # failed this once: asked again before the next manifest read here
+                with self._lock:
+                    self._checked.discard((account_id, region))
             logger.info("cannot list the pull-time update exclusions in %s %s: %s", account_id, region,
                         describe(exc))
             return

@@ -88,6 +88,14 @@ def scan_csv(ranked: Sequence[RepositoryCost]) -> str:
 _NOT_ROWS = ("errors", "warnings", "notes", "problems", "in_use_problems")
 
 
+def _inert(value):
+    """A text cell a spreadsheet would run as a formula (=, +, -, @, a tab or a return first: a tag value, a
+    decline note typed in Slack) gets a leading ' so it is shown as written (OWASP's advice); numbers stay."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def document_csv(doc: dict | list) -> tuple[str, list[str]]:
     """Any command's JSON document as one CSV table, and what it reports as errors or warnings (for stderr).
 
@@ -102,9 +110,9 @@ def document_csv(doc: dict | list) -> tuple[str, list[str]]:
                 found.update(cells(value, f"{name}."))
             elif isinstance(value, list):
                 scalar = all(not isinstance(v, (dict, list)) for v in value)
-                found[name] = " ".join(str(v) for v in value) if scalar else json.dumps(value)
+                found[name] = _inert(" ".join(str(v) for v in value) if scalar else json.dumps(value))
             else:
-                found[name] = "" if value is None else value
+                found[name] = "" if value is None else _inert(value)
         return found
 
     notes: list[str] = []

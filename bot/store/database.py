@@ -133,6 +133,9 @@ def unsynced(db: Database) -> Iterator[None]:
     lose at no cost: a running scan's snapshot rows (the scan is abandoned anyway) and the manifest cache (read
     again). The next FULL commit (finish_scan, any decision or backup) syncs them. Across an organisation the fsync
     per repository was a third of the scan's time, and held the write lock the other writers waited for."""
+    if db.conn.in_transaction:  # SQLite refuses to change the level inside one: its commit stays FULL
+        yield
+        return
     before = db.execute("PRAGMA synchronous").fetchone()[0]
     db.execute("PRAGMA synchronous = NORMAL")
     try:
