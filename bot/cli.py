@@ -394,7 +394,7 @@ def cmd_decisions(args, settings: Settings) -> int:
     from .render.text import decision_json, decisions_table
 
     with _components(settings) as built:
-        decisions = built.application.decisions()
+        decisions = built.application.decision_log()
     print(json.dumps([decision_json(d) for d in decisions], indent=2) if args.format == "json"
           else decisions_table(decisions))
     return 0
