@@ -107,7 +107,7 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
     registry = Registry(collector)
     sweep = application.sweep = SweepService(services.scans.scan, collector, store, in_use, settings, clock)
     return Components(settings, store, collector, services.changes, application, runtimes, in_use, services,
-                      watch=WatchService(application, store, settings, registry, clock),
+                      watch=WatchService(services.scans, services.size, store, settings, registry, clock),
                       limits=LimitService(services.tags, store),
                       templates=TemplateService(registry, store, settings, clock), sweep=sweep)
 
@@ -176,7 +176,7 @@ def build_guard_job(built: Components, client, directory, **options):
 def build_watch_notifier(built: Components, client, directory):
     from .watch import WatchNotifier
 
-    return WatchNotifier(built.application, built.store, built.settings, client, directory.owner_ids)
+    return WatchNotifier(built.store, built.settings, client, directory.owner_ids)
 
 
 def build_watch_job(built: Components, client, directory, **options):
