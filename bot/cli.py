@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,24 +72,40 @@ def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> Non
             print(f"error: {problem.account_id} {problem.region}: {problem.message}", file=sys.stderr)
 
 
+def emit(fmt: str, document: Callable[[], dict | list], table: Callable[[], str]) -> None:
+    """What a data command prints: the table for people, the JSON contract, or that JSON as one CSV table (what it
+    reports as errors or warnings then goes to stderr)."""
+    if fmt == "json":
+        print(json.dumps(document(), indent=2))
+    elif fmt == "csv":
+        from .render.text import document_csv
+
+        text, notes = document_csv(document())
+        sys.stdout.write(text)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr)
+    else:
+        print(table())
+
+
 def resolve(application: Application, name: str, refresh: bool = False) -> tuple[ScanResult, RepositoryCost]:
     """The latest scan (scanning first when there is none, or with ``refresh``) and the repository NAME names."""
     scan = scan_and_log(application) if refresh else application.latest()
     return application.find(name, scan)  # AmbiguousOrUnknownName: main prints it with its candidates
 
 
-def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> str:
-    """What `repo NAME` prints: the detail of one repository from the latest scan."""
+def repository_detail(application: Application, name: str, fmt: str, refresh: bool = False) -> None:
+    """Prints what `repo NAME` shows: the detail of one repository from the latest scan."""
     from .render.text import repository_detail_json, view_text
 
     scan, row = resolve(application, name, refresh)
     view = application.view(scan, row)
-    if fmt == "json":
-        detail = repository_detail_json(row, view.rank, view.rank_of, view.previous, view.savings)
-        detail["lifecycle_status"] = view.lifecycle_status
-        detail["scanned_at"] = iso(scan.generated_at)
-        return json.dumps(detail, indent=2)
-    return view_text(view)
+
+    def detail() -> dict:
+        found = repository_detail_json(row, view.rank, view.rank_of, view.previous, view.savings)
+        return found | {"lifecycle_status": view.lifecycle_status, "scanned_at": iso(scan.generated_at)}
+
+    emit(fmt, detail, lambda: view_text(view))
 
 
 def _components(settings: Settings, args=None):
@@ -102,13 +119,15 @@ def _components(settings: Settings, args=None):
 
 @contextmanager
 def _showing_progress(built_components, what: str):
-    from .progress import StderrProgress
+    """The scan's progress (its collector's), and the other long work's (runtimes, the CUR, image configs)."""
+    from .progress import StderrProgress, showing
 
     with built_components as built:
         sink = StderrProgress(what)
         built.collector.progress = sink
         try:
-            yield built
+            with showing(sink):
+                yield built
         finally:
             sink.close()
 
@@ -134,7 +153,7 @@ def cmd_repo(args, settings: Settings) -> int:
     if args.yes or args.force or args.export:
         raise UsageError("--yes, --force and --export go with `repo delete NAME`")
     with _components(settings) as built:
-        print(repository_detail(built.application, args.name[0], args.format, args.refresh))
+        repository_detail(built.application, args.name[0], args.format, args.refresh)
     return 0
 
 
@@ -179,7 +198,7 @@ def cmd_report(args, settings: Settings) -> int:
     with _components(settings, args) as built:
         scan = recent_or_scan(built.application)
         report = built.application.weekly_report(scan, period_start(settings, datetime.now(UTC)))
-    print(json.dumps(report_json(report), indent=2) if args.format == "json" else report_text(report))
+    emit(args.format, lambda: report_json(report), lambda: report_text(report))
     return 0
 
 
@@ -245,16 +264,17 @@ def cmd_policy_preview(args, settings: Settings) -> int:
         try:
             found = built.application.preview(row, text, scan=scan, fresh=args.refresh, who_may_pull=True)
         except PolicyOperationError as exc:
-            if args.format == "json" and exc.problems:
-                print(json.dumps(preview_json(ref_of(row), None, 0.0, exc.problems), indent=2))
+            problems = exc.problems
+            if args.format != "table" and problems:
+                emit(args.format, lambda: preview_json(ref_of(row), None, 0.0, problems), str)
                 return 1
             raise
         archive = built.sweep.archive_note(scan, json.loads(found.policy_text))
-        if args.format == "json":
-            print(json.dumps(preview_json(found.ref, found.result, found.monthly_savings_usd, used=found.used,
-                                          in_use=found.in_use, images=found.images, adopted=found.adopted,
-                                          adopted_savings=found.adopted_savings_usd) | {"archive_note": archive},
-                             indent=2))
+        if args.format != "table":
+            emit(args.format, lambda: preview_json(
+                found.ref, found.result, found.monthly_savings_usd, used=found.used, in_use=found.in_use,
+                images=found.images, adopted=found.adopted, adopted_savings=found.adopted_savings_usd) | {
+                "archive_note": archive}, str)
         else:
             print(preview_text(found.ref, found.adopted or found.result, found.savings, found.source,
                                note=protection_note(found)))
@@ -325,13 +345,11 @@ def cmd_policy_rollback(args, settings: Settings) -> int:
 def cmd_in_use(args, settings: Settings) -> int:
     from .render.text import in_use_json, in_use_table
 
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         items, found = built.application.in_use_images(args.repo, fresh=True)
-    if args.format == "json":
-        print(json.dumps([{"repository": i.row.repository, "account_id": i.row.account_id, "region": i.row.region,
-                           **in_use_json(i.digest, i.tags, i.used_by)} for i in items], indent=2))
-    else:
-        print(in_use_table(items))
+    emit(args.format, lambda: [{"repository": i.row.repository, "account_id": i.row.account_id, "region": i.row.region,
+                                **in_use_json(i.digest, i.tags, i.used_by)} for i in items],
+         lambda: in_use_table(items))
     for problem in found.problems:
         print(f"warning: in-use check partial: {problem.source} in {problem.account_id} {problem.region}: "
               f"{problem.message}", file=sys.stderr)
@@ -341,20 +359,20 @@ def cmd_in_use(args, settings: Settings) -> int:
 def cmd_guard(args, settings: Settings) -> int:
     from .render.text import guard_json, guard_table
 
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         result = built.application.guard()
-    print(json.dumps(guard_json(result), indent=2) if args.format == "json" else guard_table(result))
+    emit(args.format, lambda: guard_json(result), lambda: guard_table(result))
     return 0
 
 
 def cmd_size(args, settings: Settings) -> int:
     from .render.text import size_json, size_text
 
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         scan, row = resolve(built.application, args.name)
         report = built.application.size(scan, row)
         label = built.application.labels(scan).get(row.arn)
-    print(json.dumps(size_json(report), indent=2) if args.format == "json" else size_text(report, label))
+    emit(args.format, lambda: size_json(report), lambda: size_text(report, label))
     return 0
 
 
@@ -364,9 +382,9 @@ def cmd_billing(args, settings: Settings) -> int:
 
     if args.days < 1 or args.days > 400:
         raise UsageError(f"--days: expected 1 to 400, got {args.days}")
-    with _components(settings) as built:
+    with _components(settings, args) as built:
         found = built.application.billing(args.days)
-    print(json.dumps(cur_billing_json(found), indent=2) if args.format == "json" else cur_billing_table(found))
+    emit(args.format, lambda: cur_billing_json(found), lambda: cur_billing_table(found))
     for note in found.notes:
         print(f"warning: {note}", file=sys.stderr)
     return 0
@@ -386,7 +404,7 @@ def cmd_doctor(args, settings: Settings) -> int:
     from .doctor import doctor_json, doctor_table, passed, run_checks
 
     results = run_checks(settings)
-    print(doctor_json(results) if args.format == "json" else doctor_table(results))
+    emit(args.format, lambda: doctor_json(results), lambda: doctor_table(results))
     return 0 if passed(results) else 1
 
 
@@ -395,8 +413,7 @@ def cmd_decisions(args, settings: Settings) -> int:
 
     with _components(settings) as built:
         decisions = built.application.decision_log()
-    print(json.dumps([decision_json(d) for d in decisions], indent=2) if args.format == "json"
-          else decisions_table(decisions))
+    emit(args.format, lambda: [decision_json(d) for d in decisions], lambda: decisions_table(decisions))
     return 0
 
 
@@ -413,7 +430,7 @@ def cmd_watch(args, settings: Settings) -> int:
             _, directory, client = build_slack(built)
             period = build_watch_job(built, client, directory).current_period()  # the daily job's: once per period
             outcome = build_watch_notifier(built, client, directory).post(result, period)
-    print(json.dumps(watch_json(result), indent=2) if args.format == "json" else watch_text(result))
+    emit(args.format, lambda: watch_json(result), lambda: watch_text(result))
     if args.post:
         print(outcome, file=sys.stderr)
     return 0
@@ -432,77 +449,12 @@ def cmd_templates(args, settings: Settings) -> int:
     with _components(settings) as built:
         if args.action is None:
             listing = built.templates.listing()
-            print(json.dumps(templates_json(listing), indent=2) if args.format == "json" else templates_text(listing))
+            emit(args.format, lambda: templates_json(listing), lambda: templates_text(listing))
             return 0
         actor = cli_actor(getpass.getuser())
         changes = built.templates.apply(actor) if args.action == "apply" else built.templates.rollback(actor)
     print(template_changes_text(changes))
     return 1 if any(c.outcome in ("failed", "refused") for c in changes) else 0
-
-
-# every command that prints data takes --format table|json (scan also csv); `text` is still read as `table`
-FORMATS = ["table", "json", "text"]
-FORMAT_HELP = "table (for people, the default) or json (the stable contract)"
-
-
-# shown under each command's --help: what a person types first
-EXAMPLES = {
-    "serve": ["ecr-cost-bot serve", "SLACK_APP_TOKEN=xapp-... ecr-cost-bot serve   # Socket Mode"],
-    "scan": ["ecr-cost-bot scan", "ecr-cost-bot scan --format csv > ecr.csv", "ecr-cost-bot scan --account team-a"],
-    "repo": ["ecr-cost-bot repo payments-api", "ecr-cost-bot repo eu-west-1/payments-api --format json",
-             "ecr-cost-bot repo delete old-prototype --export old.json --yes"],
-    "policy validate": ["ecr-cost-bot policy validate my-policy.json", "cat my-policy.json | ecr-cost-bot policy "
-                        "validate -"],
-    "policy preview": ["ecr-cost-bot policy preview payments-api", "ecr-cost-bot policy preview payments-api "
-                       "--policy my-policy.json --format json"],
-    "policy apply": ["ecr-cost-bot policy apply payments-api --yes", "ecr-cost-bot policy apply payments-api "
-                     "--policy my-policy.json --yes"],
-    "policy rollback": ["ecr-cost-bot policy rollback payments-api --yes"],
-    "decisions": ["ecr-cost-bot decisions", "ecr-cost-bot decisions --format json > decisions.json"],
-    "in-use": ["ecr-cost-bot in-use", "ecr-cost-bot in-use payments-api --format json"],
-    "guard": ["ecr-cost-bot guard", "ecr-cost-bot guard --format json"],
-    "size": ["ecr-cost-bot size ml/training-gpu"],
-    "billing": ["ecr-cost-bot billing", "ecr-cost-bot billing --days 7 --format json"],
-    "sweep": ["ecr-cost-bot sweep enable ci-builds --days 30", "ecr-cost-bot sweep --dry-run",
-              "ecr-cost-bot sweep disable ci-builds"],
-    "report": ["ecr-cost-bot report", "ecr-cost-bot report --post"],
-    "watch": ["ecr-cost-bot watch", "ecr-cost-bot watch --post"],
-    "templates": ["ecr-cost-bot templates", "ecr-cost-bot templates apply --yes"],
-    "health": ["ecr-cost-bot health   # a container's HEALTHCHECK"],
-    "doctor": ["ecr-cost-bot doctor", "ecr-cost-bot doctor --format json"],
-    "demo": ["ecr-cost-bot demo", "ecr-cost-bot demo --keep --port 4566"],
-}
-
-
-def _describe(parser: argparse.ArgumentParser, path: str = "") -> None:
-    """Every command's --help: its one-line help as the description, and its examples."""
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    if sub is None:
-        return
-    helps = {choice.dest: choice.help for choice in sub._choices_actions}
-    for name, child in sub.choices.items():
-        command = f"{path} {name}".strip()
-        child.description = child.description or helps.get(name)
-        child.formatter_class = argparse.RawDescriptionHelpFormatter
-        if command in EXAMPLES:
-            child.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
-        _describe(child, command)
-
-
-def _quiet_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress on stderr (a bar on a terminal, else a line every 10 s)")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ecr-cost-bot")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
-
-
 
 
 def cmd_sweep(args, settings: Settings) -> int:
@@ -533,171 +485,196 @@ def cmd_sweep(args, settings: Settings) -> int:
             _, directory, client = build_slack(built)
             announce = sweep_announcer(client, directory.owner_ids)
         run = built.sweep.run(dry_run=args.dry_run, announce=announce, user_id=getpass.getuser(), source="cli")
-    print(json.dumps(run.as_json(), indent=2) if args.format == "json" else sweep_table(run, told=announce is not None))
-    if args.format == "json" and announce is None and not args.dry_run and any(r.announced for r in run.repositories):
+    emit(args.format, run.as_json, lambda: sweep_table(run, told=announce is not None))
+    if args.format != "table" and announce is None and not args.dry_run and any(r.announced for r in run.repositories):
         print("warning: owners NOT told (no SLACK_BOT_TOKEN): the announcements are recorded, the images deleted "
               "after the grace period all the same", file=sys.stderr)
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ecr-cost-bot")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a command, as argparse's add_argument takes it."""
+    flags: tuple[str, ...]
+    options: dict
+
+
+def arg(*flags: str, **options) -> Arg:
+    return Arg(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of the CLI: ``name`` is "scan", or "policy preview" for an action of a group."""
+    name: str
+    handler: Callable[..., int]
+    help: str
+    args: tuple[Arg, ...] = ()
+    examples: tuple[str, ...] = ()
+    usage: str | None = None
+
+
+# every command that prints data takes the same --format; `text` is still read as `table`
+FORMAT = arg("--format", choices=["table", "json", "csv", "text"], default="table", metavar="{table,json,csv}",
+             help="table (for people, the default), json (the stable contract) or csv (that JSON as one table)")
+QUIET = arg("--quiet", action="store_true", help="no progress on stderr (a bar on a terminal, else a line every 10 s)")
+YES = arg("--yes", action="store_true", help="confirm the change")
+REPO = arg("repo", metavar="REPO", help="repository name, region/name, or repository ARN")
+POLICY_FILE = arg("--policy", metavar="FILE", help="policy JSON file (default: the base policy)")
+GROUPS = {"policy": "lifecycle policies: validate, preview, apply, roll back"}
+
+COMMANDS = (
+    Command("serve", cmd_serve, "run the Slack app (Socket Mode when SLACK_APP_TOKEN is set, else HTTP on PORT) and "
+                                "the weekly scheduler",
+            examples=("ecr-cost-bot serve", "SLACK_APP_TOKEN=xapp-... ecr-cost-bot serve   # Socket Mode")),
+    Command("scan", cmd_scan, "collect every repository now, store a snapshot, print the ranking",
+            (FORMAT, QUIET, arg("--account", metavar="ID", help="scan only this account (its ID or its name in the "
+                                                                "organisation), every region; stored apart, the "
+                                                                "report and `repo` keep using the latest full scan")),
+            ("ecr-cost-bot scan", "ecr-cost-bot scan --format csv > ecr.csv", "ecr-cost-bot scan --account team-a")),
+    Command("repo", cmd_repo, "one repository's detail (what /ecr-cost NAME shows); `repo delete NAME --yes` exports "
+                              "then deletes an unused repository",
+            (arg("name", metavar="NAME", nargs="+", help="repository name, region/name, or repository ARN; or "
+                                                         "`delete NAME`"),
+             FORMAT, arg("--refresh", action="store_true", help="scan first instead of using the latest snapshot"),
+             arg("--export", metavar="FILE", help="repo delete: also write the export (every image's digest, tags, "
+                                                  "times and manifest) to FILE"),
+             arg("--yes", action="store_true", help="repo delete: confirm the deletion"),
+             arg("--force", action="store_true", help="repo delete: skip the unused check (never the in-use check)")),
+            ("ecr-cost-bot repo payments-api", "ecr-cost-bot repo eu-west-1/payments-api --format json",
+             "ecr-cost-bot repo delete old-prototype --export old.json --yes"),
+            usage="%(prog)s NAME [--format table|json|csv] [--refresh]\n"
+                  "       %(prog)s delete NAME [--export FILE] --yes [--force]"),
+    Command("policy validate", cmd_policy_validate, "exit 0 when ECR would accept the policy, else list the problems",
+            (arg("file", metavar="FILE", help="policy JSON file, or - for standard input"),),
+            ("ecr-cost-bot policy validate my-policy.json", "cat my-policy.json | ecr-cost-bot policy validate -")),
+    Command("policy preview", cmd_policy_preview, "which images a policy would expire, and the bytes and USD freed",
+            (REPO, POLICY_FILE, FORMAT,
+             arg("--refresh", action="store_true", help="read the repository now, not from the latest scan"),
+             arg("--aws-preview", action="store_true", help="also ask AWS's own (slow, asynchronous) preview and "
+                                                            "compare")),
+            ("ecr-cost-bot policy preview payments-api",
+             "ecr-cost-bot policy preview payments-api --policy my-policy.json --format json")),
+    Command("policy apply", cmd_policy_apply, "back up the current policy, put the new one, record the decision",
+            (REPO, POLICY_FILE, YES,
+             arg("--accept-partial-in-use", action="store_true",
+                 help="adopt even when some runtime (ECS, Lambda, Kubernetes) could not be read: images running "
+                      "there are not protected"),
+             arg("--force", action="store_true",
+                 help="put the policy even though it would expire or archive images in use (named first)")),
+            ("ecr-cost-bot policy apply payments-api --yes",
+             "ecr-cost-bot policy apply payments-api --policy my-policy.json --yes")),
+    Command("policy rollback", cmd_policy_rollback, "undo the latest adoption not yet undone: restore the policy it "
+                                                    "replaced (repeat to walk back to the original)",
+            (REPO, YES,
+             arg("--force", action="store_true",
+                 help="roll back even over a policy edited by hand since the bot set it (backed up first), or when "
+                      "the restored policy would expire images in use (it names them)")),
+            ("ecr-cost-bot policy rollback payments-api --yes",)),
+    Command("decisions", cmd_decisions, "the decision log: adoptions, rollbacks, declines, snoozes", (FORMAT,),
+            ("ecr-cost-bot decisions", "ecr-cost-bot decisions --format json > decisions.json")),
+    Command("in-use", cmd_in_use, "every image that runs somewhere (ECS, Lambda, Kubernetes, recent pulls) and where",
+            (arg("repo", metavar="REPO", nargs="?", help="only this repository (name, region/name or ARN)"), FORMAT,
+             QUIET),
+            ("ecr-cost-bot in-use", "ecr-cost-bot in-use payments-api --format json")),
+    Command("guard", cmd_guard, "in-use images that a repository's current policy would expire; refreshes the "
+                                "protection of policies the bot adopted", (FORMAT, QUIET),
+            ("ecr-cost-bot guard", "ecr-cost-bot guard --format json")),
+    Command("size", cmd_size, "why a repository is big: largest images and layers, churn per push, the base it is "
+                              "built on, advice ranked by USD/month",
+            (arg("name", metavar="NAME", help="repository name, region/name, or repository ARN"), FORMAT, QUIET),
+            ("ecr-cost-bot size ml/training-gpu", "ecr-cost-bot size ml/training-gpu --format json")),
+    Command("billing", cmd_billing, "billed cost per repository from the CUR (ECR_COST_CUR or ECR_COST_CUR_ATHENA) "
+                                    "beside the estimate",
+            (arg("--days", type=int, default=30, help="the complete UTC days ending yesterday (default 30)"), FORMAT,
+             QUIET),
+            ("ecr-cost-bot billing", "ecr-cost-bot billing --days 7 --format json")),
+    Command("sweep", cmd_sweep, "announce, then after the grace period delete, images nobody pulled for N days in "
+                                "opted-in repositories; `sweep enable NAME --days N`, `sweep disable NAME` set or "
+                                "remove the opt-in",
+            (arg("words", metavar="enable|disable NAME", nargs="*", help="set or remove a repository's opt-in"),
+             arg("--days", type=int, help="sweep enable: delete images nobody pulled for N days (1 to 3650)"),
+             arg("--dry-run", action="store_true", help="say what would be announced and deleted; change nothing, "
+                                                        "tell nobody"),
+             FORMAT),
+            ("ecr-cost-bot sweep enable ci-builds --days 30", "ecr-cost-bot sweep --dry-run",
+             "ecr-cost-bot sweep disable ci-builds"),
+            usage="%(prog)s [--dry-run] [--format table|json|csv]\n       %(prog)s enable NAME --days N\n"
+                  "       %(prog)s disable NAME"),
+    Command("report", cmd_report, "the weekly report from a recent or a new scan: printed, or posted",
+            (arg("--post", action="store_true", help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per "
+                                                     "period)"), FORMAT, QUIET),
+            ("ecr-cost-bot report", "ecr-cost-bot report --post")),
+    Command("watch", cmd_watch, "growth since the previous scan, repositories over their limit, new repositories "
+                                "without a policy, policies that expire nothing",
+            (arg("--post", action="store_true", help="one direct message per owner (admins for unowned), each "
+                                                     "finding once per period; over-limit summary to the report "
+                                                     "channel"), FORMAT),
+            ("ecr-cost-bot watch", "ecr-cost-bot watch --post")),
+    Command("templates", cmd_templates, "repository creation templates per account and region; `apply --yes` puts "
+                                        "the base policy in the ROOT template, `rollback --yes` undoes it",
+            (arg("action", nargs="?", choices=["apply", "rollback"], metavar="apply|rollback"), YES, FORMAT),
+            ("ecr-cost-bot templates", "ecr-cost-bot templates apply --yes"),
+            usage="%(prog)s [--format table|json|csv]\n       %(prog)s apply --yes\n       %(prog)s rollback --yes"),
+    Command("health", cmd_health, "exit 0 when the `serve` using this ECR_COST_DB is alive (its heartbeat, its "
+                                  "Socket Mode connection, GET /healthz in HTTP mode)",
+            examples=("ecr-cost-bot health   # a container's HEALTHCHECK",)),
+    Command("doctor", cmd_doctor, "check the setup end to end (AWS identity, accounts, IAM, Slack token, scopes, "
+                                  "channel, database, billing sources): one line per check with its fix; exit 0 "
+                                  "when none failed", (FORMAT,),
+            ("ecr-cost-bot doctor", "ecr-cost-bot doctor --format json")),
+    Command("demo", cmd_demo, "the whole flow on an embedded sample registry (no AWS account needed)",
+            (arg("--out", metavar="DIR", default="ecr-cost-demo",
+                 help="where the report's Block Kit JSON and chart PNG are written (default: ecr-cost-demo)"),
+             arg("--keep", action="store_true",
+                 help="after the story, keep the sample registry running (a moto server) and print the `export` "
+                      "lines with which every command, and serve, work on it; Ctrl-C stops it"),
+             arg("--port", type=int, metavar="N", help="with --keep: the sample registry's port (default 4566)")),
+            ("ecr-cost-bot demo", "ecr-cost-bot demo --keep --port 4566")),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI from COMMANDS: each command's help is its description, its examples the epilog."""
     parser = argparse.ArgumentParser(
         prog="ecr-cost-bot",
         description="Rank AWS ECR repositories by what they really store and cost. "
                     "Configuration comes from environment variables (see README).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the Slack app (Socket Mode when SLACK_APP_TOKEN is set, else "
-                                               "HTTP on PORT) and the weekly scheduler")
-    serve.set_defaults(handler=cmd_serve)
-
-    scan = commands.add_parser("scan", help="collect every repository now, store a snapshot, print the ranking")
-    scan.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    _quiet_flag(scan)
-    scan.add_argument("--account", metavar="ID", help="scan only this account (its ID or its name in the "
-                                                     "organisation), every region; stored apart, the report and "
-                                                     "`repo` keep using the latest full scan")
-    scan.set_defaults(handler=cmd_scan)
-
-    repo = commands.add_parser("repo", help="one repository's detail (what /ecr-cost NAME shows); `repo delete "
-                                             "NAME --yes` exports then deletes an unused repository",
-                               usage="%(prog)s NAME [--format table|json] [--refresh]\n"
-                                     "       %(prog)s delete NAME [--export FILE] --yes [--force]")
-    repo.add_argument("name", metavar="NAME", nargs="+", help="repository name, region/name, or repository ARN; "
-                                                             "or `delete NAME`")
-    repo.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
-    repo.add_argument("--refresh", action="store_true", help="scan first instead of using the latest snapshot")
-    repo.add_argument("--export", metavar="FILE", help="repo delete: also write the export (every image's digest, "
-                                                       "tags, times and manifest) to FILE")
-    repo.add_argument("--yes", action="store_true", help="repo delete: confirm the deletion")
-    repo.add_argument("--force", action="store_true", help="repo delete: skip the unused check (never the in-use "
-                                                           "check)")
-    repo.set_defaults(handler=cmd_repo)
-
-    policy = commands.add_parser("policy", help="lifecycle policies: validate, preview, apply, roll back")
-    actions = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
-    validate = actions.add_parser("validate", help="exit 0 when ECR would accept the policy, else list the problems")
-    validate.add_argument("file", metavar="FILE", help="policy JSON file, or - for standard input")
-    validate.set_defaults(handler=cmd_policy_validate)
-
-    preview = actions.add_parser("preview", help="which images a policy would expire, and the bytes and USD freed")
-    preview.add_argument("repo", metavar="REPO", help="repository name, region/name, or ARN")
-    preview.add_argument("--policy", metavar="FILE", help="policy JSON file (default: the base policy)")
-    preview.add_argument("--format", choices=["table", "json"], default="table")
-    preview.add_argument("--refresh", action="store_true", help="read the repository now, not from the latest scan")
-    preview.add_argument("--aws-preview", action="store_true",
-                         help="also ask AWS's own (slow, asynchronous) preview and compare")
-    preview.set_defaults(handler=cmd_policy_preview)
-
-    apply = actions.add_parser("apply", help="back up the current policy, put the new one, record the decision")
-    apply.add_argument("repo", metavar="REPO")
-    apply.add_argument("--policy", metavar="FILE", help="policy JSON file (default: the base policy)")
-    apply.add_argument("--yes", action="store_true", help="confirm the change")
-    apply.add_argument("--accept-partial-in-use", action="store_true",
-                       help="adopt even when some runtime (ECS, Lambda, Kubernetes) could not be read: images "
-                            "running there are not protected")
-    apply.add_argument("--force", action="store_true",
-                       help="put the policy even though it would expire or archive images in use (named first)")
-    apply.set_defaults(handler=cmd_policy_apply)
-
-    rollback = actions.add_parser("rollback", help="undo the latest adoption not yet undone: restore the policy it "
-                                                   "replaced (repeat to walk back to the original)")
-    rollback.add_argument("repo", metavar="REPO")
-    rollback.add_argument("--yes", action="store_true", help="confirm the change")
-    rollback.add_argument("--force", action="store_true",
-                          help="roll back even over a policy edited by hand since the bot set it (backed up "
-                               "first), or when the restored policy would expire images in use (it names them)")
-    rollback.set_defaults(handler=cmd_policy_rollback)
-
-    decisions = commands.add_parser("decisions", help="the decision log: adoptions, rollbacks, declines, snoozes")
-    decisions.add_argument("--format", choices=["table", "json"], default="table")
-    decisions.set_defaults(handler=cmd_decisions)
-
-    in_use = commands.add_parser("in-use", help="every image that runs somewhere (ECS, Lambda, Kubernetes, recent "
-                                                "pulls) and where")
-    in_use.add_argument("repo", metavar="REPO", nargs="?", help="only this repository (name, region/name or ARN)")
-    in_use.add_argument("--format", choices=["table", "json"], default="table")
-    in_use.set_defaults(handler=cmd_in_use)
-
-    guard = commands.add_parser("guard", help="in-use images that a repository's current policy would expire; "
-                                              "refreshes the protection of policies the bot adopted")
-    guard.add_argument("--format", choices=["table", "json"], default="table")
-    guard.set_defaults(handler=cmd_guard)
-
-    size = commands.add_parser("size", help="why a repository is big: largest images and layers, churn per push, "
-                                            "the base it is built on, advice ranked by USD/month")
-    size.add_argument("name", metavar="NAME", help="repository name, region/name, or repository ARN")
-    size.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
-    size.set_defaults(handler=cmd_size)
-
-    billing = commands.add_parser("billing", help="billed cost per repository from the CUR (ECR_COST_CUR or "
-                                                  "ECR_COST_CUR_ATHENA) beside the estimate")
-    billing.add_argument("--days", type=int, default=30, help="the complete UTC days ending yesterday (default 30)")
-    billing.add_argument("--format", choices=["table", "json"], default="table")
-    billing.set_defaults(handler=cmd_billing)
-
-    sweep = commands.add_parser("sweep", help="announce, then after the grace period delete, images nobody pulled "
-                                              "for N days in opted-in repositories; `sweep enable NAME --days N`, "
-                                              "`sweep disable NAME` set or remove the opt-in",
-                                usage="%(prog)s [--dry-run] [--format table|json]\n"
-                                      "       %(prog)s enable NAME --days N\n       %(prog)s disable NAME")
-    sweep.add_argument("words", metavar="enable|disable NAME", nargs="*", help="set or remove a repository's opt-in")
-    sweep.add_argument("--days", type=int, help="sweep enable: delete images nobody pulled for N days (1 to 3650)")
-    sweep.add_argument("--dry-run", action="store_true", help="say what would be announced and deleted; change "
-                                                              "nothing, tell nobody")
-    sweep.add_argument("--format", choices=["table", "json"], default="table")
-    sweep.set_defaults(handler=cmd_sweep)
-
-    report = commands.add_parser("report", help="the weekly report from a recent or a new scan: printed, or posted")
-    report.add_argument("--post", action="store_true",
-                        help="post it with its chart to ECR_COST_REPORT_CHANNEL (once per period)")
-    report.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
-    _quiet_flag(report)
-    report.set_defaults(handler=cmd_report)
-
-    watch = commands.add_parser("watch", help="growth since the previous scan, repositories over their limit, new "
-                                              "repositories without a policy, policies that expire nothing")
-    watch.add_argument("--post", action="store_true", help="one direct message per owner (admins for unowned), "
-                                                           "each finding once per period; over-limit summary to the "
-                                                           "report channel")
-    watch.add_argument("--format", choices=["table", "json"], default="table")
-    watch.set_defaults(handler=cmd_watch)
-
-    templates = commands.add_parser("templates", help="repository creation templates per account and region; "
-                                                      "`apply --yes` puts the base policy in the ROOT template, "
-                                                      "`rollback --yes` undoes it",
-                                    usage="%(prog)s [--format table|json]\n       %(prog)s apply --yes\n"
-                                          "       %(prog)s rollback --yes")
-    templates.add_argument("action", nargs="?", choices=["apply", "rollback"], metavar="apply|rollback")
-    templates.add_argument("--yes", action="store_true", help="confirm the change")
-    templates.add_argument("--format", choices=["table", "json"], default="table")
-    templates.set_defaults(handler=cmd_templates)
-
-    health = commands.add_parser("health", help="exit 0 when the `serve` using this ECR_COST_DB is alive (its "
-                                                "heartbeat, its Socket Mode connection, GET /healthz in HTTP mode)")
-    health.set_defaults(handler=cmd_health)
-
-    doctor = commands.add_parser("doctor", help="check the setup end to end (AWS identity, accounts, IAM, Slack "
-                                                "token, scopes, channel, database, billing sources): one line per "
-                                                "check with its fix; exit 0 when none failed")
-    doctor.add_argument("--format", choices=["table", "json"], default="table")
-    doctor.set_defaults(handler=cmd_doctor)
-
-    demo = commands.add_parser("demo", help="the whole flow on an embedded sample registry (no AWS account needed)")
-    demo.add_argument("--out", metavar="DIR", default="ecr-cost-demo",
-                      help="where the report's Block Kit JSON and chart PNG are written (default: ecr-cost-demo)")
-    demo.add_argument("--keep", action="store_true",
-                      help="after the story, keep the sample registry running (a moto server) and print the "
-                           "`export` lines with which every command, and serve, work on it; Ctrl-C stops it")
-    demo.add_argument("--port", type=int, metavar="N", help="with --keep: the sample registry's port (default 4566)")
-    demo.set_defaults(handler=cmd_demo)
-    _describe(parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for command in COMMANDS:
+        group, _, action = command.name.partition(" ")
+        where = commands
+        if action:
+            if group not in groups:
+                groups[group] = commands.add_parser(group, help=GROUPS[group], description=GROUPS[group]) \
+                    .add_subparsers(dest="action", required=True, metavar="ACTION")
+            where = groups[group]
+        examples = "examples:\n" + "\n".join(f"  {line}" for line in command.examples) if command.examples else None
+        sub = where.add_parser(action or group, help=command.help, description=command.help, usage=command.usage,
+                               epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+        for argument in command.args:
+            sub.add_argument(*argument.flags, **argument.options)
+        sub.set_defaults(handler=command.handler)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "format", None) == "text":  # the older name of table
+        args.format = "table"
     created: Path | None = None
     code = 1
     try:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .core.lifecycle import validate_policy
@@ -145,7 +146,26 @@ def _billing(get) -> dict:
     return dict(billing=billing, cur=cur, cur_athena=athena, athena_workgroup=workgroup, athena_output=output)
 
 
+# numeric settings: field -> (variable, default, type, lowest, highest)
+NUMBERS: dict[str, tuple[str, str, type, float, float]] = {
+    "price_per_gb_month": ("ECR_COST_PRICE_PER_GB_MONTH", "0.10", float, 0.0, 1000.0),
+    "unused_days": ("ECR_COST_UNUSED_DAYS", "90", int, 1, 36500),
+    "port": ("PORT", "3000", int, 1, 65535),
+    "snapshot_max_age_hours": ("ECR_COST_SNAPSHOT_MAX_AGE_HOURS", "24", float, 0.0, 24 * 365),
+    "report_scan_max_age_minutes": ("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES", "60", float, 0.0, 10080),
+    "recent_pull_days": ("ECR_COST_RECENT_PULL_DAYS", "14", int, 0, 36500),
+    "large_image_gb": ("ECR_COST_LARGE_IMAGE_GB", "1", float, 0.001, 1024.0),
+    "growth_pct": ("ECR_COST_GROWTH_PCT", "20", float, 0.0, 100000.0),
+    "growth_min_gb": ("ECR_COST_GROWTH_MIN_GB", "1", float, 0.0, 1e6),
+}
+# cron settings: field -> (variable, default)
+SCHEDULES = {"schedule": ("ECR_COST_SCHEDULE", "0 9 * * mon"),
+             "guard_schedule": ("ECR_COST_GUARD_SCHEDULE", "0 6 * * *"),
+             "watch_schedule": ("ECR_COST_WATCH_SCHEDULE", "0 8 * * *")}
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings from the environment; a missing or wrong one is a ConfigError naming the variable."""
     env = os.environ if env is None else env
 
     def get(name: str) -> str | None:
@@ -157,27 +177,37 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"ECR_COST_TIMEZONE: unknown IANA time zone {timezone!r}") from None
+    schedules: dict[str, Any] = {key: get(name) or default for key, (name, default) in SCHEDULES.items()}
+    for key, (name, _) in SCHEDULES.items():
+        _cron(name, schedules[key], timezone)
+    numbers: dict[str, Any] = {key: _number(name, get(name) or default, kind, low, high)
+                               for key, (name, default, kind, low, high) in NUMBERS.items()}
+    owner_tag = get("ECR_COST_OWNER_TAG") or "owner"
+    if len(owner_tag) > 128:
+        raise ConfigError("ECR_COST_OWNER_TAG: AWS tag keys are at most 128 characters")
+    base_policy_path = get("ECR_COST_BASE_POLICY")
+    return Settings(
+        timezone=timezone, aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"), owner_tag=owner_tag,
+        base_policy_path=base_policy_path, base_policy=_base_policy(base_policy_path),
+        db_path=get("ECR_COST_DB") or "ecr-cost.db", kube_contexts=_csv(get("ECR_COST_KUBE_CONTEXTS")),
+        kubeconfig=get("KUBECONFIG"), **schedules, **numbers, **_slack(get), **_estate(get), **_billing(get),
+        **_sweep(get, timezone),
+    )
 
-    schedule = get("ECR_COST_SCHEDULE") or "0 9 * * mon"
-    _cron("ECR_COST_SCHEDULE", schedule, timezone)
-    guard_schedule = get("ECR_COST_GUARD_SCHEDULE") or "0 6 * * *"
-    _cron("ECR_COST_GUARD_SCHEDULE", guard_schedule, timezone)
-    watch_schedule = get("ECR_COST_WATCH_SCHEDULE") or "0 8 * * *"
-    _cron("ECR_COST_WATCH_SCHEDULE", watch_schedule, timezone)
 
+def _estate(get) -> dict:
+    """Where the bot looks: regions, accounts, roles."""
     regions = _csv(get("ECR_COST_REGIONS"))
     if "all" in regions and regions != ("all",):
         raise ConfigError("ECR_COST_REGIONS: `all` (every region enabled in each account) stands alone")
     for region in regions:
         if region != "all" and not _REGION.match(region):
             raise ConfigError(f"ECR_COST_REGIONS: {region!r} is not an AWS region name (like us-east-1), nor `all`")
-
     runtime_regions = _csv(get("ECR_COST_RUNTIME_REGIONS"))
     for region in runtime_regions:
         if not _REGION.match(region):
             raise ConfigError(f"ECR_COST_RUNTIME_REGIONS: {region!r} is not an AWS region name (like us-east-1); "
                               f"leave it unset to read every region enabled in each account")
-
     org_role_name = get("ECR_COST_ORG_ROLE_NAME")
     if org_role_name is not None and not _ROLE_NAME.match(org_role_name):
         raise ConfigError(f"ECR_COST_ORG_ROLE_NAME: {org_role_name!r} is not an IAM role name (like EcrCostReader)")
@@ -186,78 +216,36 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         for account_id in ids:
             if not re.fullmatch(r"\d{12}", account_id):
                 raise ConfigError(f"{name}: {account_id!r} is not an AWS account ID (12 digits)")
-
     role_arns = _csv(get("ECR_COST_ROLE_ARNS"))
     for arn in role_arns:
         if not _ROLE_ARN.match(arn):
             raise ConfigError(f"ECR_COST_ROLE_ARNS: {arn!r} is not an IAM role ARN "
                               "(arn:aws:iam::123456789012:role/name)")
+    return dict(regions=regions, runtime_regions=runtime_regions, org_role_name=org_role_name, accounts=accounts,
+                exclude_accounts=exclude_accounts, role_arns=role_arns)
 
+
+def _slack(get) -> dict:
+    """Slack's tokens, URL, report channel and the bot's admins."""
     admins = _csv(get("ECR_COST_ADMINS"))
     for admin in admins:
         if not SLACK_USER_ID.match(admin):
             raise ConfigError(f"ECR_COST_ADMINS: {admin!r} is not a Slack user ID (like U012AB3CD)")
-
     slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
     if not re.match(r"^https?://[^\s/]+", slack_api_url):
         raise ConfigError(f"SLACK_API_URL: expected an http(s) URL, got {slack_api_url!r}")
     if not slack_api_url.endswith("/"):
         slack_api_url += "/"
-
     for name, prefix in (("SLACK_BOT_TOKEN", "xoxb-"), ("SLACK_APP_TOKEN", "xapp-")):
         value = get(name)
         if value and not value.startswith(prefix):
             raise ConfigError(f"{name}: expected a token starting with {prefix!r}")
-
     channel = get("ECR_COST_REPORT_CHANNEL")
     if channel and not re.match(r"^[CGD][A-Z0-9]{2,}$", channel):
         raise ConfigError(f"ECR_COST_REPORT_CHANNEL: expected a channel ID (like C012AB3CD), got {channel!r}")
-
-    owner_tag = get("ECR_COST_OWNER_TAG") or "owner"
-    if len(owner_tag) > 128:
-        raise ConfigError("ECR_COST_OWNER_TAG: AWS tag keys are at most 128 characters")
-
-    base_policy_path = get("ECR_COST_BASE_POLICY")
-    return Settings(
-        slack_bot_token=get("SLACK_BOT_TOKEN"),
-        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
-        slack_app_token=get("SLACK_APP_TOKEN"),
-        slack_api_url=slack_api_url,
-        report_channel=channel,
-        schedule=schedule,
-        timezone=timezone,
-        regions=regions,
-        aws_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
-        role_arns=role_arns,
-        org_role_name=org_role_name,
-        accounts=accounts,
-        exclude_accounts=exclude_accounts,
-        price_per_gb_month=_number("ECR_COST_PRICE_PER_GB_MONTH", get("ECR_COST_PRICE_PER_GB_MONTH") or "0.10",
-                                   float, 0.0, 1000.0),
-        unused_days=_number("ECR_COST_UNUSED_DAYS", get("ECR_COST_UNUSED_DAYS") or "90", int, 1, 36500),
-        owner_tag=owner_tag,
-        admins=admins,
-        base_policy_path=base_policy_path,
-        base_policy=_base_policy(base_policy_path),
-        db_path=get("ECR_COST_DB") or "ecr-cost.db",
-        port=_number("PORT", get("PORT") or "3000", int, 1, 65535),
-        snapshot_max_age_hours=_number("ECR_COST_SNAPSHOT_MAX_AGE_HOURS",
-                                       get("ECR_COST_SNAPSHOT_MAX_AGE_HOURS") or "24", float, 0.0, 24 * 365),
-        report_scan_max_age_minutes=_number("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES",
-                                            get("ECR_COST_REPORT_SCAN_MAX_AGE_MINUTES") or "60", float, 0.0, 10080),
-        recent_pull_days=_number("ECR_COST_RECENT_PULL_DAYS", get("ECR_COST_RECENT_PULL_DAYS") or "14", int, 0,
-                                 36500),
-        kube_contexts=_csv(get("ECR_COST_KUBE_CONTEXTS")),
-        runtime_regions=runtime_regions,
-        kubeconfig=get("KUBECONFIG"),
-        guard_schedule=guard_schedule,
-        large_image_gb=_number("ECR_COST_LARGE_IMAGE_GB", get("ECR_COST_LARGE_IMAGE_GB") or "1", float, 0.001,
-                               1024.0),
-        watch_schedule=watch_schedule,
-        growth_pct=_number("ECR_COST_GROWTH_PCT", get("ECR_COST_GROWTH_PCT") or "20", float, 0.0, 100000.0),
-        growth_min_gb=_number("ECR_COST_GROWTH_MIN_GB", get("ECR_COST_GROWTH_MIN_GB") or "1", float, 0.0, 1e6),
-        **_billing(get), **_sweep(get, timezone),
-    )
+    return dict(slack_bot_token=get("SLACK_BOT_TOKEN"), slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+                slack_app_token=get("SLACK_APP_TOKEN"), slack_api_url=slack_api_url, report_channel=channel,
+                admins=admins)
 
 
 def _sweep(get, timezone: str) -> dict:

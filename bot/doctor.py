@@ -8,7 +8,6 @@ looks the resource up, so "not found" means "allowed"); writes and Cost Explorer
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -578,5 +577,5 @@ def doctor_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def doctor_json(results: list[Result]) -> str:
-    return json.dumps({"ok": passed(results), "checks": [asdict(r) for r in results]}, indent=2)
+def doctor_json(results: list[Result]) -> dict:
+    return {"ok": passed(results), "checks": [asdict(r) for r in results]}

@@ -25,6 +25,7 @@ from .core.inuse import pin_tag
 from .core.models import PolicyDecision, RepositoryCost, RepositoryInventory, RepositoryRef, ScanResult
 from .core.sweep import (
     SWEEP_TAG,
+    ArchiveEconomics,
     archive_economics,
     capped,
     deletion_order,
@@ -33,6 +34,7 @@ from .core.sweep import (
     plan,
     whole_families,
 )
+from .core.tuning import archives
 from .errors import AwsError, NotAnOwner, PolicyOperationError, describe
 from .format import plural, size
 from .gate import Actor, Change, claimed
@@ -197,15 +199,20 @@ class SweepService:
                                     + (f"; {len(gone)} already gone" if gone else ""))
             return Change(decision)
 
+    @staticmethod
+    def archive_economics(scan: ScanResult | None) -> ArchiveEconomics | None:
+        """Whether archiving would save anything in the estate the scan saw (None: no scan yet)."""
+        return None if scan is None else archive_economics(sum(r.stored_bytes for r in scan.repositories))
+
     def archive_note(self, scan: ScanResult | None, policy: dict | None = None) -> str | None:
         """The estate's archive economics (Adjust, `policy preview`): whether archiving would save anything; with
         ``policy``, whether it archives (a ``transition`` rule) where that saves nothing."""
-        if scan is None:
+        found = self.archive_economics(scan)
+        if found is None:
             return None
-        found = archive_economics(sum(r.stored_bytes for r in scan.repositories))
-        archives = any((r.get("action") or {}).get("type") == "transition" for r in (policy or {}).get("rules", []))
-        if archives and not found.saves:
-            return f"This policy archives images (transition), which saves nothing here. {found.text}"
+        if policy is not None and archives(policy) and not found.saves:
+            return (f"This policy archives images (transition), which saves nothing here: you may still choose it. "
+                    f"{found.text}")
         return found.text
 
     # -- a run -----------------------------------------------------------------------------------

@@ -83,7 +83,16 @@ def test_the_boto_adapters_are_still_there():
 @pytest.mark.parametrize("path", [*modules("slack"), BOT / "cli.py", BOT / "demo.py"], ids=lambda p: p.name)
 def test_surfaces_go_through_the_application_layer(path):
     for module, _ in imports(path):
-        assert module not in ("bot.aws", "bot.store"), f"{path.name} reaches past the application layer: {module}"
+        assert module not in ("bot.aws", "bot.store") and not module.startswith("bot.store."), \
+            f"{path.name} reaches past the application layer: {module}"
+
+
+@pytest.mark.parametrize("path", [p for p in modules("store") if p.name != "database.py"], ids=lambda p: p.name)
+def test_the_store_groups_share_the_one_connection_handling(path):
+    """bot/store/: one database, one module per table group, every group over ``database.Connections`` (the
+    thread-local connections, the busy timeout, close); only database.py opens a connection."""
+    assert "sqlite3" not in [module for module, _ in imports(path)], path.name
+    assert "connect(" not in path.read_text(), path.name
 
 
 # the surfaces (and the composition root) may hold the façade; a service is given the services it uses instead

@@ -279,6 +279,33 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_every_10_seconds_elsewhere()
     assert "scan: 1 of 4 accounts, 100 of 400 repositories read, 10 s elapsed, about 30 s left" in log.getvalue()
 
 
+def test_other_long_work_reports_steps_only_while_a_command_shows_them():
+    import io
+    import threading
+
+    from bot.progress import StderrProgress, StepClock, showing
+
+    now = [0.0]
+    log = io.StringIO()
+    sink = StderrProgress("in-use", log, clock=lambda: now[0])
+    clock = StepClock("runtime reads", 40, clock=lambda: now[0])
+    clock.step()  # nobody is showing: nothing drawn
+    with showing(sink):
+        def work():
+            for _ in range(10):
+                clock.step()
+
+        now[0] = 20.0
+        workers = [threading.Thread(target=work) for _ in range(3)]  # steps come from the workers' threads
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    now[0] = 40.0
+    clock.step()  # the command is done showing: nothing drawn
+    assert log.getvalue() == "in-use: 2 of 40 runtime reads, 20 s elapsed, about 6 min left\n"
+
+
 def test_every_command_has_a_description_and_examples_and_one_format_vocabulary():
     import argparse
 
@@ -298,8 +325,8 @@ def test_every_command_has_a_description_and_examples_and_one_format_vocabulary(
         text = parser.format_help()
         assert parser.description and "examples:\n  ecr-cost-bot " + command.split()[0] in text, command
         formats = next((a.choices for a in parser._actions if "--format" in a.option_strings), None)
-        if formats is not None:  # table and json everywhere (scan: csv too)
-            assert {"table", "json"} <= set(formats), command
+        if formats is not None:  # one vocabulary everywhere (`text`, the older name of table, still read)
+            assert set(formats) == {"table", "json", "csv", "text"}, command
 
 
 def test_repo_delete_without_a_name_is_a_usage_error_not_a_repository_called_delete(tmp_path, capsys, monkeypatch):

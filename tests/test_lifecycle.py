@@ -263,6 +263,8 @@ def policies(draw):
                 kwargs["patterns"] = draw(st.lists(st.sampled_from(["v*", "*a*", "main-*", "*", "b*t*"]),
                                                    min_size=1, max_size=2, unique=True))
         count_type = draw(st.sampled_from(["imageCountMoreThan", "sinceImagePushed", "sinceImagePulled"]))
+        if count_type == "sinceImagePulled":  # ECR takes a last-pull age only to archive, never to expire
+            kwargs["action"] = "transition"
         rules.append(rule(priority, status, count_type, draw(st.integers(1, 40)), **kwargs))
     return {"rules": rules}
 

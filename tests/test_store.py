@@ -92,7 +92,7 @@ def test_connections_of_finished_threads_are_closed(tmp_path):
         for t in threads:
             t.join()
     store.get_manifests(["sha256:x"])  # a new connection sweeps the ended threads' ones
-    assert len(store._connections) <= 17
+    assert len(store.connections._connections) <= 17
 
 
 def test_threads_share_the_store(tmp_path):
@@ -152,10 +152,41 @@ def test_snapshot_rows_skip_the_fsync_and_every_other_write_keeps_it(tmp_path):
     assert level() == 2  # FULL: SQLite's default, which every other write keeps
     scan_id = store.begin_scan(T0, 0.1)
     inside: list[int] = []
-    original = store._beat
-    store._beat = lambda scan: inside.append(level()) or original(scan)  # type: ignore[method-assign]
+    original = store.scans._beat
+    store.scans._beat = lambda scan: inside.append(level()) or original(scan)  # type: ignore[method-assign]
     store.save_repository(scan_id, row("a", 5), [])
-    store._beat = original  # type: ignore[method-assign]
+    store.scans._beat = original  # type: ignore[method-assign]
     assert inside == [1] and level() == 2  # NORMAL inside the snapshot's transaction only
     store.finish_scan(ScanResult(T0, 0.1, [row("a", 5)], [], [], scan_id=scan_id))
     assert [r.repository for r in store.latest_scan().repositories] == ["a"]
+    # the manifest cache (read again if lost) is written the same way, once per digest
+    from bot.core.models import Manifest
+
+    manifest = Manifest("sha256:m", "application/vnd.oci.image.manifest.v1+json", blobs=(("sha256:l", 7),))
+    store.put_manifests([manifest])
+    store.put_manifests([manifest, Manifest("sha256:n", manifest.media_type, problem="unreadable")])
+    assert level() == 2 and store.get_manifests(["sha256:m", "sha256:n"]) == {
+        "sha256:m": manifest, "sha256:n": Manifest("sha256:n", manifest.media_type, problem="unreadable")}
+
+
+def test_the_table_groups_share_one_database_and_one_connection_per_thread(tmp_path):
+    """``Store`` composes one group per table group over the same connections: what one group writes the
+    store's own names read, in the same transaction handling, and a thread has one connection whichever group
+    it goes through; close ends them all."""
+    store = Store(str(tmp_path / "s.db"))
+    groups = [store.scans, store.manifests, store.task_definitions, store.billing, store.decision_log,
+              store.ownership, store.claims, store.periods, store.deliveries]
+    assert all(group.db is store.db for group in groups)
+    seen: list[bool] = []
+    worker = threading.Thread(target=lambda: seen.append(store.scans.db is store.claims.db is not None))
+    worker.start()
+    worker.join()
+    assert seen == [True] and len(store.connections._connections) == 2
+    scan = _scan(store, T0, [row("a", 5)])
+    assert store.scans.latest_scan() == store.latest_scan() and store.latest_scan().scan_id == scan.scan_id
+    assert store.claims.claim("estate", "me") and store.claim_held("estate") and not store.claim("estate", "you")
+    assert store.deliveries.claim_click("c1") and not store.claim_click("c1")
+    store.billing.cache_billing("k", "2026-11-02", "{}")
+    assert store.cached_billing("k", "2026-11-02") == "{}"
+    store.close()
+    assert store.connections._connections == []

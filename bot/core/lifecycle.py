@@ -19,6 +19,7 @@ from .models import Image, Manifest
 MIN_POLICY_CHARS, MAX_POLICY_CHARS = 100, 30_720
 MAX_RULES = 50
 MAX_WILDCARDS = 4
+ARCHIVE_MINIMUM_DAYS = 90  # ECR bills an archived image 90 days at least, and no lifecycle rule expires one sooner
 TAG_STATUSES = ("tagged", "untagged", "any")
 COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed", "sinceImagePulled", "sinceImageTransitioned")
 STORAGE_CLASSES = ("standard", "archive")
@@ -96,6 +97,13 @@ def _rule_problems(rule: object) -> list[str]:
         problems.append(f"selection.countNumber must be an integer >= 1, got {json.dumps(number)}")
     if count_type == "sinceImageTransitioned" and storage != "archive":
         problems.append("selection.countType sinceImageTransitioned needs storageClass 'archive'")
+    if count_type == "sinceImageTransitioned" and _is_int(number) and 1 <= number < ARCHIVE_MINIMUM_DAYS:
+        problems.append(f"selection.countNumber {number} is below {ARCHIVE_MINIMUM_DAYS} with sinceImageTransitioned: "
+                        f"ECR cannot expire an image archived less than {ARCHIVE_MINIMUM_DAYS} days ago (its minimum "
+                        f"storage charge)")
+    if count_type == "sinceImagePulled" and action.get("type") == "expire":
+        problems.append("selection.countType sinceImagePulled goes only with action type transition (to the archive): "
+                        "ECR refuses to expire by last pull (the bot's sweep does that)")
     if storage == "archive" and count_type in COUNT_TYPES and count_type != "sinceImageTransitioned":
         problems.append("selection.storageClass 'archive' is only allowed with countType sinceImageTransitioned")
 
@@ -105,7 +113,7 @@ def _rule_problems(rule: object) -> list[str]:
     elif kind == "transition":
         if target != "archive":
             problems.append(f"action.type transition needs targetStorageClass 'archive', got {json.dumps(target)}")
-        if storage == "archive":
+        if storage == "archive" and count_type == "sinceImageTransitioned":  # else said of the selection already
             problems.append("action.type transition applies to standard images, not to storageClass 'archive'")
     elif "targetStorageClass" in action:
         problems.append("action.targetStorageClass is only allowed with action type transition")
@@ -266,18 +274,28 @@ def _keep_children_of_kept_lists(images: Sequence[Image], manifests: Mapping[str
 @dataclass(frozen=True)
 class Preview:
     decisions: list[Decision]  # newest push first
-    remaining_image_count: int
-    bytes_freed: int
+    remaining_image_count: int  # archived ones included: ECR bills them as it bills standard ones
+    bytes_freed: int  # what the expiring images alone hold (archived images that expire included)
+    bytes_archived: int = 0  # what the images moving to the archive alone hold: still stored, still billed
+
+    @property
+    def archiving_count(self) -> int:
+        return sum(1 for d in self.decisions if d.action == "transition")
 
 
 def preview(images: Sequence[Image], policy: Mapping, now: datetime, manifests: Mapping[str, Manifest]) -> Preview:
-    """What the policy would do to these images, and the bytes only the expiring ones hold."""
+    """What the policy would do to these images, and the bytes only the expiring ones hold. An image moving to the
+    archive this evaluation is not expired in it (ECR expires it at the earliest ``sinceImageTransitioned`` days
+    later): its bytes are reported apart, never as freed."""
     decisions = evaluate(images, policy, now, manifests)
     expiring = {d for d, decision in decisions.items() if decision.action == "expire"}
+    archiving = {d for d, decision in decisions.items() if decision.action == "transition"}
     remaining = [i for i in images if i.digest not in expiring]
     freed = stored_bytes(images, manifests) - stored_bytes(remaining, manifests)
+    archived = stored_bytes(remaining, manifests) - stored_bytes([i for i in remaining if i.digest not in archiving],
+                                                                 manifests) if archiving else 0
     ordered = sorted(decisions.values(), key=lambda d: _newest_first(d.image))
-    return Preview(ordered, len(remaining), freed)
+    return Preview(ordered, len(remaining), freed, archived)
 
 
 # -- status -----------------------------------------------------------------------------------

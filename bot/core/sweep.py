@@ -15,12 +15,12 @@ from typing import cast
 
 from .cost import GIB, stored_bytes
 from .inuse import is_pin
+from .lifecycle import ARCHIVE_MINIMUM_DAYS
 from .models import Image, Manifest
 
 SWEEP_TAG = "ecr-cost-expire-unpulled-days"
 MIN_DAYS, MAX_DAYS = 1, 3650
 ARCHIVE_TIER_BYTES = 150 * 1024 * GIB  # archive storage costs what standard does below 150 TB a month
-ARCHIVE_MINIMUM_DAYS = 90
 ARCHIVE_RESTORE_USD_PER_GB = 0.03
 
 

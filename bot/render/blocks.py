@@ -12,7 +12,7 @@ from datetime import datetime
 
 from ..core.analysis import Summary
 from ..core.inuse import is_pin
-from ..core.lifecycle import fingerprint
+from ..core.lifecycle import ARCHIVE_MINIMUM_DAYS, fingerprint
 from ..core.models import EXEMPTION_REASONS, SLACK_USER_ID, PolicyDecision, RepositoryCost, RepositoryView
 from ..core.size import SizeReport
 from ..core.tuning import MAX_COUNT, MAX_DAYS, MAX_PREFIX
@@ -497,9 +497,9 @@ def notice_modal(title: str, text: str) -> dict:
 
 
 def number_input(block_id: str, label: str, initial: str | None, maximum: int, optional: bool = False,
-                 hint: str | None = None) -> dict:
+                 hint: str | None = None, minimum: int = 1) -> dict:
     element = {"type": "number_input", "action_id": TUNE_PREFIX + block_id, "is_decimal_allowed": False,
-               "min_value": "1", "max_value": str(maximum),
+               "min_value": str(minimum), "max_value": str(maximum),
                "dispatch_action_config": {"trigger_actions_on": ["on_character_entered"]}}
     if initial:
         element["initial_value"] = initial
@@ -510,15 +510,28 @@ def number_input(block_id: str, label: str, initial: str | None, maximum: int, o
     return block
 
 
-def tuning_preview_text(savings, in_use_count: int, partial: bool) -> str:
+def tuning_preview_text(savings, in_use_count: int, partial: bool, archiving: tuple[int, int] = (0, 0),
+                        archive_saves: bool = False) -> str:
     """The Adjust form's preview: what adopting the tuned policy does (in-use images kept), the same sentence as
-    every other surface; the policy as written on a line that says so."""
+    every other surface; the policy as written on a line that says so; images it archives (count, bytes), never
+    counted as a saving."""
     written = as_written_sentence(savings)
     kept = (f"\n:shield: {plural(in_use_count, 'image')} in use: adopting keeps them" if in_use_count
             else "\nNo image is in use")
     blind = "\n:warning: In-use check partial: images running where the bot cannot see are not kept" if partial else ""
     return (f"*Preview* adopting it {adopting_sentence(savings, bold='*')}{kept}"
-            + (f"\n_{written[:1].upper()}{written[1:]}_" if written else "") + blind)
+            + (f"\n_{written[:1].upper()}{written[1:]}_" if written else "") + archiving_line(*archiving, archive_saves)
+            + blind)
+
+
+def archiving_line(count: int, byte_count: int, saves: bool) -> str:
+    """Images a policy moves to the archive: still stored and billed, so not in the savings figure."""
+    if not count:
+        return ""
+    why = ("archive storage costs less only beyond the 150 TB tier" if saves
+           else "archive storage costs the same as standard here")
+    return (f"\n:package: {plural(count, 'image')} ({size(byte_count)}) would move to the archive, unpullable until "
+            f"restored: not counted as a saving ({why}); they go only when the archive rule deletes them")
 
 
 def adjust_modal(repository: str, arn: str, values: dict[str, str | None], preview_text: str) -> dict:
@@ -541,22 +554,39 @@ def adjust_modal(repository: str, arn: str, values: dict[str, str | None], previ
                      MAX_DAYS, optional=True, hint="Replaces the untagged count: ECR allows one rule for untagged "
                                                     "images."),
         {"type": "section", "block_id": "preview", "text": {"type": "mrkdwn", "text": clip(preview_text, MAX_SECTION)}},
-        *sweep_inputs(values.get(SWEEP_DAYS), values.get("archive_note")),
+        *sweep_inputs(values.get(SWEEP_DAYS)),
+        *archive_inputs(values),
     ]
     return modal(ADJUST_VIEW, "Adjust the policy", blocks, arn, submit="Adopt")
 
 
-def sweep_inputs(days: str | None, archive_note: str | None) -> list[dict]:
-    """The Adjust modal's sweep opt-in (not a lifecycle rule: ECR refuses to expire by last pull) and the archive
-    economics of the estate."""
+def archive_inputs(values: dict[str, str | None]) -> list[dict]:
+    """ECR's own archive rules, optional, and beside them the estate's archive economics (the owner may archive
+    even where it saves nothing: the note says so)."""
+    found = [
+        number_input("archive_days", "Optional: archive images nobody has pulled for N days", values.get("archive_days")
+                     or None, MAX_DAYS, optional=True,
+                     hint="ECR's transition rule. Replaces the overall count: ECR allows one rule over images of any "
+                          "tag. Archived images cannot be pulled until restored (about $0.03/GB); in-use, latest "
+                          "and version images are never archived."),
+        number_input("archive_expire_days", "Optional: delete archived images after M days",
+                     values.get("archive_expire_days") or None, MAX_DAYS, optional=True, minimum=ARCHIVE_MINIMUM_DAYS,
+                     hint=f"At least {ARCHIVE_MINIMUM_DAYS}: ECR bills an archived image {ARCHIVE_MINIMUM_DAYS} days "
+                          f"at least, and its lifecycle cannot delete one archived for less."),
+    ]
+    if values.get("archive_note"):
+        found.append(context(escape(values["archive_note"] or "")))
+    return found
+
+
+def sweep_inputs(days: str | None) -> list[dict]:
+    """The Adjust modal's sweep opt-in (not a lifecycle rule: ECR refuses to expire by last pull)."""
     element = {"type": "number_input", "action_id": SWEEP_DAYS, "is_decimal_allowed": False, "min_value": "1",
                "max_value": "3650", **({"initial_value": days} if days else {})}
     found = [{"type": "input", "block_id": SWEEP_DAYS, "optional": True, "element": element,
               "label": plain("Also delete images nobody has pulled for N days", 2000),
               "hint": plain("The bot's sweep: the owners are told a week ahead; images in use, pinned, or the newest "
                             "are never deleted. Empty: no change.", 2000)}]
-    if archive_note:
-        found.append(context(escape(archive_note)))
     return found
 
 

@@ -84,6 +84,49 @@ def scan_csv(ranked: Sequence[RepositoryCost]) -> str:
     return out.getvalue()
 
 
+# lists of a JSON document that say what went wrong: stderr's, not rows of the CSV
+_NOT_ROWS = ("errors", "warnings", "notes", "problems", "in_use_problems")
+
+
+def document_csv(doc: dict | list) -> tuple[str, list[str]]:
+    """Any command's JSON document as one CSV table, and what it reports as errors or warnings (for stderr).
+
+    Rows are the document's lists of objects (a list document is its own rows); with several lists, a first
+    column ``section`` names each row's list. Nested objects become dotted columns, lists of scalars a
+    space-separated cell, anything deeper its JSON. A document without a list is one row."""
+    def cells(item: dict, prefix: str = "") -> dict:
+        found: dict = {}
+        for key, value in item.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                found.update(cells(value, f"{name}."))
+            elif isinstance(value, list):
+                scalar = all(not isinstance(v, (dict, list)) for v in value)
+                found[name] = " ".join(str(v) for v in value) if scalar else json.dumps(value)
+            else:
+                found[name] = "" if value is None else value
+        return found
+
+    notes: list[str] = []
+    if isinstance(doc, list):
+        sections = {"": doc}
+    else:
+        notes = ["the result is PARTIAL: see the errors"] if doc.get("partial") else []
+        for key in _NOT_ROWS:
+            notes.extend(v if isinstance(v, str) else json.dumps(v) for v in doc.get(key) or [])
+        kept = {k: v for k, v in doc.items() if k not in _NOT_ROWS}
+        sections = {k: v for k, v in kept.items() if isinstance(v, list) and v
+                    and all(isinstance(i, dict) for i in v)} or {"": [kept]}
+    named = len(sections) > 1
+    rows = [({"section": key} if named else {}) | cells(item) for key, items in sections.items() for item in items]
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue(), notes
+
+
 def limit_text(row: RepositoryCost) -> str | None:
     """A repository's limit and how close it is ("$4.10 of $5.00/month"), a malformed limit tag, or None."""
     limit, problem = limit_of(row)

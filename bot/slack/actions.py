@@ -7,6 +7,7 @@ included). Adjust…, Decline… and Delete repository… open a modal (bot/slac
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
+from ..adoption import Actor
 from ..application import Application, ref_of
 from ..errors import (
     BotError,
@@ -30,7 +32,6 @@ from .directory import SlackDirectory
 from .home import home_view
 from .views import refresh_adjust
 
-logger = logging.getLogger(__name__)
 ACTIONS = re.compile(f"^({'|'.join(map(re.escape, blocks.ACTION_IDS))})$")
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def decide_claim(application: Application, directory: SlackDirectory, value: str
 
 def act(application: Application, directory: SlackDirectory, action_id: str, value: str, user_id: str,
         click_id: str) -> Outcome:
+    """A click's outcome, decided (and any change made) without touching Slack; on_click delivers it."""
     if action_id in (blocks.APPROVE_CLAIM, blocks.REJECT_CLAIM):
         if not application.first_delivery(click_id):
             return Outcome()
@@ -92,25 +94,41 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     if found is None:
         return Outcome(ephemeral="That repository is no longer in the latest scan; nothing was changed.")
     scan, row = found
-    if action_id == blocks.PREVIEW:  # anyone may look
+    if action_id in (blocks.PREVIEW, blocks.WHY_BIG):  # anyone may look
+        return look(application, action_id, scan, row)
+    # the forms open for anyone; who may act is decided when one is submitted, from the live owner tag
+    if action_id in (blocks.ADJUST, blocks.DECLINE, blocks.DELETE):
+        return form(application, action_id, scan, row)
+    if not application.first_delivery(click_id):
+        return Outcome()  # the same click delivered again: already handled
+    if action_id == blocks.CLAIM:
+        return claim(application, directory, row, user_id)
+    return change(application, directory.actor(user_id), action_id, row, seen_edit)
+
+
+def look(application: Application, action_id: str, scan, row) -> Outcome:
+    """Preview and Why so big?: what the policy would expire, or where the bytes are (anyone may look)."""
+    if action_id == blocks.PREVIEW:
         try:
             view, expiring, kept = application.expiring(row, scan)
         except BotError as exc:
             return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}")
         return Outcome(ephemeral_message=blocks.preview_message(
             view, [(d.image.digest, d.image.tags, d.image.pushed_at, d.rule_priority) for d in expiring], kept=kept))
-    if action_id == blocks.WHY_BIG:  # anyone may look
-        try:
-            report = application.size(scan, row)
-        except BotError as exc:
-            return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
-                                     f"{blocks.escape(describe(exc))}")
-        except Exception as exc:  # noqa: BLE001 - the person who clicked gets an answer, not silence
-            logger.exception("size of %s failed", row.arn)
-            return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
-                                     f"{blocks.escape(exc.__class__.__name__)}")
-        return Outcome(ephemeral_message=blocks.size_message(report, application.labels(scan).get(row.arn)))
-    # the forms open for anyone; who may act is decided when one is submitted, from the live owner tag
+    try:
+        report = application.size(scan, row)
+    except BotError as exc:
+        return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
+                                 f"{blocks.escape(describe(exc))}")
+    except Exception as exc:  # noqa: BLE001 - the person who clicked gets an answer, not silence
+        logger.exception("size of %s failed", row.arn)
+        return Outcome(ephemeral=f":x: Could not work out why {blocks.escape(row.repository)} is big: "
+                                 f"{blocks.escape(exc.__class__.__name__)}")
+    return Outcome(ephemeral_message=blocks.size_message(report, application.labels(scan).get(row.arn)))
+
+
+def form(application: Application, action_id: str, scan, row) -> Outcome:
+    """Adjust…, Decline… and Delete repository…: the modal to open (bot/slack/views.py handles its submission)."""
     if action_id == blocks.ADJUST:
         values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
         values["archive_note"] = application.sweep.archive_note(scan) if application.sweep else None
@@ -118,13 +136,12 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
                        preview_after_open=True)
     if action_id == blocks.DECLINE:
         return Outcome(modal=blocks.decline_modal(row.repository, row.arn))
-    if action_id == blocks.DELETE:
-        return Outcome(modal=blocks.delete_modal(row, row.arn))
-    if not application.first_delivery(click_id):
-        return Outcome()  # the same click delivered again: already handled
-    actor = directory.actor(user_id)
-    if action_id == blocks.CLAIM:
-        return claim(application, directory, row, user_id)
+    return Outcome(modal=blocks.delete_modal(row, row.arn))
+
+
+def change(application: Application, actor: Actor, action_id: str, row, seen_edit: str) -> Outcome:
+    """Adopt, Roll back, Protect, Not now and Lift exemption, by the signed user; a refusal or a question
+    (in use, partly checked, hand edited) comes back as an ephemeral message."""
     despite_in_use = action_id in (blocks.ADOPT_DESPITE_IN_USE, blocks.ROLLBACK_DESPITE_IN_USE,
                                    blocks.PROTECT_DESPITE_IN_USE)
     # what the person already confirmed travels in the value: "partial", or the hand edit's fingerprint
@@ -132,17 +149,17 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
         (despite_in_use and seen_edit == "partial")
     try:
         if action_id in (blocks.ADOPT, blocks.ADOPT_DESPITE_PARTIAL, blocks.ADOPT_DESPITE_IN_USE):
-            change = application.adopt(row, actor, despite_partial=partial, despite_in_use=despite_in_use)
+            done = application.adopt(row, actor, despite_partial=partial, despite_in_use=despite_in_use)
         elif action_id in (blocks.ROLLBACK, blocks.ROLLBACK_OVER_HAND_EDIT, blocks.ROLLBACK_DESPITE_IN_USE):
             forced = action_id == blocks.ROLLBACK_OVER_HAND_EDIT or (despite_in_use and bool(seen_edit))
-            change = application.rollback(row, actor, force=forced, over=seen_edit if forced else None,
-                                          despite_in_use=despite_in_use)
+            done = application.rollback(row, actor, force=forced, over=seen_edit if forced else None,
+                                        despite_in_use=despite_in_use)
         elif action_id in (blocks.PROTECT, blocks.PROTECT_DESPITE_PARTIAL, blocks.PROTECT_DESPITE_IN_USE):
-            change = application.protect(row, actor, despite_partial=partial, despite_in_use=despite_in_use)
+            done = application.protect(row, actor, despite_partial=partial, despite_in_use=despite_in_use)
         elif action_id == blocks.SNOOZE:
-            change = application.snooze(row, actor)
+            done = application.snooze(row, actor)
         elif action_id == blocks.LIFT_EXEMPTION:
-            change = application.lift_exemption(row, actor)
+            done = application.lift_exemption(row, actor)
         else:
             return Outcome(ephemeral=f"Unknown action {blocks.escape(action_id)}; nothing was changed.")
     except NotAnOwner as exc:
@@ -166,8 +183,8 @@ def act(application: Application, directory: SlackDirectory, action_id: str, val
     except BotError as exc:  # a refused change (with its problems), or AWS's refusal
         problems = "".join(f"\n• {blocks.escape(p)}" for p in getattr(exc, "problems", ()))
         return Outcome(ephemeral=f":x: {blocks.escape(describe(exc))}{problems}")
-    after = application.view_after_change(arn)
-    note = None if change.note is None else blocks.escape(change.note)
+    after = application.view_after_change(row.arn)
+    note = None if done.note is None else blocks.escape(done.note)
     return Outcome(replace=None if after is None else blocks.repository_detail(after), ephemeral=note)
 
 
@@ -233,39 +250,50 @@ def claim(application: Application, directory: SlackDirectory, row, user_id: str
 
 
 def register(app: App, application: Application, directory: SlackDirectory) -> None:
-    @app.action(ACTIONS)
-    def on_click(ack, body, action, respond, client):
-        ack()
-        user_id = body["user"]["id"]  # from Slack's signed payload; the button's value only names the repository
-        click_id = f"{user_id}:{action['action_id']}:{action.get('action_ts') or body.get('trigger_id')}"
-        outcome = act(application, directory, action["action_id"], action.get("value", ""), user_id, click_id)
-        in_home = body.get("container", {}).get("type") == "view"
-        if outcome.modal is not None:
-            try:
-                opened = client.views_open(trigger_id=body.get("trigger_id"), view=outcome.modal)
-            except SlackApiError as exc:
-                logger.warning("views.open failed: %s", exc.response.get("error"))
-                outcome = Outcome(ephemeral="The form could not be opened (it must open within 3 seconds of the "
-                                            "click); please press the button again.")
-            else:
-                if outcome.preview_after_open:
-                    refresh_adjust(application, client, opened["view"])
-                return
-        for recipient, message in outcome.direct:
-            try:
-                client.chat_postMessage(channel=recipient, **message)
-            except SlackApiError as exc:
-                logger.warning("direct message to %s failed: %s", recipient, exc.response.get("error"))
-        if in_home:
-            if outcome.replace is not None:
-                client.views_publish(user_id=user_id, view=home_view(application, directory, user_id))
-            note = outcome.ephemeral_message or (outcome.ephemeral and blocks.plain_message(outcome.ephemeral))
-            if note:
-                client.chat_postMessage(channel=user_id, **note)  # the app's DM: Home has no response_url
+    """The buttons' one listener, its services bound by keyword (Bolt injects the rest by name)."""
+    app.action(ACTIONS)(functools.partial(on_click, application=application, directory=directory))
+
+
+def on_click(ack, body, action, respond, client, application: Application, directory: SlackDirectory) -> None:
+    """A button: acknowledged at once, decided by `act` for the signed user, answered where the click was."""
+    ack()
+    user_id = body["user"]["id"]  # from Slack's signed payload; the button's value only names the repository
+    click_id = f"{user_id}:{action['action_id']}:{action.get('action_ts') or body.get('trigger_id')}"
+    outcome = act(application, directory, action["action_id"], action.get("value", ""), user_id, click_id)
+    if outcome.modal is not None:
+        try:
+            opened = client.views_open(trigger_id=body.get("trigger_id"), view=outcome.modal)
+        except SlackApiError as exc:
+            logger.warning("views.open failed: %s", exc.response.get("error"))
+            outcome = Outcome(ephemeral="The form could not be opened (it must open within 3 seconds of the "
+                                        "click); please press the button again.")
+        else:
+            if outcome.preview_after_open:
+                refresh_adjust(application, client, opened["view"])
             return
+    deliver(outcome, body, respond, client, application, directory)
+
+
+def deliver(outcome: Outcome, body: dict, respond, client, application: Application,
+            directory: SlackDirectory) -> None:
+    """An outcome's messages: direct messages first; then in App Home (no response_url) the Home tab republished
+    and the note as a DM from the app; elsewhere the original replaced and the notes ephemeral."""
+    user_id = body["user"]["id"]
+    for recipient, message in outcome.direct:
+        try:
+            client.chat_postMessage(channel=recipient, **message)
+        except SlackApiError as exc:
+            logger.warning("direct message to %s failed: %s", recipient, exc.response.get("error"))
+    if body.get("container", {}).get("type") == "view":
         if outcome.replace is not None:
-            respond(replace_original=True, **outcome.replace)
-        if outcome.ephemeral_message is not None:
-            respond(response_type="ephemeral", replace_original=False, **outcome.ephemeral_message)
-        if outcome.ephemeral:
-            respond(response_type="ephemeral", replace_original=False, **blocks.plain_message(outcome.ephemeral))
+            client.views_publish(user_id=user_id, view=home_view(application, directory, user_id))
+        note = outcome.ephemeral_message or (outcome.ephemeral and blocks.plain_message(outcome.ephemeral))
+        if note:
+            client.chat_postMessage(channel=user_id, **note)  # the app's DM: Home has no response_url
+        return
+    if outcome.replace is not None:
+        respond(replace_original=True, **outcome.replace)
+    if outcome.ephemeral_message is not None:
+        respond(response_type="ephemeral", replace_original=False, **outcome.ephemeral_message)
+    if outcome.ephemeral:
+        respond(response_type="ephemeral", replace_original=False, **blocks.plain_message(outcome.ephemeral))

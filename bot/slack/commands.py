@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from slack_bolt import App
 
@@ -15,23 +16,27 @@ MAX_QUERY = 1_000  # ARNs are far shorter; anything longer is not a repository
 
 
 def register(app: App, application: Application) -> None:
-    @app.command(COMMAND)
-    def ecr_cost(ack, command, respond):
-        ack()  # within Slack's 3 seconds, before any work
-        query = " ".join((command.get("text") or "").split())
-        try:
-            message = answer(application, query)
-        except EstateUnreadable as exc:
-            message = blocks.plain_message(f":x: No AWS account could be read: {blocks.escape(describe(exc))}")
-        except ScanBusy as exc:
-            message = blocks.plain_message(f":hourglass: {blocks.escape(describe(exc))}")
-        except BotError as exc:  # AWS refused a read, ...: its one line
-            logger.warning("/ecr-cost %r: %s", query[:200], describe(exc))
-            message = blocks.plain_message(f":x: {blocks.escape(describe(exc))}")
-        except Exception:  # noqa: BLE001 - the user still gets an answer
-            logger.exception("/ecr-cost %r failed", query[:200])
-            message = blocks.plain_message(":x: Something went wrong answering that; the error is in the bot's log.")
-        respond(response_type="ephemeral", **message)
+    """The slash command's one listener, its service bound by keyword (Bolt injects the rest by name)."""
+    app.command(COMMAND)(partial(ecr_cost, application=application))
+
+
+def ecr_cost(ack, command, respond, application: Application) -> None:
+    """`/ecr-cost [query]`: acknowledged before any work; the answer (or the error's one line) is ephemeral."""
+    ack()  # within Slack's 3 seconds, before any work
+    query = " ".join((command.get("text") or "").split())
+    try:
+        message = answer(application, query)
+    except EstateUnreadable as exc:
+        message = blocks.plain_message(f":x: No AWS account could be read: {blocks.escape(describe(exc))}")
+    except ScanBusy as exc:
+        message = blocks.plain_message(f":hourglass: {blocks.escape(describe(exc))}")
+    except BotError as exc:  # AWS refused a read, ...: its one line
+        logger.warning("/ecr-cost %r: %s", query[:200], describe(exc))
+        message = blocks.plain_message(f":x: {blocks.escape(describe(exc))}")
+    except Exception:  # noqa: BLE001 - the user still gets an answer
+        logger.exception("/ecr-cost %r failed", query[:200])
+        message = blocks.plain_message(":x: Something went wrong answering that; the error is in the bot's log.")
+    respond(response_type="ephemeral", **message)
 
 
 def answer(application: Application, query: str) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from slack_bolt import App
@@ -22,7 +23,7 @@ from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.sweep import parse_days
-from ..core.tuning import FIELDS, describe_tuning, parse_tuning, tuned_policy
+from ..core.tuning import FIELDS, Tuning, archives, describe_tuning, parse_tuning, tuned_policy
 from ..errors import BotError, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, describe
 from ..format import per_month, plural, size
 from ..render import blocks
@@ -78,11 +79,20 @@ def tuning_problems(values: dict[str, str | None]):
     return tuning, {}
 
 
-def sweep_values(application: Application, view: dict) -> dict[str, str | None]:
-    """The sweep input as the form holds it, and the estate's archive economics (kept across refreshes)."""
+def sweep_values(application: Application, view: dict, tuning: Tuning | None = None) -> dict[str, str | None]:
+    """The sweep input as the form holds it, and the estate's archive economics (kept across refreshes), said of
+    the tuned policy when there is one: whether what it archives saves anything."""
     return {blocks.SWEEP_DAYS: state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS),
-            "archive_note": application.sweep.archive_note(application.store.latest_scan()) if application.sweep
-            else None}
+            "archive_note": application.sweep.archive_note(application.store.latest_scan(), tuned_policy(tuning)
+                                                           if tuning is not None else None)
+            if application.sweep else None}
+
+
+def archive_figures(application: Application, adopted) -> dict:
+    """What the tuned policy's adopted form archives (count, bytes), and whether archiving saves anything here."""
+    economics = application.sweep.archive_economics(application.store.latest_scan()) if application.sweep else None
+    return {"archiving": (adopted.archiving_count, adopted.bytes_archived),
+            "archive_saves": economics is not None and economics.saves}
 
 
 def refresh_adjust(application: Application, client, view: dict) -> None:
@@ -94,8 +104,8 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
     values = tuning_values(view)
     if all(v is None for v in values.values()):  # just opened: its initial values
         values = {k: (str(v) if v is not None else None) for k, v in application.base_tuning().as_dict().items()}
-    values |= sweep_values(application, view)
     tuning, problems = tuning_problems(values)
+    values |= sweep_values(application, view, tuning)
     if tuning is None:
         text = "*Preview* fix the form first: " + "; ".join(blocks.escape(p) for p in problems.values())
     else:
@@ -105,7 +115,8 @@ def refresh_adjust(application: Application, client, view: dict) -> None:
             text = f"*Preview* unavailable: {blocks.escape(describe(exc))}"
         else:
             text = blocks.tuning_preview_text(found.savings, len(found.used),
-                                              found.in_use is not None and found.in_use.partial)
+                                              found.in_use is not None and found.in_use.partial,
+                                              **archive_figures(application, found.adopted or found.result))
     try:
         client.views_update(view_id=view["id"], hash=view.get("hash"),
                             view=blocks.adjust_modal(row.repository, row.arn, values, text))
@@ -138,129 +149,149 @@ def outcome_text(action: Callable[[], T], row: RepositoryCost, done: Callable[[T
     return done(result)
 
 
+def begin(application: Application, ack, view: dict, title: str) -> RepositoryCost | None:
+    """The checks every submission shares once its inputs are valid: the repository, and one action per view.
+    Acknowledges with a "working" view, or with why nothing will happen."""
+    row = repository_of(application, view)
+    if row is None:
+        ack(response_action="update", view=blocks.notice_modal(title, "That repository is not in the latest "
+                                                                        "scan; nothing was changed."))
+        return None
+    if not application.first_delivery(f"view:{view.get('id')}"):
+        ack(response_action="update", view=blocks.notice_modal(title, "This form was already submitted; "
+                                                                        "nothing more was changed."))
+        return None
+    ack(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
+                                                                 f"*{blocks.escape(row.repository)}*…"))
+    return row
+
+
+def submit(application: Application, directory: SlackDirectory, ack, body, view: dict, client, title: str,
+           action: Callable[[RepositoryCost, Actor], T], done: Callable[[RepositoryCost, T], str]) -> None:
+    """A valid submission: acknowledged with a "working" view, acted on as the signed user, the outcome shown."""
+    row = begin(application, ack, view, title)
+    if row is None:
+        return
+    actor = directory.actor(body["user"]["id"])
+    finish(client, view, title, outcome_text(lambda: action(row, actor), row, lambda result: done(row, result)))
+
+
+def finish(client, view: dict, title: str, text: str) -> None:
+    if not isinstance(view.get("id"), str):
+        logger.warning("a modal without an id: its outcome cannot be shown (%s)", text[:200])
+        return
+    try:
+        client.views_update(view_id=view["id"], view=blocks.notice_modal(title, text))
+    except SlackApiError as exc:
+        logger.warning("could not show the outcome in the modal: %s", exc.response.get("error"))
+
+
 def register(app: App, application: Application, directory: SlackDirectory) -> None:
-    def begin(ack, view: dict, title: str) -> RepositoryCost | None:
-        """The checks every submission shares once its inputs are valid: the repository, and one action per view.
-        Acknowledges with a "working" view, or with why nothing will happen."""
-        row = repository_of(application, view)
-        if row is None:
-            ack(response_action="update", view=blocks.notice_modal(title, "That repository is not in the latest "
-                                                                            "scan; nothing was changed."))
-            return None
-        if not application.first_delivery(f"view:{view.get('id')}"):
-            ack(response_action="update", view=blocks.notice_modal(title, "This form was already submitted; "
-                                                                            "nothing more was changed."))
-            return None
-        ack(response_action="update", view=blocks.notice_modal(title, f":hourglass: Working on "
-                                                                     f"*{blocks.escape(row.repository)}*…"))
-        return row
+    """The modals' listeners, their services bound by keyword (Bolt injects the rest by name)."""
+    app.action(TUNING_INPUTS)(partial(on_tuning_input, application=application))
+    app.view(blocks.ADJUST_VIEW)(partial(on_adjust, application=application, directory=directory))
+    app.view(blocks.DECLINE_VIEW)(partial(on_decline, application=application, directory=directory))
+    app.view(blocks.DELETE_VIEW)(partial(on_delete, application=application, directory=directory))
 
-    def submit(ack, body, view: dict, client, title: str, action: Callable[[RepositoryCost, Actor], T],
-               done: Callable[[RepositoryCost, T], str]) -> None:
-        """A valid submission: acknowledged with a "working" view, acted on as the signed user, the outcome shown."""
-        row = begin(ack, view, title)
-        if row is None:
-            return
-        actor = directory.actor(body["user"]["id"])
-        finish(client, view, title, outcome_text(lambda: action(row, actor), row, lambda result: done(row, result)))
 
-    def finish(client, view: dict, title: str, text: str) -> None:
-        if not isinstance(view.get("id"), str):
-            logger.warning("a modal without an id: its outcome cannot be shown (%s)", text[:200])
-            return
-        try:
-            client.views_update(view_id=view["id"], view=blocks.notice_modal(title, text))
-        except SlackApiError as exc:
-            logger.warning("could not show the outcome in the modal: %s", exc.response.get("error"))
+def on_tuning_input(ack, body, client, application: Application) -> None:
+    """A change in the Adjust form: acknowledged, then the preview recomputed from what the form holds now."""
+    ack()
+    if isinstance(body.get("view"), dict):
+        refresh_adjust(application, client, body["view"])
 
-    @app.action(TUNING_INPUTS)
-    def on_tuning_input(ack, body, client):
-        ack()
-        if isinstance(body.get("view"), dict):
-            refresh_adjust(application, client, body["view"])
 
-    @app.view(blocks.ADJUST_VIEW)
-    def on_adjust(ack, body, view, client):
-        tuning, problems = tuning_problems(tuning_values(view))
-        sweep_days = state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS)
-        days, sweep_problem = parse_days(sweep_days) if sweep_days else (None, None)
-        if problems or sweep_problem:
-            ack(response_action="errors", errors={**problems, **({blocks.SWEEP_DAYS: sweep_problem}
-                                                                 if sweep_problem else {})})
-            return
-        def done(row: RepositoryCost, change: Change) -> str:
-            assert change.decision is not None  # outcome_text answers a Change without a decision itself
-            note = f"\n{blocks.escape(change.note)}" if change.note else ""
-            return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
-                    f"({blocks.escape(describe_tuning(tuning))}), projected to save "
-                    f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
-                    f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}"
-                    + swept_text(row))
+def on_adjust(ack, body, view, client, application: Application, directory: SlackDirectory) -> None:
+    """The Adjust form submitted: the tuned policy adopted (its archive choice restated where archiving saves
+    nothing), then the sweep opt-in if asked for."""
+    tuning, problems = tuning_problems(tuning_values(view))
+    sweep_days = state_value(view, blocks.SWEEP_DAYS, blocks.SWEEP_DAYS)
+    days, sweep_problem = parse_days(sweep_days) if sweep_days else (None, None)
+    if problems or sweep_problem:
+        ack(response_action="errors", errors={**problems, **({blocks.SWEEP_DAYS: sweep_problem}
+                                                             if sweep_problem else {})})
+        return
+    def done(row: RepositoryCost, change: Change) -> str:
+        assert change.decision is not None  # outcome_text answers a Change without a decision itself
+        note = f"\n{blocks.escape(change.note)}" if change.note else ""
+        return (f":white_check_mark: Tuned policy adopted on *{blocks.escape(row.repository)}* "
+                f"({blocks.escape(describe_tuning(tuning))}), projected to save "
+                f"*{per_month(change.decision.projected_monthly_savings_usd or 0)}*. The previous policy is "
+                f"backed up: *Roll back* in `/ecr-cost {blocks.escape(row.repository)}` restores it.{note}"
+                + archive_text() + swept_text(row))
 
-        sweep_notes: list[str] = []
+    def archive_text() -> str:  # chosen where it saves nothing: said again, never silently dropped
+        policy = tuned_policy(tuning)
+        found = application.sweep.archive_note(application.store.latest_scan(), policy) \
+            if application.sweep and archives(policy) else None
+        return f"\n:package: {blocks.escape(found)}" if found else ""
 
-        def swept_text(row: RepositoryCost) -> str:
-            return "".join(f"\n{n}" for n in sweep_notes)
+    sweep_notes: list[str] = []
 
-        def adopt(row: RepositoryCost, actor: Actor) -> Change:
-            change = application.adopt_tuned(row, actor, tuning)
-            if days is not None:  # after the policy: a refused adoption opts nothing in
-                assert application.sweep is not None  # set by wiring
-                try:
-                    swept = application.sweep.enable(ref_of(row), days, actor)
-                except BotError as exc:
-                    sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(describe(exc))}")
-                else:
-                    sweep_notes.append(blocks.escape(swept.note or "") if swept.decision is None else
-                                       f":broom: Images nobody has pulled for {days} days will be deleted, each "
-                                       f"announced to the owners {application.settings.sweep_grace_hours:g} hours "
-                                       f"ahead (*Stop sweeping* in that message, or `ecr-cost-bot sweep disable`).")
-            if change.decision is None and sweep_notes:  # the same rules already: the opt-in is the news
-                return Change(None, "\n".join([change.note or "The policy was not changed.", *sweep_notes]))
-            return change
+    def swept_text(row: RepositoryCost) -> str:
+        return "".join(f"\n{n}" for n in sweep_notes)
 
-        submit(ack, body, view, client, "Adjust the policy", adopt, done)
+    def adopt(row: RepositoryCost, actor: Actor) -> Change:
+        change = application.adopt_tuned(row, actor, tuning)
+        if days is not None:  # after the policy: a refused adoption opts nothing in
+            assert application.sweep is not None  # set by wiring
+            try:
+                swept = application.sweep.enable(ref_of(row), days, actor)
+            except BotError as exc:
+                sweep_notes.append(f":x: The sweep was not turned on: {blocks.escape(describe(exc))}")
+            else:
+                sweep_notes.append(blocks.escape(swept.note or "") if swept.decision is None else
+                                   f":broom: Images nobody has pulled for {days} days will be deleted, each "
+                                   f"announced to the owners {application.settings.sweep_grace_hours:g} hours "
+                                   f"ahead (*Stop sweeping* in that message, or `ecr-cost-bot sweep disable`).")
+        if change.decision is None and sweep_notes:  # the same rules already: the opt-in is the news
+            return Change(None, "\n".join([change.note or "The policy was not changed.", *sweep_notes]))
+        return change
 
-    @app.view(blocks.DECLINE_VIEW)
-    def on_decline(ack, body, view, client):
-        reason = state_value(view, "reason", "reason")
-        note = (state_value(view, "note", "note") or "").strip()
-        if reason not in EXEMPTION_REASONS:
-            ack(response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
-            return
-        if len(note) > blocks.MAX_NOTE:
-            ack(response_action="errors", errors={"note": f"At most {blocks.MAX_NOTE} characters ({len(note)} now)."})
-            return
-        def done(row: RepositoryCost, _change: Change) -> str:
-            return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
-                    f"weekly report lists it with your reason. An admin can lift the exemption.")
+    submit(application, directory, ack, body, view, client, "Adjust the policy", adopt, done)
 
-        submit(ack, body, view, client, "Decline the policy",
-               lambda row, actor: application.decline(row, actor, reason, note or None), done)
 
-    @app.view(blocks.DELETE_VIEW)
-    def on_delete(ack, body, view, client):
-        title = "Delete repository"
-        row = repository_of(application, view)
-        typed = (state_value(view, "confirm_name", "confirm_name") or "").strip()
-        if row is not None and typed != row.repository:
-            ack(response_action="errors", errors={"confirm_name": f"That is not this repository's name: type "
-                                                                  f"{row.repository[:200]} exactly."})
-            return
-        user_id = body["user"]["id"]
+def on_decline(ack, body, view, client, application: Application, directory: SlackDirectory) -> None:
+    """The Decline form submitted: the exemption recorded with its reason (a bad input is answered in the form)."""
+    reason = state_value(view, "reason", "reason")
+    note = (state_value(view, "note", "note") or "").strip()
+    if reason not in EXEMPTION_REASONS:
+        ack(response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
+        return
+    if len(note) > blocks.MAX_NOTE:
+        ack(response_action="errors", errors={"note": f"At most {blocks.MAX_NOTE} characters ({len(note)} now)."})
+        return
+    def done(row: RepositoryCost, _change: Change) -> str:
+        return (f"*{blocks.escape(row.repository)}* is exempt ({EXEMPTION_REASONS[reason]}): no more nudges; the "
+                f"weekly report lists it with your reason. An admin can lift the exemption.")
 
-        def done(row: RepositoryCost, deletion: Deletion) -> str:
-            return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: "
-                    f"{plural(deletion.row.image_count, 'image')}, {size(deletion.row.stored_bytes)}, "
-                    f"*{per_month(deletion.row.monthly_cost_usd)}* saved. "
-                    f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
-                    f"and is kept by the bot as export #{deletion.export_id}.")
+    submit(application, directory, ack, body, view, client, "Decline the policy",
+           lambda row, actor: application.decline(row, actor, reason, note or None), done)
 
-        def delete(row: RepositoryCost, actor: Actor) -> Deletion:
-            return application.delete_repository(row, actor, deliver=lambda export_id, content: send_export(
-                client, user_id, row, export_id, content))
 
-        submit(ack, body, view, client, title, delete, done)
+def on_delete(ack, body, view, client, application: Application, directory: SlackDirectory) -> None:
+    """The Delete repository form submitted: the name typed checked, then the export sent and the deletion made."""
+    title = "Delete repository"
+    row = repository_of(application, view)
+    typed = (state_value(view, "confirm_name", "confirm_name") or "").strip()
+    if row is not None and typed != row.repository:
+        ack(response_action="errors", errors={"confirm_name": f"That is not this repository's name: type "
+                                                              f"{row.repository[:200]} exactly."})
+        return
+    user_id = body["user"]["id"]
+
+    def done(row: RepositoryCost, deletion: Deletion) -> str:
+        return (f":wastebasket: *{blocks.escape(row.repository)}* was deleted: "
+                f"{plural(deletion.row.image_count, 'image')}, {size(deletion.row.stored_bytes)}, "
+                f"*{per_month(deletion.row.monthly_cost_usd)}* saved. "
+                f"Its export (every image's digest, tags, times and manifest) was sent to you as a file first, "
+                f"and is kept by the bot as export #{deletion.export_id}.")
+
+    def delete(row: RepositoryCost, actor: Actor) -> Deletion:
+        return application.delete_repository(row, actor, deliver=lambda export_id, content: send_export(
+            client, user_id, row, export_id, content))
+
+    submit(application, directory, ack, body, view, client, title, delete, done)
 
 
 def send_export(client, user_id: str, row: RepositoryCost, export_id: int, content: str) -> None:
