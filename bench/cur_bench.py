@@ -116,8 +116,8 @@ def contender_bot(location: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import duckdb  # noqa: F401 - imported before the baseline RSS is read, as the reader will
 
-    from bot.aws import default_session_factory
-    from bot.billing_sources import CurReader
+    from bot.aws.billing import CurReader
+    from bot.aws.sessions import default_session_factory
 
     if "pandas" in sys.modules:
         raise SystemExit("the bot's environment imports pandas: run the bench from an environment without it")

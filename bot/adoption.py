@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.analysis import exemption_of
 from .core.cost import monthly_cost, reachable_manifests

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
-from .billing_sources import BillingSources
+from .aws.billing import BillingSources
 from .config import Settings
 from .core.analysis import display_names
 from .core.billing import (

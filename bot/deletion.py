@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.cost import price_repository
 from .core.models import PolicyDecision, RepositoryCost, RepositoryInventory, RepositoryRef

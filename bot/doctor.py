@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .aws import Account, EcrCollector, default_session_factory, principal_role_arn, unreadable_cause
-from .aws_errors import translated
+from .aws.accounts import Account, principal_role_arn, unreadable_cause
+from .aws.ecr import EcrCollector
+from .aws.errors import translated
+from .aws.sessions import default_session_factory
 from .config import Settings
 from .errors import (
     AwsAccessDenied,
@@ -483,7 +485,7 @@ def billing_checks(settings: Settings, session_factory=None) -> list[Result]:
 
 
 def _cur_files(settings: Settings, factory) -> Result:
-    from .billing_sources import CurReader
+    from .aws.billing import CurReader
     from .errors import BillingUnavailable
 
     assert settings.cur is not None  # checked only when set

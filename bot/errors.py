@@ -1,7 +1,7 @@
 """Every error the bot raises on purpose, and what a person reads about it: one short line, never a page.
 
 The tree: ``BotError`` and its families (configuration and usage, the estate, billing, the registry settings,
-policy operations, and ``AwsError``: what AWS answered, translated once by the AWS adapters, bot/aws_errors.py, so
+policy operations, and ``AwsError``: what AWS answered, translated once by the AWS adapters, bot/aws/errors.py, so
 nothing above them knows botocore). ``describe(error)`` is the one line a surface shows (the CLI after
 ``ecr-cost-bot:``, a Slack message, a job's outcome).
 
@@ -222,7 +222,7 @@ class HandEdited(PolicyOperationError):
 # -- what AWS answered -------------------------------------------------------------------------------------------
 
 class AwsError(BotError):
-    """An AWS call that failed, as the AWS adapters translate it (bot/aws_errors.py): ``code`` is AWS's error
+    """An AWS call that failed, as the AWS adapters translate it (bot/aws/errors.py): ``code`` is AWS's error
     code (a client-side failure: the botocore exception's name), ``message`` AWS's text, ``operation`` the API
     (DescribeImages ...), ``service`` the service (ecr ...), ``status`` the HTTP status of AWS's answer (0: not
     known; None: AWS never answered, the failure is the client's). Its text is one line, "Code: message", an

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.cost import owner_tag_value, parse_owners
 from .core.models import PolicyDecision, RepositoryInventory, RepositoryRef

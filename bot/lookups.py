@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .core.analysis import Summary, display_names, find_account, find_repository, match_account, summarize
 from .core.models import PREVIOUS_PERIOD, RepositoryCost, ScanResult
 from .scans import ScanService

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.analysis import rank
 from .core.cost import price_repository

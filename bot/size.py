@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.cost import GIB, reachable_manifests
 from .core.models import RepositoryCost, ScanResult

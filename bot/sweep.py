@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
 from .core.inuse import pin_tag

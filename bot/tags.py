@@ -3,7 +3,7 @@ with the value before and after, withdrawn when AWS surely did not set it. Who m
 """
 from __future__ import annotations
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
 from .core.models import PolicyDecision, RepositoryRef
 from .errors import AwsError, PolicyOperationError, describe
 from .gate import Actor, Change, Gate

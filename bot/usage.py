@@ -1,4 +1,4 @@
-"""The in-use set: what the runtimes reference (bot/runtimes.py, bot/kube.py), plus recent pulls, resolved
+"""The in-use set: what the runtimes reference (bot/aws/runtimes.py, bot/kube.py), plus recent pulls, resolved
 against the inventory (core/inuse.py). Shared by previews, adoptions and the guard.
 
 Runtime references are cached for a few minutes (one collection reads every cluster and function of the
@@ -10,14 +10,14 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from .aws import EcrCollector
+from .aws.ecr import EcrCollector
+from .aws.runtimes import RuntimeCollector
 from .config import Settings
 from .core.cost import reachable_manifests
 from .core.inuse import InUseSet, Reference, SourceProblem, recent_pulls, resolve
 from .core.models import Image, Manifest, RepositoryRef, ScanResult
 from .core.pullers import blind_spots, grants
 from .errors import AwsError, EstateUnreadable, describe
-from .runtimes import RuntimeCollector
 from .store import Store
 
 REFERENCES_MAX_AGE = timedelta(minutes=5)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from slack_sdk.errors import SlackApiError
 
+from .aws.repository_creation import Registry
 from .config import Settings
 from .core import watch as core
 from .core.cost import reachable_manifests, unique_blobs
@@ -20,7 +21,6 @@ from .core.lifecycle import validate_policy
 from .core.models import SNOOZE, RepositoryCost, ScanResult
 from .core.tuning import lifecycle_status
 from .errors import RegistryError
-from .registry import Registry
 from .render import watch as render
 from .scans import ScanService
 from .size import SizeService

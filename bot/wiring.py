@@ -11,9 +11,12 @@ from datetime import UTC, datetime
 
 from .adoption import PolicyChanges
 from .application import Application
-from .aws import EcrCollector, SessionFactory, default_session_factory
+from .aws.billing import BillingSources, billing_sources
+from .aws.ecr import EcrCollector
+from .aws.repository_creation import Registry
+from .aws.runtimes import RuntimeCollector
+from .aws.sessions import SessionFactory, default_session_factory
 from .billing import BillingService
-from .billing_sources import BillingSources, billing_sources
 from .claims import OwnershipClaims
 from .config import Settings
 from .deletion import RepositoryDeletion
@@ -22,9 +25,7 @@ from .gate import Actor, Gate
 from .guard import GuardService
 from .limits import LimitService
 from .lookups import Lookups
-from .registry import Registry
 from .report import ReportService
-from .runtimes import RuntimeCollector
 from .scans import ScanService
 from .size import SizeService
 from .store import Store

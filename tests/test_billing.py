@@ -390,8 +390,8 @@ def test_the_cur_from_s3_is_read_object_by_object_and_leaves_no_file_behind(aws,
 
     import boto3
 
-    from bot.aws import default_session_factory
-    from bot.billing_sources import CurReader
+    from bot.aws.billing import CurReader
+    from bot.aws.sessions import default_session_factory
     from bot.errors import BillingUnavailable
 
     items = estate_items(TODAY)
@@ -432,7 +432,7 @@ def test_the_bill_covers_only_the_accounts_the_scan_covers(aws, capsys, monkeypa
     doc, _ = billing_json(capsys, "--days", "14")
     assert doc == expected_billing(estate_items(TODAY), estimate, 14)  # as if the other account's lines were not there
 
-    from bot.billing_sources import CostExplorerReader
+    from bot.aws.billing import CostExplorerReader
     request = CostExplorerReader(lambda role: None, ("111111111111",), (OTHER_ACCOUNT,)).request(TODAY, TODAY)
     assert request["Filter"] == {"And": [
         {"Dimensions": {"Key": "SERVICE", "Values": ["Amazon EC2 Container Registry (ECR)"]}},

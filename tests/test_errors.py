@@ -14,8 +14,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from bot.aws import EcrCollector, default_session_factory
-from bot.aws_errors import translate, translated, translating
+from bot.aws.ecr import EcrCollector
+from bot.aws.errors import translate, translated, translating
+from bot.aws.sessions import default_session_factory
 from bot.config import load_settings
 from bot.core.models import RepositoryRef
 from bot.errors import (

@@ -402,7 +402,7 @@ def test_slack_rollback_refused_then_roll_back_anyway_names_the_images(registry,
 def test_slack_adopt_refused_by_the_final_check_then_adopt_anyway(registry, capsys, monkeypatch):
     """An in-use image whose pin cannot be added (moto: an image ECR cannot read back) meets the policy unpinned:
     the final check names it; Adopt anyway puts the policy."""
-    from bot.aws import EcrCollector
+    from bot.aws.registry_writer import RegistryWriter
     from bot.config import load_settings
     from bot.render import blocks
     from bot.slack.actions import act
@@ -410,7 +410,7 @@ def test_slack_adopt_refused_by_the_final_check_then_adopt_anyway(registry, caps
     from tests.slack_standin import SlackStandIn
 
     assert run_cli(capsys, "scan")[0] == 0
-    monkeypatch.setattr(EcrCollector, "add_tag", lambda self, ref, digest, tag: None)  # AWS "succeeds", no pin
+    monkeypatch.setattr(RegistryWriter, "add_tag", lambda self, ref, digest, tag: None)  # AWS "succeeds", no pin
     standin = SlackStandIn()
     try:
         settings = load_settings({**__import__("os").environ, "SLACK_BOT_TOKEN": "xoxb-unit",

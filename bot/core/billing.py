@@ -1,6 +1,6 @@
 """The bill beside the estimate: Cost Explorer's and the CUR's ECR figures, as the report and `billing` show them.
 
-Pure: the adapters (bot/billing_sources.py) return plain rows; everything computed from them is here.
+Pure: the adapters (bot/aws/billing.py) return plain rows; everything computed from them is here.
 """
 from __future__ import annotations
 

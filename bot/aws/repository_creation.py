@@ -1,5 +1,5 @@
 """The AWS adapter for the registry-wide settings the watch needs: ECR repository creation templates, and who
-created a repository (CloudTrail LookupEvents). Its clients raise the AwsError family (bot/aws_errors.py); each
+created a repository (CloudTrail LookupEvents). Its clients raise the AwsError family (bot/aws/errors.py); each
 becomes a ``RegistryError`` here, with one line naming the cause and the fix.
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from .aws import EcrCollector
-from .core.models import ScanProblem
-from .errors import AwsAccessDenied, AwsError, RegistryError, describe
+from ..core.models import ScanProblem
+from ..errors import AwsAccessDenied, AwsError, RegistryError, describe
+from .ecr import EcrCollector
 
 logger = logging.getLogger(__name__)
 APPLIED_FOR = ("PULL_THROUGH_CACHE", "REPLICATION", "CREATE_ON_PUSH")  # how a template can create a repository

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from botocore.config import Config
 
-from .aws import SessionFactory
-from .aws_errors import translated, translating
-from .core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
-from .errors import AwsAccessDenied, AwsError, BillingUnavailable, describe
+from ..core.billing import CE_SERVICE, CUR_COLUMNS, STORAGE_SUFFIX, CostLine, CurLine, cost_explorer_lines
+from ..errors import AwsAccessDenied, AwsError, BillingUnavailable, describe
+from ..progress import StepClock
+from .errors import translated, translating
+from .sessions import SessionFactory
 
 logger = logging.getLogger(__name__)
 CE_REGION = "us-east-1"  # Cost Explorer's one endpoint
@@ -250,6 +251,7 @@ class CurReader:
                 return path
 
             pending = downloader.submit(download, 0)
+            steps = StepClock("CUR objects read from S3", len(keys))
             for index in range(len(keys)):
                 path = pending.result()
                 if index + 1 < len(keys):
@@ -258,6 +260,7 @@ class CurReader:
                     connection.execute(f"INSERT INTO partial {self._query(connection, [path], start, end)}")
                 finally:
                     os.remove(path)
+                steps.step()
         return connection.execute(
             "SELECT day, account_id, region, resource_id, storage, currency, SUM(usd) FROM partial "
             "GROUP BY ALL ORDER BY day, account_id, region, resource_id").fetchall()

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from .aws import Account, EcrCollector
-from .core.inuse import ImageRef, Reference, Usage
-from .errors import describe
+from ..core.inuse import ImageRef, Reference, Usage
+from ..errors import describe
+from .accounts import Account
+from .ecr import EcrCollector
 
 logger = logging.getLogger(__name__)
 IN_USE_WINDOW = timedelta(days=1)  # an image Inspector saw in use within this long counts as in use

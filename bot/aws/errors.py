@@ -21,7 +21,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from .errors import (
+from ..errors import (
     AwsAccessDenied,
     AwsCredentialsRefused,
     AwsError,
@@ -76,6 +76,16 @@ def translate(exc: BaseException, service: str | None = None, operation: str | N
     elif isinstance(exc, (BotocoreConnectionError, HTTPClientError)):
         kind = AwsUnreachable
     return kind(exc.__class__.__name__, str(exc), operation, service)
+
+
+@contextmanager
+def unless(code: str) -> Iterator[None]:
+    """Inside: the AWS error ``code`` (what is asked for is already so, or there is none) is swallowed."""
+    try:
+        yield
+    except AwsError as exc:
+        if exc.code != code:
+            raise
 
 
 @contextmanager

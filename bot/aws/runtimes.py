@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from .aws import Account, EcrCollector
-from .core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_image_uri
-from .errors import describe
+from ..core.inuse import Reference, SourceProblem, Usage, looks_like_ecr, parse_image_uri
+from ..errors import describe
+from ..progress import StepClock
+from .accounts import Account
+from .ecr import EcrCollector
 
 logger = logging.getLogger(__name__)
 DESCRIBE_SERVICES_MAX = 10  # DescribeServices takes at most 10 services
@@ -64,10 +66,12 @@ class RuntimeCollector:
             regions, region_problem = self._runtime_regions(account)
             problems += [region_problem] if region_problem is not None else []
             jobs += [(reader, account, region) for region in regions for reader in (self._ecs, self._lambda)]
+        steps = StepClock("runtime reads (ECS, Lambda in an account and region)", len(jobs))
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="in-use") as pool:
             for found, problem in pool.map(lambda job: self._run(*job), jobs):
                 references += found
                 problems += problem
+                steps.step()
         from .inspector import inspector_references  # optional: never a partial check
 
         references += inspector_references(self._collector, accounts, max_workers=self._workers)
