@@ -1,22 +1,25 @@
-"""The one owner of lifecycle policy changes: adopt, roll back, decline, snooze. The CLI, Slack, the demo
-and anything later change a policy only through ``PolicyChanges``, which enforces the promises:
+"""The one owner of lifecycle policy changes: adopt (the base policy, a tuned one, or the repository's own policy
+protected), roll back, the guard's pins, decline, snooze, lift an exemption. The CLI, Slack, the demo and anything
+later change a policy only through ``PolicyChanges``, which enforces the promises:
 
 - **Only owners act.** The owners are the repository's owner tag as AWS has it at the moment of the change
-  (ListTagsForResource just before acting), plus the admins. The decision records whom it was checked against.
+  (ListTagsForResource just before acting), plus the admins (``Gate``, bot/gate.py). The decision records whom it
+  was checked against.
 - **Nothing is lost.** Every overwrite is preceded by a stored backup. Adoptions form an undo stack: each
   records the policy it replaced, each rollback restores the policy in force before the latest adoption not yet
   undone, so successive rollbacks walk back to the original, byte for byte.
 - **A hand edit is never overwritten** by a rollback unless the caller forces it.
+- **Nothing in use is expired.** Every policy put passes one safety check (``_final_check``) on the live images.
 - **One change per repository at a time**, across threads and processes (a claim row in the store).
 
-tests/test_adoption_invariants.py drives random sequences of changes, hand edits and tag changes against these.
+Deleting a repository (bot/deletion.py), ownership claims (bot/claims.py) and tags set for owners (bot/tags.py)
+pass the same gate but change no policy. tests/test_adoption_invariants.py drives random sequences of changes,
+hand edits and tag changes against these.
 """
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -24,7 +27,7 @@ from typing import cast
 from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.analysis import exemption_of
-from .core.cost import monthly_cost, owner_tag_value, parse_owners, price_repository, reachable_manifests
+from .core.cost import monthly_cost, reachable_manifests
 from .core.inuse import (
     RISKY_ACTIONS,
     InUseSet,
@@ -47,39 +50,21 @@ from .core.models import (
     Manifest,
     PolicyDecision,
     PolicySavings,
-    RepositoryCost,
-    RepositoryInventory,
     RepositoryRef,
 )
+from .deletion import Deletion as Deletion  # re-exported: the surfaces imported it from here before the split
 from .errors import (
     AwsError,
     HandEdited,
     HarmsInUse,
-    HasOwners,
     InUsePartial,
     NotAnAdmin,
-    NotAnOwner,
     PolicyOperationError,
     describe,
 )
-from .format import iso, plural, size
-from .heartbeat import heartbeat
-from .store import HEARTBEAT_SECONDS, PROCESS, Store
+from .gate import Actor, Change, Gate
+from .store import Store
 from .usage import InUseFinder
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asks for a change. ``names_me`` tells whether an owner-tag entry (a Slack user ID or an email)
-    designates this person; the CLI's actor is an admin (whoever holds the AWS credentials and the database)."""
-
-    user_id: str
-    source: str  # slack | cli
-    is_admin: bool = False
-    names_me: Callable[[str], bool] | None = None
-
-    def may_change(self, owners: tuple[str, ...]) -> bool:
-        return self.is_admin or (self.names_me is not None and any(self.names_me(o) for o in owners))
 
 
 @dataclass(frozen=True)
@@ -128,29 +113,11 @@ class PolicyPreview:
         return [d.image.digest for d in self.result.decisions if d.action in RISKY_ACTIONS and d.image.digest in used]
 
 
-@dataclass(frozen=True)
-class Deletion:
-    """A repository deleted: the decision, and the export kept before (also in the store, by its id)."""
-
-    decision: PolicyDecision
-    export_id: int
-    export: str  # the JSON text
-    row: RepositoryCost  # the repository as it was just before
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class Change:
-    """What a change did: the decision recorded, or None with a note when nothing needed changing."""
-
-    decision: PolicyDecision | None
-    note: str | None = None
-
-
 class PolicyChanges:
-    def __init__(self, collector: EcrCollector, store: Store, settings: Settings, in_use: InUseFinder,
+    def __init__(self, collector: EcrCollector, gate: Gate, store: Store, settings: Settings, in_use: InUseFinder,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._collector = collector
+        self._gate = gate
         self._store = store
         self._settings = settings
         self._in_use = in_use
@@ -169,31 +136,14 @@ class PolicyChanges:
         assert policy is not None  # no problems: a policy
         return text, policy
 
-    # -- reading ---------------------------------------------------------------------------
-
-    def read(self, ref: RepositoryRef) -> RepositoryInventory:
-        """The repository as AWS has it now."""
-        try:
-            return self._collector.refresh(ref)
-        except AwsError as exc:
-            raise self._read_error(ref, exc) from None
-
-    @staticmethod
-    def _read_error(ref: RepositoryRef, exc: AwsError) -> PolicyOperationError:
-        if exc.code == "RepositoryNotFoundException":
-            return PolicyOperationError(f"{ref.name} no longer exists in {ref.account_id} {ref.region}; "
-                                        f"nothing was changed")
-        return PolicyOperationError(f"cannot read {ref.name} in {ref.account_id} {ref.region}: "
-                                    f"{describe(exc)}; nothing was changed")
-
-    def preview(self, ref: RepositoryRef, policy_text: str | None = None, *, images: list[Image] | None = None,
+    def project(self, ref: RepositoryRef, policy_text: str | None = None, *, images: list[Image] | None = None,
                 manifests: dict[str, Manifest] | None = None, source: str = "latest scan",
                 with_in_use: bool = True, who_may_pull: bool = False) -> PolicyPreview:
         """What ``policy_text`` (default: the base policy) would expire as written, and (``with_in_use``) what
         its adopted form would, every in-use image kept: from the images given, else a fresh read."""
         text, policy = self.checked(policy_text)
         if images is None:
-            inventory = self.read(ref)
+            inventory = self._gate.live_inventory(ref)
             images, manifests, source = inventory.images, inventory.manifests, "fresh read"
         elif manifests is None:
             manifests = reachable_manifests((i.digest for i in images), self._store.get_manifests)
@@ -249,15 +199,16 @@ class PolicyChanges:
         ``despite_partial``; with HarmsInUse when the policy about to be put, evaluated on the live images with
         their pins, would still expire or archive an in-use image, unless ``despite_in_use``."""
         text, policy = (None, None) if current else self.checked(policy_text)
-        with self._claimed(ref):
-            owners, born = self._authorise(ref, actor)
-            inventory = self.read(ref)  # the policy and images as they are now, not as the last scan saw them
+        with self._gate.claimed(ref):
+            owners, born = self._gate.authorise(ref, actor)
+            # the policy and images as they are now, not as the last scan saw them
+            inventory = self._gate.live_inventory(ref)
             if current:
                 if inventory.lifecycle_policy is None:
                     return Change(None, f"{ref.name} has no lifecycle policy: nothing expires, nothing to protect")
                 text, policy = self.checked(compact(unprotected(json.loads(inventory.lifecycle_policy))))
             assert policy is not None  # checked above, or just now
-            projected = self.preview(ref, text, images=inventory.images, manifests=inventory.manifests,
+            projected = self.project(ref, text, images=inventory.images, manifests=inventory.manifests,
                                      source="fresh read", who_may_pull=True)
             assert projected.in_use is not None  # previews with the in-use check by default
             if projected.in_use.partial and not despite_partial:
@@ -268,16 +219,17 @@ class PolicyChanges:
             plan = plan_pins(inventory.images, projected.used, json.loads(guarded_text), self._clock(),
                              inventory.manifests)
             self._apply_pins(ref, plan, release=False)
-            live = self.read(ref).images if plan.pin else inventory.images  # the pins as AWS has them now
+            # the pins as AWS has them now
+            live = self._gate.live_inventory(ref).images if plan.pin else inventory.images
             risks = self._final_check(ref, "adopting this policy", json.loads(guarded_text), live,
                                       inventory.manifests, projected.used, force=despite_in_use)
             note = protection_note(projected, risks)
             if inventory.lifecycle_policy is not None and same_rules(inventory.lifecycle_policy, guarded_text):
                 return Change(None, f"{ref.name} already has these rules; nothing was changed. {note}".strip())
             backup_id = self._store.save_backup(ref, inventory.lifecycle_policy, "before adoption")
-            decision = self._record(ref, "tuned" if tuned else "adopted", actor, owners, inventory.lifecycle_policy,
-                                    guarded_text,
-                                    projected.adopted_savings_usd, backup_id, born=born)
+            decision = self._gate.record(ref, "tuned" if tuned else "adopted", actor, owners,
+                                         inventory.lifecycle_policy, guarded_text, projected.adopted_savings_usd,
+                                         backup_id, born=born)
             self._put_or_withdraw(ref, decision, lambda: self._collector.put_lifecycle_policy(ref, guarded_text),
                                   f"AWS refused the policy for {ref.name}",
                                   f"nothing changed; backup #{backup_id} kept")
@@ -300,8 +252,7 @@ class PolicyChanges:
         if happened:
             raise PolicyOperationError(f"{failed}: {describe(error)}, yet the change is in AWS: it was "
                                        f"recorded (decision #{decision.id}) and can be rolled back") from None
-        assert decision.id is not None  # recorded
-        self._store.withdraw_decision(decision.id)
+        self._gate.withdraw(decision)
         raise PolicyOperationError(f"{failed}: {describe(error)} ({unchanged})") from None
 
     def refresh_protection(self, ref: RepositoryRef, images: list[Image], used: dict[str, list[Usage]],
@@ -310,7 +261,7 @@ class PolicyChanges:
         """The guard's pass over a policy the bot adopted: pins new in-use images, and (``release``) releases
         pins of images no longer used that the policy would expire anyway. No policy changes: no backup, no
         decision. Returns the plan carried out (only the releases AWS did) and the releases that failed."""
-        with self._claimed(ref):
+        with self._gate.claimed(ref):
             plan = plan_pins(images, used, policy, self._clock(), manifests)
             if not release:
                 plan = PinPlan(plan.pin, (), plan.keep_pinned + plan.release)
@@ -344,14 +295,14 @@ class PolicyChanges:
         Refuses with HarmsInUse when the restored policy would now expire or archive an in-use image (pins make
         tagged images count: a team's "keep 3 tagged" may now select a running one), unless ``despite_in_use``;
         then the note names the running images it will expire."""
-        with self._claimed(ref):
-            owners, born = self._authorise(ref, actor)
+        with self._gate.claimed(ref):
+            owners, born = self._gate.authorise(ref, actor)
             stack = self.undo_stack(ref.arn, born)
             if not stack:
                 return Change(None, f"nothing to roll back on {ref.name}: no adoption through the bot is in force; "
                                     f"nothing was changed")
             adoption = stack[-1]
-            inventory = self.read(ref)
+            inventory = self._gate.live_inventory(ref)
             live = inventory.lifecycle_policy
             last = self.last_put(ref.arn, born)
             assert last is not None  # an adoption is in force: it was put
@@ -377,8 +328,9 @@ class PolicyChanges:
                                               inventory.images, inventory.manifests, used, force=despite_in_use)
             backup_id = self._store.save_backup(ref, live, "before rollback")
             savings = adoption.projected_monthly_savings_usd
-            decision = self._record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
-                                    None if savings is None else -savings, backup_id, undoes=adoption.id, born=born)
+            decision = self._gate.record(ref, "rolled_back", actor, owners, live, restored if had_policy else None,
+                                         None if savings is None else -savings, backup_id, undoes=adoption.id,
+                                         born=born)
             self._put_or_withdraw(
                 ref, decision, (lambda: self._collector.put_lifecycle_policy(ref, cast(str, restored))) if had_policy
                 else (lambda: self._collector.delete_lifecycle_policy(ref)),
@@ -407,8 +359,8 @@ class PolicyChanges:
             raise ValueError(action)
         if reason is not None and reason not in EXEMPTION_REASONS:
             raise PolicyOperationError(f"the reason must be one of {', '.join(EXEMPTION_REASONS)}; nothing was changed")
-        with self._claimed(ref):
-            owners, born = self._authorise(ref, actor)
+        with self._gate.claimed(ref):
+            owners, born = self._gate.authorise(ref, actor)
             same = self._store.decisions(ref.arn, actions=(action,))
             if action == "snoozed" and same and self._clock() - same[-1].at < SNOOZE:
                 return Change(None, f"already snoozed {same[-1].at:%Y-%m-%d}; nothing was changed")
@@ -417,242 +369,23 @@ class PolicyChanges:
                 if current is not None and (current.reason, current.note) == (reason or "no reason given", note):
                     return Change(None, f"already exempt since {current.at:%Y-%m-%d} ({current.text}); "
                                         f"nothing was changed")
-            return Change(self._record(ref, action, actor, owners, None, None, None, None, born=born, reason=reason,
-                                       note=note))
+            return Change(self._gate.record(ref, action, actor, owners, None, None, None, None, born=born,
+                                            reason=reason, note=note))
 
     def lift_exemption(self, ref: RepositoryRef, actor: Actor) -> Change:
         """An admin ends an owner's decline: the repository is nudged and counted again. An exemption declared by
         the repository's tag is lifted where it is declared, in the infrastructure code."""
         if not actor.is_admin:
             raise NotAnAdmin(f"lift the exemption of {ref.name}")
-        with self._claimed(ref):
-            tags, born = self._live(ref)
+        with self._gate.claimed(ref):
+            tags, born = self._gate.live_tags(ref)
             if EXEMPT_TAG in tags:
                 raise PolicyOperationError(f"{ref.name} is exempt by its {EXEMPT_TAG} tag ({tags[EXEMPT_TAG]!r}): "
                                            f"remove the tag where the repository is defined; nothing was changed")
             if exemption_of(tags, self._store.decisions(ref.arn)) is None:
                 return Change(None, f"{ref.name} is not exempt; nothing was changed")
-            owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
-            return Change(self._record(ref, "exemption_lifted", actor, owners, None, None, None, None, born=born))
-
-    # -- deleting an unused repository -----------------------------------------------------------
-
-    def delete_repository(self, ref: RepositoryRef, actor: Actor, check_unused: bool = True,
-                          deliver: Callable[[int, str], None] | None = None) -> Deletion:
-        """Exports, then deletes, a repository nobody uses: unused for ECR_COST_UNUSED_DAYS (``check_unused``) and,
-        always, no image in use anywhere the bot looks, with nothing it could not see. Everything is checked on
-        a fresh read at this moment. The export (every image's digest, tags, times and manifest JSON, the tags
-        and the lifecycle policy) is stored, then handed to ``deliver`` (export id, JSON text: a file for the
-        person), before the repository is deleted; a delivery that fails deletes nothing."""
-        with self._claimed(ref):
-            owners, born = self._authorise(ref, actor)
-            inventory = self.read(ref)
-            now = self._clock()
-            row, _ = price_repository(inventory, price_per_gb_month=self._settings.price_per_gb_month,
-                                      unused_days=self._settings.unused_days, owner_tag=self._settings.owner_tag,
-                                      now=now)
-            if check_unused and not row.unused:
-                last = max((t for t in (row.last_pushed_at, row.last_pulled_at) if t), default=None)
-                raise PolicyOperationError(
-                    f"{ref.name} is not unused: an image was pushed or pulled {last:%Y-%m-%d %H:%M} UTC, within "
-                    f"{self._settings.unused_days} days; nothing was deleted")
-            found = self._in_use.repository(ref, inventory.images, inventory.manifests, fresh=True,
-                                            who_may_pull=True)
-            used = found.of(ref.account_id, ref.region, ref.name)
-            if used:
-                where = sorted({f"{u.kind} {u.name}" for usages in used.values() for u in usages})
-                raise PolicyOperationError(f"{ref.name} has {len(used)} image(s) in use ({', '.join(where[:5])}"
-                                           f"{' …' if len(where) > 5 else ''}); nothing was deleted")
-            if found.partial:
-                raise PolicyOperationError(
-                    f"the in-use check of {ref.name} is partial, so the bot cannot tell that nothing runs from it; "
-                    f"nothing was deleted", [f"{p.source} in {p.account_id} {p.region}: {p.message}"
-                                             for p in found.problems])
-            try:
-                documents, failures = self._collector.manifest_documents(ref, [i.digest for i in inventory.images])
-            except AwsError as exc:
-                raise self._read_error(ref, exc) from None
-            if failures:
-                raise PolicyOperationError(f"{len(failures)} manifest(s) of {ref.name} could not be exported; "
-                                           f"nothing was deleted", failures)
-            content = export_document(inventory, documents, row, now)
-            export_id = self._store.save_export(ref, actor.user_id, content)
-            try:
-                if deliver is not None:
-                    deliver(export_id, content)
-            except Exception as exc:  # noqa: BLE001 - whatever the channel, the person must have it first
-                raise PolicyOperationError(f"the export of {ref.name} (#{export_id}, kept by the bot) could not be "
-                                           f"delivered to you ({exc}); nothing was deleted") from None
-            try:  # an image pushed while the export was taken or delivered would go unexported: look again
-                now_there = self._collector.image_digests(ref)
-            except AwsError as exc:
-                raise self._read_error(ref, exc) from None
-            if now_there != {i.digest for i in inventory.images}:
-                raise PolicyOperationError(f"{ref.name} changed while it was being exported "
-                                           f"({len(now_there - {i.digest for i in inventory.images})} image(s) "
-                                           f"pushed, {len({i.digest for i in inventory.images} - now_there)} gone); "
-                                           f"nothing was deleted: look again before deleting it")
-            decision = self._record(ref, "deleted", actor, owners, inventory.lifecycle_policy, None,
-                                    row.monthly_cost_usd, None, born=born,
-                                    note=f"export #{export_id}: {plural(row.image_count, 'image')}, "
-                                         f"{size(row.stored_bytes)}")
-            try:
-                self._collector.delete_repository(ref)
-            except AwsError as exc:
-                exists = self._exists(ref)
-                if exists is False:  # the answer was lost, the deletion was not
-                    return Deletion(decision, export_id, content, row)
-                if exists is None:
-                    raise PolicyOperationError(f"deleting {ref.name} failed ({describe(exc)}) and whether it "
-                                               f"still exists cannot be read: the deletion stays recorded "
-                                               f"(decision #{decision.id}, export #{export_id})") from None
-                assert decision.id is not None  # recorded
-                self._store.withdraw_decision(decision.id)
-                raise PolicyOperationError(f"AWS refused to delete {ref.name}: {describe(exc)}; nothing was "
-                                           f"deleted (export #{export_id} kept)") from None
-            return Deletion(decision, export_id, content, row)
-
-    def _exists(self, ref: RepositoryRef) -> bool | None:
-        """Whether the repository exists now (None: it cannot be told)."""
-        try:
-            self._collector.created_at(ref)
-        except AwsError as exc:
-            return False if exc.code == "RepositoryNotFoundException" else None
-        return True
-
-    # -- claiming an unowned repository ----------------------------------------------------------
-
-    def claim_ownership(self, ref: RepositoryRef, claimer: str) -> tuple[int, bool]:
-        """A person asks to own a repository whose owner tag (as AWS has it now) names nobody: (the claim's id,
-        whether it is new). An admin approves or rejects it (decide_claim)."""
-        tags, _ = self._live(ref)
-        owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
-        if owners:
-            raise HasOwners(ref, owners)
-        return self._store.add_ownership_claim(ref, claimer)
-
-    def claim_of(self, claim_id: int) -> tuple[RepositoryRef, str, str]:
-        """(the repository, the claimer, the claim's status)."""
-        claim = self._store.ownership_claim(claim_id)
-        if claim is None:
-            raise PolicyOperationError("no such ownership claim; nothing was changed")
-        return (RepositoryRef(claim["account_id"], claim["region"], claim["repository"], claim["arn"]),
-                claim["claimer"], claim["status"])
-
-    def decide_claim(self, claim_id: int, approve: bool, actor: Actor) -> Change:
-        """An admin approves (the owner tag is set to the claimer) or rejects a claim; each claim is decided once."""
-        ref, claimer, status = self.claim_of(claim_id)
-        if not actor.is_admin:
-            raise NotAnAdmin(f"decide who owns {ref.name}")
-        if status != "pending":
-            return Change(None, f"this claim on {ref.name} was already {status}; nothing was changed")
-        with self._claimed(ref):
-            if not approve:  # nothing changes in AWS: a repository deleted since can still be rejected
-                if not self._store.decide_ownership_claim(claim_id, "rejected", actor.user_id):
-                    return Change(None, f"this claim on {ref.name} was already decided; nothing was changed")
-                return Change(self._record(ref, "claim_rejected", actor, (), None, None, None, None,
-                                           note=f"claimed by {claimer}"))
-            tags, born = self._live(ref)
-            key = self._settings.owner_tag
-            owners, _ = parse_owners(owner_tag_value(tags, key))
-            if owners:
-                if self._store.decide_ownership_claim(claim_id, "superseded", actor.user_id):
-                    self._record(ref, "claim_rejected", actor, owners, None, None, None, None, born=born,
-                                 note=f"claimed by {claimer}; owners were tagged meanwhile")
-                raise HasOwners(ref, owners)
-            if not self._store.decide_ownership_claim(claim_id, "approved", actor.user_id):
-                return Change(None, f"this claim on {ref.name} was already decided; nothing was changed")
-            before = f" (it was {tags[key]!r})" if key in tags else ""
-            decision = self._record(ref, "claimed", actor, (), None, None, None, None, born=born,
-                                    note=f"owner tag {key}={claimer}{before}, claimed by {claimer}")
-            try:
-                self._collector.tag_repository(ref, key, claimer)
-            except AwsError as exc:
-                try:
-                    happened = self._collector.read_tags(ref).get(key) == claimer
-                except AwsError:
-                    happened = True  # cannot tell: keep the record
-                if not happened:
-                    assert decision.id is not None  # recorded
-                    self._store.withdraw_decision(decision.id)
-                    self._store.decide_ownership_claim(claim_id, "pending", actor.user_id, only_from="approved")
-                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe(exc)}; nothing was "
-                                               f"changed, the claim is still pending") from None
-            return Change(decision)
-
-    # -- a repository tag the bot sets for an owner (a limit) ----------------------------------------
-
-    def set_tag(self, ref: RepositoryRef, key: str, value: str | None, actor: Actor, action: str, note: str,
-                expect: tuple[str | None] | None = None, undoes: int | None = None) -> Change:
-        """Sets (``value`` None: removes) the repository tag ``key`` for an owner or an admin and records it with the
-        value before and after (what an undo restores). ``expect``: the value the tag must have now (an undo refuses
-        a tag changed since)."""
-        with self._claimed(ref):
-            tags, born = self._live(ref)
-            owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
-            if not actor.may_change(owners):
-                raise NotAnOwner(ref, owners)
-            before = tags.get(key)
-            if expect is not None and before != expect[0]:
-                raise PolicyOperationError(f"the {key} tag of {ref.name} was changed since ({before!r}); nothing was "
-                                           f"changed")
-            if before == value:
-                return Change(None, f"{ref.name} already has {key}={value}; nothing was changed" if value is not None
-                              else f"{ref.name} has no {key} tag; nothing was changed")
-            decision = self._store.record_decision(PolicyDecision(
-                None, ref.name, ref.account_id, ref.region, ref.arn, action, actor.user_id, actor.source, self._clock(),
-                None, None, None, owners_checked=owners, undoes=undoes, repository_created_at=born, note=note,
-                tag_before=before, tag_after=value))
-            try:
-                if value is None:
-                    self._collector.untag_repository(ref, key)
-                else:
-                    self._collector.tag_repository(ref, key, value)
-            except AwsError as exc:
-                try:
-                    happened = self._collector.read_tags(ref).get(key) == value
-                except AwsError:
-                    happened = True  # cannot tell: keep the record, so an undo stays possible
-                if not happened:
-                    assert decision.id is not None  # recorded
-                    self._store.withdraw_decision(decision.id)
-                    raise PolicyOperationError(f"AWS refused to tag {ref.name}: {describe(exc)}; nothing was "
-                                               f"changed") from None
-            return Change(decision)
-
-    # -- the checks ------------------------------------------------------------------------
-
-    def _live(self, ref: RepositoryRef) -> tuple[dict[str, str], datetime | None]:
-        """(the repository's tags as AWS has them now, when it was created)."""
-        try:
-            born = self._collector.created_at(ref)
-            return self._collector.read_tags(ref), born
-        except AwsError as exc:
-            if exc.code == "RepositoryNotFoundException":
-                raise self._read_error(ref, exc) from None
-            raise PolicyOperationError(f"cannot read the owner tag of {ref.name} ({describe(exc)}), so nobody "
-                                       f"can be checked as its owner; nothing was changed") from None
-
-    def _authorise(self, ref: RepositoryRef, actor: Actor) -> tuple[tuple[str, ...], datetime | None]:
-        """(the owners as AWS tags them now, when the repository was created); raises NotAnOwner unless
-        ``actor`` is one of the owners or an admin. The creation time keeps a re-created repository's history
-        apart from the deleted one's."""
-        tags, born = self._live(ref)
-        owners, _ = parse_owners(owner_tag_value(tags, self._settings.owner_tag))
-        if not actor.may_change(owners):
-            raise NotAnOwner(ref, owners)
-        return owners, born
-
-    def _claimed(self, ref: RepositoryRef):
-        return claimed(self._store, ref)
-
-    def _record(self, ref, action, actor: Actor, owners, before, after, savings, backup_id,
-                undoes: int | None = None, born: datetime | None = None, reason: str | None = None,
-                note: str | None = None) -> PolicyDecision:
-        return self._store.record_decision(PolicyDecision(
-            None, ref.name, ref.account_id, ref.region, ref.arn, action, actor.user_id, actor.source, self._clock(),
-            before, after, savings, backup_id, owners_checked=owners, undoes=undoes,
-            repository_created_at=born, reason=reason, note=note))
+            owners = self._gate.owners(tags)
+            return Change(self._gate.record(ref, "exemption_lifted", actor, owners, None, None, None, None, born=born))
 
     def aws_cross_check(self, found: PolicyPreview) -> str:
         """Compares our preview with AWS's own; tolerates its absence or a lack of permission."""
@@ -698,35 +431,3 @@ def protection_note(found: PolicyPreview, harmed_put: list[str] | tuple[str, ...
 def compact(policy: dict) -> str:
     """A policy as the bot puts it: compact JSON, so a large policy stays within ECR's 30,720 characters."""
     return json.dumps(policy, separators=(",", ":"))
-
-
-def export_document(inventory: RepositoryInventory, documents: dict[str, dict], row: RepositoryCost,
-                    at: datetime) -> str:
-    """A repository as it was before its deletion: enough to know what was there and to rebuild its images'
-    manifests (the layers themselves go with the repository)."""
-    ref = inventory.ref
-    return json.dumps({
-        "exported_at": iso(at), "repository": ref.name, "account_id": ref.account_id, "region": ref.region,
-        "arn": ref.arn, "created_at": iso(inventory.created_at), "tags": inventory.tags,
-        "lifecycle_policy": inventory.lifecycle_policy, "stored_bytes": row.stored_bytes,
-        "monthly_cost_usd": round(row.monthly_cost_usd, 4),
-        "images": [{"image_digest": i.digest, "image_tags": list(i.tags), "image_pushed_at": iso(i.pushed_at),
-                    "last_recorded_pull_time": iso(i.last_pulled_at), "image_size_in_bytes": i.listed_bytes,
-                    "media_type": i.media_type, "status": i.status} for i in inventory.images],
-        "manifests": {digest: documents[digest] for digest in sorted(documents)},
-    }, indent=1)
-
-
-@contextmanager
-def claimed(store: Store, ref: RepositoryRef) -> Iterator[None]:
-    """One change per repository at a time (a policy change, a sweep), across threads and processes; kept alive
-    while it lasts (reading a large repository takes a while)."""
-    holder = f"{PROCESS}:{uuid.uuid4().hex}"
-    if not store.claim(ref.arn, holder):
-        raise PolicyOperationError(f"another change to {ref.name} is in progress; nothing was changed, "
-                                   f"try again in a moment")
-    try:
-        with heartbeat(lambda: store.refresh_claim(ref.arn, holder), HEARTBEAT_SECONDS, "change-claim"):
-            yield
-    finally:
-        store.release_claim(ref.arn, holder)

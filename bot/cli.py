@@ -412,7 +412,7 @@ def cmd_decisions(args, settings: Settings) -> int:
     from .render.text import decision_json, decisions_table
 
     with _components(settings) as built:
-        decisions = built.application.decisions()
+        decisions = built.application.decision_log()
     emit(args.format, lambda: [decision_json(d) for d in decisions], lambda: decisions_table(decisions))
     return 0
 

@@ -1,15 +1,16 @@
 """Per-repository monthly limits: the repository tag ``ecr-cost-limit-usd``, set by an owner in Slack (Set a
-limit…), recorded in the decision log and undoable. Who may act is decided by PolicyChanges from the owner tag as
-AWS has it at the change.
+limit…), recorded in the decision log and undoable. Who may act is decided by the gate (bot/gate.py) from the owner tag
+as AWS has it at the change.
 """
 from __future__ import annotations
 
-from .adoption import Actor, Change, PolicyChanges
-from .application import ref_of
 from .core.models import PolicyDecision, RepositoryCost
 from .core.watch import LIMIT_TAG, format_limit_value, parse_limit
 from .errors import PolicyOperationError
+from .gate import Actor, Change
+from .scans import ref_of
 from .store import Store
+from .tags import TagChanges
 
 LIMIT_SET, LIMIT_UNDONE = "limit_set", "limit_undone"
 MAX_LIMIT_USD = 10_000_000.0
@@ -29,14 +30,14 @@ def read_amount(text: str | None) -> tuple[float | None, str | None]:
 
 
 class LimitService:
-    def __init__(self, changes: PolicyChanges, store: Store):
-        self._changes, self._store = changes, store
+    def __init__(self, tags: TagChanges, store: Store):
+        self._tags, self._store = tags, store
 
     def set_limit(self, row: RepositoryCost, actor: Actor, limit: float | None) -> Change:
         """Sets the limit (None: removes it)."""
         value = None if limit is None else format_limit_value(limit)
         note = f"{LIMIT_TAG}={value}" if value is not None else f"{LIMIT_TAG} removed"
-        return self._changes.set_tag(ref_of(row), LIMIT_TAG, value, actor, LIMIT_SET, note)
+        return self._tags.set_tag(ref_of(row), LIMIT_TAG, value, actor, LIMIT_SET, note)
 
     def last_undoable(self, arn: str) -> PolicyDecision | None:
         """The latest limit change not yet undone."""
@@ -55,5 +56,5 @@ class LimitService:
         if last is None:
             raise PolicyOperationError(f"no limit change of {row.repository} to undo; nothing was changed")
         note = f"{LIMIT_TAG} back to {last.tag_before}" if last.tag_before is not None else f"{LIMIT_TAG} removed"
-        return self._changes.set_tag(ref_of(row), LIMIT_TAG, last.tag_before, actor, LIMIT_UNDONE, note,
+        return self._tags.set_tag(ref_of(row), LIMIT_TAG, last.tag_before, actor, LIMIT_UNDONE, note,
                                      expect=(last.tag_after,), undoes=last.id)

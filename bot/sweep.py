@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from .adoption import Actor, Change, claimed
 from .aws.ecr import EcrCollector
 from .config import Settings
 from .core.cost import monthly_cost, owner_tag_value, parse_owners
@@ -38,6 +37,7 @@ from .core.sweep import (
 from .core.tuning import archives
 from .errors import AwsError, NotAnOwner, PolicyOperationError, describe
 from .format import plural, size
+from .gate import Actor, Change, claimed
 from .store import Store, from_iso, to_iso
 from .usage import InUseFinder
 

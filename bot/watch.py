@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 from slack_sdk.errors import SlackApiError
 
-from .application import Application
 from .aws.repository_creation import Registry
 from .config import Settings
 from .core import watch as core
@@ -23,6 +22,8 @@ from .core.models import SNOOZE, RepositoryCost, ScanResult
 from .core.tuning import lifecycle_status
 from .errors import RegistryError
 from .render import watch as render
+from .scans import ScanService
+from .size import SizeService
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ CLOUDTRAIL_MARGIN = timedelta(hours=1)  # CloudTrail's events reach LookupEvents
 
 
 class WatchService:
-    def __init__(self, application: Application, store: Store, settings: Settings, registry: Registry,
+    def __init__(self, scans: ScanService, size: SizeService, store: Store, settings: Settings, registry: Registry,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
-        self._app, self._store, self._settings = application, store, settings
+        self._scans, self._size, self._store, self._settings = scans, size, store, settings
         self._registry, self._clock = registry, clock
 
     def previous(self, latest: ScanResult) -> tuple[ScanResult, dict[str, tuple[int, float]]] | None:
@@ -45,7 +46,7 @@ class WatchService:
     def watch(self, scan: ScanResult | None = None, read_steps: bool = True) -> core.WatchResult:
         """The findings of ``scan`` (default: the latest scan, scanning when there is none). With ``read_steps``,
         the config blobs of a grown repository's largest new images name its new layers' Dockerfile steps."""
-        latest = scan or self._app.latest()
+        latest = scan or self._scans.latest()
         found_previous = self.previous(latest)
         previous, before = found_previous if found_previous is not None else (None, {})
         result = core.WatchResult(latest.generated_at, previous.generated_at if previous else None, latest.partial,
@@ -98,7 +99,7 @@ class WatchService:
                                                                        self._store.get_manifests))[0])
         steps: dict = {}
         if read_steps:
-            steps, notices = self._app.config_steps(
+            steps, notices = self._size.config_steps(
                 row, core.configs_of_recent(images, manifests, previous.generated_at))
             result.warnings += [n for n in notices if n not in result.warnings]
         return core.growth(row, earlier, previous.generated_at, images, manifests, earlier_blobs, steps)
@@ -147,10 +148,9 @@ class WatchNotifier:
     nobody owns), each finding at most once per period and not while its repository is snoozed; a summary in the
     report channel when a repository is over its limit."""
 
-    def __init__(self, application: Application, store: Store, settings: Settings, client,
-                 owner_ids: Callable[[tuple[str, ...]], list[str]],
+    def __init__(self, store: Store, settings: Settings, client, owner_ids: Callable[[tuple[str, ...]], list[str]],
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
-        self._app, self._store, self._settings = application, store, settings
+        self._store, self._settings = store, settings
         self._client, self._owner_ids, self._clock = client, owner_ids, clock
 
     def _snoozed(self, row: RepositoryCost) -> bool:

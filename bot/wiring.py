@@ -9,18 +9,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .adoption import Actor, PolicyChanges
+from .adoption import PolicyChanges
 from .application import Application
-from .aws.billing import billing_sources
+from .aws.billing import BillingSources, billing_sources
 from .aws.ecr import EcrCollector
 from .aws.repository_creation import Registry
 from .aws.runtimes import RuntimeCollector
 from .aws.sessions import SessionFactory, default_session_factory
+from .billing import BillingService
+from .claims import OwnershipClaims
 from .config import Settings
+from .deletion import RepositoryDeletion
+from .detail import DetailService
+from .gate import Actor, Gate
+from .guard import GuardService
 from .limits import LimitService
+from .lookups import Lookups
+from .report import ReportService
+from .scans import ScanService
+from .size import SizeService
 from .store import Store
 from .sweep import SweepService
+from .tags import TagChanges
 from .templates import TemplateService
+from .tuning import TuningService
 from .usage import InUseFinder
 from .watch import WatchService
 
@@ -34,6 +46,7 @@ class Components:
     application: Application
     runtimes: RuntimeCollector
     in_use: InUseFinder
+    services: Services
     watch: WatchService | None = None
     limits: LimitService | None = None
     templates: TemplateService | None = None
@@ -41,6 +54,25 @@ class Components:
 
     def close(self) -> None:
         self.store.close()
+
+
+@dataclass(frozen=True)
+class Services:
+    """The feature services (bot/application.py binds the surfaces' names to them)."""
+
+    gate: Gate
+    tags: TagChanges
+    changes: PolicyChanges
+    scans: ScanService
+    lookups: Lookups
+    billing: BillingService
+    detail: DetailService
+    tuning: TuningService
+    deletion: RepositoryDeletion
+    claims: OwnershipClaims
+    guard: GuardService
+    size: SizeService
+    report: ReportService
 
 
 def build_collector(settings: Settings, manifest_cache, session_factory: SessionFactory | None = None) -> EcrCollector:
@@ -66,16 +98,39 @@ def build(settings: Settings, session_factory: SessionFactory | None = None,
         kubernetes = KubernetesReader(settings.kube_contexts, settings.kubeconfig).collect
     runtimes = RuntimeCollector(collector, store, kubernetes, regions=settings.runtime_regions)
     in_use = InUseFinder(runtimes, store, settings, clock, collector)
-    changes = PolicyChanges(collector, store, settings, in_use, clock)
-    application = Application(store, collector, changes, in_use, settings, clock,
-                              billing_sources=billing_sources(settings, session_factory or default_session_factory(
-                                  region_name=settings.aws_region)))
+    sources = billing_sources(settings, session_factory or default_session_factory(region_name=settings.aws_region))
+    services = build_services(settings, store, collector, in_use, sources, clock)
+    application = Application(
+        scans=services.scans, lookups=services.lookups, detail=services.detail, tuning=services.tuning,
+        changes=services.changes, deletion=services.deletion, claims=services.claims, guard=services.guard,
+        size=services.size, report=services.report, billing=services.billing, store=store, settings=settings,
+        in_use=in_use)
     registry = Registry(collector)
-    sweep = application.sweep = SweepService(application.scan, collector, store, in_use, settings, clock)
-    return Components(settings, store, collector, changes, application, runtimes, in_use,
-                      watch=WatchService(application, store, settings, registry, clock),
-                      limits=LimitService(changes, store), templates=TemplateService(registry, store, settings, clock),
-                      sweep=sweep)
+    sweep = application.sweep = SweepService(services.scans.scan, collector, store, in_use, settings, clock)
+    return Components(settings, store, collector, services.changes, application, runtimes, in_use, services,
+                      watch=WatchService(services.scans, services.size, store, settings, registry, clock),
+                      limits=LimitService(services.tags, store),
+                      templates=TemplateService(registry, store, settings, clock), sweep=sweep)
+
+
+def build_services(settings: Settings, store: Store, collector: EcrCollector, in_use: InUseFinder,
+                   sources: BillingSources, clock: Callable[[], datetime]) -> Services:
+    """The feature services over one store and one collector, each given only the services it uses."""
+    gate = Gate(collector, store, settings, clock)
+    tags = TagChanges(collector, gate)
+    changes = PolicyChanges(collector, gate, store, settings, in_use, clock)
+    scans = ScanService(store, collector, gate, settings, clock)
+    lookups = Lookups(scans, store, collector)
+    billing = BillingService(store, scans, settings, sources, clock)
+    detail = DetailService(scans, lookups, changes, billing, store, settings, clock)
+    return Services(
+        gate=gate, tags=tags, changes=changes, scans=scans, lookups=lookups, billing=billing, detail=detail,
+        tuning=TuningService(detail, scans, changes, settings),
+        deletion=RepositoryDeletion(collector, gate, store, settings, in_use, clock),
+        claims=OwnershipClaims(gate, tags, store, settings.owner_tag),
+        guard=GuardService(scans, lookups, changes, in_use, store, clock),
+        size=SizeService(store, collector, settings),
+        report=ReportService(store, changes, billing, settings, clock))
 
 
 @contextmanager
@@ -122,7 +177,7 @@ def build_guard_job(built: Components, client, directory, **options):
 def build_watch_notifier(built: Components, client, directory):
     from .watch import WatchNotifier
 
-    return WatchNotifier(built.application, built.store, built.settings, client, directory.owner_ids)
+    return WatchNotifier(built.store, built.settings, client, directory.owner_ids)
 
 
 def build_watch_job(built: Components, client, directory, **options):

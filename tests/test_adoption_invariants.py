@@ -260,13 +260,13 @@ class AdoptionMachine(RuleBasedStateMachine):
     @rule(claimer=st.sampled_from(USERS), approver=st.sampled_from(USERS + (ADMIN,)))
     def claim(self, claimer, approver):
         try:
-            claim_id, _ = self.changes.claim_ownership(self.ref, claimer)
+            claim_id, _ = self.built.services.claims.claim_ownership(self.ref, claimer)
         except HasOwners:
             assert self.owner is not None
             return
         assert self.owner is None
         try:
-            change = self.changes.decide_claim(claim_id, True, actor(approver))
+            change = self.built.services.claims.decide_claim(claim_id, True, actor(approver))
         except NotAnAdmin:
             assert approver != ADMIN
             return
@@ -276,7 +276,7 @@ class AdoptionMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS + (ADMIN,)))
     def try_to_delete(self, user):
         with pytest.raises(PolicyOperationError) as refused:
-            self.changes.delete_repository(self.ref, actor(user))
+            self.built.services.deletion.delete_repository(self.ref, actor(user))
         assert isinstance(refused.value, NotAnOwner) != self._allowed(user)
 
     @rule(user=st.sampled_from(USERS + (ADMIN,)), force=st.booleans())

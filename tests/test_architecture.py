@@ -119,6 +119,29 @@ def test_the_store_groups_share_the_one_connection_handling(path):
     assert "connect(" not in path.read_text(), path.name
 
 
+# the surfaces (and the composition root) may hold the façade; a service is given the services it uses instead
+FACADE_USERS = ("application.py", "cli.py", "demo.py", "jobs.py", "wiring.py")
+
+
+@pytest.mark.parametrize("path", [p for p in modules("") if str(p.relative_to(BOT)) not in FACADE_USERS
+                                  and p.relative_to(BOT).parts[0] != "slack"], ids=lambda p: str(p.relative_to(BOT)))
+def test_services_never_depend_on_the_facade(path):
+    for module, _ in imports(path):
+        assert module != "bot.application", f"{path.relative_to(BOT)} imports the façade: take the service instead"
+
+
+def test_a_policy_is_written_in_one_place():
+    """Above the AWS adapters, only PolicyChanges (bot/adoption.py) puts or deletes a lifecycle policy, and it
+    has one final safety check: every policy write passes it."""
+    writers = [p.relative_to(BOT).as_posix() for p in modules("")
+               if str(p.relative_to(BOT)) not in BOTO_ADAPTERS and p.relative_to(BOT).parts[0] != "aws"
+               and re.search(r"\.(put|delete)_lifecycle_policy\(", p.read_text())]
+    assert writers == ["adoption.py"]
+    checks = [p.relative_to(BOT).as_posix() for p in modules("") for node in ast.walk(ast.parse(p.read_text()))
+              if isinstance(node, ast.FunctionDef) and node.name == "_final_check"]
+    assert checks == ["adoption.py"]
+
+
 @pytest.mark.parametrize("path", modules(""), ids=lambda p: str(p.relative_to(BOT)))
 def test_no_module_imports_another_modules_private_names(path):
     for module, names in imports(path):

@@ -346,7 +346,7 @@ def test_an_invalid_adjust_form_is_answered_on_its_inputs_and_changes_nothing(bu
     answer = ack.call_args.kwargs
     assert answer["response_action"] == "errors" and set(answer["errors"]) == {"versions", blocks.SWEEP_DAYS}
     client.views_update.assert_not_called()
-    assert current_policy() is None and built.application.decisions() == []
+    assert current_policy() is None and built.application.decision_log() == []
 
 
 def test_adjust_by_the_owner_adopts_the_tuned_policy_and_opts_in_once_per_form(built, directory, client):
@@ -372,7 +372,7 @@ def test_adjust_by_someone_else_is_refused_in_the_form(built, directory, client)
     ack = submit_adjust(built, directory, client, adjust_form(tuning_state()), user=STRANGER)
     assert ack.call_args_list == [working("Adjust the policy")]
     assert shown(client) == blocks.refusal("shop", [OWNER])
-    assert current_policy() is None and built.application.decisions() == []
+    assert current_policy() is None and built.application.decision_log() == []
 
 
 def test_a_form_naming_a_repository_gone_from_the_scan_changes_nothing(built, directory, client):
@@ -402,16 +402,16 @@ def test_decline_checks_its_inputs_then_exempts_the_repository_with_the_reason(b
             response_action="errors", errors={"reason": "Choose compliance, data retention or other."})
     assert decline(decline_form("other", "x" * 501)).call_args == mock.call(
         response_action="errors", errors={"note": "At most 500 characters (501 now)."})
-    assert built.application.decisions() == [] and client.views_update.call_count == 0
+    assert built.application.decision_log() == [] and client.views_update.call_count == 0
 
     refused = decline(decline_form("other", view_id="V0STRANGR"), user=STRANGER)
     assert refused.call_args_list == [working("Decline the policy")]
-    assert shown(client) == blocks.refusal("shop", [OWNER]) and built.application.decisions() == []
+    assert shown(client) == blocks.refusal("shop", [OWNER]) and built.application.decision_log() == []
 
     ack = decline(decline_form("data_retention", " kept 7 years "))
     assert ack.call_args_list == [working("Decline the policy")]
     assert shown(client).startswith("*shop* is exempt (data retention): no more nudges")
-    [declined] = built.application.decisions()
+    [declined] = built.application.decision_log()
     assert (declined.action, declined.reason, declined.note, declined.user_id) == (
         "declined", "data_retention", "kept 7 years", OWNER)
 
@@ -464,7 +464,7 @@ def test_delete_sends_the_export_before_deleting_and_a_refused_upload_deletes_no
     ack = delete(with_attic, directory, client, delete_form("attic", view_id="V0DELETE0"))
     assert ack.call_args_list == [working("Delete repository", "attic")]
     assert "could not be delivered" in shown(client) and "nothing was deleted" in shown(client)
-    assert attic_exists() and with_attic.application.decisions() == []
+    assert attic_exists() and with_attic.application.decision_log() == []
 
     client.files_upload_v2.side_effect = None
     ack = delete(with_attic, directory, client, delete_form("attic"))
@@ -477,7 +477,7 @@ def test_delete_sends_the_export_before_deleting_and_a_refused_upload_deletes_no
     done = shown(client)
     assert done.startswith(":wastebasket: *attic* was deleted: 4 images") and "sent to you as a file" in done
     assert not attic_exists()
-    [deleted] = with_attic.application.decisions()
+    [deleted] = with_attic.application.decision_log()
     assert (deleted.action, deleted.user_id) == ("deleted", OWNER)
 
     again = delete(with_attic, directory, client, delete_form("attic"))  # a retry: the deleted one is gone
