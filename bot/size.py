@@ -10,6 +10,7 @@ from .core.cost import GIB, reachable_manifests
 from .core.models import RepositoryCost, ScanResult
 from .core.size import EstateShare, SizeReport, configs_to_read, layer_steps, pushes, size_report
 from .errors import AwsAccessDenied, AwsNotFound, BlobRefused, describe
+from .progress import StepClock
 from .scans import ref_of
 from .store import Store
 
@@ -48,7 +49,10 @@ class SizeService:
         known = self._store.get_config_steps(digests)
         steps = {digest: found for digest, (found, _) in known.items()}
         notices: list[str] = []
-        for digest in [d for d in digests if d not in known]:
+        unread = [d for d in digests if d not in known]
+        clock = StepClock("image configs being read (each once, ever)", len(unread))
+        for digest in unread:
+            clock.step()
             try:
                 text = self._collector.config_blob(ref_of(row), digest)
             except BlobRefused as exc:  # immutable: it will be as big (or as wrong) next time
