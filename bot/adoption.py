@@ -52,7 +52,6 @@ from .core.models import (
     PolicySavings,
     RepositoryRef,
 )
-from .deletion import Deletion as Deletion  # re-exported: the surfaces imported it from here before the split
 from .errors import (
     AwsError,
     HandEdited,

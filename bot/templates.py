@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .adoption import Actor, compact
+from .adoption import compact
 from .aws.repository_creation import APPLIED_FOR, ROOT, CreationTemplate, Registry
 from .config import Settings
 from .core.inuse import protected
 from .core.lifecycle import same_document
 from .core.models import PolicyDecision, RepositoryRef, ScanProblem
 from .errors import NotAnAdmin, RegistryError
+from .gate import Actor
 from .store import PROCESS, Store
 
 APPLIED, UNDONE = "template_applied", "template_rolled_back"

@@ -29,13 +29,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from bot.adoption import Actor, compact
+from bot.adoption import compact
 from bot.config import load_settings
 from bot.core.inuse import PIN_KEEP_COUNT, PIN_PREFIX, PIN_RULE_DESCRIPTION, harmed
 from bot.core.lifecycle import same_document, validate_policy
 from bot.core.models import Image, RepositoryRef
 from bot.core.tuning import Tuning, tuned_policy
 from bot.errors import HandEdited, HarmsInUse, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError
+from bot.gate import Actor
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
 from tests.helpers.aws import ACCOUNT, BASE, ecr, entered, load, role_arn

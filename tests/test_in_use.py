@@ -139,7 +139,7 @@ def test_guard_finds_at_risk_images_under_a_foreign_policy_then_protects_and_rel
     assert set(doc) == {"at_risk", "protected", "released", "partial", "errors"}
 
     with components(load_settings()) as built:  # the owner presses Protect in the guard's message
-        from bot.adoption import Actor
+        from bot.gate import Actor
         _, row = built.application.find("api")
         change = built.application.protect(row, Actor("U0APIOWNR", "slack", names_me=lambda e: e == "U0APIOWNR"))
         assert change.decision is not None

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from bot.adoption import Actor
 from bot.config import load_settings
 from bot.core.lifecycle import evaluate
 from bot.core.models import Image
+from bot.gate import Actor
 from bot.sample import SampleRepository, blob, image
 from bot.wiring import build
 from tests.helpers.aws import ACCOUNT, BASE, load

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from bot.adoption import Actor, compact
+from bot.adoption import compact
 from bot.config import shipped_base_policy_text
 from bot.core.analysis import exemption_of
 from bot.core.inuse import protected
@@ -22,6 +22,7 @@ from bot.core.lifecycle import validate_policy
 from bot.core.models import PolicyDecision
 from bot.core.tuning import MAX_COUNT, MAX_DAYS, Tuning, lifecycle_status, parse_tuning, tuned_policy, tuning_of
 from bot.errors import PolicyOperationError
+from bot.gate import Actor
 from bot.render import blocks
 from bot.sample import MB, blob, image
 from tests.helpers.aws import ACCOUNT, CUSTOM, NOW, current_policy, ecr, load, run_cli

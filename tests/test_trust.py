@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.adoption import Actor
 from bot.config import load_settings
 from bot.core.inuse import protected
 from bot.errors import HandEdited, NotAnOwner, PolicyOperationError
+from bot.gate import Actor
 from bot.store import PROCESS, Store
 from bot.wiring import components
 from tests.helpers.aws import ACCOUNT, CUSTOM, adopted_base, current_policy, ecr, load, repository, run_cli

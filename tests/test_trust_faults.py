@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.adoption import Actor
 from bot.config import load_settings
 from bot.core.lifecycle import fingerprint
 from bot.errors import HandEdited, ScanAbandoned
+from bot.gate import Actor
 from bot.heartbeat import heartbeat
 from bot.store import Store
 from bot.wiring import build, components

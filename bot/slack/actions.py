@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import Actor
 from ..application import Application, ref_of
 from ..errors import (
     BotError,
@@ -27,6 +26,7 @@ from ..errors import (
     NotAnOwner,
     describe,
 )
+from ..gate import Actor
 from ..render import blocks
 from .directory import SlackDirectory
 from .home import home_view

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import Actor
+from ..gate import Actor
 
 logger = logging.getLogger(__name__)
 FOUND_TTL = 24 * 3600.0  # an address can move to another person; re-ask daily

@@ -17,15 +17,17 @@ from typing import TypeVar
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import Actor, Change, Deletion, compact
+from ..adoption import compact
 from ..application import Application, ref_of
 from ..core.inuse import PIN_PREFIX, protected
 from ..core.lifecycle import validate_policy
 from ..core.models import EXEMPTION_REASONS, RepositoryCost
 from ..core.sweep import parse_days
 from ..core.tuning import FIELDS, Tuning, archives, describe_tuning, parse_tuning, tuned_policy
+from ..deletion import Deletion
 from ..errors import BotError, HasOwners, InUsePartial, NotAnAdmin, NotAnOwner, PolicyOperationError, describe
 from ..format import per_month, plural, size
+from ..gate import Actor, Change
 from ..render import blocks
 from .directory import SlackDirectory
 

@@ -11,10 +11,10 @@ from functools import partial
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from ..adoption import Change
 from ..application import Application
 from ..errors import NotAnAdmin, describe
 from ..format import per_month
+from ..gate import Change
 from ..limits import LimitService, read_amount
 from ..render import blocks
 from ..render import watch as render
