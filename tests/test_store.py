@@ -198,3 +198,35 @@ def test_the_table_groups_share_one_database_and_one_connection_per_thread(tmp_p
     assert store.cached_billing("k", "2026-11-02") == "{}"
     store.close()
     assert store.connections._connections == []
+
+
+def test_a_scan_stores_its_repositories_in_bounded_batches(tmp_path, monkeypatch):
+    """The scan saves what it read in groups (one transaction each), never more than SAVE_REPOSITORIES or
+    SAVE_IMAGES at once, the rest when it ends; an abandoned scan refuses the next group."""
+    import pytest
+
+    from bot import scans
+    from bot.errors import ScanAbandoned
+
+    store = Store(str(tmp_path / "s.db"))
+    scan_id = store.begin_scan(T0, 0.1)
+    saved: list[int] = []
+    original = store.save_repositories
+    monkeypatch.setattr(store, "save_repositories", lambda sid, group: saved.append(len(group)) or original(sid, group))
+    monkeypatch.setattr(scans, "SAVE_SECONDS", 3600.0)
+    unsaved = scans.UnsavedRepositories(store, scan_id)
+    image = Image("sha256:i", ("v1",), 10, T0, None)
+    for n in range(scans.SAVE_REPOSITORIES + 5):
+        unsaved.add(row(f"r{n}", 1), [image])
+    assert saved == [scans.SAVE_REPOSITORIES]
+    unsaved.save()
+    assert saved == [scans.SAVE_REPOSITORIES, 5]
+    unsaved.add(row("big", 1), [image] * scans.SAVE_IMAGES)  # one huge repository is stored at once
+    assert saved[-1] == 1
+    count = store.db.execute("select count(*) from repository_snapshots where scan_id = ?", [scan_id]).fetchone()[0]
+    assert count == scans.SAVE_REPOSITORIES + 6
+    store.abandon_scans([scan_id])
+    unsaved.add(row("late", 1), [])
+    with pytest.raises(ScanAbandoned):
+        unsaved.save()
+    assert store.db.execute("select count(*) from repository_snapshots where scan_id = ?", [scan_id]).fetchone()[0] == 0

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
 from ..core.models import Image, Manifest, PolicyDecision, RepositoryCost, RepositoryRef, ScanResult
 from .billing import BillingCache
 from .claims import Claims
@@ -26,6 +24,7 @@ from .ownership import OwnershipClaims
 from .periods import Periods
 from .scans import Scans
 from .schema import migrations
+from .sqlite import Database
 from .task_definitions import TaskDefinitions
 
 __all__ = ["CLAIM_LEASE", "HEARTBEAT_SECONDS", "PROCESS", "SCAN_LEASE", "Store", "from_iso", "migrations", "to_iso"]
@@ -69,6 +68,9 @@ class Store:
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
         return self.scans.save_repository(scan_id, row, images)
+
+    def save_repositories(self, scan_id: int, saved: Sequence[tuple[RepositoryCost, Sequence[Image]]]) -> None:
+        return self.scans.save_repositories(scan_id, saved)
 
     def heartbeat_scan(self, scan_id: int) -> bool:
         return self.scans.heartbeat_scan(scan_id)

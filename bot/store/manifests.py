@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from ..core.models import Manifest
-from .database import CHUNK, Tables, insert_or_ignore, to_iso, unsynced
+from .database import CHUNK, Tables, insert_or_ignore, to_iso
 
 
 class Manifests(Tables):
@@ -40,7 +40,7 @@ class Manifests(Tables):
         rows = [{"digest": m.digest, "media_type": m.media_type, "blobs": json.dumps(m.blobs),
                  "children": json.dumps(m.children), "problem": m.problem, "fetched_at": now} for m in manifests]
         if rows:  # written by the scan's workers, one repository at a time: no fsync each (a cache)
-            with unsynced(self.db), self.db.conn:
+            with self.unsynced_transaction():
                 insert_or_ignore(self.db, "manifests", rows)
 
     def get_config_steps(self, digests: Iterable[str]) -> dict[str, tuple[tuple[str | None, ...] | None, str | None]]:

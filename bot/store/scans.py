@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from ..core.analysis import rank
 from ..core.models import Image, RepositoryCost, ScanProblem, ScanResult
 from ..errors import ScanAbandoned
-from .database import Tables, from_iso, insert_or_replace, to_iso, unsynced
+from .database import Tables, from_iso, insert_or_replace, to_iso
 from .holders import PROCESS, SCAN_LEASE, holder_is_dead
 
 
@@ -32,22 +32,27 @@ class Scans(Tables):
         return row[0] if row else None
 
     def save_repository(self, scan_id: int, row: RepositoryCost, images: Sequence[Image]) -> None:
-        with unsynced(self.db), self.db.conn:
+        self.save_repositories(scan_id, [(row, images)])
+
+    def save_repositories(self, scan_id: int, saved: Sequence[tuple[RepositoryCost, Sequence[Image]]]) -> None:
+        """Repositories read by a running scan, with their images, in one transaction."""
+        with self.unsynced_transaction():
             if not self._beat(scan_id):  # an abandoned scan must not grow again (its rows were dropped)
                 raise ScanAbandoned(f"scan {scan_id} was marked abandoned")
-            insert_or_replace(self.db, "repository_snapshots", {
-                "scan_id": scan_id, "arn": row.arn, "account_id": row.account_id, "region": row.region,
-                "repository": row.repository, "image_count": row.image_count,
-                "tagged_image_count": row.tagged_image_count, "stored_bytes": row.stored_bytes,
-                "listed_bytes": row.listed_bytes, "monthly_cost_usd": row.monthly_cost_usd,
-                "last_pushed_at": to_iso(row.last_pushed_at), "last_pulled_at": to_iso(row.last_pulled_at),
-                "unused": int(row.unused), "has_lifecycle_policy": int(row.has_lifecycle_policy),
-                "lifecycle_policy": row.lifecycle_policy, "owners": json.dumps(row.owners),
-                "tags": json.dumps(row.tags), "account_name": row.account_name,
-                "created_at": to_iso(row.created_at),
-            })
-            insert_or_replace(self.db, "snapshot_images", {
-                "scan_id": scan_id, "arn": row.arn, "images": json.dumps([_image_json(i) for i in images])})
+            for row, images in saved:
+                insert_or_replace(self.db, "repository_snapshots", {
+                    "scan_id": scan_id, "arn": row.arn, "account_id": row.account_id, "region": row.region,
+                    "repository": row.repository, "image_count": row.image_count,
+                    "tagged_image_count": row.tagged_image_count, "stored_bytes": row.stored_bytes,
+                    "listed_bytes": row.listed_bytes, "monthly_cost_usd": row.monthly_cost_usd,
+                    "last_pushed_at": to_iso(row.last_pushed_at), "last_pulled_at": to_iso(row.last_pulled_at),
+                    "unused": int(row.unused), "has_lifecycle_policy": int(row.has_lifecycle_policy),
+                    "lifecycle_policy": row.lifecycle_policy, "owners": json.dumps(row.owners),
+                    "tags": json.dumps(row.tags), "account_name": row.account_name,
+                    "created_at": to_iso(row.created_at),
+                })
+                insert_or_replace(self.db, "snapshot_images", {
+                    "scan_id": scan_id, "arn": row.arn, "images": json.dumps([_image_json(i) for i in images])})
 
     def _beat(self, scan_id: int) -> bool:
         cursor = self.db.execute("update scans set heartbeat_at = ? where id = ? and status = 'running'",

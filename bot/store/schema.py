@@ -2,8 +2,7 @@
 one, add the next)."""
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from .sqlite import Database, Migrations
 
 migrations = Migrations("ecr_cost_bot")
 
