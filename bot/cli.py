@@ -31,13 +31,14 @@ from .format import iso, per_month, plural, size
 
 if TYPE_CHECKING:  # boto3, sqlite-utils, matplotlib ...: imported by the commands that use them, not by --help
     from .application import Application
+    from .scans import ScanService
 
 
-def scan_and_log(application: Application, log=None, now: datetime | None = None,
+def scan_and_log(scans: Application | ScanService, log=None, now: datetime | None = None,
                  account: str | None = None) -> ScanResult:
     """A scan now (of the estate, or of ``account`` alone), with a line on stderr (or ``log``) saying what it cost."""
     started = time.perf_counter()
-    result = application.scan(now) if account is None else application.scan_account(account, now)
+    result = scans.scan(now) if account is None else scans.scan_account(account, now)
     print(f"scanned {len(result.repositories)} repositories in {time.perf_counter() - started:.1f} s: "
           f"{result.api_calls} API requests, {result.manifests_fetched} manifests fetched "
           f"(the others came from the cache)" + (" - PARTIAL, see errors" if result.partial else ""),
@@ -108,13 +109,15 @@ def repository_detail(application: Application, name: str, fmt: str, refresh: bo
     emit(fmt, detail, lambda: view_text(view))
 
 
-def _components(settings: Settings, args=None):
-    """The object graph; a scan it runs shows its progress on stderr unless ``args.quiet``."""
-    from .wiring import components
+def _components(settings: Settings, args=None, lean: bool = False):
+    """The object graph (``lean``: only what a scan needs); a scan it runs shows its progress on stderr unless
+    ``args.quiet``."""
+    from .wiring import components, scanning
 
+    built = scanning(settings) if lean else components(settings)
     if args is None or getattr(args, "quiet", True):
-        return components(settings)
-    return _showing_progress(components(settings), args.command)
+        return built
+    return _showing_progress(built, args.command)
 
 
 @contextmanager
@@ -133,10 +136,10 @@ def _showing_progress(built_components, what: str):
 
 
 def cmd_scan(args, settings: Settings) -> int:
-    with _components(settings, args) as built:
+    with _components(settings, args, lean=True) as built:
         # an account nobody knows is a typo (UnknownAccount): said before anything is scanned
-        account_id = built.application.known_account(args.account) if args.account else None
-        result = scan_and_log(built.application, account=account_id)  # that account alone, stored apart
+        account_id = built.lookups.known_account(args.account) if args.account else None
+        result = scan_and_log(built.scans, account=account_id)  # that account alone, stored apart
     print_scan(result, args.format, settings.base_policy)
     return 0
 

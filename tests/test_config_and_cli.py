@@ -190,6 +190,22 @@ def test_help_imports_none_of_the_heavy_libraries():
     assert "ecr-cost-bot" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_the_scan_path_loads_only_what_a_scan_needs():
+    """`scan` (cron across an organisation) builds through wiring.scanning: the other services, Slack, the CUR
+    readers, the scheduler and the dataframes sqlite-utils would import are not loaded; numpy still loads later."""
+    not_needed = ["slack_bolt", "slack_sdk", "duckdb", "pyarrow", "matplotlib", "pandas", "numpy", "apscheduler",
+                  "kubernetes", "waitress", "bot.adoption", "bot.application", "bot.watch", "bot.sweep", "bot.billing",
+                  "bot.report", "bot.usage"]
+    probe = ("import importlib.util, sys\nimport bot.cli, bot.wiring, bot.store\n"
+             f"print([m for m in {not_needed!r} if m in sys.modules])\n"
+             "if importlib.util.find_spec('numpy'):\n    import numpy\n    print(numpy.float64(1.5) * 2)\n"
+             "else:\n    print(3.0)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "3.0"]
+
+
 def test_every_iam_action_doctor_checks_is_in_the_readmes_iam_section():
     from bot.doctor import PERMISSIONS
 
