@@ -79,9 +79,9 @@ class EstateScan:
     """One scan: ECR's rate limits are per account and region, so the work is spread: repositories are read
     round-robin across (account, region). Memory follows the work in flight, not the organisation: accounts are
     entered as the work reaches them (at most one batch of workers ahead), regions are listed only while few
-    repositories wait, and at most twice as many repositories as workers are read at once (a slow consumer, pricing
-    and storing, holds the readers back). A region's client lives as long as its repositories are being read; an
-    account's session is let go once others have replaced it."""
+    repositories and regions wait, and at most twice as many repositories as workers are read at once (a slow
+    consumer, pricing and storing, holds the readers back). A region's client lives as long as its repositories are
+    being read; an account's session is let go once others have replaced it."""
 
     _pool: ThreadPoolExecutor
 
@@ -131,7 +131,10 @@ class EstateScan:
         busy = {kind: 0 for kind in ("region", "account")}
         for kind, *_ in self._pending.values():
             busy[kind] = busy.get(kind, 0) + 1
-        while self._targets and busy["region"] < self._workers and waiting < 4 * self._workers:
+        # a listed region keeps its client (about 150 KB) until its repositories are read: at most `workers` regions
+        # listed or waiting, or an organisation of one repository per account held 64 clients and more at once
+        while (self._targets and busy["region"] < self._workers and waiting < 4 * self._workers
+               and len(self._queues) + busy["region"] < self._workers):
             account, region = self._targets.popleft()
             target = Region(account.account_id, region, None)  # its client is made by the worker
             self._pending[self._pool.submit(self._reader.list_repositories, target, account.session)] = \
