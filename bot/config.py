@@ -90,10 +90,12 @@ def _number(name: str, value: str, cast, minimum, maximum=None):
 
 
 def _cron(name: str, expression: str, timezone: str) -> None:
-    from apscheduler.triggers.cron import CronTrigger  # validated with the library that will run it
-
     if len(expression.split()) != 5:
         raise ConfigError(f"{name}: expected 5 cron fields (minute hour day month weekday), got {expression!r}")
+    if expression in SHIPPED_SCHEDULES:  # known good (a test checks them): no scheduler import for every command
+        return
+    from apscheduler.triggers.cron import CronTrigger  # validated with the library that will run it
+
     try:
         CronTrigger.from_crontab(expression, timezone=timezone)
     except ValueError as exc:
@@ -162,6 +164,8 @@ NUMBERS: dict[str, tuple[str, str, type, float, float]] = {
 SCHEDULES = {"schedule": ("ECR_COST_SCHEDULE", "0 9 * * mon"),
              "guard_schedule": ("ECR_COST_GUARD_SCHEDULE", "0 6 * * *"),
              "watch_schedule": ("ECR_COST_WATCH_SCHEDULE", "0 8 * * *")}
+SWEEP_SCHEDULE = "0 7 * * *"
+SHIPPED_SCHEDULES = frozenset([SWEEP_SCHEDULE, *(default for _, default in SCHEDULES.values())])
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -249,7 +253,7 @@ def _slack(get) -> dict:
 
 
 def _sweep(get, timezone: str) -> dict:
-    schedule = get("ECR_COST_SWEEP_SCHEDULE") or "0 7 * * *"
+    schedule = get("ECR_COST_SWEEP_SCHEDULE") or SWEEP_SCHEDULE
     _cron("ECR_COST_SWEEP_SCHEDULE", schedule, timezone)
     return dict(sweep_schedule=schedule,
                 sweep_grace_hours=_number("ECR_COST_SWEEP_GRACE_HOURS", get("ECR_COST_SWEEP_GRACE_HOURS") or "168",

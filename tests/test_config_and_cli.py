@@ -26,6 +26,20 @@ def test_defaults_are_the_documented_ones():
     assert [r["rulePriority"] for r in settings.base_policy["rules"]] == [1, 2, 3, 4]
 
 
+def test_the_shipped_schedules_are_valid_crontabs_in_any_timezone():
+    # load_settings skips the scheduler's own check for these (no apscheduler import in every command): they must hold
+    from apscheduler.triggers.cron import CronTrigger
+
+    from bot.config import SHIPPED_SCHEDULES, SWEEP_SCHEDULE
+
+    settings = load_settings({})
+    shipped = {settings.schedule, settings.guard_schedule, settings.watch_schedule, settings.sweep_schedule}
+    assert shipped | {SWEEP_SCHEDULE} == SHIPPED_SCHEDULES
+    for expression in SHIPPED_SCHEDULES:
+        for timezone in ("UTC", "Pacific/Chatham", "America/St_Johns"):
+            assert CronTrigger.from_crontab(expression, timezone=timezone).fields
+
+
 def test_lists_are_parsed():
     settings = load_settings({"ECR_COST_REGIONS": "us-east-1, eu-west-1", "ECR_COST_ADMINS": "U012AB3CD,W0BOB1234",
                               "ECR_COST_ROLE_ARNS": "arn:aws:iam::111122223333:role/ecr-cost-reader",

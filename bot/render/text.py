@@ -5,10 +5,9 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from ..core.analysis import AccountTotal, Summary, display_names, summarize
-from ..core.inuse import RISKY_ACTIONS, InUseSet, Usage, is_pin
 from ..core.lifecycle import Preview
 from ..core.models import (
     Image,
@@ -20,10 +19,12 @@ from ..core.models import (
     ScanProblem,
     ScanResult,
 )
-from ..core.size import SizeReport
 from ..core.tuning import lifecycle_status
-from ..core.watch import limit_of
 from ..format import MIB, iso, json_usd, per_month, plural, signed, signed_size, size, status, usd
+
+if TYPE_CHECKING:  # the in-use, size and watch cores are imported by the renderers that use them, not by `scan`'s
+    from ..core.inuse import InUseSet, Usage
+    from ..core.size import SizeReport
 
 __all__ = ["iso", "usd"]  # re-exported: the renderers' one way to write times and money (bot/format.py)
 
@@ -137,6 +138,8 @@ def document_csv(doc: dict | list) -> tuple[str, list[str]]:
 
 def limit_text(row: RepositoryCost) -> str | None:
     """A repository's limit and how close it is ("$4.10 of $5.00/month"), a malformed limit tag, or None."""
+    from ..core.watch import limit_of
+
     limit, problem = limit_of(row)
     if problem is not None:
         return f"limit tag malformed: {problem}"
@@ -252,6 +255,8 @@ def as_written_sentence(savings: PolicySavings) -> str | None:
 
 def repository_detail_json(row: RepositoryCost, position: int, total: int, previous: RepositoryCost | None,
                            savings: PolicySavings | None = None) -> dict:
+    from ..core.watch import limit_of
+
     detail = repository_json(row)
     detail.update({
         "rank": position, "rank_of": total,
@@ -334,6 +339,8 @@ def preview_json(ref: RepositoryRef, result: Preview | None, savings: float, pro
         "monthly_savings_usd": round(savings, 4),
     })
     if in_use is not None:
+        from ..core.inuse import RISKY_ACTIONS
+
         tags = {i.digest: i.tags for i in images}
         used = used or {}
         expiring_digests = {d.image.digest for d in result.decisions if d.action in RISKY_ACTIONS}  # or archive
@@ -411,6 +418,8 @@ def preview_text(ref: RepositoryRef, adopted: Preview, savings: PolicySavings, s
     if transitions:
         lines.append(f"  {plural(transitions, 'image')} would move to the archive storage class")
     if adopted.decisions:
+        from ..core.inuse import is_pin
+
         rows = [[d.image.digest[7:19], ", ".join(t for t in d.image.tags if not is_pin(t)) or "<untagged>",
                  iso(d.image.pushed_at) or "?", str(d.rule_priority), d.action] for d in adopted.decisions[:limit]]
         lines += ["", *text_table(["digest", "tags", "pushed", "rule", "action"], rows, right={3})]
