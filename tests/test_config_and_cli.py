@@ -220,6 +220,23 @@ def test_the_scan_path_loads_only_what_a_scan_needs():
     assert done.stdout.split() == ["[]", "3.0"]
 
 
+def test_numpy_imported_by_another_thread_while_the_store_loads_works():
+    """sqlite-utils is imported with numpy and pandas kept out only while the process has one thread: a thread
+    importing pyarrow meanwhile would otherwise find numpy missing for the rest of the process."""
+    probe = ("import sys, threading\n"
+             "def other():\n"
+             "    while 'sqlite_utils' not in sys.modules: pass\n"
+             "    import pyarrow\n"
+             "    print(pyarrow.array([1, 2]).to_numpy().sum())\n"
+             "thread = threading.Thread(target=other); thread.start()\n"
+             "import bot.store.sqlite\n"
+             "thread.join()\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert done.stdout.split() == ["3"]
+
+
 def test_every_iam_action_doctor_checks_is_in_the_readmes_iam_section():
     from bot.doctor import PERMISSIONS
 

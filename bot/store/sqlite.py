@@ -14,8 +14,11 @@ def _without_dataframes():
         if "sqlite_utils" in sys.modules:
             return sys.modules["sqlite_utils"]
         # a None entry makes `import pandas` raise ImportError; set only for modules not imported yet, and
-        # removed at once, so a later import (the CUR's pyarrow, the report's matplotlib) loads them as usual
-        blocked = [name for name in ("pandas", "numpy") if name not in sys.modules]
+        # removed at once, so a later import (the CUR's pyarrow, the report's matplotlib) loads them as usual.
+        # Only while this is the process's one thread: another could be importing numpy (or pyarrow, which would
+        # then record numpy as missing) in that window, so with others alive sqlite-utils is imported as it is
+        alone = threading.active_count() == 1
+        blocked = [name for name in ("pandas", "numpy") if alone and name not in sys.modules]
         for name in blocked:
             sys.modules[name] = None  # type: ignore[assignment]
         try:
