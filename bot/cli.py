@@ -63,7 +63,8 @@ def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> Non
 
     out = out or sys.stdout
     if fmt == "json":
-        print(json.dumps(scan_json(result), indent=2), file=out)
+        json.dump(scan_json(result), out, indent=2)  # written as it is encoded, never held as one string
+        out.write("\n")
     elif fmt == "csv":
         out.write(scan_csv(result.repositories))
     else:

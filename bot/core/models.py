@@ -67,7 +67,7 @@ class RepositoryInventory:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RepositoryCost:
     """One row of the ranking: the contract's `repositories[]` entry."""
 
