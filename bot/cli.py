@@ -63,10 +63,11 @@ def print_scan(result: ScanResult, fmt: str, base_policy: dict, out=None) -> Non
 
     out = out or sys.stdout
     if fmt == "json":
-        json.dump(scan_json(result), out, indent=2)  # written as it is encoded, never held as one string
+        # written as it is encoded, each repository's document made as it is written: never held as one string
+        json.dump(scan_json(result, streamed=True), out, indent=2)
         out.write("\n")
     elif fmt == "csv":
-        out.write(scan_csv(result.repositories))
+        scan_csv(result.repositories, out)
     else:
         print(scan_table(result, base_policy), file=out)
     if fmt != "table":

@@ -158,10 +158,9 @@ class ScanService:
 
     def price(self, inventory: RepositoryInventory, now: datetime) -> tuple[RepositoryCost, list[str]]:
         """A repository read priced at the configured price, named after its account."""
-        row, problems = price_repository(inventory, price_per_gb_month=self._settings.price_per_gb_month,
-                                         unused_days=self._settings.unused_days, owner_tag=self._settings.owner_tag,
-                                         now=now)
-        return replace(row, account_name=self._collector.account_names.get(row.account_id)), problems
+        return price_repository(inventory, price_per_gb_month=self._settings.price_per_gb_month,
+                                unused_days=self._settings.unused_days, owner_tag=self._settings.owner_tag, now=now,
+                                account_name=self._collector.account_names.get(inventory.ref.account_id))
 
     def scan_scope(self) -> str:
         """What a scan covers as configured now: a scan of other regions, roles or accounts is another estate."""

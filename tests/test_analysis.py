@@ -84,6 +84,23 @@ def test_json_marks_partial_results_and_names_the_failure():
     assert json.loads(json.dumps(doc)) == doc
 
 
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_the_streamed_scan_document_is_written_as_the_plain_one(count):
+    """`scan --format json` makes each repository's document as it writes it: the same text, empty list included."""
+    result = _result([row(f"r{i}", i * 2**20) for i in range(count)], [ScanProblem("1", "eu-west-1", "no")])
+    written = io.StringIO()
+    json.dump(scan_json(result, streamed=True), written, indent=2)
+    assert written.getvalue() == json.dumps(scan_json(result), indent=2)
+    assert len(json.loads(written.getvalue())["repositories"]) == count
+
+
+def test_csv_written_row_by_row_is_the_returned_text():
+    ranked = rank([row("a", 5 * 2**20), row("b", 2**20)])
+    written = io.StringIO()
+    assert scan_csv(ranked, written) == ""
+    assert written.getvalue() == scan_csv(ranked)
+
+
 def test_table_of_an_empty_estate_and_a_partial_one():
     base = json.loads(shipped_base_policy_text())
     assert "0 repositories" in scan_table(_result([]), base)

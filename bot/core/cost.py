@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
@@ -146,7 +147,7 @@ def parse_owners(value: str | None) -> tuple[tuple[str, ...], list[str]]:
             continue
         if SLACK_USER_ID.match(token) or _EMAIL.match(token):
             if token not in owners:
-                owners.append(token)
+                owners.append(sys.intern(token))  # one string per owner across the ranking
         else:
             problems.append(f"{token!r} is neither a Slack user ID (U…/W…) nor an email address")
     return tuple(owners), problems
@@ -160,9 +161,10 @@ def owner_tag_value(tags: Mapping[str, str], owner_tag: str) -> str | None:
     return next((value for key, value in tags.items() if key.lower() == wanted), None)
 
 
-def price_repository(inventory: RepositoryInventory, *, price_per_gb_month: float, unused_days: int,
-                     owner_tag: str, now: datetime) -> tuple[RepositoryCost, list[str]]:
-    """A repository's ranking row, and the problems worth telling its owners about."""
+def price_repository(inventory: RepositoryInventory, *, price_per_gb_month: float, unused_days: int, owner_tag: str,
+                     now: datetime, account_name: str | None = None) -> tuple[RepositoryCost, list[str]]:
+    """A repository's ranking row, and the problems worth telling its owners about. The row is held for the whole
+    scan: the text that repeats across an estate (tags, an adopted policy) is one string shared by every row."""
     images = inventory.images
     stored = stored_bytes(images, inventory.manifests)
     owners, owner_problems = parse_owners(owner_tag_value(inventory.tags, owner_tag))
@@ -183,9 +185,10 @@ def price_repository(inventory: RepositoryInventory, *, price_per_gb_month: floa
         last_pushed_at=last_pushed, last_pulled_at=last_pulled,
         unused=unused,
         has_lifecycle_policy=inventory.lifecycle_policy is not None,
-        lifecycle_policy=inventory.lifecycle_policy,
+        lifecycle_policy=None if inventory.lifecycle_policy is None else sys.intern(inventory.lifecycle_policy),
         owners=owners,
-        tags=dict(inventory.tags),
+        tags={sys.intern(key): sys.intern(value) for key, value in inventory.tags.items()},
+        account_name=account_name,
         created_at=inventory.created_at,
     )
     return row, [f"owner tag {owner_tag!r}: {p}" for p in owner_problems]
