@@ -388,6 +388,9 @@ def test_adoption_promises_hold_over_random_sequences(aws, tmp_path, monkeypatch
     monkeypatch.setenv("ECR_COST_ACCOUNTS", ACCOUNT)  # the registry; runtimes are read wherever the bot enters
     monkeypatch.setenv("ECR_COST_ROLE_ARNS", role_arn(WORKLOAD))
     monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    # workloads run in us-east-1 only; a second region keeps runtimes read across regions. Every region enabled
+    # (the default, tested in test_in_use_safety.py) was 70 runtime reads per guard and most of this test's time
+    monkeypatch.setenv("ECR_COST_RUNTIME_REGIONS", "us-east-1,eu-west-1")
     run_state_machine_as_test(AdoptionMachine, settings=settings(
         max_examples=8, stateful_step_count=14, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
@@ -408,6 +411,9 @@ def test_the_machine_meets_a_rollback_the_pins_make_harmful(aws, tmp_path, monke
     monkeypatch.setenv("ECR_COST_ACCOUNTS", ACCOUNT)
     monkeypatch.setenv("ECR_COST_ROLE_ARNS", role_arn(WORKLOAD))
     monkeypatch.setenv("ECR_COST_REGIONS", "us-east-1")
+    # workloads run in us-east-1 only; a second region keeps runtimes read across regions. Every region enabled
+    # (the default, tested in test_in_use_safety.py) was 70 runtime reads per guard and most of this test's time
+    monkeypatch.setenv("ECR_COST_RUNTIME_REGIONS", "us-east-1,eu-west-1")
     machine = AdoptionMachine()
     try:
         machine.create(original, USERS[0], True)

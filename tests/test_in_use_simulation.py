@@ -83,6 +83,9 @@ def test_ninety_days_never_expire_a_running_image(aws, monkeypatch, tmp_path):
     import os
     os.environ["MOTO_LAMBDA_STUB_ECR"] = "false"
     monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "sim.db"))
+    # workloads run in us-east-1 only; a second region keeps runtimes read across regions. Every region enabled
+    # (the default, tested in test_in_use_safety.py) was 70 runtime reads per guard and most of this test's time
+    monkeypatch.setenv("ECR_COST_RUNTIME_REGIONS", "us-east-1,eu-west-1")
     sim = Simulation()
     load([SampleRepository(REGION, "svc", [image(BASE + [blob("seed", 1000)], blob("seed-cfg", 100), ("seed",))],
                            tags={"owner": OWNER})])

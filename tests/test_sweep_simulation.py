@@ -30,6 +30,9 @@ def test_sixty_days_of_sweeping_never_delete_a_running_or_recently_pulled_image(
     _clients.clear()
     monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "sweep-sim.db"))
     monkeypatch.setenv("ECR_COST_SWEEP_GRACE_HOURS", str(GRACE_HOURS))
+    # workloads run in us-east-1 only; a second region keeps runtimes read across regions. Every region enabled
+    # (the default, tested in test_in_use_safety.py) was 70 runtime reads per guard and most of this test's time
+    monkeypatch.setenv("ECR_COST_RUNTIME_REGIONS", "us-east-1,eu-west-1")
     day = 0
     now = lambda: START + timedelta(days=day, hours=12)  # noqa: E731
     builds = 0
