@@ -33,11 +33,19 @@ def hermetic(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def moto_server():
+    """moto's server, whose DescribeRegions lists the regions enabled in an account, as AWS does (moto lists all 38
+    it knows, those not opted in and GovCloud's and China's among them: twice the runtime reads of a real account)."""
+    from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend
+
+    enabled = [r for r in RegionsAndZonesBackend.regions
+               if r.opt_in_status == "opt-in-not-required" and not r.name.startswith(("us-gov-", "cn-"))]
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RegionsAndZonesBackend, "regions", enabled)
+        server.start()
+        yield f"http://127.0.0.1:{port}"
+        server.stop()
 
 
 @pytest.fixture(scope="session")
