@@ -10,6 +10,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from moto.ecr.models import ecr_backends
 
 from bot.config import load_settings
@@ -26,6 +27,7 @@ UNPULLED_DAYS, GRACE_HOURS = 10, 48
 ARN = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/svc"
 
 
+@pytest.mark.slow
 def test_sixty_days_of_sweeping_never_delete_a_running_or_recently_pulled_image(aws, monkeypatch, tmp_path):
     _clients.clear()
     monkeypatch.setenv("ECR_COST_DB", str(tmp_path / "sweep-sim.db"))
